@@ -1,0 +1,3 @@
+"""medfusion: multimodal (DICOM image + radiology report) diagnosis assistant."""
+
+__version__ = "0.1.0"

@@ -1,0 +1,235 @@
+"""Run configuration: YAML files validated by pydantic models.
+
+Every model forbids unknown keys, so a typo fails loudly. :func:`load_config` turns validation
+failures into a :class:`~medfusion.errors.ConfigError` naming the file and each offending key.
+Relative paths in a config are resolved against the config file's folder's parent (the repository
+root for files in ``configs/``), so commands work from any working directory.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Literal
+
+import yaml
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
+
+from medfusion.errors import ConfigError
+
+
+class _Strict(BaseModel):
+    model_config = ConfigDict(extra="forbid", frozen=True)
+
+
+class DemoCohortConfig(_Strict):
+    """Settings of the generated demo cohort (``medfusion demo-data``)."""
+
+    n_studies: int = Field(240, ge=8, description="Number of studies to generate.")
+    image_size: int = Field(128, ge=32, le=2048, description="Side of the square radiographs, pixels.")
+    seed: int = 0
+    broken_files: int = Field(3, ge=0, description="Deliberately broken DICOM files to add.")
+
+
+class DataConfig(_Strict):
+    """Where the studies come from and how they are preprocessed."""
+
+    manifest: Path | None = Field(
+        None, description="Manifest (CSV or Parquet). If unset, the demo cohort is generated under project_dir."
+    )
+    demo: DemoCohortConfig = DemoCohortConfig()
+    image_size: tuple[int, int] = (128, 128)
+    frame_policy: Literal["first", "middle", "mean"] = "middle"
+    max_tokens: int = Field(64, ge=8, le=512)
+    report_sections: list[Literal["findings", "impression", "history", "full"]] = ["full"]
+    num_workers: int = Field(0, ge=0)
+    max_pixels: int = Field(
+        64_000_000, ge=1, description="Images with more pixels (rows*cols*frames) are refused before decoding."
+    )
+
+
+class ImageEncoderConfig(_Strict):
+    """MONAI image encoder."""
+
+    name: Literal["densenet121", "resnet18", "resnet34", "resnet50", "vit"] = "densenet121"
+    spatial_dims: Literal[2, 3] = 2
+    in_channels: int = 1
+    embed_dim: int = Field(64, ge=4, description="Projected embedding width fed to fusion.")
+    pretrained_path: Path | None = Field(None, description="Local weights (.safetensors preferred, or .pt).")
+    # ViT only
+    patch_size: int = 16
+    vit_hidden: int = 96
+    vit_layers: int = 2
+    vit_heads: int = 4
+
+
+class TinyBertConfig(_Strict):
+    """A from-scratch BERT whose WordPiece vocabulary is trained on the cohort's reports (offline)."""
+
+    hidden_size: int = 32
+    num_layers: int = 2
+    num_heads: int = 2
+    intermediate_size: int = 64
+    vocab_size: int = 2000
+
+
+class TextEncoderConfig(_Strict):
+    """Hugging Face BERT-family text encoder: a local path, a hub id, or a tiny from-scratch model."""
+
+    name_or_path: str | None = Field(
+        None, description="Local folder or hub id (e.g. microsoft/BiomedNLP-BiomedBERT-base-uncased-abstract)."
+    )
+    tiny: TinyBertConfig | None = None
+    embed_dim: int = Field(64, ge=4)
+    pooling: Literal["cls", "mean"] = "cls"
+    freeze: bool = False
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "TextEncoderConfig":
+        if (self.name_or_path is None) == (self.tiny is None):
+            raise ValueError("set exactly one of 'name_or_path' and 'tiny'")
+        return self
+
+
+class FusionConfig(_Strict):
+    """Fusion strategy and its sizes."""
+
+    name: Literal["image_only", "text_only", "late", "concat", "gated", "hybrid"] = "hybrid"
+    hidden_dim: int = Field(64, ge=4)
+    num_heads: int = Field(4, ge=1)
+    dropout: float = Field(0.1, ge=0.0, lt=1.0)
+    modality_dropout: float = Field(
+        0.1, ge=0.0, lt=1.0, description="Training-time chance of hiding one modality, so inference copes."
+    )
+
+
+class TrainingConfig(_Strict):
+    """Optimisation settings."""
+
+    epochs: int = Field(8, ge=1)
+    batch_size: int = Field(16, ge=1)
+    grad_accum_steps: int = Field(1, ge=1)
+    lr: float = Field(1e-3, gt=0)
+    text_lr: float | None = Field(None, gt=0, description="Learning rate of a pretrained text encoder.")
+    weight_decay: float = Field(0.01, ge=0)
+    warmup_fraction: float = Field(0.1, ge=0, lt=1)
+    amp: Literal["auto", "bf16", "fp16", "off"] = "auto"
+    device: str = "auto"
+    early_stopping_patience: int = Field(4, ge=1)
+    pos_weight: Literal["auto", "none"] = "auto"
+    seed: int = 0
+    val_fraction: float = Field(0.2, gt=0, lt=1)
+    test_fraction: float = Field(0.2, gt=0, lt=1)
+
+
+class TrackingConfig(_Strict):
+    """MLflow settings. ``MLFLOW_TRACKING_URI`` in the environment overrides ``tracking_uri``."""
+
+    tracking_uri: str | None = Field(None, description="Default: sqlite store under project_dir.")
+    experiment: str = "medfusion"
+    registered_model: str = "medfusion"
+
+
+class PromotionGates(_Strict):
+    """Gates a challenger must pass to become champion."""
+
+    auroc_margin: float = Field(0.01, ge=0, description="Challenger macro AUROC >= champion's minus this.")
+    max_ece: float = Field(0.15, gt=0)
+    max_label_auroc_drop: float = Field(0.05, ge=0)
+    max_latency_ms: float = Field(2000.0, gt=0, description="Per-study latency bound (p95).")
+
+
+class Config(_Strict):
+    """A whole run."""
+
+    name: str = "medfusion"
+    project_dir: Path = Path("runs/demo")
+    labels: list[str] = Field(min_length=1)
+    data: DataConfig = DataConfig()
+    image_encoder: ImageEncoderConfig = ImageEncoderConfig()
+    text_encoder: TextEncoderConfig = TextEncoderConfig(tiny=TinyBertConfig())
+    fusion: FusionConfig = FusionConfig()
+    training: TrainingConfig = TrainingConfig()
+    tracking: TrackingConfig = TrackingConfig()
+    promotion: PromotionGates = PromotionGates()
+
+    @field_validator("labels")
+    @classmethod
+    def _unique_labels(cls, labels: list[str]) -> list[str]:
+        if len(set(labels)) != len(labels):
+            raise ValueError("labels must be unique")
+        return labels
+
+
+def _format_errors(path: Path, exc: ValidationError) -> str:
+    lines = [f"{path}: invalid configuration"]
+    for err in exc.errors():
+        key = ".".join(str(p) for p in err["loc"]) or "<top level>"
+        if err["type"] == "extra_forbidden":
+            lines.append(f"  {key}: unknown key")
+        else:
+            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+    return "\n".join(lines)
+
+
+def _resolve_paths(config: Config, root: Path) -> Config:
+    def absolute(p: Path | None) -> Path | None:
+        return None if p is None or p.is_absolute() else (root / p)
+
+    updates = {"project_dir": absolute(config.project_dir) or config.project_dir}
+    data_updates = {}
+    if config.data.manifest is not None and not config.data.manifest.is_absolute():
+        data_updates["manifest"] = absolute(config.data.manifest)
+    if data_updates:
+        updates["data"] = config.data.model_copy(update=data_updates)
+    if config.image_encoder.pretrained_path is not None and not config.image_encoder.pretrained_path.is_absolute():
+        updates["image_encoder"] = config.image_encoder.model_copy(
+            update={"pretrained_path": absolute(config.image_encoder.pretrained_path)}
+        )
+    return config.model_copy(update=updates)
+
+
+def load_config(path: str | Path, overrides: dict | None = None) -> Config:
+    """Load and validate a YAML config.
+
+    Args:
+        path: The YAML file.
+        overrides: Nested dict merged over the file's content before validation (CLI overrides).
+
+    Returns:
+        The validated :class:`Config`, relative paths resolved against the config's repository root
+        (the parent of a ``configs/`` folder, else the file's folder).
+
+    Raises:
+        ConfigError: The file is missing, is not YAML, or fails validation. The message names the
+            file and every offending key.
+    """
+    path = Path(path)
+    try:
+        raw = yaml.safe_load(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise ConfigError(f"{path}: config file not found") from None
+    except (yaml.YAMLError, UnicodeDecodeError) as exc:
+        raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    if raw is None:
+        raw = {}
+    if not isinstance(raw, dict):
+        raise ConfigError(f"{path}: top level must be a mapping, got {type(raw).__name__}")
+    if overrides:
+        raw = _deep_merge(raw, overrides)
+    try:
+        config = Config.model_validate(raw)
+    except ValidationError as exc:
+        raise ConfigError(_format_errors(path, exc)) from None
+    folder = path.resolve().parent
+    root = folder.parent if folder.name == "configs" else folder
+    return _resolve_paths(config, root)
+
+
+def _deep_merge(base: dict, extra: dict) -> dict:
+    merged = dict(base)
+    for key, value in extra.items():
+        if isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = _deep_merge(merged[key], value)
+        else:
+            merged[key] = value
+    return merged
