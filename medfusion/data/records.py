@@ -56,3 +56,16 @@ class Report:
     report_id: str | None = None
     status: str | None = None
     source: str = ""
+
+
+@dataclass(frozen=True)
+class Rejection:
+    """An input that could not be used, kept so that batch jobs lose nothing.
+
+    Attributes:
+        source: File path (or ``file:line`` / ``file#entry``) of the rejected input.
+        reason: Why it was rejected, free of patient data.
+    """
+
+    source: str
+    reason: str
