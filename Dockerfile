@@ -1,0 +1,34 @@
+# medfusion on a CUDA host. Build:  docker build -t medfusion .
+# Run:    docker run --gpus all -v /data:/data -v medfusion-runs:/app/runs medfusion demo
+FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
+
+ENV DEBIAN_FRONTEND=noninteractive \
+    PYTHONUNBUFFERED=1 \
+    PIP_NO_CACHE_DIR=1 \
+    VIRTUAL_ENV=/opt/venv \
+    PATH=/opt/venv/bin:$PATH \
+    HF_HUB_OFFLINE=1
+
+RUN apt-get update \
+ && apt-get install -y --no-install-recommends python3 python3-venv python3-dev git ca-certificates \
+ && rm -rf /var/lib/apt/lists/* \
+ && python3 -m venv /opt/venv
+
+# CUDA build of torch first (matches the base image's CUDA 12.8), then medfusion and its deps.
+RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch>=2.4"
+
+RUN useradd --create-home --uid 10001 medfusion
+WORKDIR /app
+COPY --chown=medfusion:medfusion pyproject.toml README.md ./
+COPY --chown=medfusion:medfusion medfusion ./medfusion
+RUN pip install .
+COPY --chown=medfusion:medfusion configs ./configs
+COPY --chown=medfusion:medfusion pipelines ./pipelines
+COPY --chown=medfusion:medfusion apps ./apps
+
+USER medfusion
+# MLflow store, checkpoints and outputs live under /app/runs by default: mount a volume there,
+# or set MLFLOW_TRACKING_URI to a tracking server.
+VOLUME ["/app/runs"]
+ENTRYPOINT ["medfusion"]
+CMD ["--help"]
