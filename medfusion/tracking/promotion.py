@@ -1,0 +1,220 @@
+"""Registry promotion by aliases (``challenger`` -> ``champion``) behind evaluation gates.
+
+Both models are loaded as pyfuncs from the registry and scored on the same frozen evaluation set
+(``<project_dir>/eval_set.parquet``, written once from the manifest's test split and never rewritten).
+The decision and all its evidence are logged as an MLflow run in ``<experiment>-promotions``.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medfusion.config import Config, PromotionGates
+from medfusion.data.manifest import manifest_hash, read_manifest
+from medfusion.data.records import LABEL_PREFIX
+from medfusion.errors import MedfusionError
+from medfusion.tracking.store import connect
+from medfusion.training.metrics import compute_metrics
+
+log = logging.getLogger(__name__)
+
+CHALLENGER = "challenger"
+CHAMPION = "champion"
+LATENCY_SAMPLE = 8
+
+
+@dataclass
+class ModelEvaluation:
+    """Scores of one registered version on the frozen evaluation set."""
+
+    version: str
+    macro_auroc: float
+    ece: float
+    label_auroc: dict[str, float]
+    latency_p95_ms: float
+
+
+@dataclass
+class PromotionDecision:
+    """Outcome of a promotion attempt, with its evidence."""
+
+    promoted: bool
+    challenger: ModelEvaluation
+    champion: ModelEvaluation | None
+    failures: list[str] = field(default_factory=list)
+    run_id: str = ""
+
+    def summary(self) -> str:
+        """Human-readable verdict."""
+        c = self.challenger
+        head = (
+            f"challenger v{c.version}: macro AUROC {c.macro_auroc:.3f}, ECE {c.ece:.3f}, "
+            f"p95 latency {c.latency_p95_ms:.0f} ms"
+        )
+        if self.champion is not None:
+            head += f"\nchampion   v{self.champion.version}: macro AUROC {self.champion.macro_auroc:.3f}, ECE {self.champion.ece:.3f}"
+        if self.promoted:
+            return f"{head}\nPROMOTED: v{c.version} is now @champion (evidence: MLflow run {self.run_id})"
+        return f"{head}\nREJECTED: " + "; ".join(self.failures) + f" (evidence: MLflow run {self.run_id})"
+
+
+def frozen_eval_set(config: Config, manifest_path: Path) -> pd.DataFrame:
+    """Return the frozen evaluation set, creating it from the manifest's test split the first time.
+
+    Args:
+        config: Run configuration (``project_dir`` holds the frozen set).
+        manifest_path: Manifest whose ``test`` split seeds the set.
+    """
+    path = config.project_dir / "eval_set.parquet"
+    if path.exists():
+        return read_manifest(path, config.labels)
+    manifest = read_manifest(manifest_path, config.labels)
+    eval_set = manifest[manifest["split"] == "test"].reset_index(drop=True)
+    if eval_set.empty:
+        raise MedfusionError(f"{manifest_path}: manifest has no 'test' split to freeze an evaluation set from")
+    from medfusion.data.manifest import write_manifest
+
+    write_manifest(eval_set, path)
+    log.info("froze evaluation set: %d studies -> %s", len(eval_set), path)
+    return eval_set
+
+
+def evaluate_version(model_uri: str, version: str, eval_set: pd.DataFrame, labels: list[str]) -> ModelEvaluation:
+    """Score a registered model on the evaluation set and time single-study predictions.
+
+    Args:
+        model_uri: e.g. ``models:/medfusion/3``.
+        version: Registry version (for the record).
+        eval_set: Manifest rows with ``image_paths``, ``report_text`` and ``y_<label>``.
+        labels: Label names, in the order of the model's outputs.
+    """
+    import mlflow
+
+    model = mlflow.pyfunc.load_model(model_uri)
+    inputs = eval_set[["image_paths", "report_text"]].copy()
+    inputs["image_paths"] = inputs["image_paths"].map(list)
+    scored = model.predict(inputs)
+    failed = scored["error"].astype(bool)
+    if failed.any():
+        log.warning("%d evaluation studies could not be scored by v%s", int(failed.sum()), version)
+    probs = scored.loc[~failed, [f"prob_{n}" for n in labels]].to_numpy(dtype=np.float64)
+    targets = eval_set.loc[~failed.to_numpy(), [f"{LABEL_PREFIX}{n}" for n in labels]].to_numpy(dtype=np.float64)
+    metrics = compute_metrics(probs, targets, labels)
+    timings = []
+    for i in range(min(LATENCY_SAMPLE, len(inputs))):
+        start = time.perf_counter()
+        model.predict(inputs.iloc[[i]])
+        timings.append((time.perf_counter() - start) * 1000)
+    return ModelEvaluation(
+        version=str(version),
+        macro_auroc=float(metrics["macro_auroc"]),
+        ece=float(metrics["ece"]),
+        label_auroc={n: float(metrics[f"auroc_{n}"]) for n in labels if f"auroc_{n}" in metrics},
+        latency_p95_ms=float(np.percentile(timings, 95)),
+    )
+
+
+def check_gates(challenger: ModelEvaluation, champion: ModelEvaluation | None, gates: PromotionGates) -> list[str]:
+    """Return the failed gates as reasons (empty list: every gate passes)."""
+    failures = []
+    if challenger.ece > gates.max_ece:
+        failures.append(f"ECE {challenger.ece:.3f} > bound {gates.max_ece}")
+    if challenger.latency_p95_ms > gates.max_latency_ms:
+        failures.append(f"p95 latency {challenger.latency_p95_ms:.0f} ms > bound {gates.max_latency_ms:.0f} ms")
+    if champion is None:
+        if not challenger.macro_auroc > 0.5:
+            failures.append(f"macro AUROC {challenger.macro_auroc:.3f} is not above chance")
+        return failures
+    floor = champion.macro_auroc - gates.auroc_margin
+    if challenger.macro_auroc < floor:
+        failures.append(
+            f"macro AUROC {challenger.macro_auroc:.3f} < champion {champion.macro_auroc:.3f} - margin {gates.auroc_margin}"
+        )
+    for name, auroc in champion.label_auroc.items():
+        drop = auroc - challenger.label_auroc.get(name, 0.0)
+        if drop > gates.max_label_auroc_drop:
+            failures.append(f"{name} AUROC drops {drop:.3f} > bound {gates.max_label_auroc_drop}")
+    return failures
+
+
+def promote_challenger(config: Config, *, version: str | None = None, manifest_path: Path | None = None) -> PromotionDecision:
+    """Evaluate the challenger (or ``version``) against the champion; move ``@champion`` if gates pass.
+
+    Args:
+        config: Run configuration (registry name, gates, project_dir).
+        version: Registered version to evaluate; default the ``@challenger`` alias.
+        manifest_path: Manifest to freeze the evaluation set from, if it is not frozen yet
+            (default ``config.data.manifest`` or the demo cohort's).
+
+    Raises:
+        MedfusionError: No challenger, or no evaluation set can be built.
+    """
+    import mlflow
+    from mlflow.exceptions import MlflowException
+
+    name = config.tracking.registered_model
+    client = connect(config, experiment=f"{config.tracking.experiment}-promotions")
+    try:
+        challenger_mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+    except MlflowException:
+        raise MedfusionError(f"registered model {name!r} has no {'version ' + version if version else '@challenger'}") from None
+    try:
+        champion_mv = client.get_model_version_by_alias(name, CHAMPION)
+    except MlflowException:
+        champion_mv = None
+    if champion_mv is not None and champion_mv.version == challenger_mv.version:
+        raise MedfusionError(f"v{challenger_mv.version} of {name!r} is already @champion")
+
+    eval_set = frozen_eval_set(config, manifest_path or default_manifest_path(config))
+    challenger = evaluate_version(f"models:/{name}/{challenger_mv.version}", challenger_mv.version, eval_set, config.labels)
+    champion = (
+        evaluate_version(f"models:/{name}/{champion_mv.version}", champion_mv.version, eval_set, config.labels)
+        if champion_mv is not None
+        else None
+    )
+    failures = check_gates(challenger, champion, config.promotion)
+    promoted = not failures
+    with mlflow.start_run(run_name=f"promote-v{challenger.version}") as run:
+        mlflow.log_params(
+            {
+                "registered_model": name,
+                "challenger_version": challenger.version,
+                "champion_version": champion.version if champion else "none",
+                "eval_set_hash": manifest_hash(eval_set),
+                "eval_set_size": len(eval_set),
+                **{f"gate_{k}": v for k, v in config.promotion.model_dump().items()},
+            }
+        )
+        for role, ev in (("challenger", challenger), ("champion", champion)):
+            if ev is not None:
+                mlflow.log_metrics({f"{role}_macro_auroc": ev.macro_auroc, f"{role}_ece": ev.ece,
+                                    f"{role}_latency_p95_ms": ev.latency_p95_ms,
+                                    **{f"{role}_auroc_{k}": v for k, v in ev.label_auroc.items()}})
+        mlflow.set_tags({"decision": "promoted" if promoted else "rejected", "failures": "; ".join(failures)[:4000]})
+        mlflow.log_dict(_evidence(challenger, champion, failures), "promotion_evidence.json")
+        run_id = run.info.run_id
+    if promoted:
+        client.set_registered_model_alias(name, CHAMPION, challenger.version)
+        client.set_model_version_tag(name, challenger.version, "promoted_by_run", run_id)
+        log.info("v%s of %s promoted to @champion", challenger.version, name)
+    else:
+        client.set_model_version_tag(name, challenger.version, "rejected_by_run", run_id)
+    return PromotionDecision(promoted, challenger, champion, failures, run_id)
+
+
+def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, failures: list[str]) -> dict[str, Any]:
+    return json.loads(json.dumps({"challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
+                                  "failures": failures, "promoted": not failures}))
+
+
+def default_manifest_path(config: Config) -> Path:
+    """The configured manifest, or the demo cohort's under ``project_dir``."""
+    return config.data.manifest or config.project_dir / "demo_cohort" / "manifest.parquet"

@@ -1,0 +1,170 @@
+"""The model as an MLflow pyfunc: DICOM path(s) + report text (or a FHIR DiagnosticReport) in,
+per-label probabilities and decisions out.
+
+Labels, thresholds, temperature and preprocessing travel inside the logged model folder
+(``medfusion_model.json`` written by :func:`medfusion.models.model.save_model_dir`), so
+``mlflow.pyfunc.load_model("models:/medfusion@champion")`` scores new studies in a fresh process.
+
+Input columns:
+    ``image_paths``: list of DICOM paths of one study, or one path, or a JSON array string; may be empty.
+    ``report_text``: report text; may be empty.
+    ``fhir_report``: optional FHIR DiagnosticReport JSON; used when ``report_text`` is empty.
+
+Output columns: ``prob_<label>`` and ``decision_<label>`` per label, ``model_name``, ``model_version``,
+``error`` (empty, or why the row could not be scored: the other rows are still scored).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pandas as pd
+
+log = logging.getLogger(__name__)
+
+MODEL_DIR_ARTIFACT = "model_dir"
+
+
+def _image_paths(value: Any) -> list[str]:
+    if value is None or (isinstance(value, float) and pd.isna(value)):
+        return []
+    if isinstance(value, str):
+        text = value.strip()
+        if not text:
+            return []
+        if text.startswith("["):
+            return [str(v) for v in json.loads(text)]
+        return [text]
+    return [str(v) for v in value]
+
+
+def _report_text(row: pd.Series) -> str:
+    text = row.get("report_text")
+    if isinstance(text, str) and text.strip():
+        return text
+    fhir_json = row.get("fhir_report")
+    if isinstance(fhir_json, str) and fhir_json.strip():
+        from medfusion.data.reports import report_from_fhir_json
+
+        return report_from_fhir_json(fhir_json, source="fhir_report column").text
+    return ""
+
+
+class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
+    """pyfunc wrapper around :class:`medfusion.inference.Predictor`."""
+
+    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+        from medfusion.inference import Predictor
+
+        self.predictor = Predictor.from_dir(context.artifacts[MODEL_DIR_ARTIFACT])
+        cfg = context.model_config or {}
+        self.model_name = str(cfg.get("model_name", "medfusion"))
+        self.model_version = _registry_version(Path(context.artifacts[MODEL_DIR_ARTIFACT]), self.model_name)
+
+    def predict(
+        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+    ) -> pd.DataFrame:
+        from medfusion.errors import MedfusionError
+        from medfusion.inference import StudyInput
+
+        labels = self.predictor.labels
+        rows: list[dict[str, Any]] = []
+        inputs, positions, errors = [], [], {}
+        for i, (_, row) in enumerate(model_input.iterrows()):
+            try:
+                inputs.append(StudyInput(image_paths=_image_paths(row.get("image_paths")), report_text=_report_text(row)))
+                positions.append(i)
+            except MedfusionError as exc:
+                errors[i] = str(exc)
+        predictions = dict(zip(positions, self.predictor.predict(inputs))) if inputs else {}
+        for i in range(len(model_input)):
+            out: dict[str, Any] = {"model_name": self.model_name, "model_version": self.model_version}
+            pred = predictions.get(i)
+            error = errors.get(i) or (pred.error if pred is not None else None)
+            for j, name in enumerate(labels):
+                ok = pred is not None and not error
+                out[f"prob_{name}"] = float(pred.probabilities[j]) if ok else float("nan")
+                out[f"decision_{name}"] = bool(pred.decisions[j]) if ok else False
+            out["error"] = error or ""
+            rows.append(out)
+        return pd.DataFrame(rows)
+
+
+def _registry_version(model_dir: Path, model_name: str) -> str:
+    """Find which registered version this model folder belongs to (via the MLmodel file's run id)."""
+    for parent in model_dir.parents:
+        mlmodel = parent / "MLmodel"
+        if mlmodel.exists():
+            import yaml
+
+            meta = yaml.safe_load(mlmodel.read_text())
+            run_id = meta.get("run_id")
+            try:
+                versions = mlflow.MlflowClient().search_model_versions(f"name='{model_name}'")
+            except mlflow.exceptions.MlflowException as exc:  # registry unreachable: still score
+                log.warning("cannot reach the model registry to name the version: %s", exc)
+                return f"run:{run_id}"
+            for version in versions:
+                if version.run_id == run_id:
+                    return str(version.version)
+            return f"run:{run_id}"
+    return "unknown"
+
+
+def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tuple[Any, pd.DataFrame]:
+    """The pyfunc's input/output signature and an input example.
+
+    Args:
+        labels: Label names (one prob/decision column each).
+        example_row: ``{"image_paths": [...], "report_text": "..."}`` of one real study.
+    """
+    from mlflow.models import ModelSignature
+    from mlflow.types.schema import Array, ColSpec, Schema
+
+    inputs = Schema(
+        [
+            ColSpec(Array("string"), "image_paths"),
+            ColSpec("string", "report_text"),
+            ColSpec("string", "fhir_report", required=False),
+        ]
+    )
+    outputs = Schema(
+        [ColSpec("double", f"prob_{n}") for n in labels]
+        + [ColSpec("boolean", f"decision_{n}") for n in labels]
+        + [ColSpec("string", "model_name"), ColSpec("string", "model_version"), ColSpec("string", "error")]
+    )
+    example = pd.DataFrame([{"image_paths": list(example_row["image_paths"]), "report_text": example_row["report_text"]}])
+    return ModelSignature(inputs=inputs, outputs=outputs), example
+
+
+def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str, example_row: dict[str, Any]) -> Any:
+    """Log the model folder as a pyfunc inside the active run and register a new version.
+
+    Returns:
+        The registered ``ModelVersion``.
+    """
+    signature, example = signature_and_example(labels, example_row)
+    info = mlflow.pyfunc.log_model(
+        name="model",
+        python_model=MedFusionPyfunc(),
+        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
+        signature=signature,
+        input_example=example,
+        model_config={"model_name": registered_model},
+        registered_model_name=registered_model,
+        pip_requirements=_pip_requirements(),
+    )
+    client = mlflow.MlflowClient()
+    versions = client.search_model_versions(f"name='{registered_model}'")
+    run_id = mlflow.active_run().info.run_id
+    return max((v for v in versions if v.run_id == run_id), key=lambda v: int(v.version), default=info)
+
+
+def _pip_requirements() -> list[str]:
+    from importlib.metadata import version
+
+    return [f"medfusion=={version('medfusion')}"]

@@ -1,0 +1,98 @@
+"""What every training run logs to MLflow: context (config, data hash, code version, packages),
+per-epoch metrics, final metrics, plots and the checkpoint. Nothing patient-identifying is logged:
+the manifest itself stays on disk, only its hash goes to MLflow.
+"""
+
+from __future__ import annotations
+
+import logging
+import subprocess
+from importlib.metadata import PackageNotFoundError, version
+from pathlib import Path
+from typing import Any
+
+import matplotlib.pyplot as plt
+import mlflow
+import numpy as np
+import yaml
+
+from medfusion.config import Config
+from medfusion.tracking.plots import calibration_figure, confusion_figure, roc_figure
+
+log = logging.getLogger(__name__)
+
+TRACKED_PACKAGES = ("medfusion", "torch", "monai", "transformers", "tokenizers", "pydicom", "fhir.resources", "mlflow", "numpy")
+
+
+def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
+    """``{"a": {"b": 1}}`` -> ``{"a.b": 1}``."""
+    flat: dict[str, Any] = {}
+    for key, value in tree.items():
+        name = f"{prefix}{key}"
+        if isinstance(value, dict):
+            flat.update(flatten(value, f"{name}."))
+        else:
+            flat[name] = value
+    return flat
+
+
+def git_commit(path: Path | None = None) -> str:
+    """Commit of the source tree (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
+    cwd = path or Path(__file__).resolve().parent
+    try:
+        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+    except (OSError, subprocess.CalledProcessError):
+        return "unknown"
+    return f"{commit}-dirty" if dirty else commit
+
+
+def package_versions() -> dict[str, str]:
+    """Installed versions of the packages that decide a run's behaviour."""
+    versions = {}
+    for name in TRACKED_PACKAGES:
+        try:
+            versions[name] = version(name)
+        except PackageNotFoundError:
+            versions[name] = "not installed"
+    return versions
+
+
+def log_run_context(config: Config, data_hash: str, n_studies: dict[str, int]) -> None:
+    """Log the resolved config, params, data hash, git commit and package versions to the active run."""
+    resolved = config.model_dump(mode="json")
+    mlflow.log_params({k: str(v)[:6000] for k, v in flatten(resolved).items()})
+    mlflow.log_params({f"data.n_{split}": n for split, n in n_studies.items()})
+    mlflow.set_tags({"data_hash": data_hash, "git_commit": git_commit(), "fusion": config.fusion.name})
+    mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config/resolved_config.yaml")
+    mlflow.log_dict(package_versions(), "environment/package_versions.json")
+
+
+class MlflowEpochLogger:
+    """Training callback: per-epoch metrics to the active MLflow run (step = epoch)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
+        finite = {k: float(v) for k, v in metrics.items() if v is not None and np.isfinite(v)}
+        mlflow.log_metrics(finite, step=epoch)
+
+    def on_train_end(self, result: Any) -> None:
+        """Nothing to do: final results are logged by :func:`log_training_result`."""
+
+
+def log_training_result(config: Config, result: Any) -> None:
+    """Final metrics, thresholds, plots and the checkpoint of a finished training run."""
+    mlflow.log_metrics({f"val_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature})
+    mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds))), "model_card/thresholds.json")
+    probs, targets = result.test_probs, result.test_targets
+    for name, fig in (
+        ("roc_curves.png", roc_figure(probs, targets, config.labels)),
+        ("calibration.png", calibration_figure(probs, targets, config.labels)),
+        ("confusion_at_thresholds.png", confusion_figure(probs, targets, config.labels, list(result.thresholds))),
+    ):
+        mlflow.log_figure(fig, f"plots/{name}")
+        plt.close(fig)
+    checkpoint = Path(result.model_dir) / "model.safetensors"
+    if checkpoint.exists():
+        mlflow.log_artifact(str(checkpoint), "checkpoint")

@@ -1,0 +1,62 @@
+"""Where runs and models are tracked.
+
+Embedded default: a sqlite tracking + registry store at ``<project_dir>/mlflow.db`` and artifacts
+under ``<project_dir>/mlartifacts``. ``MLFLOW_TRACKING_URI`` in the environment (e.g.
+``http://mlflow.internal:5000``) wins over the config, then ``tracking.tracking_uri``.
+"""
+
+from __future__ import annotations
+
+import logging
+import os
+from typing import TYPE_CHECKING
+
+from medfusion.config import Config
+
+if TYPE_CHECKING:
+    from mlflow import MlflowClient
+
+log = logging.getLogger(__name__)
+
+
+def tracking_uri(config: Config) -> str:
+    """The tracking URI in force for ``config`` (environment, then config, then sqlite default)."""
+    env = os.environ.get("MLFLOW_TRACKING_URI")
+    if env:
+        return env
+    if config.tracking.tracking_uri:
+        return config.tracking.tracking_uri
+    return f"sqlite:///{(config.project_dir / 'mlflow.db').resolve()}"
+
+
+def uses_embedded_store(config: Config) -> bool:
+    """True when runs go to the local sqlite store (artifacts then live under project_dir)."""
+    return tracking_uri(config).startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
+
+
+def connect(config: Config, experiment: str | None = None) -> "MlflowClient":
+    """Point MLflow at the configured store and make sure the experiment exists.
+
+    Args:
+        config: Run configuration.
+        experiment: Experiment name (default ``config.tracking.experiment``).
+
+    Returns:
+        A client bound to the store; ``mlflow``'s fluent API is set to the same store and experiment.
+    """
+    import mlflow
+
+    config.project_dir.mkdir(parents=True, exist_ok=True)
+    uri = tracking_uri(config)
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    name = experiment or config.tracking.experiment
+    if client.get_experiment_by_name(name) is None:
+        location = None
+        if uses_embedded_store(config):
+            location = (config.project_dir / "mlartifacts").resolve().as_uri()
+        client.create_experiment(name, artifact_location=location)
+        log.info("created MLflow experiment %r", name)
+    mlflow.set_experiment(name)
+    return client

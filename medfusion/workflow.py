@@ -1,0 +1,114 @@
+"""End-to-end workflows behind the CLI: train + track + register, promote, and the demo."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from medfusion.config import Config
+from medfusion.data.manifest import manifest_hash, read_manifest, rows_to_records
+from medfusion.errors import ManifestError
+from medfusion.tracking.promotion import CHALLENGER, default_manifest_path, promote_challenger
+from medfusion.tracking.store import connect, tracking_uri
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+#: Input example stored with the model: deliberately synthetic (a real study's report would put
+#: patient text into MLflow artifacts).
+EXAMPLE_INPUT = {"image_paths": [], "report_text": "FINDINGS: Lungs are clear. IMPRESSION: No acute abnormality."}
+
+
+@dataclass
+class TrainOutcome:
+    """A finished, tracked and registered training run."""
+
+    run_id: str
+    registered_model: str
+    version: str
+    result: Any
+    tracking_uri: str
+
+    def summary(self) -> str:
+        """Human-readable result."""
+        m = self.result.test_metrics
+        return (
+            f"run {self.run_id}: test macro AUROC {m['macro_auroc']:.3f}, ECE {m['ece']:.3f} "
+            f"({self.result.train_seconds:.0f} s)\nregistered {self.registered_model} v{self.version} as @{CHALLENGER}"
+        )
+
+
+def ensure_manifest(config: Config) -> Path:
+    """The configured manifest; without one, the demo cohort under ``project_dir`` (generated once)."""
+    if config.data.manifest is not None:
+        if not config.data.manifest.exists():
+            raise ManifestError(config.data.manifest, "manifest file not found (data.manifest in the config)")
+        return config.data.manifest
+    path = default_manifest_path(config)
+    if not path.exists():
+        from medfusion.data.demo_cohort import generate_demo_cohort
+
+        log.info("no manifest configured: generating the demo cohort under %s", path.parent)
+        generate_demo_cohort(path.parent, config.data.demo, labels=config.labels)
+    return path
+
+
+def train_and_register(config: Config) -> TrainOutcome:
+    """Train on the manifest, track everything in MLflow, register the model as ``@challenger``.
+
+    Args:
+        config: Run configuration.
+    """
+    import mlflow
+
+    from medfusion.tracking.pyfunc import log_pyfunc
+    from medfusion.tracking.runs import MlflowEpochLogger, log_run_context, log_training_result
+    from medfusion.training.engine import train
+
+    client = connect(config)
+    manifest_path = ensure_manifest(config)
+    manifest = read_manifest(manifest_path, config.labels)
+    records = {s: rows_to_records(manifest[manifest["split"] == s], config.labels) for s in SPLITS}
+    data_hash = manifest_hash(manifest)
+    name = config.tracking.registered_model
+    with mlflow.start_run(run_name=f"{config.name}-{config.fusion.name}") as run:
+        log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
+        out_dir = config.project_dir / "checkpoints" / run.info.run_id
+        result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()])
+        log_training_result(config, result)
+        version = log_pyfunc(result.model_dir, labels=config.labels, registered_model=name, example_row=EXAMPLE_INPUT)
+    client.set_registered_model_alias(name, CHALLENGER, version.version)
+    tags = {
+        "data_hash": data_hash,
+        "fusion": config.fusion.name,
+        "test_macro_auroc": f"{result.test_metrics['macro_auroc']:.4f}",
+        "test_ece": f"{result.test_metrics['ece']:.4f}",
+    }
+    for key, value in tags.items():
+        client.set_model_version_tag(name, version.version, key, value)
+    return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
+
+
+def run_demo(config: Config) -> str:
+    """Demo cohort -> train -> track -> register -> promote. Returns what to do next.
+
+    Args:
+        config: Run configuration (``configs/demo.yaml`` by default).
+    """
+    outcome = train_and_register(config)
+    decision = promote_challenger(config)
+    uri = outcome.tracking_uri
+    return "\n".join(
+        [
+            outcome.summary(),
+            decision.summary(),
+            "",
+            "Next:",
+            f"  inspect runs and the registry:  mlflow ui --backend-store-uri {uri}",
+            f"  load the champion in Python:     MLFLOW_TRACKING_URI={uri} python -c "
+            f"\"import mlflow; m = mlflow.pyfunc.load_model('models:/{config.tracking.registered_model}@champion')\"",
+            "  review app: 'medfusion review' (issue #6) ; batch scoring: 'medfusion score' (issue #5)",
+        ]
+    )
