@@ -100,6 +100,12 @@ class FusionConfig(_Strict):
     modality_dropout: float = Field(
         0.1, ge=0.0, lt=1.0, description="Training-time chance of hiding one modality, so inference copes."
     )
+    cross_attention: Literal["text_to_image", "bidirectional"] = Field(
+        "bidirectional", description="hybrid only: text tokens attend to image tokens, or both ways."
+    )
+    aux_loss_weight: float = Field(
+        0.5, ge=0.0, description="Weight of each modality head's own loss (late, gated, hybrid), on samples that have it."
+    )
 
 
 class TrainingConfig(_Strict):

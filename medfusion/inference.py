@@ -1,0 +1,193 @@
+"""Score new studies with a saved model folder.
+
+>>> predictor = Predictor.from_dir("runs/demo/training/.../model")
+>>> [p] = predictor.predict([StudyInput(image_paths=["a.dcm"], report_text="FINDINGS: ...")])
+>>> dict(zip(p.labels, p.probabilities)), p.decisions
+
+Preprocessing (image size, frame policy, report sections, token limit) is read from the folder's
+``medfusion_model.json``, so inference matches training. Probabilities are temperature-scaled;
+decisions apply the stored per-label thresholds.
+
+A study may lack its image (``image_paths=[]``) or its report (``report_text=""``): the model's
+missing-modality path scores it. A study whose image cannot be read (a typed
+:class:`~medfusion.errors.InputRejected`, e.g. a broken DICOM) does not stop the batch: its
+:class:`Prediction` has ``error`` set (the reason, free of patient data) and NaN probabilities; the
+caller decides what to do with it. Any other exception is a bug and propagates.
+
+Every prediction carries provenance (model id, medfusion version) and the status ``UNVERIFIED``:
+these are research outputs, not clinical findings.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import numpy as np
+import torch
+
+import medfusion
+from medfusion.errors import InputRejected
+from medfusion.models.model import LoadedModel, load_model_dir
+from medfusion.training.calibration import apply_temperature
+from medfusion.training.data import Collator, as_image_tensor, image_transform_for, input_rejection, report_text
+
+log = logging.getLogger(__name__)
+
+#: Status written on every prediction (as MONAI Deploy does): not a verified clinical result.
+STATUS = "UNVERIFIED"
+
+
+@dataclass
+class StudyInput:
+    """One study to score.
+
+    Attributes:
+        image_paths: DICOM files of the study (may be empty: no image).
+        report_text: The report (may be ``""``: no report).
+    """
+
+    image_paths: list[str] = field(default_factory=list)
+    report_text: str = ""
+
+
+@dataclass
+class Prediction:
+    """The model's output for one study.
+
+    Attributes:
+        labels: Label names.
+        probabilities: (L,) temperature-scaled probabilities (NaN when ``error`` is set).
+        decisions: (L,) bool, ``probabilities >= thresholds`` (all False when ``error`` is set).
+        thresholds: (L,) the thresholds used.
+        modality_logits: Modality -> (L,) that modality's own logits (empty for ``concat``).
+        modality_weights: Slot (``joint``/``image``/``text``) -> weight of that slot in the logits.
+        attentions: (heads, T, N) text->image attention over the real tokens (``hybrid``), else None.
+        tokens: The T tokens of the attention rows (``[CLS]`` ... ``[SEP]``), or None.
+        image_grid: Image token grid (``N = prod(grid)``), or None.
+        image_present: Whether an image was used.
+        text_present: Whether report text was used.
+        provenance: ``model_id``, ``medfusion_version`` and ``status`` (``UNVERIFIED``).
+        error: Why the study could not be scored, or None.
+    """
+
+    labels: list[str]
+    probabilities: np.ndarray
+    decisions: np.ndarray
+    thresholds: np.ndarray
+    modality_logits: dict[str, np.ndarray] = field(default_factory=dict)
+    modality_weights: dict[str, float] = field(default_factory=dict)
+    attentions: np.ndarray | None = None
+    tokens: list[str] | None = None
+    image_grid: tuple[int, ...] | None = None
+    image_present: bool = False
+    text_present: bool = False
+    provenance: dict[str, str] = field(default_factory=dict)
+    error: str | None = None
+
+
+class Predictor:
+    """Batched scoring with a loaded model folder.
+
+    Args:
+        loaded: The model folder, loaded (see :func:`medfusion.models.model.load_model_dir`).
+        batch_size: Studies per forward pass.
+    """
+
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16) -> None:
+        self.loaded = loaded
+        self.batch_size = batch_size
+        spec = loaded.preprocessing
+        self.transform = image_transform_for(spec, train=False)
+        self.collate = Collator(loaded.tokenizer, spec["max_tokens"], (spec["in_channels"], *spec["image_size"]))
+        self.provenance = {"model_id": loaded.model_id, "medfusion_version": medfusion.__version__, "status": STATUS}
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path, device: str = "auto", batch_size: int = 16) -> "Predictor":
+        """Load a model folder written by :func:`medfusion.models.model.save_model_dir`."""
+        return cls(load_model_dir(model_dir, device), batch_size=batch_size)
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names, in output order."""
+        return self.loaded.labels
+
+    def _sample(self, study: StudyInput) -> dict[str, Any]:
+        """Preprocess one study; raises :class:`InputRejected` for an unreadable image."""
+        spec = self.loaded.preprocessing
+        image = None
+        if study.image_paths and self.loaded.model.image_encoder is not None:  # text_only never reads images
+            image = as_image_tensor(self.transform({"image": [str(p) for p in study.image_paths]})["image"])
+            if image.shape[0] != spec["in_channels"]:
+                raise InputRejected(study.image_paths[0], f"image has {image.shape[0]} channels, the model expects {spec['in_channels']}")
+        report = report_text(study.report_text or "", spec["report_sections"])
+        n_labels = len(self.labels)
+        return {
+            "image": image,
+            "image_present": image is not None,
+            "report": report,
+            "text_present": bool(report),
+            "label": torch.full((n_labels,), float("nan")),
+        }
+
+    def _failed(self, reason: str) -> Prediction:
+        n = len(self.labels)
+        return Prediction(
+            labels=list(self.labels), probabilities=np.full(n, np.nan), decisions=np.zeros(n, dtype=bool),
+            thresholds=self.loaded.thresholds.copy(), provenance=dict(self.provenance), error=reason,
+        )
+
+    @torch.no_grad()
+    def predict(self, inputs: Sequence[StudyInput]) -> list[Prediction]:
+        """Score studies, in order; one :class:`Prediction` per input (``error`` set for unreadable ones)."""
+        results: list[Prediction | None] = [None] * len(inputs)
+        for start in range(0, len(inputs), self.batch_size):
+            chunk = range(start, min(start + self.batch_size, len(inputs)))
+            samples, positions = [], []
+            for i in chunk:
+                try:
+                    samples.append(self._sample(inputs[i]))
+                    positions.append(i)
+                except (InputRejected, RuntimeError) as err:
+                    exc = input_rejection(err)
+                    log.warning("study %d not scored: %s", i, exc)
+                    results[i] = self._failed(str(exc))
+            if samples:
+                for i, prediction in zip(positions, self._score(samples)):
+                    results[i] = prediction
+        return results  # type: ignore[return-value]
+
+    def _score(self, samples: list[dict[str, Any]]) -> list[Prediction]:
+        loaded = self.loaded
+        batch = {k: v.to(loaded.device) for k, v in self.collate(samples).items()}
+        out = loaded.model(batch)
+        probs = apply_temperature(out.logits.float().cpu(), loaded.temperature)  # (B, L)
+        modality = {m: v.float().cpu().numpy() for m, v in out.modality_logits.items()}
+        weights = {k: v.float().cpu().numpy() for k, v in out.modality_weights.items()}
+        lengths = batch["attention_mask"].sum(1).tolist()
+        predictions = []
+        for b, sample in enumerate(samples):
+            attn = tokens = None
+            if out.attentions is not None and sample["image_present"] and sample["text_present"]:
+                t = int(lengths[b])
+                attn = out.attentions[b, :, :t].float().cpu().numpy()  # (heads, T, N)
+                tokens = loaded.tokenizer.convert_ids_to_tokens(batch["input_ids"][b, :t].tolist())
+            predictions.append(
+                Prediction(
+                    labels=list(self.labels),
+                    probabilities=probs[b],
+                    decisions=probs[b] >= loaded.thresholds,
+                    thresholds=loaded.thresholds.copy(),
+                    modality_logits={m: v[b] for m, v in modality.items()},
+                    modality_weights={k: float(v[b]) for k, v in weights.items()},
+                    attentions=attn,
+                    tokens=tokens,
+                    image_grid=out.image_grid,
+                    image_present=sample["image_present"],
+                    text_present=sample["text_present"],
+                    provenance=dict(self.provenance),
+                )
+            )
+        return predictions

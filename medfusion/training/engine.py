@@ -1,0 +1,433 @@
+"""The training loop: multi-label BCE, AdamW, warmup + cosine, AMP, early stopping, calibration.
+
+:func:`train` runs one configuration on records already split into ``train``/``val``/``test``:
+
+1. seeds python, numpy and torch (and the DataLoader's shuffling and workers) from ``training.seed``;
+2. prepares the text encoder (:mod:`medfusion.training.text_setup`) and builds the model;
+3. trains with ``BCEWithLogitsLoss`` (unknown labels masked out, ``pos_weight`` = neg/pos per label
+   from the train split when ``training.pos_weight: auto``), AdamW, linear warmup then cosine decay,
+   gradient accumulation, AMP (``auto``: bf16 on CUDA when supported, else fp16 with a GradScaler;
+   off on CPU), modality dropout, and each modality head's own loss weighted by
+   ``fusion.aux_loss_weight`` (fusions with two modalities);
+4. keeps the epoch with the best validation macro AUROC (``checkpoints/best.safetensors``) and
+   stops after ``early_stopping_patience`` epochs without improvement;
+5. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
+   saves the model folder (:func:`medfusion.models.model.save_model_dir`) to ``<out_dir>/model``.
+
+On CPU, the same seed and configuration give identical results. On CUDA a few kernels are not
+deterministic (PyTorch documents which), so figures may differ in the last digits.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import random
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Protocol, Sequence
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from safetensors.torch import load_model, save_model
+from torch.utils.data import DataLoader
+
+from medfusion.config import Config
+from medfusion.data.records import Rejection
+from medfusion.errors import ConfigError, MedfusionError
+from medfusion.models.fusion import IMAGE, TEXT
+from medfusion.models.model import MedFusionModel, build_model, resolve_device, save_model_dir
+from medfusion.training.calibration import apply_temperature, fit_temperature
+from medfusion.training.data import Collator, StudyDataset, image_transform_for, report_text
+from medfusion.training.metrics import evaluate, tune_thresholds
+from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
+
+log = logging.getLogger(__name__)
+
+SPLITS = ("train", "val", "test")
+#: An epoch must beat the best validation score by more than this to count as an improvement.
+MIN_DELTA = 1e-4
+
+
+class Callback(Protocol):
+    """Receives training events; implement either method (the MLflow tracker plugs in here)."""
+
+    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
+
+    def on_train_end(self, result: "TrainResult") -> None: ...
+
+
+@dataclass
+class TrainResult:
+    """What a training run produced.
+
+    Attributes:
+        model_dir: The saved model folder (weights, labels, thresholds, temperature, preprocessing).
+        best_epoch: 1-based epoch whose weights were kept.
+        history: One dict per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``epoch_seconds``
+            and ``val_<metric>`` (uncalibrated, 0.5 thresholds).
+        val_metrics: Validation metrics of the best epoch, temperature-scaled, tuned thresholds.
+        test_metrics: Test metrics, same treatment; empty when there is no test split.
+        thresholds: Per-label decision thresholds (maximise validation F1).
+        temperature: Fitted logit temperature.
+        train_seconds: Wall time of the epochs (setup and calibration excluded).
+        test_probabilities: (N_test, L) temperature-scaled test probabilities.
+        test_targets: (N_test, L) test targets, NaN = unknown.
+        labels: Label names, in output order.
+        skipped: Split -> label -> why the label has no AUROC there.
+        rejected: Images that could not be read (those studies were used without image).
+        stopped_early: True when patience ran out before ``training.epochs``.
+    """
+
+    model_dir: Path
+    best_epoch: int
+    history: list[dict[str, float]]
+    val_metrics: dict[str, float]
+    test_metrics: dict[str, float]
+    thresholds: list[float]
+    temperature: float
+    train_seconds: float
+    test_probabilities: np.ndarray
+    test_targets: np.ndarray
+    labels: list[str]
+    skipped: dict[str, dict[str, str]] = field(default_factory=dict)
+    rejected: list[Rejection] = field(default_factory=list)
+    stopped_early: bool = False
+
+
+def seed_everything(seed: int) -> None:
+    """Seed python ``random``, numpy and torch (all devices); make cuDNN deterministic."""
+    random.seed(seed)
+    np.random.seed(seed % 2**32)
+    torch.manual_seed(seed)
+    torch.backends.cudnn.deterministic = True
+    torch.backends.cudnn.benchmark = False
+
+
+def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
+    """``(autocast dtype or None, use a GradScaler)`` for ``training.amp`` on ``device``.
+
+    Raises:
+        ConfigError: ``fp16`` without CUDA.
+    """
+    cuda = device.type == "cuda"
+    if amp == "off" or (amp == "auto" and not cuda):
+        return None, False
+    if amp == "auto":
+        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
+    if amp == "bf16":
+        return torch.bfloat16, False
+    if not cuda:
+        raise ConfigError(f"training.amp: fp16 needs a CUDA device, got {device} (use bf16, auto or off)")
+    return torch.float16, True
+
+
+def pos_weights(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> torch.Tensor:
+    """(L,) negatives / positives per label over known train targets; 1.0 where a label has no positive."""
+    y = np.stack([np.asarray(r["label"], dtype=np.float64) for r in records])  # (N, L)
+    pos, neg = np.nansum(y == 1, axis=0), np.nansum(y == 0, axis=0)
+    weights = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
+    for name, p in zip(labels, pos):
+        if p == 0:
+            log.warning("label %s has no positive training example; pos_weight 1.0", name)
+    return torch.as_tensor(weights, dtype=torch.float32)
+
+
+def masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
+    """Mean ``BCEWithLogits`` over known targets (NaN = unknown, excluded)."""
+    known = ~torch.isnan(targets)
+    loss = F.binary_cross_entropy_with_logits(
+        logits.float(), torch.nan_to_num(targets), pos_weight=pos_weight, reduction="none"
+    )  # (B, L)
+    return (loss * known).sum() / known.sum().clamp(min=1)
+
+
+def modality_loss(
+    modality_logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], pos_weight: torch.Tensor | None
+) -> torch.Tensor:
+    """Mean over modalities of each modality head's :func:`masked_bce`, on the samples that have the modality.
+
+    Trains each modality's own logits directly (deep supervision), so they mean something alone (for
+    explanations and for studies missing the other modality) and each branch learns at its own pace.
+    """
+    losses = []
+    for m, logits in modality_logits.items():
+        present = batch[f"{m}_present"][:, None]  # (B, 1)
+        targets = torch.where(present, batch["label"], torch.full_like(batch["label"], float("nan")))
+        losses.append(masked_bce(logits, targets, pos_weight))
+    return torch.stack(losses).mean() if losses else torch.zeros(())
+
+
+def modality_dropout(batch: dict[str, torch.Tensor], p: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
+    """Hide one modality (image or text, even odds) of samples that have both, each with chance ``p``."""
+    both = batch["image_present"] & batch["text_present"]
+    drop = (torch.rand(both.shape, generator=generator) < p) & both
+    hide_image = torch.rand(both.shape, generator=generator) < 0.5
+    out = dict(batch)
+    out["image_present"] = batch["image_present"] & ~(drop & hide_image)
+    out["text_present"] = batch["text_present"] & ~(drop & ~hide_image)
+    return out
+
+
+def warmup_cosine(total_steps: int, warmup_fraction: float):
+    """LR multiplier: linear warmup over ``warmup_fraction`` of the steps, then cosine decay to 0."""
+    warmup = int(round(total_steps * warmup_fraction))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / warmup
+        progress = (step - warmup) / max(1, total_steps - warmup)
+        return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
+
+    return factor
+
+
+def param_groups(model: MedFusionModel, config: Config) -> list[dict[str, Any]]:
+    """AdamW groups: no weight decay on biases and norms; ``text_lr`` for the text transformer if set."""
+    t = config.training
+    text_ids = set()
+    if model.text_encoder is not None and t.text_lr is not None:
+        text_ids = {id(p) for p in model.text_encoder.transformer.parameters()}
+    groups: dict[tuple[float, float], list[torch.nn.Parameter]] = {}
+    for p in model.parameters():
+        if not p.requires_grad:
+            continue
+        lr = t.text_lr if id(p) in text_ids else t.lr
+        decay = t.weight_decay if p.ndim > 1 else 0.0
+        groups.setdefault((lr, decay), []).append(p)
+    return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
+
+
+def _to(batch: dict[str, torch.Tensor], device: torch.device) -> dict[str, torch.Tensor]:
+    return {k: v.to(device, non_blocking=True) for k, v in batch.items()}
+
+
+@torch.no_grad()
+def predict_logits(
+    model: MedFusionModel, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """``(logits (N, L), targets (N, L))`` over a loader, in eval mode."""
+    model.eval()
+    logits, targets = [], []
+    for batch in loader:
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(batch)
+        logits.append(out.logits.float().cpu())
+        targets.append(batch["label"].cpu())
+    return torch.cat(logits).double().numpy(), torch.cat(targets).double().numpy()
+
+
+def _worker_init(worker_id: int) -> None:
+    seed = torch.initial_seed() % 2**32  # differs per worker and per epoch, fixed by the loader's generator
+    random.seed(seed)
+    np.random.seed(seed)
+    info = torch.utils.data.get_worker_info()
+    transform = getattr(info.dataset, "transform", None) if info is not None else None
+    if transform is not None and hasattr(transform, "set_random_state"):
+        transform.set_random_state(seed)
+
+
+def _loaders(
+    config: Config, records: dict[str, list[dict]], tokenizer: Any, device: torch.device, *, images: bool = True
+) -> tuple[dict[str, DataLoader], list[Rejection]]:
+    d, t = config.data, config.training
+    collate = Collator(tokenizer, d.max_tokens, (config.image_encoder.in_channels, *d.image_size))
+    loaders, rejected = {}, []
+    for split in SPLITS:
+        if not records.get(split):
+            continue
+        train = split == "train"
+        transform = image_transform_for(config, train=train) if images else None  # text_only never decodes images
+        if hasattr(transform, "set_random_state"):
+            transform.set_random_state(t.seed)
+        dataset = StudyDataset(
+            records[split], transform, report_sections=d.report_sections, in_channels=config.image_encoder.in_channels
+        )
+        rejected += dataset.rejected
+        generator = torch.Generator().manual_seed(t.seed)
+        loaders[split] = DataLoader(
+            dataset,
+            batch_size=t.batch_size,
+            shuffle=train,
+            collate_fn=collate,
+            num_workers=d.num_workers,
+            generator=generator,
+            worker_init_fn=_worker_init,
+            pin_memory=device.type == "cuda",
+            persistent_workers=d.num_workers > 0,
+        )
+    return loaders, rejected
+
+
+def train(
+    config: Config,
+    records: dict[str, list[dict]],
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train, calibrate, evaluate and save one model.
+
+    Args:
+        config: Run configuration.
+        records: Split name (``train``, ``val``, ``test``) -> study records
+            (see :func:`medfusion.data.manifest.rows_to_records`). ``train`` and ``val`` are required.
+        out_dir: Run folder: ``text_encoder/`` (tiny BERT), ``checkpoints/best.safetensors``, ``model/``.
+        callbacks: Objects with ``on_epoch_end(epoch, metrics)`` and/or ``on_train_end(result)``.
+        progress: Log one line per epoch at INFO (else DEBUG).
+
+    Returns:
+        The :class:`TrainResult`.
+
+    Raises:
+        MedfusionError: ``train`` or ``val`` is empty, or a component cannot be built.
+    """
+    for split in ("train", "val"):
+        if not records.get(split):
+            raise MedfusionError(f"no {split} studies: training needs train and val splits")
+    out_dir = Path(out_dir)
+    out_dir.mkdir(parents=True, exist_ok=True)
+    callbacks = list(callbacks or [])
+    t, labels = config.training, list(config.labels)
+    say = log.info if progress else log.debug
+    seed_everything(t.seed)
+    device = resolve_device(t.device)
+    amp_dtype, use_scaler = resolve_amp(t.amp, device)
+
+    train_reports = [report_text(r.get("report") or "", config.data.report_sections) for r in records["train"]]
+    text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
+    warn_if_truncated(tokenizer, train_reports, config.data.max_tokens)
+    model = build_model(config, text_dir).to(device)
+    loaders, rejected = _loaders(config, records, tokenizer, device, images=model.image_encoder is not None)
+    pos_weight = pos_weights(records["train"], labels).to(device) if t.pos_weight == "auto" else None
+    use_dropout = config.fusion.modality_dropout > 0 and {IMAGE, TEXT} <= set(model.fusion.modalities)
+    dropout_rng = torch.Generator().manual_seed(t.seed + 1)
+    use_aux = config.fusion.aux_loss_weight > 0 and len(model.fusion.modalities) > 1
+
+    optimizer = torch.optim.AdamW(param_groups(model, config))
+    steps_per_epoch = math.ceil(len(loaders["train"]) / t.grad_accum_steps)
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps_per_epoch * t.epochs, t.warmup_fraction))
+    scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
+    checkpoint = out_dir / "checkpoints" / "best.safetensors"
+    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    say(
+        "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
+        config.name, config.fusion.name, config.image_encoder.name, device, amp_dtype,
+        {s: len(records.get(s) or []) for s in SPLITS},
+    )
+
+    history: list[dict[str, float]] = []
+    best_score, best_epoch, stale, stopped_early = -math.inf, 0, 0, False
+    start = time.perf_counter()
+    for epoch in range(1, t.epochs + 1):
+        epoch_start = time.perf_counter()
+        model.train()
+        total, batches = 0.0, 0
+        optimizer.zero_grad(set_to_none=True)
+        n_batches = len(loaders["train"])
+        for i, batch in enumerate(loaders["train"]):
+            if use_dropout:
+                batch = modality_dropout(batch, config.fusion.modality_dropout, dropout_rng)
+            batch = _to(batch, device)
+            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                out = model(batch)
+            loss = masked_bce(out.logits, batch["label"], pos_weight)
+            if use_aux:
+                loss = loss + config.fusion.aux_loss_weight * modality_loss(out.modality_logits, batch, pos_weight)
+            scaler.scale(loss / t.grad_accum_steps).backward()
+            if (i + 1) % t.grad_accum_steps == 0 or i + 1 == n_batches:
+                scaler.step(optimizer)
+                scaler.update()
+                optimizer.zero_grad(set_to_none=True)
+                scheduler.step()
+            total += float(loss.detach())
+            batches += 1
+        if not math.isfinite(total):
+            raise MedfusionError(f"training loss is not finite at epoch {epoch}; lower training.lr or turn amp off")
+
+        val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
+        val_loss = float(masked_bce(
+            torch.as_tensor(val_logits).float(), torch.as_tensor(val_targets).float(),
+            None if pos_weight is None else pos_weight.cpu(),
+        ))
+        report = evaluate(apply_temperature(val_logits, 1.0), val_targets, labels)
+        row = {
+            "epoch": float(epoch),
+            "train_loss": total / max(1, batches),
+            "val_loss": val_loss,
+            "lr": float(optimizer.param_groups[0]["lr"]),
+            "epoch_seconds": time.perf_counter() - epoch_start,
+            **{f"val_{k}": v for k, v in report.metrics.items()},
+        }
+        history.append(row)
+        for cb in callbacks:
+            if hasattr(cb, "on_epoch_end"):
+                cb.on_epoch_end(epoch, dict(row))
+        # Early stopping on validation macro AUROC; on -loss when no label has both classes in val.
+        score = report.metrics["macro_auroc"] if math.isfinite(report.metrics["macro_auroc"]) else -val_loss
+        improved = score > best_score + MIN_DELTA
+        if improved:
+            best_score, best_epoch, stale = score, epoch, 0
+            save_model(model, str(checkpoint))
+        else:
+            stale += 1
+        say(
+            "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1fs%s",
+            epoch, t.epochs, row["train_loss"], val_loss, report.metrics["macro_auroc"], row["epoch_seconds"],
+            "  *" if improved else "",
+        )
+        if stale >= t.early_stopping_patience:
+            stopped_early = epoch < t.epochs
+            say("early stopping: no improvement for %d epochs (best epoch %d)", stale, best_epoch)
+            break
+    train_seconds = time.perf_counter() - start
+
+    load_model(model, str(checkpoint))
+    val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
+    temperature = fit_temperature(val_logits, val_targets)
+    val_probs = apply_temperature(val_logits, temperature)
+    thresholds = tune_thresholds(val_probs, val_targets)
+    val_report = evaluate(val_probs, val_targets, labels, thresholds)
+    skipped = {"val": val_report.skipped}
+    n_labels = len(labels)
+    test_probs, test_targets, test_metrics = np.zeros((0, n_labels)), np.zeros((0, n_labels)), {}
+    if "test" in loaders:
+        test_logits, test_targets = predict_logits(model, loaders["test"], device, amp_dtype)
+        test_probs = apply_temperature(test_logits, temperature)
+        test_report = evaluate(test_probs, test_targets, labels, thresholds)
+        test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
+    else:
+        log.warning("no test split: test metrics are empty")
+
+    model_dir = save_model_dir(
+        model, out_dir / "model", config=config, labels=labels, thresholds=thresholds.tolist(),
+        temperature=temperature, tokenizer=tokenizer,
+    )
+    result = TrainResult(
+        model_dir=model_dir,
+        best_epoch=best_epoch,
+        history=history,
+        val_metrics=val_report.metrics,
+        test_metrics=test_metrics,
+        thresholds=[float(x) for x in thresholds],
+        temperature=temperature,
+        train_seconds=train_seconds,
+        test_probabilities=test_probs,
+        test_targets=test_targets,
+        labels=labels,
+        skipped=skipped,
+        rejected=rejected,
+        stopped_early=stopped_early,
+    )
+    say(
+        "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",
+        best_epoch, val_report.metrics["macro_auroc"], test_metrics.get("macro_auroc", float("nan")), temperature,
+    )
+    for cb in callbacks:
+        if hasattr(cb, "on_train_end"):
+            cb.on_train_end(result)
+    return result

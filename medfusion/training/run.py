@@ -1,0 +1,86 @@
+"""Train from a config file: load (or generate) the manifest, split it into records, call the engine."""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import logging
+from pathlib import Path
+from typing import Any, Sequence
+
+from medfusion.config import Config, _deep_merge, load_config
+from medfusion.errors import ConfigError
+from medfusion.training.engine import SPLITS, Callback, TrainResult, train
+
+log = logging.getLogger(__name__)
+
+
+def resolve_config(config: str | Path | Config, overrides: dict[str, Any] | None = None) -> Config:
+    """A validated :class:`Config` from a YAML path or a Config, with nested ``overrides`` merged in.
+
+    Raises:
+        ConfigError: The file or the merged result is invalid.
+    """
+    if not isinstance(config, Config):
+        return load_config(config, overrides)
+    if not overrides:
+        return config
+    try:
+        return Config.model_validate(_deep_merge(config.model_dump(), overrides))
+    except ValueError as exc:
+        raise ConfigError(f"invalid overrides {overrides}: {exc}") from None
+
+
+def demo_manifest(config: Config, *, progress: bool = True) -> Path:
+    """The demo cohort's manifest under ``project_dir/demo_cohort``, generated unless an identical one exists."""
+    from medfusion.data.demo_cohort import MARKER, generate_demo_cohort
+
+    root = config.project_dir / "demo_cohort"
+    manifest = root / "manifest.parquet"
+    demo = config.data.demo
+    wanted = {"seed": demo.seed, "n_studies": demo.n_studies, "image_size": demo.image_size, "broken_files": demo.broken_files}
+    if manifest.is_file() and (root / MARKER).is_file():
+        marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+        if all(marker.get(k) == v for k, v in wanted.items()):
+            log.info("using the existing demo cohort %s", root)
+            return manifest
+    return generate_demo_cohort(root, demo, labels=config.labels, progress=progress).manifest_path
+
+
+def load_records(config: Config, *, progress: bool = True) -> tuple[Path, dict[str, list[dict]]]:
+    """``(manifest path, split -> records)`` for a config (``data.manifest``, else the demo cohort)."""
+    from medfusion.data.manifest import read_manifest, rows_to_records
+
+    manifest = config.data.manifest or demo_manifest(config, progress=progress)
+    df = read_manifest(manifest, config.labels)
+    records = {s: rows_to_records(df[df["split"] == s], config.labels) for s in SPLITS}
+    return Path(manifest), records
+
+
+def train_from_config(
+    config: str | Path | Config,
+    *,
+    overrides: dict[str, Any] | None = None,
+    out_dir: str | Path | None = None,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+) -> TrainResult:
+    """Train the model a config describes.
+
+    Args:
+        config: YAML path or :class:`Config`.
+        overrides: Nested dict merged over the config (e.g. ``{"fusion": {"name": "late"}}``).
+        out_dir: Run folder; default ``<project_dir>/training/<name>-<fusion>-<UTC timestamp>``.
+        callbacks: Passed to :func:`medfusion.training.engine.train`.
+        progress: Per-epoch log lines (and the demo generator's progress bar).
+
+    Returns:
+        The :class:`~medfusion.training.engine.TrainResult` (model folder in ``result.model_dir``).
+    """
+    cfg = resolve_config(config, overrides)
+    manifest, records = load_records(cfg, progress=progress)
+    if out_dir is None:
+        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
+    log.info("manifest %s -> %s", manifest, out_dir)
+    return train(cfg, records, out_dir, callbacks=callbacks, progress=progress)
