@@ -170,7 +170,10 @@ def demo(config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = None
     """End to end on embedded defaults: demo cohort -> train -> track -> promote -> next steps."""
     from medfusion.workflow import run_demo
 
-    typer.echo(run_demo(_load(config, overrides)))
+    promoted, text = run_demo(_load(config, overrides))
+    typer.echo(text)
+    if not promoted:
+        raise typer.Exit(code=3)
 
 
 def _not_yet(what: str, issue: int) -> None:

@@ -4,18 +4,15 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
-from pathlib import Path
 from typing import Any
 
 from medfusion.config import Config
-from medfusion.data.manifest import manifest_hash, read_manifest, rows_to_records
-from medfusion.errors import ManifestError
-from medfusion.tracking.promotion import CHALLENGER, default_manifest_path, promote_challenger
+from medfusion.data.manifest import manifest_hash, read_manifest
+from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 
 log = logging.getLogger(__name__)
 
-SPLITS = ("train", "val", "test")
 #: Input example stored with the model: deliberately synthetic (a real study's report would put
 #: patient text into MLflow artifacts).
 EXAMPLE_INPUT = {"image_paths": [], "report_text": "FINDINGS: Lungs are clear. IMPRESSION: No acute abnormality."}
@@ -40,21 +37,6 @@ class TrainOutcome:
         )
 
 
-def ensure_manifest(config: Config) -> Path:
-    """The configured manifest; without one, the demo cohort under ``project_dir`` (generated once)."""
-    if config.data.manifest is not None:
-        if not config.data.manifest.exists():
-            raise ManifestError(config.data.manifest, "manifest file not found (data.manifest in the config)")
-        return config.data.manifest
-    path = default_manifest_path(config)
-    if not path.exists():
-        from medfusion.data.demo_cohort import generate_demo_cohort
-
-        log.info("no manifest configured: generating the demo cohort under %s", path.parent)
-        generate_demo_cohort(path.parent, config.data.demo, labels=config.labels)
-    return path
-
-
 def train_and_register(config: Config) -> TrainOutcome:
     """Train on the manifest, track everything in MLflow, register the model as ``@challenger``.
 
@@ -66,16 +48,15 @@ def train_and_register(config: Config) -> TrainOutcome:
     from medfusion.tracking.pyfunc import log_pyfunc
     from medfusion.tracking.runs import MlflowEpochLogger, log_run_context, log_training_result
     from medfusion.training.engine import train
+    from medfusion.training.run import load_records
 
     client = connect(config)
-    manifest_path = ensure_manifest(config)
-    manifest = read_manifest(manifest_path, config.labels)
-    records = {s: rows_to_records(manifest[manifest["split"] == s], config.labels) for s in SPLITS}
-    data_hash = manifest_hash(manifest)
+    manifest_path, records = load_records(config)
+    data_hash = manifest_hash(read_manifest(manifest_path, config.labels))
     name = config.tracking.registered_model
     with mlflow.start_run(run_name=f"{config.name}-{config.fusion.name}") as run:
         log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
-        out_dir = config.project_dir / "checkpoints" / run.info.run_id
+        out_dir = config.project_dir / "training" / run.info.run_id
         result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()])
         log_training_result(config, result)
         version = log_pyfunc(result.model_dir, labels=config.labels, registered_model=name, example_row=EXAMPLE_INPUT)
@@ -91,16 +72,19 @@ def train_and_register(config: Config) -> TrainOutcome:
     return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
 
 
-def run_demo(config: Config) -> str:
-    """Demo cohort -> train -> track -> register -> promote. Returns what to do next.
+def run_demo(config: Config) -> tuple[bool, str]:
+    """Demo cohort -> train -> track -> register -> promote.
 
     Args:
         config: Run configuration (``configs/demo.yaml`` by default).
+
+    Returns:
+        ``(promoted, text)``: whether the new model became ``@champion``, and what to do next.
     """
     outcome = train_and_register(config)
     decision = promote_challenger(config)
     uri = outcome.tracking_uri
-    return "\n".join(
+    return decision.promoted, "\n".join(
         [
             outcome.summary(),
             decision.summary(),

@@ -16,7 +16,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__)
     parser.add_argument("--config", type=Path, default=Path("configs/demo.yaml"))
     args = parser.parse_args()
-    print(run_demo(load_config(args.config)))
+    promoted, text = run_demo(load_config(args.config))
+    print(text)
+    raise SystemExit(0 if promoted else 3)
 
 
 if __name__ == "__main__":

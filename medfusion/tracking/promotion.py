@@ -216,5 +216,7 @@ def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, fai
 
 
 def default_manifest_path(config: Config) -> Path:
-    """The configured manifest, or the demo cohort's under ``project_dir``."""
-    return config.data.manifest or config.project_dir / "demo_cohort" / "manifest.parquet"
+    """The configured manifest, or the demo cohort's under ``project_dir`` (generated if needed)."""
+    from medfusion.training.run import demo_manifest
+
+    return config.data.manifest or demo_manifest(config)

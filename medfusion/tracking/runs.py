@@ -81,11 +81,11 @@ class MlflowEpochLogger:
 
 def log_training_result(config: Config, result: Any) -> None:
     """Final metrics, thresholds, plots and the checkpoint of a finished training run."""
-    mlflow.log_metrics({f"val_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
+    mlflow.log_metrics({f"val_calibrated_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature})
     mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds))), "model_card/thresholds.json")
-    probs, targets = result.test_probs, result.test_targets
+    probs, targets = result.test_probabilities, result.test_targets
     for name, fig in (
         ("roc_curves.png", roc_figure(probs, targets, config.labels)),
         ("calibration.png", calibration_figure(probs, targets, config.labels)),

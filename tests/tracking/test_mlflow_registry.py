@@ -1,0 +1,136 @@
+"""MLflow with a real sqlite store in a temp dir: tracked runs, pyfunc by alias in a fresh process,
+gated promotion (first promotion, a worse challenger rejected, a better one promoted)."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+from typing import Any
+
+import mlflow
+import pytest
+
+from medfusion.config import Config, load_config
+from medfusion.tracking.promotion import CHALLENGER, CHAMPION, promote_challenger
+from medfusion.tracking.store import connect, tracking_uri
+from medfusion.tracking.promotion import default_manifest_path
+from medfusion.workflow import TrainOutcome, train_and_register
+
+ROOT = Path(__file__).resolve().parents[2]
+pytestmark = pytest.mark.slow
+
+
+def _config(project_dir: Path, **overrides: object) -> Config:
+    base = {
+        "project_dir": str(project_dir),
+        "data": {"image_size": [32, 32], "max_tokens": 128},
+        "image_encoder": {"name": "resnet18"},
+        "text_encoder": {"pooling": "mean"},
+        "training": {"epochs": 8, "early_stopping_patience": 8, "lr": 0.003},
+        "promotion": {"max_ece": 0.3, "max_latency_ms": 5000, "max_label_auroc_drop": 0.2},
+    }
+    for key, value in overrides.items():
+        section, _, leaf = key.partition("__")
+        base.setdefault(section, {})[leaf] = value
+    return load_config(ROOT / "configs" / "demo.yaml", base)
+
+
+@pytest.fixture(scope="module")
+def project(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    return tmp_path_factory.mktemp("mlflow_project")
+
+
+@pytest.fixture(scope="module")
+def text_only_run(project: Path) -> TrainOutcome:
+    config = _config(project, fusion__name="text_only")
+    return train_and_register(config)
+
+
+def test_training_run_is_tracked(project: Path, text_only_run: TrainOutcome) -> None:
+    config = _config(project)
+    assert tracking_uri(config).startswith("sqlite:///") and (project / "mlflow.db").exists()
+    client = connect(config)
+    run = client.get_run(text_only_run.run_id)
+    assert run.data.params["fusion.name"] == "text_only"
+    assert len(run.data.tags["data_hash"]) == 64
+    assert run.data.tags["git_commit"]
+    assert 0.0 <= run.data.metrics["test_macro_auroc"] <= 1.0
+    history = client.get_metric_history(text_only_run.run_id, "val_macro_auroc")
+    assert sorted(m.step for m in history) == list(range(1, len(history) + 1)) and len(history) >= 2
+    assert "val_calibrated_macro_auroc" in run.data.metrics
+    artifacts = {a.path for a in client.list_artifacts(text_only_run.run_id, "plots")}
+    assert {"plots/roc_curves.png", "plots/calibration.png", "plots/confusion_at_thresholds.png"} <= artifacts
+    assert client.list_artifacts(text_only_run.run_id, "checkpoint")
+    assert client.list_artifacts(text_only_run.run_id, "config")
+    version = client.get_model_version_by_alias(config.tracking.registered_model, CHALLENGER)
+    assert str(version.version) == text_only_run.version
+    assert float(version.tags["test_macro_auroc"]) == pytest.approx(run.data.metrics["test_macro_auroc"], abs=1e-3)
+
+
+@pytest.fixture(scope="module")
+def promotions(project: Path, text_only_run: TrainOutcome) -> dict[str, Any]:
+    """First promotion (no champion), then a worse challenger, then a better one."""
+    config = _config(project)
+    first = promote_challenger(config)
+    worse = train_and_register(_config(project, fusion__name="image_only", training__epochs=1))
+    rejected = promote_challenger(config)
+    better = train_and_register(_config(project, fusion__name="hybrid"))
+    promoted = promote_challenger(config)
+    return {"first": first, "worse": worse, "rejected": rejected, "better": better, "promoted": promoted}
+
+
+def test_first_promotion_without_champion(promotions: dict[str, Any]) -> None:
+    first = promotions["first"]
+    assert first.promoted, first.failures
+    assert first.champion is None
+
+
+def test_worse_challenger_is_rejected_with_evidence(project: Path, text_only_run: TrainOutcome, promotions: dict[str, Any]) -> None:
+    rejected = promotions["rejected"]
+    assert not rejected.promoted
+    assert any("macro AUROC" in f or "drops" in f for f in rejected.failures)
+    client = connect(_config(project))
+    evidence = client.get_run(rejected.run_id)
+    assert evidence.data.tags["decision"] == "rejected"
+    assert evidence.data.params["challenger_version"] == promotions["worse"].version
+    assert evidence.data.params["champion_version"] == text_only_run.version
+
+
+def test_better_challenger_is_promoted(project: Path, promotions: dict[str, Any]) -> None:
+    promoted = promotions["promoted"]
+    assert promoted.promoted, promoted.failures
+    assert promoted.challenger.macro_auroc > promoted.champion.macro_auroc
+    config = _config(project)
+    champion = connect(config).get_model_version_by_alias(config.tracking.registered_model, CHAMPION)
+    assert str(champion.version) == promotions["better"].version
+
+
+def test_champion_scores_new_studies_in_a_fresh_process(project: Path, promotions: dict[str, Any]) -> None:
+    config = _config(project)
+    name = config.tracking.registered_model
+    manifest = default_manifest_path(config)
+    script = f"""
+import json, mlflow, pandas as pd
+from medfusion.data.manifest import read_manifest
+df = read_manifest({str(manifest)!r}).head(3)
+rows = pd.DataFrame({{"image_paths": [list(p) for p in df["image_paths"]], "report_text": list(df["report_text"])}})
+rows.loc[1, "report_text"] = ""          # missing report
+rows.at[2, "image_paths"] = []           # missing image
+out = mlflow.pyfunc.load_model("models:/{name}@champion").predict(rows)
+print(json.dumps(out.to_dict(orient="records")))
+"""
+    env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(config)}
+    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=project, timeout=600)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    rows = json.loads(proc.stdout.strip().splitlines()[-1])
+    champion = mlflow.MlflowClient(tracking_uri(config)).get_model_version_by_alias(name, CHAMPION)
+    assert len(rows) == 3
+    for row in rows:
+        assert row["error"] == ""
+        assert row["model_version"] == str(champion.version)
+        for label in config.labels:
+            assert 0.0 <= row[f"prob_{label}"] <= 1.0
+            assert isinstance(row[f"decision_{label}"], bool)
