@@ -96,7 +96,7 @@ class StudyDataset(Dataset):
         self._cache: dict[int, dict | None] = {}
         if cache and image_transform is not None and self._split != 0:
             for i in range(len(self.records)):
-                self._cache[i] = self._guarded(i, self._head)
+                self._cache[i] = self._guarded(i, self._head, final=self._split is None)
             if self.rejected:
                 log.warning("%d of %d studies have unreadable images; used without image", len(self.rejected), len(self))
 
@@ -120,14 +120,17 @@ class StudyDataset(Dataset):
             return data
         return self.transform(data, start=self._split) if self._split else self.transform(data)
 
-    def _guarded(self, i: int, step: Callable[[dict], dict], data: dict | None = None) -> Any:
-        """Run ``step`` on study ``i``'s images (or on ``data``); None when the study has no usable image."""
+    def _guarded(self, i: int, step: Callable[[dict], dict], data: dict | None = None, *, final: bool) -> Any:
+        """Run ``step`` on study ``i``'s images (or on ``data``); None when the study has no usable image.
+
+        ``final``: the step's output is the finished image, whose channel count is checked.
+        """
         paths = list(self.records[i].get("image") or [])
         if not paths or self.transform is None:
             return None
         try:
             out = step(copy.deepcopy(data) if data is not None else {"image": paths})
-            if step == self._tail or self._split is None:
+            if final:
                 channels = int(out["image"].shape[0])
                 if channels != self.in_channels:
                     raise InputRejected(paths[0], f"image has {channels} channels, the model expects {self.in_channels}")
@@ -141,8 +144,10 @@ class StudyDataset(Dataset):
             return None
 
     def __getitem__(self, i: int) -> dict[str, Any]:
-        head = self._cache[i] if i in self._cache else self._guarded(i, self._head)
-        out = None if head is None else head if self._split is None else self._guarded(i, self._tail, head)
+        done = self._split is None  # nothing random: the head is the whole transform
+        out = self._cache[i] if i in self._cache else self._guarded(i, self._head, final=done)
+        if out is not None and not done:
+            out = self._guarded(i, self._tail, out, final=True)
         image = None if out is None else as_image_tensor(out["image"])
         report = self.reports[i]
         label = np.asarray(self.records[i]["label"], dtype=np.float32)

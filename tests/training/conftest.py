@@ -120,3 +120,11 @@ def trained(synthetic_records: dict, tmp_path_factory: pytest.TempPathFactory) -
     finally:
         torch.set_num_threads(before)
     return result, recorder
+
+
+@pytest.fixture(scope="session")
+def synthetic_tokenizer(synthetic_records: dict, tmp_path_factory: pytest.TempPathFactory):
+    """A tokenizer built from the synthetic train reports."""
+    from medfusion.models.tokenizer import train_wordpiece_tokenizer
+
+    return train_wordpiece_tokenizer([r["report"] for r in synthetic_records["train"]], 200, tmp_path_factory.mktemp("tok"))
