@@ -30,6 +30,7 @@ import numpy as np
 import pandas as pd
 import pydicom
 
+from medfusion.data.csv_table import read_text_csv
 from medfusion.data.dicom import read_dicom
 from medfusion.data.linkage import link_reports
 from medfusion.data.manifest import LESION_MASK_COLUMN, assign_splits, validate_manifest, write_manifest
@@ -86,15 +87,7 @@ def read_label_file(path: str | Path, labels: list[str]) -> tuple[dict[str, dict
             column.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ManifestError(path, "label file not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ManifestError(path, "label file is not UTF-8 encoded") from None
-    except (pd.errors.ParserError, pd.errors.EmptyDataError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(path, f"not a readable CSV label file: {first}") from None
+    table = read_text_csv(path, ManifestError, "label file")
     missing = [c for c in ("study_uid", *labels) if c not in table.columns]
     if missing:
         raise ManifestError(path, f"label file lacks column(s): {', '.join(missing)}")

@@ -33,6 +33,7 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
+from medfusion.data.csv_table import first_line
 from medfusion.data.records import LABEL_PREFIX
 from medfusion.errors import ManifestError
 
@@ -315,8 +316,7 @@ def read_manifest(path: str | Path, labels: list[str] | None = None) -> pd.DataF
     except pd.errors.EmptyDataError:
         raise ManifestError(path, "empty CSV file") from None
     except (pa.ArrowException, pd.errors.ParserError, OSError, ValueError) as exc:
-        first = str(exc).strip().splitlines()[0][:200] if str(exc).strip() else type(exc).__name__
-        raise ManifestError(path, f"cannot read {suffix[1:]} manifest: {first}") from None
+        raise ManifestError(path, f"cannot read {suffix[1:]} manifest: {first_line(exc)}") from None
     return validate_manifest(df, source=path, labels=labels)
 
 

@@ -36,13 +36,13 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import Any
 
-import pandas as pd
 from fhir.resources.bundle import Bundle, BundleEntry
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 from fhir.resources.resource import Resource
 from pydantic import ValidationError
 
+from medfusion.data.csv_table import read_text_csv
 from medfusion.data.records import Rejection, Report
 from medfusion.data.sections import split_sections
 from medfusion.errors import ReportParseError
@@ -257,17 +257,7 @@ def read_csv_reports(
         ReportParseError: The file is missing, not UTF-8, not parseable as CSV, or lacks ``text_column``.
     """
     path = Path(path)
-    if not path.is_file():
-        raise ReportParseError(path, "file not found")
-    try:
-        table = pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
-    except UnicodeDecodeError:
-        raise ReportParseError(path, "CSV file is not UTF-8 encoded") from None
-    except pd.errors.EmptyDataError:
-        raise ReportParseError(path, "empty CSV file") from None
-    except (pd.errors.ParserError, ValueError) as exc:
-        first_line = str(exc).strip().splitlines()[0] if str(exc).strip() else type(exc).__name__
-        raise ReportParseError(path, f"not a readable CSV file: {first_line[:200]}") from None
+    table = read_text_csv(path, ReportParseError, "CSV file")
     if text_column not in table.columns:
         raise ReportParseError(path, f"missing report text column {text_column!r}")
     batch = ReportBatch()
