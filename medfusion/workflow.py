@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from medfusion.config import Config
-from medfusion.data.manifest import manifest_hash, read_manifest
+from medfusion.data.manifest import manifest_hash
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 
@@ -51,8 +51,9 @@ def train_and_register(config: Config) -> TrainOutcome:
     from medfusion.training.run import load_records
 
     client = connect(config)
-    manifest_path, records = load_records(config)
-    data_hash = manifest_hash(read_manifest(manifest_path, config.labels))
+    data = load_records(config)
+    records = data.records
+    data_hash = manifest_hash(data.manifest)
     name = config.tracking.registered_model
     with mlflow.start_run(run_name=f"{config.name}-{config.fusion.name}") as run:
         log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})

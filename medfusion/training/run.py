@@ -5,8 +5,11 @@ from __future__ import annotations
 import datetime as dt
 import json
 import logging
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Sequence
+
+import pandas as pd
 
 from medfusion.config import Config, _deep_merge, load_config
 from medfusion.errors import ConfigError
@@ -47,14 +50,29 @@ def demo_manifest(config: Config, *, progress: bool = True) -> Path:
     return generate_demo_cohort(root, demo, labels=config.labels, progress=progress).manifest_path
 
 
-def load_records(config: Config, *, progress: bool = True) -> tuple[Path, dict[str, list[dict]]]:
-    """``(manifest path, split -> records)`` for a config (``data.manifest``, else the demo cohort)."""
+@dataclass(frozen=True)
+class TrainingData:
+    """A run's validated manifest and its records.
+
+    Attributes:
+        manifest_path: Where the manifest was read from.
+        manifest: The validated manifest table.
+        records: Split (``train``/``val``/``test``) -> study records for training.
+    """
+
+    manifest_path: Path
+    manifest: pd.DataFrame
+    records: dict[str, list[dict]]
+
+
+def load_records(config: Config, *, progress: bool = True) -> TrainingData:
+    """The manifest and records of a config (``data.manifest``, else the demo cohort)."""
     from medfusion.data.manifest import read_manifest, rows_to_records
 
     manifest = config.data.manifest or demo_manifest(config, progress=progress)
     df = read_manifest(manifest, config.labels)
     records = {s: rows_to_records(df[df["split"] == s], config.labels) for s in SPLITS}
-    return Path(manifest), records
+    return TrainingData(Path(manifest), df, records)
 
 
 def train_from_config(
@@ -78,9 +96,9 @@ def train_from_config(
         The :class:`~medfusion.training.engine.TrainResult` (model folder in ``result.model_dir``).
     """
     cfg = resolve_config(config, overrides)
-    manifest, records = load_records(cfg, progress=progress)
+    data = load_records(cfg, progress=progress)
     if out_dir is None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
-    log.info("manifest %s -> %s", manifest, out_dir)
-    return train(cfg, records, out_dir, callbacks=callbacks, progress=progress)
+    log.info("manifest %s -> %s", data.manifest_path, out_dir)
+    return train(cfg, data.records, out_dir, callbacks=callbacks, progress=progress)
