@@ -7,7 +7,6 @@ The decision and all its evidence are logged as an MLflow run in ``<experiment>-
 
 from __future__ import annotations
 
-import json
 import logging
 import time
 from dataclasses import dataclass, field
@@ -211,8 +210,8 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
 
 
 def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, failures: list[str]) -> dict[str, Any]:
-    return json.loads(json.dumps({"challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
-                                  "failures": failures, "promoted": not failures}))
+    return {"challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
+            "failures": failures, "promoted": not failures}
 
 
 def default_manifest_path(config: Config) -> Path:
