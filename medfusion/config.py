@@ -8,6 +8,7 @@ root for files in ``configs/``), so commands work from any working directory.
 
 from __future__ import annotations
 
+import reprlib
 from pathlib import Path
 from typing import Literal
 
@@ -70,6 +71,12 @@ class TinyBertConfig(_Strict):
     num_heads: int = 2
     intermediate_size: int = 64
     vocab_size: int = 2000
+    min_word_reports: int = Field(
+        1,
+        ge=1,
+        description="Words found in fewer train reports stay out of the vocabulary (saved with the model and "
+        "logged to MLflow). Use 5 or more on real reports so that names and other rare identifiers are never saved.",
+    )
 
 
 class TextEncoderConfig(_Strict):
@@ -166,6 +173,13 @@ class Config(_Strict):
         return labels
 
 
+def _short_repr(value: object) -> str:
+    """``repr`` bounded in size and depth (a YAML alias bomb or a 5 MB string stays one short line)."""
+    short = reprlib.Repr()  # keyword arguments need Python 3.12
+    short.maxlevel, short.maxlist, short.maxdict, short.maxstring, short.maxother = 2, 4, 4, 80, 80
+    return short.repr(value)
+
+
 def _format_errors(path: Path, exc: ValidationError) -> str:
     lines = [f"{path}: invalid configuration"]
     for err in exc.errors():
@@ -173,7 +187,7 @@ def _format_errors(path: Path, exc: ValidationError) -> str:
         if err["type"] == "extra_forbidden":
             lines.append(f"  {key}: unknown key")
         else:
-            lines.append(f"  {key}: {err['msg']} (got {err.get('input')!r})")
+            lines.append(f"  {key}: {err['msg']} (got {_short_repr(err.get('input'))})")
     return "\n".join(lines)
 
 
@@ -214,8 +228,14 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
         raise ConfigError(f"{path}: config file not found") from None
+    except IsADirectoryError:
+        raise ConfigError(f"{path}: is a directory, not a config file") from None
+    except OSError as exc:
+        raise ConfigError(f"{path}: cannot read config file: {exc.strerror or type(exc).__name__}") from None
     except (yaml.YAMLError, UnicodeDecodeError) as exc:
         raise ConfigError(f"{path}: not valid YAML: {exc}") from None
+    except RecursionError:
+        raise ConfigError(f"{path}: not valid YAML: nested too deeply") from None
     if raw is None:
         raw = {}
     if not isinstance(raw, dict):

@@ -53,13 +53,13 @@ import pydicom.filereader
 import pydicom.uid
 import torch
 from pydicom.dataset import Dataset
-from pydicom.errors import InvalidDicomError
+from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID
 
 from medfusion.data.records import DicomImage
 from medfusion.errors import DicomReadError
-from medfusion.privacy import pseudonym
+from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
 
@@ -101,6 +101,7 @@ _CONVERTED_TO_RGB = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 #: Exceptions pydicom, numpy and the decoder plugins are known to raise on bad input.
 _READ_ERRORS: tuple[type[BaseException], ...] = (
     InvalidDicomError,
+    BytesLengthException,  # an element's length does not fit its VR (corrupt header)
     ValueError,  # includes UnicodeDecodeError
     TypeError,
     AttributeError,
@@ -295,6 +296,8 @@ def _reason(exc: BaseException) -> str:
         return "permission denied"
     if isinstance(exc, InvalidDicomError):
         return "not a DICOM file (no DICM preamble and no valid dataset)"
+    if isinstance(exc, zlib.error):
+        return f"deflated data is corrupt or not deflated ({exc})"
     lines = [line.strip() for line in str(exc).splitlines() if line.strip()]
     if lines and lines[0].startswith("Unable to decode as exceptions were raised by all available plugins"):
         text = "pixel data decode failed: " + " | ".join(lines[1:3])
@@ -530,6 +533,7 @@ def _image_meta(path: Path, ds: Dataset) -> dict[str, Any]:
     samples = _as_int(_get(ds, "SamplesPerPixel"), 1) or 1
     accession = _get(ds, "AccessionNumber")
     accession = str(accession).strip() if accession is not None else ""
+    remember_phi(accession)  # redacted from any later log line that quotes it
     spacing = (
         _as_floats(_get(ds, "PixelSpacing"), 2)
         or _as_floats(_get(ds, "ImagerPixelSpacing"), 2)

@@ -475,6 +475,9 @@ def _ndjson_items(raw: bytes, path: Path | str) -> list[_Item | Rejection]:
         except json.JSONDecodeError as exc:
             items.append(Rejection(source, f"malformed JSON: {exc.msg} (column {exc.colno})"))
             continue
+        except RecursionError:
+            items.append(Rejection(source, "malformed JSON: nested too deeply"))
+            continue
         if not isinstance(obj, dict) or not isinstance(obj.get("resourceType"), str):
             items.append(Rejection(source, "not a FHIR resource (no resourceType)"))
             continue
@@ -574,6 +577,8 @@ def _json_items(raw: bytes | str, path: Path | str, *, allow_ndjson: bool = True
         if exc.msg == "Extra data" and allow_ndjson and isinstance(raw, bytes):  # NDJSON under a .json name
             return _ndjson_items(raw, path)
         raise ReportParseError(path, f"malformed JSON: {exc.msg} (line {exc.lineno}, column {exc.colno})") from None
+    except RecursionError:
+        raise ReportParseError(path, "malformed JSON: nested too deeply") from None
     kind = obj.get("resourceType") if isinstance(obj, dict) else None
     if kind == "Bundle":
         return _bundle_items(obj, path)

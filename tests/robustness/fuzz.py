@@ -1,0 +1,296 @@
+"""Seeded generators of malformed inputs: DICOM variants of real files, FHIR JSON, reports, configs.
+
+Each generator writes its files under ``out`` and returns ``[(case name, path)]``; the same seed
+gives the same bytes.
+"""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pydicom
+import pydicom.uid
+from pydicom.filebase import DicomBytesIO
+from pydicom.filereader import _read_file_meta_info
+from pydicom.filewriter import dcmwrite, write_file_meta_info
+
+#: Offsets (bytes) at which copies are cut; negative offsets count from the end.
+TRUNCATE_AT = (0, 1, 100, 128, 132, 200, 400, 0.5, -100, -1)
+#: (number of flipped bytes, where): where is "meta" (first 600 bytes) or "any".
+BIT_FLIPS = ((1, "meta"), (8, "meta"), (32, "any"), (256, "any"))
+#: Transfer syntaxes that do not match how the dataset is actually encoded.
+WRONG_SYNTAXES = {
+    "implicit_le": "1.2.840.10008.1.2",
+    "explicit_be": "1.2.840.10008.1.2.2",
+    "deflated": "1.2.840.10008.1.2.1.99",
+    "jpeg_baseline": "1.2.840.10008.1.2.4.50",
+    "jpeg2000": "1.2.840.10008.1.2.4.91",
+    "rle": "1.2.840.10008.1.2.5",
+    "unknown_uid": "1.2.3.4.5.6.7",
+    "not_a_uid": "hello world",
+}
+#: (Rows, Columns, NumberOfFrames) far beyond the default max_pixels (64 M), kept in the header only.
+HUGE_DIMENSIONS = {
+    "rows_cols_65535": (65535, 65535, None),
+    "frames_1e9": (512, 512, "999999999"),
+    "cols_65535_frames_5000": (1, 65535, "5000"),
+}
+
+
+def _write_like(ds: pydicom.Dataset, path: Path) -> Path:
+    """Write ``ds`` in its own transfer syntax (compressed pixel data stays encapsulated)."""
+    dcmwrite(path, ds)
+    return path
+
+
+def _without_pixels(src: Path, value: bytes | None) -> pydicom.Dataset:
+    ds = pydicom.dcmread(src)
+    ds.file_meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    if value is None:
+        del ds.PixelData
+    else:
+        ds.PixelData = value
+    return ds
+
+
+def _with_transfer_syntax(src: Path, uid: str, path: Path) -> Path:
+    """``src`` byte for byte, except its file meta now declares ``uid`` (the dataset is not re-encoded)."""
+    with src.open("rb") as fp:
+        preamble = fp.read(132)
+        meta = _read_file_meta_info(fp)
+        dataset = fp.read()
+    meta.TransferSyntaxUID = uid
+    buf = DicomBytesIO()
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    path.write_bytes(preamble + buf.getvalue() + dataset)
+    return path
+
+
+def dicom_variants(seeds: list[Path], out: Path, *, seed: int = 7) -> list[tuple[str, Path]]:
+    """Truncated, bit-flipped, wrong-syntax, pixel-less and huge-dimension copies of ``seeds``.
+
+    Args:
+        seeds: Valid DICOM files (native explicit VR little endian, as the demo cohort writes).
+        out: Folder for the variants.
+        seed: RNG seed of the bit flips.
+
+    Returns:
+        ``[(case, path)]``, case ``<family>/<seed index>/<variant>``.
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, Path]] = []
+    for i, src in enumerate(seeds):
+        raw = src.read_bytes()
+        for cut in TRUNCATE_AT:
+            n = int(len(raw) * cut) if isinstance(cut, float) else (cut if cut >= 0 else len(raw) + cut)
+            path = out / f"s{i}_trunc_{n}.dcm"
+            path.write_bytes(raw[:n])
+            cases.append((f"truncated/{i}/{n}", path))
+        for n_flips, where in BIT_FLIPS:
+            data = bytearray(raw)
+            span = min(600, len(data)) if where == "meta" else len(data)
+            for pos in rng.integers(0, span, size=n_flips):
+                data[pos] ^= 1 << int(rng.integers(0, 8))
+            path = out / f"s{i}_flip_{n_flips}_{where}.dcm"
+            path.write_bytes(bytes(data))
+            cases.append((f"bitflip/{i}/{n_flips}_{where}", path))
+        for name, uid in WRONG_SYNTAXES.items():
+            cases.append((f"wrong_syntax/{i}/{name}", _with_transfer_syntax(src, uid, out / f"s{i}_ts_{name}.dcm")))
+        cases.append((f"no_pixels/{i}/deleted", _write_like(_without_pixels(src, None), out / f"s{i}_nopixels.dcm")))
+        cases.append((f"no_pixels/{i}/empty", _write_like(_without_pixels(src, b""), out / f"s{i}_emptypixels.dcm")))
+        for name, (rows, cols, frames) in HUGE_DIMENSIONS.items():
+            ds = pydicom.dcmread(src)
+            ds.Rows, ds.Columns = rows, cols
+            if frames is not None:
+                ds.NumberOfFrames = frames
+            cases.append((f"huge/{i}/{name}", _write_like(ds, out / f"s{i}_huge_{name}.dcm")))
+    return cases
+
+
+# ---------------------------------------------------------------------------------------------- FHIR
+
+
+def _diagnostic_report(**changes: object) -> dict:
+    report: dict = {
+        "resourceType": "DiagnosticReport",
+        "id": "r1",
+        "status": "final",
+        "code": {"text": "Chest X-ray"},
+        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}, "value": "A1"}],
+        "conclusion": "FINDINGS: Lungs are clear. IMPRESSION: Normal.",
+    }
+    for key, value in changes.items():
+        if value is None:
+            report.pop(key, None)
+        else:
+            report[key] = value
+    return report
+
+
+def _nested(depth: int) -> str:
+    return '{"resourceType": "DiagnosticReport", "extension": ' + "[" * depth + "]" * depth + "}"
+
+
+def fhir_variants(valid: list[Path], out: Path, *, seed: int = 11) -> list[tuple[str, Path]]:
+    """Malformed FHIR JSON/NDJSON/Bundle files, plus truncated and bit-flipped copies of ``valid``.
+
+    Returns:
+        ``[(case, path)]``.
+    """
+    out.mkdir(parents=True, exist_ok=True)
+    rng = np.random.default_rng(seed)
+    big = "x" * (5 * 2**20)
+    documents: dict[str, str | bytes] = {
+        "empty.json": b"",
+        "whitespace.json": b"   \n\t ",
+        "invalid_json.json": '{"resourceType": "DiagnosticReport", ',
+        "null.json": "null",
+        "number.json": "42",
+        "list.json": "[1, 2, 3]",
+        "string.json": '"DiagnosticReport"',
+        "non_utf8.json": b'{"resourceType": "DiagnosticReport", "conclusion": "\xff\xfe\xfa"}',
+        "utf16.json": json.dumps(_diagnostic_report()).encode("utf-16"),
+        "nul_bytes.json": b"\x00" * 64,
+        "wrong_type_patient.json": json.dumps({"resourceType": "Patient", "id": "p1"}),
+        "no_resource_type.json": json.dumps({"status": "final"}),
+        "resource_type_number.json": json.dumps({"resourceType": 5}),
+        "missing_status.json": json.dumps(_diagnostic_report(status=None)),
+        "missing_code.json": json.dumps(_diagnostic_report(code=None)),
+        "status_number.json": json.dumps(_diagnostic_report(status=5)),
+        "status_unknown.json": json.dumps(_diagnostic_report(status="maybe")),
+        "code_string.json": json.dumps(_diagnostic_report(code="chest")),
+        "identifier_dict.json": json.dumps(_diagnostic_report(identifier={"value": "A1"})),
+        "presented_form_bad_base64.json": json.dumps(
+            _diagnostic_report(conclusion=None, presentedForm=[{"contentType": "text/plain", "data": "!!not base64!!"}])
+        ),
+        "presented_form_binary.json": json.dumps(
+            _diagnostic_report(conclusion=None, presentedForm=[{"contentType": "text/plain", "data": "/////w=="}])
+        ),
+        "conclusion_list.json": json.dumps(_diagnostic_report(conclusion=["a", "b"])),
+        "no_text.json": json.dumps(_diagnostic_report(conclusion=None)),
+        "huge_conclusion.json": json.dumps(_diagnostic_report(conclusion=big)),
+        "huge_id.json": json.dumps(_diagnostic_report(id=big)),
+        "huge_key.json": json.dumps({**_diagnostic_report(), big: 1}),
+        "nested_100.json": _nested(100),
+        "nested_100k.json": _nested(100_000),
+        "nested_900.json": _nested(900),
+        "bundle_entry_dict.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": {"a": 1}}),
+        "bundle_entry_strings.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": ["x", 1, None]}),
+        "bundle_resource_list.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": []}]}),
+        "bundle_no_type.json": json.dumps({"resourceType": "Bundle", "entry": [{"resource": _diagnostic_report()}]}),
+        "bundle_nested_bundle.json": json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Bundle", "type": "collection"}}]}
+        ),
+        "bundle_huge_entries.json": json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Observation"}}] * 50_000}
+        ),
+        "lines.ndjson": "\n".join(
+            [json.dumps(_diagnostic_report()), "{bad", "[]", "null", json.dumps({"resourceType": "Patient"}), ""]
+        ),
+        "only_garbage.ndjson": b"\xff\xfe\n{\n]]]\n",
+        "nested.ndjson": _nested(100_000),
+        "empty.ndjson": b"",
+    }
+    cases = []
+    for name, content in documents.items():
+        path = out / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        cases.append((f"fhir/{name}", path))
+    for i, src in enumerate(valid):
+        raw = src.read_bytes()
+        for frac in (0.1, 0.5, 0.99):
+            path = out / f"v{i}_trunc_{frac}{src.suffix}"
+            path.write_bytes(raw[: int(len(raw) * frac)])
+            cases.append((f"fhir_truncated/{i}/{frac}", path))
+        data = bytearray(raw)
+        for pos in rng.integers(0, len(data), size=16):
+            data[pos] ^= 1 << int(rng.integers(0, 8))
+        path = out / f"v{i}_flip{src.suffix}"
+        path.write_bytes(bytes(data))
+        cases.append((f"fhir_bitflip/{i}", path))
+    return cases
+
+
+# ------------------------------------------------------------------------------------------- reports
+
+
+def report_variants(out: Path) -> list[tuple[str, Path]]:
+    """Empty, huge (5 MiB), non-UTF-8, binary and odd text/CSV reports."""
+    out.mkdir(parents=True, exist_ok=True)
+    header = "study_uid,accession_number,report_text\n"
+    files: dict[str, bytes] = {
+        "empty.txt": b"",
+        "blank.txt": b"  \n\n\t",
+        "huge_5mb.txt": b"FINDINGS: " + b"lungs clear. " * (5 * 2**20 // 13),
+        "latin1.txt": "FINDINGS: épanchement pleural, cÅur normal.".encode("latin-1"),
+        "utf16.txt": "FINDINGS: clear".encode("utf-16"),
+        "binary.txt": bytes(range(256)) * 8,
+        "nul.txt": b"FINDINGS: clear\x00\x00",
+        "bom.txt": b"\xef\xbb\xbfFINDINGS: clear. IMPRESSION: normal.",
+        "one_char.txt": b".",
+        "long_line.txt": b"a" * (2 * 2**20),
+        "empty.csv": b"",
+        "header_only.csv": header.encode(),
+        "no_text_column.csv": b"study_uid,accession_number\n1.2.3,A1\n",
+        "latin1.csv": (header + "1.2.3,A1,épanchement\n").encode("latin-1"),
+        "huge_field.csv": (header + "1.2.3,A1,\"" + "x" * (5 * 2**20) + "\"\n").encode(),
+        "unbalanced_quote.csv": (header + '1.2.3,A1,"never closed\n').encode(),
+        "bad_uid.csv": (header + "not-a-uid,A1,FINDINGS: clear\n").encode(),
+        "binary.csv": bytes(range(256)) * 8,
+        "report.pdf": b"%PDF-1.4 not supported",
+        "no_suffix": b"FINDINGS: clear",
+    }
+    cases = []
+    for name, content in files.items():
+        path = out / name
+        path.write_bytes(content)
+        cases.append((f"report/{name}", path))
+    return cases
+
+
+# ------------------------------------------------------------------------------------------- configs
+
+
+def config_variants(out: Path) -> list[tuple[str, Path]]:
+    """Invalid YAML, wrong shapes and types, out-of-range values, alias bombs, binary files, a folder."""
+    out.mkdir(parents=True, exist_ok=True)
+    laughs = "a: &a [x, x, x, x, x, x, x, x, x, x]\n" + "".join(
+        f"{chr(98 + i)}: &{chr(98 + i)} [{', '.join(['*' + chr(97 + i)] * 10)}]\n" for i in range(8)
+    )
+    files: dict[str, bytes | str] = {
+        "empty.yaml": "",
+        "not_yaml.yaml": "name: [unclosed\n  - : :",
+        "tabs.yaml": "name:\tdemo\n\tfusion: x",
+        "list.yaml": "- a\n- b\n",
+        "scalar.yaml": "42\n",
+        "unknown_key.yaml": "name: demo\nnot_a_key: 1\n",
+        "unknown_nested_key.yaml": "training:\n  epochz: 3\n",
+        "wrong_type.yaml": "training:\n  epochs: many\n",
+        "negative.yaml": "training:\n  epochs: -3\n  lr: -1\n",
+        "wrong_section_type.yaml": "training: 5\n",
+        "bad_fusion.yaml": "fusion:\n  name: telepathy\n",
+        "duplicate_labels.yaml": "labels: [a, a]\n",
+        "labels_string.yaml": "labels: nodule\n",
+        "image_size_bad.yaml": "data:\n  image_size: [32]\n",
+        "max_pixels_zero.yaml": "data:\n  max_pixels: 0\n",
+        "python_tag.yaml": "name: !!python/object/apply:os.system ['echo pwned']\n",
+        "alias_bomb.yaml": laughs + "name: *i\n",
+        "deep.yaml": "a: " + "[" * 10_000 + "]" * 10_000 + "\n",
+        "huge_string.yaml": "name: " + "x" * (5 * 2**20) + "\n",
+        "non_utf8.yaml": b"name: \xff\xfe\n",
+        "binary.yaml": bytes(range(256)) * 4,
+        "nul.yaml": b"name: demo\x00\n",
+    }
+    cases = []
+    for name, content in files.items():
+        path = out / name
+        path.write_bytes(content.encode("utf-8") if isinstance(content, str) else content)
+        cases.append((f"config/{name}", path))
+    folder = out / "a_folder.yaml"
+    folder.mkdir(exist_ok=True)
+    cases.append(("config/a_folder.yaml", folder))
+    cases.append(("config/missing.yaml", out / "missing.yaml"))
+    return cases
