@@ -3,12 +3,19 @@
 Patient names, IDs, birth dates and accession numbers are never written to logs, MLflow or exports.
 Where a join key is needed (report <-> study linkage by accession number), both sides are hashed
 with :func:`pseudonym` and compared as hashes.
+
+A second line of defence for logs: readers :func:`remember_phi` the identifiers they see, and
+:func:`install_log_redaction` rewrites every log record of the process with :func:`redact`, so an
+identifier quoted by an error message or a third-party library becomes ``[PHI]``. DICOM datasets
+that leave the process are de-identified by :mod:`medfusion.deid`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
+import re
 
 #: Environment variable holding a site-specific secret salt. Without it a fixed project salt is used,
 #: which still hides identifiers from casual readers but is not secret; sites should set it.
@@ -30,3 +37,115 @@ def pseudonym(value: str, *, kind: str = "id") -> str:
     salt = os.environ.get(SALT_ENV, _DEFAULT_SALT)
     digest = hashlib.sha256(f"{salt}\x00{kind}\x00{value.strip()}".encode()).hexdigest()
     return f"{kind}-{digest[:16]}"
+
+
+# ------------------------------------------------------------------------------ log redaction
+
+#: Replaces a known identifier in a log message.
+REDACTED = "[PHI]"
+#: Bound on remembered identifiers (oldest forgotten first); a cohort of 100k studies fits.
+MAX_REMEMBERED = 200_000
+#: Shortest identifier remembered (shorter strings would redact ordinary words and numbers).
+MIN_LENGTH = 4
+#: Shortest part of a multi-part value (a person name's family or given name) remembered.
+MIN_PART_LENGTH = 3
+
+_known: dict[str, None] = {}  # insertion-ordered set of lower-cased identifiers and name parts
+_TOKEN = re.compile(r"[^\s'\"()\[\]{}<>,;:=/\\|]+")  # maximal runs a value could be part of
+
+
+def remember_phi(*values: object) -> None:
+    """Remember identifiers read from inputs so that :func:`redact` (and the log filter) hide them.
+
+    Person names (``FAMILY^GIVEN``) are remembered whole and by component. Call this wherever a
+    reader sees an identifier in clear (PatientID, AccessionNumber, ...), even when it only keeps
+    the pseudonym: a later error message or third-party log line may still quote the value.
+
+    Args:
+        *values: Identifiers; None, blanks and strings shorter than :data:`MIN_LENGTH` are ignored.
+    """
+    for value in values:
+        if value is None:
+            continue
+        text = str(value).strip().lower()
+        parts = {p.strip() for p in text.replace("^", " ").split()} - {text}
+        for item, shortest in ((text, MIN_LENGTH), *((p, MIN_PART_LENGTH) for p in parts)):
+            if len(item) >= shortest:
+                _known.pop(item, None)
+                _known[item] = None
+    while len(_known) > MAX_REMEMBERED:
+        del _known[next(iter(_known))]
+
+
+def forget_phi() -> None:
+    """Forget every remembered identifier (tests; long-lived services between cohorts)."""
+    _known.clear()
+
+
+def redact(text: str) -> str:
+    """``text`` with every remembered identifier replaced by :data:`REDACTED`.
+
+    Matching is case-insensitive on whole tokens and on ``^``/``_``/``-``/``.`` separated parts of
+    tokens (``DOE^JOHN``, ``MF123_scan.dcm``), so an identifier inside a path or a DICOM name is caught.
+    """
+    if not _known or not text:
+        return text
+
+    def replace(match: re.Match[str]) -> str:
+        token = match.group(0)
+        low = token.lower()
+        if low in _known or low.strip(".") in _known:
+            return REDACTED
+        parts = re.split(r"([\^_.\-])", token)
+        if len(parts) > 1 and any(p.lower() in _known for p in parts[::2]):
+            return "".join(REDACTED if i % 2 == 0 and p.lower() in _known else p for i, p in enumerate(parts))
+        return token
+
+    return _TOKEN.sub(replace, text)  # display forms ("JOHN DOE") are caught part by part
+
+
+class PhiRedactingFilter(logging.Filter):
+    """A logging filter that rewrites a record's message with :func:`redact` (never drops a record)."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        _redact_record(record)
+        return True
+
+
+def _redact_record(record: logging.LogRecord) -> None:
+    if not _known:
+        return
+    try:
+        message = record.getMessage()
+    except Exception:  # noqa: BLE001 - a malformed record is logging's problem, not ours
+        return
+    clean = redact(message)
+    if clean != message:
+        record.msg, record.args = clean, None
+    if record.exc_info and not record.exc_text:
+        record.exc_text = redact(logging.Formatter().formatException(record.exc_info))
+    elif record.exc_text:
+        record.exc_text = redact(record.exc_text)
+
+
+_installed = False
+
+
+def install_log_redaction() -> None:
+    """Redact remembered identifiers in **every** log record of the process, whatever its handler.
+
+    Wraps the log record factory (so records are clean before any handler, formatter, MLflow or
+    third-party library sees them). Idempotent; call it once at start-up (the CLI does).
+    """
+    global _installed
+    if _installed:
+        return
+    previous = logging.getLogRecordFactory()
+
+    def factory(*args: object, **kwargs: object) -> logging.LogRecord:
+        record = previous(*args, **kwargs)
+        _redact_record(record)
+        return record
+
+    logging.setLogRecordFactory(factory)
+    _installed = True

@@ -38,7 +38,7 @@ from medfusion.data.records import LABEL_PREFIX, Rejection, Report
 from medfusion.data.reports import read_reports
 from medfusion.data.studies import InstanceRef, StudyFiles, scan_dicom_folder
 from medfusion.errors import DicomReadError, ManifestError, ReportParseError
-from medfusion.privacy import pseudonym
+from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
 
@@ -127,6 +127,7 @@ def _patient_pseudonym(path: Path, study_uid: str) -> str:
     except (OSError, ValueError, TypeError, AttributeError, EOFError):  # read once already; failure = unknown
         patient_id = ""
     if patient_id:
+        remember_phi(patient_id)  # redacted from any later log line that quotes it
         return pseudonym(patient_id, kind="patient")
     logger.warning("study %s has no PatientID; it forms its own split group", study_uid)
     return pseudonym(study_uid, kind="patient-unknown")

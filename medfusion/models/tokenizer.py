@@ -29,7 +29,9 @@ SPECIAL_TOKENS = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
 TINY_MAX_POSITIONS = 512
 
 
-def wordpiece_vocabulary(texts: Sequence[str], vocab_size: int, *, lowercase: bool = True) -> list[str]:
+def wordpiece_vocabulary(
+    texts: Sequence[str], vocab_size: int, *, lowercase: bool = True, min_reports: int = 1
+) -> list[str]:
     """A deterministic WordPiece vocabulary: special tokens, every character (as ``c`` and ``##c``),
     then whole words by decreasing frequency (ties alphabetical) up to ``vocab_size``.
 
@@ -38,22 +40,29 @@ def wordpiece_vocabulary(texts: Sequence[str], vocab_size: int, *, lowercase: bo
     ``WordPieceTrainer`` is not used because its tie-breaking follows Rust hash-map order, which changes
     from process to process: the same reports would give different vocabularies and ids, and training
     would not be reproducible.
+
+    Whole words found in fewer than ``min_reports`` texts are left out (they still tokenize, by
+    character): the vocabulary is saved with the model, and a word that only one patient's reports
+    contain (a name, an ID) must not be.
     """
     normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     splitter = pre_tokenizers.BertPreTokenizer()
     counts: Counter[str] = Counter()
+    reports: Counter[str] = Counter()
     for text in texts:
-        counts.update(word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text)))
+        words = [word for word, _ in splitter.pre_tokenize_str(normalizer.normalize_str(text))]
+        counts.update(words)
+        reports.update(set(words))
     chars = sorted({c for word in counts for c in word})
     vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
     if len(vocab) > vocab_size:
         log.warning("vocab_size %d is smaller than the alphabet (%d tokens); keeping the alphabet", vocab_size, len(vocab))
-    words = sorted((w for w in counts if len(w) > 1), key=lambda w: (-counts[w], w))
+    words = sorted((w for w in counts if len(w) > 1 and reports[w] >= min_reports), key=lambda w: (-counts[w], w))
     return vocab + words[: max(0, vocab_size - len(vocab))]
 
 
 def train_wordpiece_tokenizer(
-    texts: Iterable[str], vocab_size: int, out_dir: str | Path, *, lowercase: bool = True
+    texts: Iterable[str], vocab_size: int, out_dir: str | Path, *, lowercase: bool = True, min_reports: int = 1
 ) -> BertTokenizerFast:
     """Build a BERT WordPiece tokenizer for ``texts`` and save it as a Hugging Face tokenizer folder.
 
@@ -66,6 +75,7 @@ def train_wordpiece_tokenizer(
         vocab_size: Upper bound on the vocabulary, special tokens included (a small corpus may give fewer).
         out_dir: Folder to write ``tokenizer.json`` and ``tokenizer_config.json`` to (created).
         lowercase: Whether the tokenizer lower-cases its input; saved as ``do_lower_case``.
+        min_reports: Whole words in fewer texts stay out of the vocabulary (see :func:`wordpiece_vocabulary`).
 
     Returns:
         The tokenizer (``[PAD]`` = 0, ``[UNK]`` = 1, ``[CLS]`` = 2, ``[SEP]`` = 3, ``[MASK]`` = 4).
@@ -76,7 +86,7 @@ def train_wordpiece_tokenizer(
     corpus = [t for t in texts if t and t.strip()]
     if not corpus:
         raise MedfusionError("cannot build a WordPiece vocabulary: no non-empty report text in the training split")
-    vocab = wordpiece_vocabulary(corpus, vocab_size, lowercase=lowercase)
+    vocab = wordpiece_vocabulary(corpus, vocab_size, lowercase=lowercase, min_reports=min_reports)
     backend = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

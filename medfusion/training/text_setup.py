@@ -34,7 +34,7 @@ def prepare_text_encoder(config: Config, train_reports: Sequence[str], out_dir: 
     if tc.tiny is None:
         return tc.name_or_path, load_tokenizer(tc.name_or_path)
     text_dir = Path(out_dir) / "text_encoder"
-    tokenizer = train_wordpiece_tokenizer(train_reports, tc.tiny.vocab_size, text_dir)
+    tokenizer = train_wordpiece_tokenizer(train_reports, tc.tiny.vocab_size, text_dir, min_reports=tc.tiny.min_word_reports)
     build_tiny_bert(tokenizer, tc.tiny).save_pretrained(str(text_dir))
     log.info("tiny BERT with a %d-token vocabulary (train reports only) saved to %s", len(tokenizer), text_dir)
     return text_dir, load_tokenizer(text_dir)
