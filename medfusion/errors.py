@@ -41,3 +41,17 @@ class ManifestError(InputRejected):
 
 class ConfigError(MedfusionError):
     """A configuration file is invalid; the message names the file and the key."""
+
+
+class UnsafeModelFile(MedfusionError):
+    """A weights file would need pickle (which can run arbitrary code) to load, so it is refused.
+
+    Attributes:
+        source: The file.
+        reason: Why it is refused and what to do instead.
+    """
+
+    def __init__(self, source: str | Path, reason: str) -> None:
+        self.source = str(source)
+        self.reason = reason
+        super().__init__(f"{self.source}: {reason}")

@@ -25,8 +25,9 @@ from monai.networks.nets import DenseNet121, resnet18, resnet34, resnet50
 from torch import nn
 
 from medfusion.config import ImageEncoderConfig
-from medfusion.errors import MedfusionError
+from medfusion.errors import MedfusionError, UnsafeModelFile
 from medfusion.models.registry import register_image_encoder
+from medfusion.models.weights import load_state_dict
 
 log = logging.getLogger(__name__)
 
@@ -144,28 +145,18 @@ def load_trunk_weights(net: nn.Module, path: Path) -> None:
         path: ``.safetensors`` (preferred) or ``.pt``/``.pth``/``.bin`` (read with ``weights_only=True``).
 
     Raises:
+        UnsafeModelFile: The file needs pickle beyond tensors (see :mod:`medfusion.models.weights`).
         MedfusionError: The file is missing or unreadable, or trunk keys are missing or mis-shaped.
     """
     path = Path(path)
     if not path.is_file():
         raise MedfusionError(f"{path}: pretrained image weights not found")
-    try:
-        if path.suffix == ".safetensors":
-            from safetensors.torch import load_file
-
-            state = load_file(str(path))
-        elif path.suffix in (".pt", ".pth", ".bin"):
-            state = torch.load(path, map_location="cpu", weights_only=True)
-            if isinstance(state, dict) and isinstance(state.get("state_dict"), dict):
-                state = state["state_dict"]
-        else:
-            raise MedfusionError(f"{path}: unsupported weights format {path.suffix!r}; use .safetensors or .pt")
-    except MedfusionError:
-        raise
-    except Exception as exc:  # corrupt file, pickled objects refused by weights_only, ...
-        raise MedfusionError(f"{path}: cannot read pretrained image weights: {exc}") from None
-    if not isinstance(state, dict):
-        raise MedfusionError(f"{path}: expected a state dict, found {type(state).__name__}")
+    try:  # safetensors, or torch.load(weights_only=True); pickles are refused
+        state = load_state_dict(path)
+    except UnsafeModelFile as exc:
+        raise UnsafeModelFile(path, f"cannot read pretrained image weights: {exc.reason}") from None
+    except MedfusionError as exc:
+        raise MedfusionError(f"cannot read pretrained image weights: {exc}") from None
     state = {k.removeprefix("module."): v for k, v in state.items()}
     expected = {k: v for k, v in net.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
     missing = sorted(k for k in expected if k not in state)

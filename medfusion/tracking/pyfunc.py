@@ -27,6 +27,8 @@ import pandas as pd
 log = logging.getLogger(__name__)
 
 MODEL_DIR_ARTIFACT = "model_dir"
+#: The file MLflow runs to build the model at load time ("models from code", no cloudpickle).
+ENTRY_POINT = Path(__file__).with_name("pyfunc_entry.py")
 
 
 def _image_paths(value: Any) -> list[str]:
@@ -144,13 +146,16 @@ def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tup
 def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str, example_row: dict[str, Any]) -> Any:
     """Log the model folder as a pyfunc inside the active run and register a new version.
 
+    The pyfunc is logged as code (:data:`ENTRY_POINT`), not as a cloudpickled object, and its weights
+    are safetensors: loading it runs no unpickler.
+
     Returns:
         The registered ``ModelVersion``.
     """
     signature, example = signature_and_example(labels, example_row)
     info = mlflow.pyfunc.log_model(
         name="model",
-        python_model=MedFusionPyfunc(),
+        python_model=str(ENTRY_POINT),  # models from code: nothing is pickled
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         signature=signature,
         input_example=example,
