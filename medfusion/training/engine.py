@@ -10,7 +10,9 @@
    off on CPU), modality dropout, and each modality head's own loss weighted by
    ``fusion.aux_loss_weight`` (fusions with two modalities);
 4. keeps the epoch with the best validation macro AUROC (``checkpoints/best.safetensors``) and
-   stops after ``early_stopping_patience`` epochs without improvement;
+   stops after ``early_stopping_patience`` epochs without improvement; every epoch is committed to
+   ``checkpoints/`` (:mod:`medfusion.training.checkpoint`) so that ``resume=True`` continues a
+   killed run from its last finished epoch;
 5. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
    saves the model folder (:func:`medfusion.models.model.save_model_dir`) to ``<out_dir>/model``.
 
@@ -31,7 +33,7 @@ from typing import Any, Protocol, Sequence
 import numpy as np
 import torch
 import torch.nn.functional as F
-from safetensors.torch import load_model, save_model
+from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 
 from medfusion.config import Config
@@ -40,6 +42,7 @@ from medfusion.errors import ConfigError, MedfusionError
 from medfusion.models.fusion import IMAGE, TEXT
 from medfusion.models.model import MedFusionModel, build_model, resolve_device, save_model_dir
 from medfusion.training.calibration import apply_temperature, fit_temperature
+from medfusion.training.checkpoint import EpochCheckpoints
 from medfusion.training.data import Collator, StudyDataset, image_transform_for, report_text
 from medfusion.training.metrics import evaluate, tune_thresholds
 from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
@@ -269,6 +272,7 @@ def train(
     *,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
     """Train, calibrate, evaluate and save one model.
 
@@ -279,12 +283,16 @@ def train(
         out_dir: Run folder: ``text_encoder/`` (tiny BERT), ``checkpoints/best.safetensors``, ``model/``.
         callbacks: Objects with ``on_epoch_end(epoch, metrics)`` and/or ``on_train_end(result)``.
         progress: Log one line per epoch at INFO (else DEBUG).
+        resume: Continue from the last epoch committed in ``out_dir/checkpoints`` (model, optimizer,
+            scheduler, scaler, early-stopping state, history and random states); callbacks see only
+            the epochs run now. Without a checkpoint, training starts at epoch 1.
 
     Returns:
         The :class:`TrainResult`.
 
     Raises:
-        MedfusionError: ``train`` or ``val`` is empty, or a component cannot be built.
+        MedfusionError: ``train`` or ``val`` is empty, a component cannot be built, or the checkpoint
+            to resume was written with another configuration.
     """
     for split in ("train", "val"):
         if not records.get(split):
@@ -312,18 +320,28 @@ def train(
     steps_per_epoch = math.ceil(len(loaders["train"]) / t.grad_accum_steps)
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps_per_epoch * t.epochs, t.warmup_fraction))
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
-    checkpoint = out_dir / "checkpoints" / "best.safetensors"
-    checkpoint.parent.mkdir(parents=True, exist_ok=True)
+    checkpoints = EpochCheckpoints(
+        out_dir, config, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
+        dropout_rng=dropout_rng, loaders=loaders,
+    )
+    if not resume:
+        checkpoints.clear()
+    state = checkpoints.restore()
+    if state.epoch:
+        say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
+    elif resume:
+        log.warning("%s: no checkpoint to resume from; starting at epoch 1", checkpoints.dir)
     say(
         "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
         config.name, config.fusion.name, config.image_encoder.name, device, amp_dtype,
         {s: len(records.get(s) or []) for s in SPLITS},
     )
 
-    history: list[dict[str, float]] = []
-    best_score, best_epoch, stale, stopped_early = -math.inf, 0, 0, False
-    start = time.perf_counter()
-    for epoch in range(1, t.epochs + 1):
+    history = state.history
+    best_score, best_epoch, stale = state.best_score, state.best_epoch, state.stale
+    stopped_early = stale >= t.early_stopping_patience and state.epoch < t.epochs
+    first = t.epochs + 1 if stale >= t.early_stopping_patience else state.epoch + 1  # killed after its last epoch
+    for epoch in range(first, t.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
         total, batches = 0.0, 0
@@ -372,9 +390,10 @@ def train(
         improved = score > best_score + MIN_DELTA
         if improved:
             best_score, best_epoch, stale = score, epoch, 0
-            save_model(model, str(checkpoint))
         else:
             stale += 1
+        state.epoch, state.best_score, state.best_epoch, state.stale = epoch, best_score, best_epoch, stale
+        checkpoints.commit(state, improved)
         say(
             "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1fs%s",
             epoch, t.epochs, row["train_loss"], val_loss, report.metrics["macro_auroc"], row["epoch_seconds"],
@@ -384,9 +403,9 @@ def train(
             stopped_early = epoch < t.epochs
             say("early stopping: no improvement for %d epochs (best epoch %d)", stale, best_epoch)
             break
-    train_seconds = time.perf_counter() - start
+    train_seconds = sum(row["epoch_seconds"] for row in history)  # includes epochs before a resume
 
-    load_model(model, str(checkpoint))
+    load_model(model, str(checkpoints.finalize()))
     val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
     temperature = fit_temperature(val_logits, val_targets)
     val_probs = apply_temperature(val_logits, temperature)

@@ -82,6 +82,7 @@ def train_from_config(
     out_dir: str | Path | None = None,
     callbacks: Sequence[Callback] | None = None,
     progress: bool = True,
+    resume: bool = False,
 ) -> TrainResult:
     """Train the model a config describes.
 
@@ -91,14 +92,28 @@ def train_from_config(
         out_dir: Run folder; default ``<project_dir>/training/<name>-<fusion>-<UTC timestamp>``.
         callbacks: Passed to :func:`medfusion.training.engine.train`.
         progress: Per-epoch log lines (and the demo generator's progress bar).
+        resume: Continue a killed run from its last epoch checkpoint: the one in ``out_dir``, or (no
+            ``out_dir``) the newest ``<project_dir>/training/<name>-<fusion>-*`` with a checkpoint.
 
     Returns:
         The :class:`~medfusion.training.engine.TrainResult` (model folder in ``result.model_dir``).
     """
     cfg = resolve_config(config, overrides)
     data = load_records(cfg, progress=progress)
+    if out_dir is None and resume:
+        out_dir = latest_resumable(cfg.project_dir / "training", f"{cfg.name}-{cfg.fusion.name}-*")
     if out_dir is None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
     log.info("manifest %s -> %s", data.manifest_path, out_dir)
-    return train(cfg, data.records, out_dir, callbacks=callbacks, progress=progress)
+    return train(cfg, data.records, out_dir, callbacks=callbacks, progress=progress, resume=resume)
+
+
+def latest_resumable(folder: Path, pattern: str = "*") -> Path | None:
+    """The most recently committed run folder under ``folder`` (matching ``pattern``) that has a checkpoint."""
+    from medfusion.training.checkpoint import STATE_FILE
+
+    states = [p for p in folder.glob(f"{pattern}/checkpoints/{STATE_FILE}") if p.is_file()]
+    if not states:
+        return None
+    return max(states, key=lambda p: p.stat().st_mtime).parent.parent
