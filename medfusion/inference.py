@@ -21,9 +21,10 @@ these are research outputs, not clinical findings.
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,7 +33,13 @@ import medfusion
 from medfusion.errors import InputRejected
 from medfusion.models.model import LoadedModel, load_model_dir
 from medfusion.training.calibration import apply_temperature
-from medfusion.training.data import Collator, as_image_tensor, image_transform_for, input_rejection, report_text
+from medfusion.training.data import (
+    Collator,
+    as_image_tensor,
+    image_transform_for,
+    input_rejection,
+    report_text,
+)
 
 log = logging.getLogger(__name__)
 
@@ -88,6 +95,71 @@ class Prediction:
     error: str | None = None
 
 
+class Preprocessor:
+    """The CPU side of scoring: a study's files and report -> one model sample.
+
+    Needs only the preprocessing spec stored in the model folder (no weights), so that worker
+    processes can build one cheaply with :meth:`from_dir`.
+
+    Args:
+        spec: Preprocessing spec (``medfusion_model.json`` ``preprocessing``).
+        n_labels: Number of labels (the sample's ``label`` is (L,) NaN).
+        uses_image: Whether the model reads images (``text_only`` models never decode them).
+    """
+
+    def __init__(self, spec: dict[str, Any], n_labels: int, *, uses_image: bool = True) -> None:
+        self.spec = spec
+        self.n_labels = n_labels
+        self.uses_image = uses_image
+        self.transform = image_transform_for(spec, train=False)
+
+    @classmethod
+    def from_dir(cls, model_dir: str | Path) -> Preprocessor:
+        """Read the spec, labels and fusion's modalities of a model folder (weights are not loaded)."""
+        import json
+
+        from medfusion.models.fusion import IMAGE
+        from medfusion.models.model import META_FILE
+        from medfusion.models.registry import get_fusion
+
+        meta = json.loads((Path(model_dir) / META_FILE).read_text(encoding="utf-8"))
+        fusion = get_fusion(meta["config"]["fusion"]["name"])
+        return cls(
+            dict(meta["preprocessing"]),
+            len(meta["labels"]),
+            uses_image=IMAGE in fusion.modalities,
+        )
+
+    def __call__(self, study: StudyInput) -> dict[str, Any]:
+        """Preprocess one study.
+
+        Returns:
+            ``{"image": (C, *spatial) float32 or None, "image_present", "report", "text_present",
+            "label": (L,) NaN}``.
+
+        Raises:
+            InputRejected: The image cannot be read (MONAI's wrapping ``RuntimeError`` is raised as is;
+                see :func:`~medfusion.training.data.input_rejection`).
+        """
+        spec = self.spec
+        image = None
+        if study.image_paths and self.uses_image:  # text_only never reads images
+            image = as_image_tensor(self.transform({"image": [str(p) for p in study.image_paths]})["image"])
+            if image.shape[0] != spec["in_channels"]:
+                raise InputRejected(
+                    study.image_paths[0],
+                    f"image has {image.shape[0]} channels, the model expects {spec['in_channels']}",
+                )
+        report = report_text(study.report_text or "", spec["report_sections"])
+        return {
+            "image": image,
+            "image_present": image is not None,
+            "report": report,
+            "text_present": bool(report),
+            "label": torch.full((self.n_labels,), float("nan")),
+        }
+
+
 class Predictor:
     """Batched scoring with a loaded model folder.
 
@@ -96,47 +168,59 @@ class Predictor:
         batch_size: Studies per forward pass.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, *, amp: bool = False) -> None:
         self.loaded = loaded
         self.batch_size = batch_size
+        self.amp = amp and loaded.device.type == "cuda"
         spec = loaded.preprocessing
-        self.transform = image_transform_for(spec, train=False)
-        self.collate = Collator(loaded.tokenizer, spec["max_tokens"], (spec["in_channels"], *spec["image_size"]))
-        self.provenance = {"model_id": loaded.model_id, "medfusion_version": medfusion.__version__, "status": STATUS}
+        self.preprocessor = Preprocessor(spec, len(loaded.labels), uses_image=loaded.model.image_encoder is not None)
+        self.transform = self.preprocessor.transform
+        self.collate = Collator(
+            loaded.tokenizer,
+            spec["max_tokens"],
+            (spec["in_channels"], *spec["image_size"]),
+        )
+        self.provenance = {
+            "model_id": loaded.model_id,
+            "medfusion_version": medfusion.__version__,
+            "status": STATUS,
+        }
 
     @classmethod
-    def from_dir(cls, model_dir: str | Path, device: str = "auto", batch_size: int = 16) -> "Predictor":
-        """Load a model folder written by :func:`medfusion.models.model.save_model_dir`."""
-        return cls(load_model_dir(model_dir, device), batch_size=batch_size)
+    def from_dir(
+        cls,
+        model_dir: str | Path,
+        device: str = "auto",
+        batch_size: int = 16,
+        *,
+        amp: bool = False,
+    ) -> Predictor:
+        """Load a model folder written by :func:`medfusion.models.model.save_model_dir`.
+
+        ``amp``: run forward passes under CUDA autocast (float16) when the model is on a GPU.
+        """
+        return cls(load_model_dir(model_dir, device), batch_size=batch_size, amp=amp)
 
     @property
     def labels(self) -> list[str]:
         """Label names, in output order."""
         return self.loaded.labels
 
-    def _sample(self, study: StudyInput) -> dict[str, Any]:
-        """Preprocess one study; raises :class:`InputRejected` for an unreadable image."""
-        spec = self.loaded.preprocessing
-        image = None
-        if study.image_paths and self.loaded.model.image_encoder is not None:  # text_only never reads images
-            image = as_image_tensor(self.transform({"image": [str(p) for p in study.image_paths]})["image"])
-            if image.shape[0] != spec["in_channels"]:
-                raise InputRejected(study.image_paths[0], f"image has {image.shape[0]} channels, the model expects {spec['in_channels']}")
-        report = report_text(study.report_text or "", spec["report_sections"])
-        n_labels = len(self.labels)
-        return {
-            "image": image,
-            "image_present": image is not None,
-            "report": report,
-            "text_present": bool(report),
-            "label": torch.full((n_labels,), float("nan")),
-        }
+    def preprocess(self, study: StudyInput) -> dict[str, Any]:
+        """CPU side of scoring (see :class:`Preprocessor`); raises :class:`InputRejected` for an unreadable image."""
+        return self.preprocessor(study)
+
+    _sample = preprocess  # old private name
 
     def _failed(self, reason: str) -> Prediction:
         n = len(self.labels)
         return Prediction(
-            labels=list(self.labels), probabilities=np.full(n, np.nan), decisions=np.zeros(n, dtype=bool),
-            thresholds=self.loaded.thresholds.copy(), provenance=dict(self.provenance), error=reason,
+            labels=list(self.labels),
+            probabilities=np.full(n, np.nan),
+            decisions=np.zeros(n, dtype=bool),
+            thresholds=self.loaded.thresholds.copy(),
+            provenance=dict(self.provenance),
+            error=reason,
         )
 
     @torch.no_grad()
@@ -148,21 +232,37 @@ class Predictor:
             samples, positions = [], []
             for i in chunk:
                 try:
-                    samples.append(self._sample(inputs[i]))
+                    samples.append(self.preprocess(inputs[i]))
                     positions.append(i)
                 except (InputRejected, RuntimeError) as err:
                     exc = input_rejection(err)
                     log.warning("study %d not scored: %s", i, exc)
                     results[i] = self._failed(str(exc))
             if samples:
-                for i, prediction in zip(positions, self._score(samples)):
+                for i, prediction in zip(positions, self.score_samples(samples)):
                     results[i] = prediction
         return results  # type: ignore[return-value]
 
+    @torch.no_grad()
+    def score_samples(self, samples: Sequence[dict[str, Any]]) -> list[Prediction]:
+        """Batched forward passes over samples made by :meth:`preprocess`, ``batch_size`` at a time.
+
+        Args:
+            samples: Samples (``image`` (C, *spatial) or None, ``report``, ...), in any number.
+
+        Returns:
+            One :class:`Prediction` per sample, in order.
+        """
+        predictions: list[Prediction] = []
+        for start in range(0, len(samples), self.batch_size):
+            predictions.extend(self._score(list(samples[start : start + self.batch_size])))
+        return predictions
+
     def _score(self, samples: list[dict[str, Any]]) -> list[Prediction]:
         loaded = self.loaded
-        batch = {k: v.to(loaded.device) for k, v in self.collate(samples).items()}
-        out = loaded.model(batch)
+        batch = {k: v.to(loaded.device, non_blocking=True) for k, v in self.collate(samples).items()}
+        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+            out = loaded.model(batch)
         probs = apply_temperature(out.logits.float().cpu(), loaded.temperature)  # (B, L)
         modality = {m: v.float().cpu().numpy() for m, v in out.modality_logits.items()}
         weights = {k: v.float().cpu().numpy() for k, v in out.modality_weights.items()}

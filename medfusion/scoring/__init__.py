@@ -1,0 +1,78 @@
+"""Batch scoring of archives: sources -> ledger -> engines (local pool or Ray Data) -> Parquet / FHIR.
+
+Readers of a job's output folder (e.g. the review app) use :func:`read_results` and
+:func:`study_inputs`; :func:`medfusion.scoring.job.run_score` runs a job. See ``docs/scoring.md``.
+"""
+
+from __future__ import annotations
+
+import functools
+from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medfusion.inference import StudyInput
+    from medfusion.scoring.sources import ReportIndex
+
+
+def read_results(out_dir: str | Path) -> pd.DataFrame:
+    """The results of a job: exactly one row per scored study (committed parts only).
+
+    Columns: ``study_uid``, ``prob_<label>``..., ``decision_<label>``..., ``threshold_<label>``...,
+    ``model_name``, ``model_version``, ``scored_at`` (UTC ISO), ``status`` (``UNVERIFIED``).
+
+    Raises:
+        MedfusionError: ``out_dir`` holds no scoring ledger, or a study appears twice (a bug).
+    """
+    from medfusion.errors import MedfusionError
+    from medfusion.scoring.ledger import LEDGER_FILE, Ledger
+    from medfusion.scoring.writer import RESULTS_DIR, read_parts
+
+    out = Path(out_dir)
+    if not (out / LEDGER_FILE).is_file():
+        raise MedfusionError(f"{out}: not a scoring output folder (no {LEDGER_FILE})")
+    with Ledger(out) as ledger:
+        committed = ledger.committed_parts()
+    frame = read_parts(out / RESULTS_DIR, committed)
+    duplicated = frame["study_uid"][frame["study_uid"].duplicated()]
+    if len(duplicated):
+        raise MedfusionError(f"{out}: study {duplicated.iloc[0]} has more than one result row")
+    return frame.sort_values("study_uid", ignore_index=True)
+
+
+def study_inputs(out_dir: str | Path, study_uid: str) -> StudyInput:
+    """A scored study's inputs again: local DICOM paths (from the ledger) and its report text.
+
+    Folder sources only (DICOMweb studies are not kept on disk).
+
+    Raises:
+        MedfusionError: No such study in the job, or the job's source is not a folder.
+    """
+    from medfusion.errors import MedfusionError
+    from medfusion.inference import StudyInput
+    from medfusion.scoring.ledger import Ledger
+
+    with Ledger(out_dir) as ledger:
+        job = ledger.job()
+        found = ledger.get(study_uid)
+    if found is None:
+        raise MedfusionError(f"{out_dir}: study {study_uid} is not part of this scoring job")
+    if job.get("source_kind") != "folder":
+        raise MedfusionError(
+            f"{out_dir}: study inputs are only kept for folder sources (this job read {job.get('source_kind')})"
+        )
+    ref = found[0]
+    text = _report_index(job.get("reports") or "").text(ref)
+    return StudyInput(image_paths=list(ref.locator), report_text=text)
+
+
+@functools.lru_cache(maxsize=4)
+def _report_index(reports: str) -> ReportIndex:
+    from medfusion.scoring.sources import ReportIndex
+
+    return ReportIndex.from_path(reports or None)
+
+
+__all__ = ["read_results", "study_inputs"]

@@ -1,0 +1,222 @@
+"""The scale-out engine: the same job on Ray Data.
+
+::
+
+    from_items(pending refs + report text)
+      -> map_batches(preprocess_batch)                 CPU tasks: materialize + decode + preprocess
+      -> map_batches(ScorerActor, concurrency=k,       actor pool, the model held by each actor
+                     num_gpus=1 when GPUs)             (GPU + AMP when present)
+      -> driver: iter_batches -> PartWriter + ledger   exactly-once commits, as with the local engine
+
+Without ``ray_address`` a local Ray is started (``num_cpus = workers + 1``, no dashboard) and shut
+down afterwards; with ``ray_address="auto"`` (or ``ray://head:10001``) the job runs on that cluster:
+every node needs medfusion installed and the source files (or the DICOMweb server) reachable under
+the same paths. Pending studies are sent in chunks of :data:`CHUNK` so the driver's memory stays
+bounded.
+
+Worker crashes: Ray retries a failed task ``max_attempts`` times; blocks that still fail are
+skipped and their studies stay pending (a re-run retries them; the local engine dead-letters such
+studies one by one).
+"""
+
+from __future__ import annotations
+
+import functools
+import io
+import itertools
+import json
+import logging
+import warnings
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pandas as pd
+
+from medfusion.inference import Prediction
+from medfusion.scoring.sources import StudyRef, StudySource
+
+log = logging.getLogger(__name__)
+
+#: Pending studies per Ray dataset.
+CHUNK = 4096
+
+_PREPROCESSORS: dict[str, Any] = {}
+
+
+def _tensor_bytes(x: Any) -> bytes:
+    buffer = io.BytesIO()
+    np.save(buffer, x.numpy().astype(np.float32), allow_pickle=False)
+    return buffer.getvalue()
+
+
+def preprocess_batch(batch: pd.DataFrame, source: StudySource, model_dir: str) -> pd.DataFrame:
+    """Ray task: studies -> serialised samples (``image`` .npy bytes, empty when absent) or rejections."""
+    import torch
+
+    from medfusion.inference import Preprocessor
+    from medfusion.scoring.engine_local import prepare_study
+
+    torch.set_num_threads(1)
+    if model_dir not in _PREPROCESSORS:
+        _PREPROCESSORS[model_dir] = Preprocessor.from_dir(model_dir)
+    rows = []
+    for item in batch.itertuples(index=False):
+        ref = StudyRef(item.study_uid, tuple(json.loads(item.locator)), item.report_key or None)
+        prepared = prepare_study(source, _PREPROCESSORS[model_dir], ref, item.report_text)
+        sample = prepared.sample or {}
+        image = sample.get("image")
+        rows.append(
+            {
+                "study_uid": prepared.study_uid,
+                "image": _tensor_bytes(image) if image is not None else b"",
+                "report": sample.get("report", ""),
+                "error": prepared.reason or "",
+                "file": prepared.file or "",
+                "stage": prepared.stage or "",
+            }
+        )
+    return pd.DataFrame(rows)
+
+
+class ScorerActor:
+    """Ray actor: holds the model (on its GPU when it has one) and scores batches of samples.
+
+    Args:
+        model_dir: The model folder.
+        batch_size: Studies per forward pass.
+        device: Inference device (``auto``: the actor's GPU when Ray gave it one).
+    """
+
+    def __init__(self, model_dir: str, batch_size: int, device: str = "auto") -> None:
+        import torch
+
+        from medfusion.inference import Predictor
+
+        if not torch.cuda.is_available():
+            torch.set_num_threads(1)
+        self.predictor = Predictor.from_dir(model_dir, device=device, batch_size=batch_size, amp=True)
+
+    def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
+        import torch
+
+        n = len(self.predictor.labels)
+        ok = [i for i, e in enumerate(batch["error"]) if not e]
+        samples = []
+        for i in ok:
+            raw, report = batch["image"].iloc[i], batch["report"].iloc[i]
+            image = torch.from_numpy(np.load(io.BytesIO(raw))) if len(raw) else None
+            samples.append(
+                {
+                    "image": image,
+                    "image_present": image is not None,
+                    "report": report,
+                    "text_present": bool(report),
+                    "label": torch.full((n,), float("nan")),
+                }
+            )
+        probs = [[float("nan")] * n] * len(batch)
+        for i, prediction in zip(ok, self.predictor.score_samples(samples)):
+            probs[i] = [float(p) for p in prediction.probabilities]
+        return pd.DataFrame(
+            {
+                "study_uid": batch["study_uid"],
+                "probabilities": probs,
+                "error": batch["error"],
+                "file": batch["file"],
+                "stage": batch["stage"],
+            }
+        )
+
+
+def run_ray(ctx: Any) -> None:
+    """Score every pending study of ``ctx.ledger`` on Ray Data (see the module docstring)."""
+    import ray
+    import torch
+
+    options = ctx.options
+    started_here = False
+    if not ray.is_initialized():
+        if options.ray_address:
+            ray.init(address=options.ray_address, log_to_driver=False)
+        else:
+            ray.init(
+                num_cpus=options.workers + 1,
+                num_gpus=torch.cuda.device_count(),
+                include_dashboard=False,
+                log_to_driver=False,
+                configure_logging=False,
+            )
+        started_here = True
+    try:
+        data_context = ray.data.DataContext.get_current()
+        data_context.enable_progress_bars = False
+        data_context.max_errored_blocks = -1  # a block that keeps failing is skipped; its studies stay pending
+        gpus = int(ray.cluster_resources().get("GPU", 0))
+        scorers = options.scorers or max(1, gpus)
+        meta = json.loads((Path(ctx.model.model_dir) / "medfusion_model.json").read_text(encoding="utf-8"))
+        thresholds = np.asarray(meta["thresholds"], dtype=np.float64)
+        refs = ctx.ledger.iter_pending()
+        ctx.started()
+        while chunk := list(itertools.islice(refs, CHUNK)):
+            _run_chunk(ctx, chunk, scorers, gpus, thresholds)
+    finally:
+        if started_here:
+            ray.shutdown()
+
+
+def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresholds: np.ndarray) -> None:
+    import ray
+
+    options = ctx.options
+    items = [
+        {
+            "study_uid": r.study_uid,
+            "locator": json.dumps(list(r.locator)),
+            "report_key": r.report_key or "",
+            "report_text": ctx.reports.text(r),
+        }
+        for r in chunk
+    ]
+    blocks = max(1, min(len(items), options.workers * 4))
+    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    with warnings.catch_warnings():
+        # Ray 2.60 deprecates remote args without a named replacement for max_retries; Ray Data's
+        # default (-1: retry forever) would loop on a study that crashes its worker every time.
+        warnings.simplefilter("ignore", DeprecationWarning)
+        ds = ds.map_batches(
+            preprocess_batch,
+            fn_kwargs={"source": ctx.source, "model_dir": str(ctx.model.model_dir)},
+            batch_format="pandas",
+            batch_size=max(1, options.batch_size // 2),
+            compute=ray.data.TaskPoolStrategy(size=options.workers),
+            num_cpus=1,
+            ray_remote_args_fn=functools.partial(dict, max_retries=options.max_attempts),
+        )
+    ds = ds.map_batches(
+        ScorerActor,
+        fn_constructor_kwargs={
+            "model_dir": str(ctx.model.model_dir),
+            "batch_size": options.batch_size,
+            "device": options.device if gpus == 0 else "auto",
+        },
+        batch_format="pandas",
+        batch_size=options.batch_size,
+        compute=ray.data.ActorPoolStrategy(size=scorers),
+        num_gpus=1 if gpus else 0,
+        num_cpus=0 if gpus else 1,
+    )
+    labels = ctx.labels
+    for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+        for row in batch.itertuples(index=False):
+            if row.error:
+                ctx.rejected(row.study_uid, row.file or None, row.error, row.stage or "decode")
+                continue
+            probs = np.asarray(row.probabilities, dtype=np.float64)
+            prediction = Prediction(
+                labels=list(labels),
+                probabilities=probs,
+                decisions=probs >= thresholds,
+                thresholds=thresholds.copy(),
+            )
+            ctx.scored_prediction(row.study_uid, prediction)

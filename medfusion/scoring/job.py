@@ -1,0 +1,306 @@
+"""A scoring job end to end: resolve the model, open the ledger, discover, run an engine, summarise.
+
+>>> summary = run_score(ScoreOptions(source="archive/", reports=Path("reports.ndjson"),
+...                                  model="models:/medfusion@champion", out_dir=Path("scores")))
+
+Re-running the same job (same ``out_dir``) resumes it: studies already done are not scored again,
+part files written but never committed are deleted and their studies scored again. A different
+model into the same ``out_dir`` is refused.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from pathlib import Path
+from typing import Any
+
+from medfusion.errors import MedfusionError
+from medfusion.inference import Prediction
+from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
+from medfusion.scoring.resolve import ResolvedModel, resolve_model
+from medfusion.scoring.sources import (
+    FolderSource,
+    ReportIndex,
+    StudySource,
+    open_source,
+)
+from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, PartWriter, result_row
+
+log = logging.getLogger(__name__)
+
+SUMMARY_FILE = "summary.json"
+ENGINES = ("local", "ray")
+
+
+@dataclass
+class ScoreOptions:
+    """Settings of one scoring job.
+
+    Attributes:
+        source: A folder, a DICOMweb URL, or a :class:`StudySource`.
+        out_dir: Output folder (ledger, results, fhir, summary).
+        model: Model folder or MLflow URI (``models:/name@alias``...).
+        reports: Report file or folder (FHIR NDJSON/Bundle/JSON, CSV, txt), or None.
+        engine: ``local`` (process pool) or ``ray`` (Ray Data).
+        workers: Decode/preprocess worker processes (Ray: preprocess tasks in parallel).
+        batch_size: Studies per forward pass.
+        part_size: Studies per results part file (and per ledger commit).
+        fhir: Also write FHIR DiagnosticReport/Observation NDJSON.
+        device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
+        max_attempts: Worker crashes on one study before it is dead-lettered.
+        tracking_uri: MLflow store holding the model (None: MLflow's default).
+        progress: Show a rich progress bar.
+        ray_address: Ray cluster address (``auto``, ``ray://host:10001``); None starts a local Ray.
+        scorers: Ray scorer actors (default: one per GPU, else 1).
+    """
+
+    source: str | StudySource
+    out_dir: Path
+    model: str
+    reports: Path | None = None
+    engine: str = "local"
+    workers: int = 2
+    batch_size: int = 16
+    part_size: int = 256
+    fhir: bool = False
+    device: str = "auto"
+    max_attempts: int = 2
+    tracking_uri: str | None = None
+    progress: bool = False
+    ray_address: str | None = None
+    scorers: int | None = None
+
+
+@dataclass
+class ScoreSummary:
+    """What a job did (saved as ``summary.json``).
+
+    Attributes:
+        model: name, version, id and URI of the model.
+        engine: Engine used.
+        discovered: Studies in the ledger (all runs).
+        scored: Studies done (all runs).
+        scored_this_run: Studies scored by this run.
+        failed: Studies dead-lettered (all runs).
+        pending: Studies left pending (0 when the job finished).
+        rejected_files: Files dead-lettered at discovery (belong to no scorable study).
+        rejected_by_reason: Dead-letter rows by reason (studies and files).
+        elapsed_s: Wall time of this run.
+        studies_per_s: ``scored_this_run / scoring time`` (discovery, model and worker start-up excluded).
+        discovery_s: Time spent on discovery.
+        orphan_parts_deleted: Part files found uncommitted at start-up and deleted.
+    """
+
+    model: dict[str, str]
+    engine: str
+    discovered: int
+    scored: int
+    scored_this_run: int
+    failed: int
+    pending: int
+    rejected_files: int
+    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    elapsed_s: float = 0.0
+    studies_per_s: float = 0.0
+    discovery_s: float = 0.0
+    orphan_parts_deleted: int = 0
+
+    def text(self) -> str:
+        """Human-readable summary."""
+        lines = [
+            f"model {self.model['name']} version {self.model['version']} ({self.engine} engine)",
+            (
+                f"studies: {self.discovered} found, {self.scored} scored ({self.scored_this_run} this run), "
+                f"{self.failed} dead-lettered, {self.pending} pending"
+            ),
+            f"throughput: {self.studies_per_s:.1f} studies/s ({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
+        ]
+        if self.rejected_by_reason:
+            lines.append(f"rejected ({self.rejected_files} file(s) at discovery), by reason:")
+            lines += [f"  {n:5d}  {reason}" for reason, n in self.rejected_by_reason.items()]
+        return "\n".join(lines)
+
+
+@dataclass
+class EngineContext:
+    """What an engine needs and reports to (the ledger and writer stay in the main process).
+
+    Attributes:
+        source: The study source (pickled into workers).
+        ledger: The job's ledger.
+        writer: The part writer.
+        model: The resolved model.
+        labels: Label names.
+        reports: Report index (looked up in the main process).
+        options: Job options.
+        advance: Called once per study finished (scored or dead-lettered).
+    """
+
+    source: StudySource
+    ledger: Ledger
+    writer: PartWriter
+    model: ResolvedModel
+    labels: list[str]
+    reports: ReportIndex
+    options: ScoreOptions
+    advance: Callable[[], None] = lambda: None
+    scored: int = 0
+    started_at: float | None = None
+
+    def started(self) -> None:
+        """Workers are up: throughput is measured from now on."""
+        self.started_at = time.perf_counter()
+
+    def scored_row(self, row: dict[str, Any]) -> None:
+        """Hand a result row to the writer."""
+        self.writer.add(row)
+        self.scored += 1
+        self.advance()
+
+    def scored_prediction(self, study_uid: str, prediction: Prediction) -> None:
+        """Hand a prediction to the writer."""
+        self.scored_row(result_row(study_uid, prediction, self.model))
+
+    def rejected(self, study_uid: str, file: str | None, reason: str, stage: str) -> None:
+        """Dead-letter a study; the job carries on."""
+        self.ledger.fail(study_uid, file, reason, stage)
+        log.warning("study %s dead-lettered (%s): %s", study_uid, stage, reason)
+        self.advance()
+
+
+def run_score(options: ScoreOptions) -> ScoreSummary:
+    """Run (or resume) a scoring job; see the module docstring.
+
+    Returns:
+        The summary (also written to ``out_dir/summary.json``).
+
+    Raises:
+        MedfusionError: Bad options, unknown model, a folder started with another model, a missing
+            source or report file.
+    """
+    if options.engine not in ENGINES:
+        raise MedfusionError(f"unknown engine {options.engine!r} (use {', '.join(ENGINES)})")
+    if options.workers < 1 or options.batch_size < 1 or options.part_size < 1:
+        raise MedfusionError("--workers, --batch-size and --part-size must be at least 1")
+    started = time.perf_counter()
+    out = Path(options.out_dir)
+    out.mkdir(parents=True, exist_ok=True)
+    source = open_source(options.source) if isinstance(options.source, str) else options.source
+    model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
+    labels = list(json.loads((model.model_dir / "medfusion_model.json").read_text(encoding="utf-8"))["labels"])
+    with Ledger(out) as ledger:
+        ledger.bind_job(
+            {
+                "model_uri": model.uri,
+                "model_name": model.name,
+                "model_version": model.version,
+                "model_id": model.model_id,
+                "source": _source_spec(options.source, source),
+                "source_kind": source.name,
+                "reports": str(Path(options.reports).resolve()) if options.reports else "",
+            },
+            identity=("model_name", "model_version", "model_id"),
+        )
+        orphans = ledger.reconcile([out / RESULTS_DIR, out / FHIR_DIR])
+        if orphans:
+            log.warning(
+                "deleted %d uncommitted part file(s) from an interrupted run",
+                len(orphans),
+            )
+        reports = ReportIndex.from_path(options.reports)
+        discovered = ledger.add_studies(source.discover())
+        rejected_files = list(getattr(source, "rejected", []) or [])
+        for rejection in rejected_files:
+            ledger.dead_letter_file(rejection.source, rejection.reason, "discover")
+        discovery_s = time.perf_counter() - started
+        log.info("discovered %d study(ies); %d pending", discovered, ledger.count(PENDING))
+        writer = PartWriter(out, ledger, model, labels, part_size=options.part_size, fhir=options.fhir)
+        ctx = EngineContext(source, ledger, writer, model, labels, reports, options)
+        scoring_started = time.perf_counter()
+        with _progress(options.progress, ledger.count(PENDING)) as advance:
+            ctx.advance = advance
+            if options.engine == "ray":
+                from medfusion.scoring.engine_ray import run_ray
+
+                run_ray(ctx)
+            else:
+                from medfusion.scoring.engine_local import run_local
+
+                run_local(ctx)
+            writer.flush()
+        scoring_s = time.perf_counter() - (ctx.started_at or scoring_started)
+        summary = ScoreSummary(
+            model={
+                "name": model.name,
+                "version": model.version,
+                "id": model.model_id,
+                "uri": model.uri,
+            },
+            engine=options.engine,
+            discovered=ledger.count(),
+            scored=ledger.count(DONE),
+            scored_this_run=ctx.scored,
+            failed=ledger.count(FAILED),
+            pending=ledger.count(PENDING),
+            rejected_files=sum(1 for r in ledger.dead_letters() if r["study_uid"] is None),
+            rejected_by_reason=ledger.rejected_by_reason(),
+            elapsed_s=round(time.perf_counter() - started, 3),
+            studies_per_s=round(ctx.scored / scoring_s, 3) if scoring_s > 0 else 0.0,
+            discovery_s=round(discovery_s, 3),
+            orphan_parts_deleted=len(orphans),
+        )
+    (out / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _source_spec(spec: str | StudySource, source: StudySource) -> str:
+    if isinstance(spec, str):
+        return spec
+    if isinstance(source, FolderSource):
+        return str(source.root)
+    return str(getattr(source, "url", type(source).__name__))
+
+
+class _progress:
+    """A rich progress bar with studies/s and ETA (or a no-op); the context value advances it by one."""
+
+    def __init__(self, enabled: bool, total: int) -> None:
+        self.enabled, self.total = enabled, total
+        self.bar: Any = None
+
+    def __enter__(self) -> Callable[[], None]:
+        if not self.enabled:
+            return lambda: None
+        from rich.progress import (
+            BarColumn,
+            MofNCompleteColumn,
+            Progress,
+            TextColumn,
+            TimeRemainingColumn,
+        )
+
+        self.bar = Progress(
+            TextColumn("scoring"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("{task.fields[rate]}"),
+            TextColumn("ETA"),
+            TimeRemainingColumn(),
+        )
+        self.bar.start()
+        task = self.bar.add_task("scoring", total=self.total, rate="")
+
+        def advance() -> None:
+            t = self.bar.tasks[0]
+            rate = f"{t.speed:.1f} studies/s" if t.speed else ""
+            self.bar.update(task, advance=1, rate=rate)
+
+        return advance
+
+    def __exit__(self, *exc: object) -> None:
+        if self.bar is not None:
+            self.bar.stop()

@@ -1,0 +1,283 @@
+"""The durable record of a scoring job: which study is pending, done (in which part file) or failed.
+
+``DIR/ledger.sqlite`` (WAL, synchronous FULL) holds three tables:
+
+* ``studies(study_uid PRIMARY KEY, locator, report_key, status, attempts, part, updated_at)`` with
+  ``status`` in {pending, done, failed} and ``locator`` a JSON list;
+* ``dead_letter(study_uid, file, reason, stage, at)``: what could not be scored, and why
+  (``study_uid`` is NULL for a file that belongs to no known study);
+* ``job(key, value)``: model URI / name / version / id, source spec, reports path.
+
+Exactly-once protocol (see :class:`~medfusion.scoring.writer.PartWriter`): a part file is written to
+a temporary name and renamed, then :meth:`Ledger.commit_part` marks its studies done with the part
+name in one transaction. :meth:`Ledger.reconcile` (at start-up) deletes part files that no study
+references (written, then the job died before the commit); their studies are still pending and get
+scored again. A part is therefore either committed with all its studies or absent.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import json
+import sqlite3
+from collections import Counter
+from collections.abc import Iterable, Iterator
+from pathlib import Path
+from typing import Self
+
+from medfusion.errors import MedfusionError
+from medfusion.scoring.sources import StudyRef
+
+LEDGER_FILE = "ledger.sqlite"
+PENDING, DONE, FAILED = "pending", "done", "failed"
+
+_SCHEMA = """
+CREATE TABLE IF NOT EXISTS studies (
+    study_uid TEXT PRIMARY KEY,
+    locator TEXT NOT NULL,
+    report_key TEXT,
+    status TEXT NOT NULL CHECK (status IN ('pending', 'done', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    part TEXT,
+    updated_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS studies_status ON studies(status);
+CREATE TABLE IF NOT EXISTS dead_letter (
+    study_uid TEXT,
+    file TEXT,
+    reason TEXT NOT NULL,
+    stage TEXT NOT NULL,
+    at TEXT NOT NULL
+);
+CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT);
+"""
+
+
+def utc_now() -> str:
+    """Current UTC time, ISO 8601 with seconds."""
+    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+
+
+class Ledger:
+    """One job's ledger (single writer: the job's main process).
+
+    Args:
+        out_dir: The job's output folder (created); the ledger is ``out_dir/ledger.sqlite``.
+    """
+
+    def __init__(self, out_dir: str | Path) -> None:
+        self.out_dir = Path(out_dir)
+        self.out_dir.mkdir(parents=True, exist_ok=True)
+        self.path = self.out_dir / LEDGER_FILE
+        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+        self.db.execute("PRAGMA journal_mode=WAL")
+        self.db.execute("PRAGMA synchronous=FULL")
+        self.db.executescript(_SCHEMA)
+
+    def close(self) -> None:
+        """Close the connection."""
+        self.db.close()
+
+    def __enter__(self) -> Self:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    # ------------------------------------------------------------------------------------------ job
+
+    def job(self) -> dict[str, str]:
+        """The job settings recorded so far."""
+        return dict(self.db.execute("SELECT key, value FROM job").fetchall())
+
+    def bind_job(self, settings: dict[str, str], *, identity: tuple[str, ...]) -> None:
+        """Record the job's settings; refuse a folder started with another model.
+
+        Args:
+            settings: key -> value to record (model URI/name/version/id, source spec...).
+            identity: Keys of ``settings`` that must equal the recorded ones (the model's).
+
+        Raises:
+            MedfusionError: The folder holds a job with another model.
+        """
+        recorded = self.job()
+        clash = [k for k in identity if k in recorded and recorded[k] != settings.get(k)]
+        if clash:
+            was = ", ".join(f"{k}={recorded[k]}" for k in clash)
+            now = ", ".join(f"{k}={settings.get(k)}" for k in clash)
+            raise MedfusionError(
+                f"{self.out_dir}: this output folder holds a job scored with another model ({was}); "
+                f"this run uses {now}. Use a new --out folder."
+            )
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR REPLACE INTO job(key, value) VALUES (?, ?)",
+                list(settings.items()),
+            )
+
+    # ------------------------------------------------------------------------------------- studies
+
+    def add_studies(self, refs: Iterable[StudyRef], chunk: int = 1000) -> int:
+        """Insert newly discovered studies as pending (known ones are left as they are).
+
+        Returns:
+            Number of studies seen.
+        """
+        seen = 0
+        rows: list[tuple[str, str, str | None, str]] = []
+        for ref in refs:
+            rows.append(
+                (
+                    ref.study_uid,
+                    json.dumps(list(ref.locator)),
+                    ref.report_key,
+                    utc_now(),
+                )
+            )
+            seen += 1
+            if len(rows) >= chunk:
+                self._insert(rows)
+                rows = []
+        self._insert(rows)
+        return seen
+
+    def _insert(self, rows: list[tuple[str, str, str | None, str]]) -> None:
+        if not rows:
+            return
+        with self._tx():
+            self.db.executemany(
+                "INSERT OR IGNORE INTO studies(study_uid, locator, report_key, status, attempts, part, updated_at) "
+                "VALUES (?, ?, ?, 'pending', 0, NULL, ?)",
+                rows,
+            )
+
+    def iter_pending(self, chunk: int = 512) -> Iterator[StudyRef]:
+        """Stream pending studies in insertion order (keyset pages: safe while rows are updated)."""
+        last = 0
+        while True:
+            rows = self.db.execute(
+                "SELECT rowid, study_uid, locator, report_key FROM studies WHERE status = 'pending' AND rowid > ? "
+                "ORDER BY rowid LIMIT ?",
+                (last, chunk),
+            ).fetchall()
+            if not rows:
+                return
+            for rowid, uid, locator, key in rows:
+                last = rowid
+                yield StudyRef(uid, tuple(json.loads(locator)), key)
+
+    def get(self, study_uid: str) -> tuple[StudyRef, str, int, str | None] | None:
+        """``(ref, status, attempts, part)`` of one study, or None."""
+        row = self.db.execute(
+            "SELECT study_uid, locator, report_key, status, attempts, part FROM studies WHERE study_uid = ?",
+            (study_uid,),
+        ).fetchone()
+        if row is None:
+            return None
+        uid, locator, key, status, attempts, part = row
+        return StudyRef(uid, tuple(json.loads(locator)), key), status, attempts, part
+
+    def count(self, status: str | None = None) -> int:
+        """Number of studies (with ``status`` when given)."""
+        if status is None:
+            return self.db.execute("SELECT COUNT(*) FROM studies").fetchone()[0]
+        return self.db.execute("SELECT COUNT(*) FROM studies WHERE status = ?", (status,)).fetchone()[0]
+
+    def commit_part(self, part: str, study_uids: list[str]) -> None:
+        """Mark studies done in ``part`` (one transaction; call after the part file is in place).
+
+        Raises:
+            MedfusionError: A study is unknown or not pending (it would be scored twice).
+        """
+        now = utc_now()
+        with self._tx():
+            for uid in study_uids:
+                cur = self.db.execute(
+                    "UPDATE studies SET status = 'done', part = ?, updated_at = ? WHERE study_uid = ? AND status = 'pending'",
+                    (part, now, uid),
+                )
+                if cur.rowcount != 1:
+                    raise MedfusionError(f"ledger: study {uid} is not pending; refusing to commit {part} twice")
+
+    def add_attempt(self, study_uid: str) -> int:
+        """Count one failed attempt (a worker crash) at a study; returns the new count."""
+        with self._tx():
+            self.db.execute(
+                "UPDATE studies SET attempts = attempts + 1, updated_at = ? WHERE study_uid = ?",
+                (utc_now(), study_uid),
+            )
+        return self.db.execute("SELECT attempts FROM studies WHERE study_uid = ?", (study_uid,)).fetchone()[0]
+
+    def fail(self, study_uid: str, file: str | None, reason: str, stage: str) -> None:
+        """Mark a study failed and dead-letter it with the file and the reason (one transaction)."""
+        with self._tx():
+            self.db.execute(
+                "UPDATE studies SET status = 'failed', updated_at = ? WHERE study_uid = ? AND status = 'pending'",
+                (utc_now(), study_uid),
+            )
+            self.db.execute(
+                "INSERT INTO dead_letter(study_uid, file, reason, stage, at) VALUES (?, ?, ?, ?, ?)",
+                (study_uid, file, reason, stage, utc_now()),
+            )
+
+    def dead_letter_file(self, file: str, reason: str, stage: str) -> None:
+        """Dead-letter a file that belongs to no study (once per file, reason and stage)."""
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO dead_letter(study_uid, file, reason, stage, at) SELECT NULL, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM dead_letter WHERE study_uid IS NULL AND file = ? AND reason = ? AND stage = ?)",
+                (file, reason, stage, utc_now(), file, reason, stage),
+            )
+
+    def dead_letters(self) -> list[dict[str, str | None]]:
+        """Every dead-letter row, oldest first."""
+        cur = self.db.execute("SELECT study_uid, file, reason, stage, at FROM dead_letter ORDER BY rowid")
+        names = [d[0] for d in cur.description]
+        return [dict(zip(names, row)) for row in cur.fetchall()]
+
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Dead-letter counts by reason."""
+        return dict(Counter(row["reason"] for row in self.dead_letters()).most_common())
+
+    # --------------------------------------------------------------------------------------- parts
+
+    def committed_parts(self) -> set[str]:
+        """Names of the part files some study references."""
+        return {row[0] for row in self.db.execute("SELECT DISTINCT part FROM studies WHERE part IS NOT NULL")}
+
+    def reconcile(self, folders: Iterable[Path]) -> list[Path]:
+        """Delete part files (and leftover temporary files) in ``folders`` that no study references.
+
+        Part files are matched by stem: ``results/part-000003.parquet`` and ``fhir/part-000003.ndjson``
+        both belong to part ``part-000003``.
+
+        Returns:
+            The files deleted.
+        """
+        committed = self.committed_parts()
+        deleted = []
+        for folder in folders:
+            if not folder.is_dir():
+                continue
+            for path in sorted(folder.iterdir()):
+                orphan = path.name.startswith(".") or (path.name.startswith("part-") and path.stem not in committed)
+                if path.is_file() and orphan:
+                    path.unlink()
+                    deleted.append(path)
+        return deleted
+
+    def _tx(self) -> _Transaction:
+        return _Transaction(self.db)
+
+
+class _Transaction:
+    """``BEGIN IMMEDIATE`` ... ``COMMIT`` (``ROLLBACK`` on error) on an autocommit connection."""
+
+    def __init__(self, db: sqlite3.Connection) -> None:
+        self.db = db
+
+    def __enter__(self) -> None:
+        self.db.execute("BEGIN IMMEDIATE")
+
+    def __exit__(self, exc_type: type[BaseException] | None, *rest: object) -> None:
+        self.db.execute("ROLLBACK" if exc_type else "COMMIT")

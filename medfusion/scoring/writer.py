@@ -1,0 +1,137 @@
+"""Results rows and the part writer: Parquet (and FHIR NDJSON) parts committed to the ledger.
+
+A part is made durable before the ledger hears of it: the file is written under a temporary name
+(``.part-N...``), fsynced, renamed to ``part-N.parquet`` and the folder fsynced; only then does
+:meth:`~medfusion.scoring.ledger.Ledger.commit_part` mark its studies done. With ``fhir`` the
+matching ``fhir/part-N.ndjson`` is written the same way, before the Parquet part.
+"""
+
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Any
+
+import pandas as pd
+
+from medfusion.inference import STATUS, Prediction
+from medfusion.scoring.ledger import Ledger, utc_now
+from medfusion.scoring.resolve import ResolvedModel
+
+RESULTS_DIR = "results"
+FHIR_DIR = "fhir"
+_PART = re.compile(r"^part-(\d{6})\.")
+
+
+def result_row(study_uid: str, prediction: Prediction, model: ResolvedModel) -> dict[str, Any]:
+    """One results row: ``study_uid``, ``prob_/decision_/threshold_<label>``, provenance, ``scored_at``, status."""
+    row: dict[str, Any] = {"study_uid": study_uid}
+    for j, label in enumerate(prediction.labels):
+        row[f"prob_{label}"] = float(prediction.probabilities[j])
+    for j, label in enumerate(prediction.labels):
+        row[f"decision_{label}"] = bool(prediction.decisions[j])
+    for j, label in enumerate(prediction.labels):
+        row[f"threshold_{label}"] = float(prediction.thresholds[j])
+    row.update(
+        model_name=model.name,
+        model_version=model.version,
+        scored_at=utc_now(),
+        status=STATUS,
+    )
+    return row
+
+
+def _fsync_dir(folder: Path) -> None:
+    fd = os.open(folder, os.O_RDONLY)
+    try:
+        os.fsync(fd)
+    finally:
+        os.close(fd)
+
+
+def _durable_replace(tmp: Path, final: Path) -> None:
+    with open(tmp, "rb+") as handle:
+        os.fsync(handle.fileno())
+    os.replace(tmp, final)
+    _fsync_dir(final.parent)
+
+
+class PartWriter:
+    """Buffers result rows and commits them ``part_size`` at a time.
+
+    Args:
+        out_dir: The job's output folder.
+        ledger: The job's ledger (already reconciled).
+        model: The scoring model (provenance of the FHIR resources).
+        labels: Label names.
+        part_size: Studies per part file.
+        fhir: Also write FHIR NDJSON parts.
+    """
+
+    def __init__(
+        self,
+        out_dir: Path,
+        ledger: Ledger,
+        model: ResolvedModel,
+        labels: list[str],
+        *,
+        part_size: int = 256,
+        fhir: bool = False,
+    ) -> None:
+        self.results_dir = out_dir / RESULTS_DIR
+        self.fhir_dir = out_dir / FHIR_DIR
+        self.results_dir.mkdir(parents=True, exist_ok=True)
+        if fhir:
+            self.fhir_dir.mkdir(parents=True, exist_ok=True)
+        self.ledger, self.model, self.labels = ledger, model, labels
+        self.part_size = max(1, part_size)
+        self.fhir = fhir
+        self.rows: list[dict[str, Any]] = []
+        self.written = 0
+        existing = [int(m[1]) for p in self.results_dir.iterdir() if (m := _PART.match(p.name))]
+        self.next_index = max(existing, default=-1) + 1
+
+    def add(self, row: dict[str, Any]) -> None:
+        """Buffer one row; commit a part when the buffer is full."""
+        self.rows.append(row)
+        if len(self.rows) >= self.part_size:
+            self.flush()
+
+    def flush(self) -> None:
+        """Write and commit the buffered rows as one part (no-op when empty)."""
+        if not self.rows:
+            return
+        name = f"part-{self.next_index:06d}"
+        if self.fhir:
+            from medfusion.data.reports import write_fhir_ndjson
+            from medfusion.scoring.fhir import result_resources
+
+            resources = [r for row in self.rows for r in result_resources(row, self.labels, self.model.model_id)]
+            write_fhir_ndjson(resources, self.fhir_dir / f"{name}.ndjson")  # atomic (temp + rename)
+        frame = pd.DataFrame(self.rows)
+        tmp = self.results_dir / f".{name}.parquet.tmp"
+        frame.to_parquet(tmp, index=False)
+        _durable_replace(tmp, self.results_dir / f"{name}.parquet")
+        _slow_down_for_tests()
+        self.ledger.commit_part(name, [str(u) for u in frame["study_uid"]])
+        self.written += len(self.rows)
+        self.rows = []
+        self.next_index += 1
+
+
+def _slow_down_for_tests() -> None:
+    """``MEDFUSION_SCORING_COMMIT_DELAY`` seconds between a part's rename and its commit (kill tests)."""
+    delay = float(os.environ.get("MEDFUSION_SCORING_COMMIT_DELAY", "0") or 0)
+    if delay > 0:
+        import time
+
+        time.sleep(delay)
+
+
+def read_parts(results_dir: Path, committed: set[str] | None = None) -> pd.DataFrame:
+    """Concatenate the part files (only ``committed`` part names when given)."""
+    paths = sorted(p for p in results_dir.glob("part-*.parquet") if committed is None or p.stem in committed)
+    if not paths:
+        return pd.DataFrame({"study_uid": pd.Series(dtype=str)})
+    return pd.concat([pd.read_parquet(p) for p in paths], ignore_index=True)

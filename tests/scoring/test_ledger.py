@@ -1,0 +1,62 @@
+"""Ledger: pending -> done in one commit per part; orphan parts are deleted at start-up; no double commit."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+from medfusion.errors import MedfusionError
+from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
+from medfusion.scoring.sources import StudyRef
+
+
+def _refs(n: int) -> list[StudyRef]:
+    return [StudyRef(f"1.2.{i}", (f"/a/{i}.dcm",), None) for i in range(n)]
+
+
+def test_orphan_part_is_deleted_and_its_studies_stay_pending(tmp_path: Path) -> None:
+    results = tmp_path / "results"
+    results.mkdir()
+    with Ledger(tmp_path) as ledger:
+        assert ledger.add_studies(_refs(5)) == 5
+        (results / "part-000000.parquet").write_bytes(b"committed")
+        ledger.commit_part("part-000000", ["1.2.0", "1.2.1"])
+        (results / "part-000001.parquet").write_bytes(b"renamed, never committed")  # killed here
+        (results / ".part-000002.parquet.tmp").write_bytes(b"half written")
+    with Ledger(tmp_path) as ledger:  # the next run
+        deleted = ledger.reconcile([results, tmp_path / "fhir"])
+        assert sorted(p.name for p in deleted) == [
+            ".part-000002.parquet.tmp",
+            "part-000001.parquet",
+        ]
+        assert [p.name for p in results.iterdir()] == ["part-000000.parquet"]
+        assert [r.study_uid for r in ledger.iter_pending()] == [
+            "1.2.2",
+            "1.2.3",
+            "1.2.4",
+        ]
+        assert ledger.add_studies(_refs(6)) == 6  # re-discovery keeps done studies done
+        assert (ledger.count(DONE), ledger.count(PENDING)) == (2, 4)
+        with pytest.raises(MedfusionError, match="not pending"):
+            ledger.commit_part("part-000003", ["1.2.5", "1.2.0"])
+        assert ledger.count(DONE) == 2 and ledger.get("1.2.5")[1] == PENDING  # the whole commit rolled back
+        ledger.fail("1.2.5", "/a/5.dcm", "truncated pixel data", "decode")
+        assert ledger.get("1.2.5")[1] == FAILED and ledger.rejected_by_reason() == {"truncated pixel data": 1}
+
+
+def test_another_model_is_refused(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as ledger:
+        ledger.bind_job(
+            {"model_name": "m", "model_version": "1", "source": "/a"},
+            identity=("model_name", "model_version"),
+        )
+        ledger.bind_job(
+            {"model_name": "m", "model_version": "1", "source": "/a"},
+            identity=("model_name", "model_version"),
+        )
+        with pytest.raises(MedfusionError, match="model_version=1.*model_version=2"):
+            ledger.bind_job(
+                {"model_name": "m", "model_version": "2"},
+                identity=("model_name", "model_version"),
+            )
