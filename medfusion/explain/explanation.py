@@ -1,0 +1,164 @@
+"""One study's explanation: heatmaps, token scores and modality contributions (see ``docs/explanations.md``).
+
+>>> ex = explain_study(predictor, StudyInput(image_paths=["a.dcm"], report_text="FINDINGS: ..."))
+>>> ex.heatmaps["gradcam"].shape, ex.token_scores["gradient"].shape   # (L, H, W), (L, T)
+
+Methods that do not apply to a model or a study are absent from the dicts: ``cross_attention`` needs
+the ``hybrid`` fusion and both modalities; ``gradcam`` a ResNet/DenseNet image encoder (2D) and an
+image; the token methods a text encoder and report text.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import numpy as np
+import torch
+
+from medfusion.errors import InputRejected, MedfusionError
+from medfusion.explain.image import cross_attention_heatmaps, gradcam_explainer
+from medfusion.explain.text import attention_rollout, integrated_gradients, token_spans
+from medfusion.inference import Predictor, StudyInput
+from medfusion.models.model import FusionModelOutput
+from medfusion.training.calibration import apply_temperature
+from medfusion.training.data import input_rejection
+
+#: Image heatmap methods, then token methods.
+IMAGE_METHODS = ("cross_attention", "gradcam")
+TOKEN_METHODS = ("attention", "gradient")
+METHODS = IMAGE_METHODS + TOKEN_METHODS
+
+
+@dataclass
+class StudyExplanation:
+    """Why the model scored a study as it did.
+
+    Attributes:
+        labels: Label names.
+        probabilities: (L,) calibrated probabilities (as :class:`~medfusion.inference.Prediction`).
+        thresholds: (L,) decision thresholds.
+        image: (H, W) model-input image min-max scaled to [0, 1] for display, or None without image.
+        heatmaps: Method (``cross_attention``, ``gradcam``) -> (L, H, W) in [0, 1], same H, W as ``image``.
+        report_text: The text the model read (after section selection).
+        token_spans: (T,) character spans of the tokens in ``report_text``; ``(0, 0)`` for special tokens.
+        token_scores: Method (``attention``, ``gradient``) -> (L, T), >= 0, each label's row scaled to max 1.
+        modality_contributions: Slot (``image``, ``text``, ``joint``) -> (L,) signed contribution to
+            each label's logit (before temperature); they sum to the logit (see :func:`modality_contributions`).
+        provenance: ``model_id``, ``medfusion_version``, ``status`` (``UNVERIFIED``).
+    """
+
+    labels: list[str]
+    probabilities: np.ndarray
+    thresholds: np.ndarray
+    image: np.ndarray | None
+    heatmaps: dict[str, np.ndarray] = field(default_factory=dict)
+    report_text: str = ""
+    token_spans: list[tuple[int, int]] = field(default_factory=list)
+    token_scores: dict[str, np.ndarray] = field(default_factory=dict)
+    modality_contributions: dict[str, np.ndarray] = field(default_factory=dict)
+    provenance: dict[str, str] = field(default_factory=dict)
+
+    def tokens(self) -> list[str]:
+        """The text of each token (``""`` for special tokens)."""
+        return [self.report_text[a:b] for a, b in self.token_spans]
+
+
+def modality_contributions(out: FusionModelOutput, b: int = 0) -> dict[str, np.ndarray]:
+    """Signed contribution of each fusion slot to each label's logit, for sample ``b``.
+
+    The head is affine and the slot weights sum to 1, so ``logit = sum_k w_k * head(slot_k)``
+    exactly. The contribution of modality ``m`` is ``w_m * modality_logit_m`` (its own late logit,
+    head bias included, times its mixing weight); ``joint`` is the rest, ``logit - sum_m w_m *
+    modality_logit_m`` (the cross-attention slot of ``hybrid``; the whole logit of ``concat``). An
+    absent modality has weight 0, so contributes 0.
+
+    Returns:
+        Slot -> (L,) float array; the values sum to ``out.logits[b]``.
+    """
+    logits = out.logits[b].detach().float().cpu()
+    parts: dict[str, np.ndarray] = {}
+    rest = logits.clone()
+    for m, mlogits in sorted(out.modality_logits.items()):
+        w = float(out.modality_weights[m][b]) if m in out.modality_weights else 1.0
+        part = w * mlogits[b].detach().float().cpu()
+        parts[m] = part.numpy()
+        rest -= part
+    if "joint" in out.modality_weights or not parts:
+        parts["joint"] = rest.numpy()
+    return parts
+
+
+def _unknown(methods: Sequence[str]) -> list[str]:
+    return [m for m in methods if m not in METHODS]
+
+
+def explain_study(
+    predictor: Predictor, study: StudyInput, methods: Sequence[str] = METHODS
+) -> StudyExplanation:
+    """Score one study and explain the scores with the requested methods.
+
+    Args:
+        predictor: A loaded model (:class:`~medfusion.inference.Predictor`).
+        study: The study (image paths and/or report text).
+        methods: Any of ``cross_attention``, ``gradcam``, ``attention``, ``gradient``.
+
+    Returns:
+        The :class:`StudyExplanation`; methods that do not apply are absent.
+
+    Raises:
+        InputRejected: The study's image cannot be read.
+        MedfusionError: An unknown method is requested.
+    """
+    if unknown := _unknown(methods):
+        raise MedfusionError(f"unknown explanation method(s) {unknown}; choose from {list(METHODS)}")
+    loaded = predictor.loaded
+    model, n_labels = loaded.model, len(loaded.labels)
+    try:
+        sample = predictor._sample(study)
+    except (InputRejected, RuntimeError) as err:
+        raise input_rejection(err) from None
+    batch = {k: v.to(loaded.device) for k, v in predictor.collate([sample]).items()}
+    has_image = sample["image_present"] and batch["image"].ndim == 4  # 2D images only are displayed
+    has_text = sample["text_present"] and model.text_encoder is not None
+
+    with torch.no_grad():
+        out = model(batch)
+
+    explanation = StudyExplanation(
+        labels=list(loaded.labels),
+        probabilities=apply_temperature(out.logits.detach().float().cpu(), loaded.temperature)[0],
+        thresholds=loaded.thresholds.copy(),
+        image=None,
+        report_text=sample["report"],
+        modality_contributions=modality_contributions(out),
+        provenance=dict(predictor.provenance),
+    )
+
+    if has_image:
+        image = batch["image"][0].float().mean(0)  # (H, W), z-scored model input
+        lo, hi = image.min(), image.max()
+        explanation.image = ((image - lo) / (hi - lo).clamp(min=1e-12)).cpu().numpy().astype(np.float32)
+        size = tuple(image.shape)
+        if "cross_attention" in methods and out.attentions is not None and sample["text_present"]:
+            mask = batch["attention_mask"][0].bool()
+            explanation.heatmaps["cross_attention"] = cross_attention_heatmaps(
+                out.attentions[0].detach(), mask, out.image_grid, size, n_labels
+            )
+        if "gradcam" in methods:
+            explainer = gradcam_explainer(model, tuple(batch["image"].shape[1:]))
+            if explainer.layer is not None:
+                explanation.heatmaps["gradcam"] = explainer.heatmaps(batch, n_labels)
+
+    if has_text:
+        explanation.token_spans = token_spans(loaded.tokenizer, sample["report"], loaded.preprocessing["max_tokens"])
+        real = torch.tensor([b > a for a, b in explanation.token_spans], device=loaded.device)  # (T,)
+        if len(real) != batch["input_ids"].shape[1]:
+            raise MedfusionError(f"tokenizer gave {len(real)} spans for {batch['input_ids'].shape[1]} tokens")
+        if "attention" in methods:
+            explanation.token_scores["attention"] = attention_rollout(
+                model, batch["input_ids"], batch["attention_mask"], real, n_labels
+            )
+        if "gradient" in methods:
+            explanation.token_scores["gradient"] = integrated_gradients(model, batch, real)
+    return explanation

@@ -1,0 +1,176 @@
+"""Image heatmaps: hybrid cross-attention and Grad-CAM (``monai.visualize.GradCAM``), per label.
+
+Both return ``(L, H, W)`` float arrays in ``[0, 1]`` at the model-input size (min-max scaled per
+label; an all-equal map becomes all zeros).
+
+* **cross_attention** (``hybrid`` only): the text->image attention weights ``(heads, T, N)`` averaged
+  over heads and over the report's real tokens give one weight per image token; the token grid is
+  upsampled bilinearly to ``(H, W)``. The map says where the *report* looked in the image; it is the
+  same for every label (the attention has no label axis), so it is repeated ``L`` times.
+* **gradcam** (CNN trunks: ResNet, DenseNet): Grad-CAM of each label's logit at one trunk stage, the
+  report held fixed. The stage is the deepest whose feature grid is at least :data:`MIN_GRID` on its
+  shortest side: at 224 px that is the last stage (7x7), but the demo's 32-64 px inputs leave the last
+  stage with a 1x1-2x2 grid, which cannot localize anything, so an earlier stage is used there.
+"""
+
+from __future__ import annotations
+
+import copy
+import weakref
+from typing import Any, Callable
+
+import numpy as np
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from medfusion.models.image_encoders import DenseNetTrunk, ResNetTrunk
+from medfusion.models.model import MedFusionModel
+
+#: Grad-CAM uses the deepest trunk stage whose feature grid is at least this many cells per side.
+MIN_GRID = 7
+
+#: Candidate Grad-CAM stages per trunk type, deepest first (names inside the trunk).
+_STAGES: dict[type, tuple[str, ...]] = {
+    ResNetTrunk: ("layer4", "layer3", "layer2", "layer1"),
+    DenseNetTrunk: ("features.denseblock4", "features.denseblock3", "features.denseblock2", "features.denseblock1"),
+}
+
+
+def normalize_maps(maps: torch.Tensor) -> np.ndarray:
+    """Min-max scale each map to ``[0, 1]`` (constant maps become 0).
+
+    Args:
+        maps: (L, H, W) or (L, 1, H, W) raw maps.
+
+    Returns:
+        (L, H, W) float32 array.
+    """
+    maps = maps.detach().float().reshape(maps.shape[0], *maps.shape[-2:])
+    rows = maps.flatten(1)
+    lo, hi = rows.min(1).values[:, None, None], rows.max(1).values[:, None, None]
+    span = hi - lo
+    flat = span <= 1e-5 * torch.maximum(hi.abs(), lo.abs()) + 1e-12  # constant up to float rounding
+    out = torch.where(flat, torch.zeros_like(maps), (maps - lo) / span.clamp(min=1e-12))
+    return out.cpu().numpy().astype(np.float32)
+
+
+def upsample(grid_map: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Bilinear upsampling (align_corners False) of (L, h, w) maps to (L, *size)."""
+    return F.interpolate(grid_map[:, None].float(), size=size, mode="bilinear", align_corners=False)[:, 0]
+
+
+def cross_attention_heatmaps(
+    attentions: torch.Tensor, token_mask: torch.Tensor, grid: tuple[int, ...], size: tuple[int, int], n_labels: int
+) -> np.ndarray:
+    """Text->image attention of one study as per-label heatmaps.
+
+    Args:
+        attentions: (heads, T, N) attention weights of the study (rows of padding are zero).
+        token_mask: (T,) bool, the tokens whose rows are averaged (the report's real tokens).
+        grid: Image token grid ``(h, w)``, ``h * w == N``.
+        size: Model-input ``(H, W)``.
+        n_labels: L; the map is the same for every label.
+
+    Returns:
+        (L, H, W) in [0, 1].
+    """
+    rows = attentions.float().mean(0)[token_mask.bool()]  # (T_real, N)
+    weights = rows.mean(0).reshape(1, *grid)  # (1, h, w)
+    return np.repeat(normalize_maps(upsample(weights, size)), n_labels, axis=0)
+
+
+class _ImageToLogits(nn.Module):
+    """Wraps the fusion model as image -> logits with the rest of the batch (the report) fixed."""
+
+    def __init__(self, model: MedFusionModel) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
+        return self.model({**batch, "image": image}).logits  # (B, L)
+
+
+def gradcam_layer(model: MedFusionModel, image_shape: tuple[int, ...]) -> str | None:
+    """Name (inside ``model``) of the trunk stage Grad-CAM uses, or None for non-CNN encoders.
+
+    Args:
+        model: The fusion model.
+        image_shape: ``(C, H, W)`` of the model input (used to measure each stage's grid).
+    """
+    encoder = model.image_encoder
+    if encoder is None or len(image_shape) != 3:
+        return None
+    stages = next((s for cls, s in _STAGES.items() if isinstance(encoder.trunk, cls)), None)
+    if stages is None:
+        return None
+    grids: dict[str, tuple[int, ...]] = {}
+    modules = dict(encoder.trunk.named_modules())
+    hooks = [modules[s].register_forward_hook(_grid_recorder(grids, s)) for s in stages]
+    try:
+        with torch.no_grad():
+            param = next(encoder.parameters())
+            encoder.trunk(torch.zeros(1, *image_shape, device=param.device, dtype=param.dtype))
+    finally:
+        for h in hooks:
+            h.remove()
+    chosen = next((s for s in stages if min(grids[s]) >= MIN_GRID), stages[-1])
+    return f"image_encoder.trunk.{chosen}"
+
+
+def _grid_recorder(grids: dict[str, tuple[int, ...]], name: str) -> Callable[..., None]:
+    def hook(_module: nn.Module, _inputs: Any, output: torch.Tensor) -> None:
+        grids[name] = tuple(int(s) for s in output.shape[2:])
+
+    return hook
+
+
+class GradCamExplainer:
+    """``monai.visualize.GradCAM`` over a private copy of the model (MONAI's hooks stay on the copy).
+
+    Args:
+        model: The fusion model (not modified).
+        image_shape: ``(C, H, W)`` of the model input.
+
+    Attributes:
+        layer: The Grad-CAM stage (name inside the model), or None when Grad-CAM does not apply.
+    """
+
+    def __init__(self, model: MedFusionModel, image_shape: tuple[int, ...]) -> None:
+        from monai.visualize import GradCAM
+
+        self.layer = gradcam_layer(model, image_shape)
+        self.cam = None
+        if self.layer is not None:
+            wrapper = _ImageToLogits(copy.deepcopy(model).eval())
+            self.cam = GradCAM(wrapper, target_layers=f"model.{self.layer}", postprocessing=lambda x: x)
+
+    def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int) -> np.ndarray:
+        """Grad-CAM per label for a one-study batch.
+
+        Args:
+            batch: A collated batch of one study (see :class:`~medfusion.training.data.Collator`), on
+                the model's device.
+            n_labels: L.
+
+        Returns:
+            (L, H, W) in [0, 1].
+        """
+        assert self.cam is not None, "Grad-CAM does not apply to this model"
+        maps = []
+        with torch.enable_grad():
+            for label in range(n_labels):
+                cam = self.cam(batch["image"], class_idx=label, batch=batch)  # (1, 1, H, W), ReLU'd, upsampled
+                maps.append(cam[0, 0])
+        return normalize_maps(torch.stack(maps))
+
+
+_EXPLAINERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], GradCamExplainer]]" = weakref.WeakKeyDictionary()
+
+
+def gradcam_explainer(model: MedFusionModel, image_shape: tuple[int, ...]) -> GradCamExplainer:
+    """The cached :class:`GradCamExplainer` of a model (one model copy per model and input shape)."""
+    per_model = _EXPLAINERS.setdefault(model, {})
+    if image_shape not in per_model:
+        per_model[image_shape] = GradCamExplainer(model, image_shape)
+    return per_model[image_shape]

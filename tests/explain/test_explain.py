@@ -1,0 +1,118 @@
+"""explain_study on the demo champion (hybrid ResNet-18) and on a late-fusion ViT model."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from medfusion.errors import InputRejected, MedfusionError
+from medfusion.explain import METHODS, explain_study, explanation_figure, overlay_rgb
+from medfusion.inference import StudyInput
+
+
+def _study(record) -> StudyInput:
+    return StudyInput(image_paths=record["image"], report_text=record["report"])
+
+
+@pytest.fixture(scope="module")
+def full_record(demo_test_records):
+    return next(r for r in demo_test_records if r["image"] and r["report"])
+
+
+@pytest.fixture(scope="module")
+def explanation(demo_predictor, full_record):
+    return explain_study(demo_predictor, _study(full_record))
+
+
+def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, explanation):
+    ex, n_labels = explanation, len(demo_predictor.labels)
+    h, w = demo_predictor.loaded.preprocessing["image_size"]
+    assert ex.labels == demo_predictor.labels
+    assert ex.image.shape == (h, w) and ex.image.min() == 0.0 and ex.image.max() == 1.0
+    assert set(ex.heatmaps) == {"cross_attention", "gradcam"}
+    for maps in ex.heatmaps.values():
+        assert maps.shape == (n_labels, h, w) and maps.dtype == np.float32
+        assert maps.min() >= 0.0 and maps.max() <= 1.0
+    assert np.isclose(ex.heatmaps["gradcam"].max(axis=(1, 2)), 1.0).any()  # not all flat
+    assert set(ex.token_scores) == {"attention", "gradient"}
+    t = len(ex.token_spans)
+    special = np.array([a == b for a, b in ex.token_spans])
+    assert special[0] and special[-1] and special.sum() == 2  # [CLS] ... [SEP]
+    for scores in ex.token_scores.values():
+        assert scores.shape == (n_labels, t) and scores.min() >= 0.0
+        assert np.allclose(scores.max(axis=1), 1.0)
+        assert (scores[:, special] == 0).all()
+    assert ex.provenance["status"] == "UNVERIFIED" and ex.provenance["model_id"] == demo_predictor.loaded.model_id
+
+
+def test_token_spans_slice_the_report_into_the_model_tokens(demo_predictor, explanation):
+    tokenizer = demo_predictor.loaded.tokenizer
+    ids = tokenizer(explanation.report_text, truncation=True, max_length=demo_predictor.loaded.preprocessing["max_tokens"])["input_ids"]
+    pieces = [p.removeprefix("##") for p in tokenizer.convert_ids_to_tokens(ids)[1:-1]]
+    texts = [explanation.report_text[a:b].lower() for a, b in explanation.token_spans[1:-1]]
+    assert texts == pieces
+
+
+def test_probabilities_match_the_predictor_and_contributions_sum_to_the_logit(demo_predictor, full_record, explanation):
+    [prediction] = demo_predictor.predict([_study(full_record)])
+    np.testing.assert_allclose(explanation.probabilities, prediction.probabilities, rtol=1e-5, atol=1e-6)
+    np.testing.assert_array_equal(explanation.thresholds, prediction.thresholds)
+    contributions = explanation.modality_contributions
+    assert set(contributions) == {"image", "text", "joint"}
+    for m in ("image", "text"):  # weight x the modality's own logit, as defined
+        np.testing.assert_allclose(contributions[m], prediction.modality_weights[m] * prediction.modality_logits[m], rtol=1e-4, atol=1e-5)
+    p = prediction.probabilities
+    logit = np.log(p / (1 - p)) * demo_predictor.loaded.temperature
+    np.testing.assert_allclose(sum(contributions.values()), logit, rtol=1e-4, atol=1e-4)
+
+
+def test_study_without_image_or_report_drops_the_methods_that_need_it(demo_predictor, full_record):
+    no_image = explain_study(demo_predictor, StudyInput(image_paths=[], report_text=full_record["report"]))
+    assert no_image.image is None and no_image.heatmaps == {}
+    assert set(no_image.token_scores) == {"attention", "gradient"}
+    assert no_image.modality_contributions["image"].tolist() == [0.0] * len(demo_predictor.labels)  # weight 0
+    no_report = explain_study(demo_predictor, StudyInput(image_paths=full_record["image"], report_text=""))
+    assert set(no_report.heatmaps) == {"gradcam"}  # no text queries, so no cross-attention map
+    assert no_report.token_scores == {} and no_report.token_spans == [] and no_report.report_text == ""
+
+
+def test_methods_can_be_chosen_and_unknown_ones_are_refused(demo_predictor, full_record):
+    ex = explain_study(demo_predictor, _study(full_record), methods=("gradient",))
+    assert ex.heatmaps == {} and set(ex.token_scores) == {"gradient"}
+    with pytest.raises(MedfusionError, match="unknown explanation method"):
+        explain_study(demo_predictor, _study(full_record), methods=("lime",))
+
+
+def test_unreadable_image_is_rejected(demo_predictor, tmp_path):
+    broken = tmp_path / "broken.dcm"
+    broken.write_text("not a DICOM file")
+    with pytest.raises(InputRejected) as info:
+        explain_study(demo_predictor, StudyInput(image_paths=[str(broken)], report_text="FINDINGS: Clear."))
+    assert "broken.dcm" in str(info.value)
+
+
+def test_late_fusion_vit_has_no_cross_attention_and_no_gradcam(late_vit_predictor, tmp_path):
+    from tests.training.conftest import make_records
+
+    record = next(r for r in make_records(tmp_path)["test"] if r["image"] and r["report"])
+    ex = explain_study(late_vit_predictor, _study(record), METHODS)
+    assert ex.image is not None and ex.heatmaps == {}
+    assert set(ex.token_scores) == {"attention", "gradient"}
+    assert set(ex.modality_contributions) == {"image", "text"}  # late fusion has no joint slot
+    [prediction] = late_vit_predictor.predict([_study(record)])
+    logit = np.log(prediction.probabilities / (1 - prediction.probabilities)) * late_vit_predictor.loaded.temperature
+    np.testing.assert_allclose(sum(ex.modality_contributions.values()), logit, rtol=1e-4, atol=1e-4)
+
+
+def test_overlay_blends_by_opacity_and_figure_has_three_panels(explanation):
+    image, heat = explanation.image, explanation.heatmaps["gradcam"][1]
+    gray = overlay_rgb(image, heat, opacity=0.0)
+    assert gray.shape == (*image.shape, 3) and gray.dtype == np.uint8
+    np.testing.assert_array_equal(gray[..., 0], np.round(255 * image).astype(np.uint8))
+    hot = overlay_rgb(image, heat, opacity=1.0)
+    assert not np.array_equal(hot, gray)
+    assert hot[np.unravel_index(heat.argmax(), heat.shape)].astype(int).sum() > hot[np.unravel_index(heat.argmin(), heat.shape)].astype(int).sum()
+    with pytest.raises(MedfusionError):
+        overlay_rgb(image, heat[:-1], 0.5)
+    fig = explanation_figure(explanation, explanation.labels[2])
+    assert len(fig.axes) == 3
