@@ -1,0 +1,75 @@
+"""HTML fragments of the study view (probabilities against thresholds, contributions); no Streamlit."""
+
+from __future__ import annotations
+
+import html
+from collections.abc import Mapping, Sequence
+
+import numpy as np
+
+_POS, _NEG = "#e5484d", "#3e9b4f"
+
+
+def probability_table_html(labels: Sequence[str], probabilities: Sequence[float], thresholds: Sequence[float]) -> str:
+    """A compact table: label, a probability bar with the threshold as a tick, the value, the call.
+
+    Args:
+        labels: (L,) label names.
+        probabilities: (L,) calibrated probabilities.
+        thresholds: (L,) decision thresholds.
+    """
+    rows = []
+    for label, p, t in zip(labels, probabilities, thresholds):
+        positive = p >= t
+        colour = _POS if positive else _NEG
+        bar = (
+            '<div style="position:relative;height:12px;background:rgba(128,128,128,0.25);border-radius:3px">'
+            f'<div style="width:{100 * p:.1f}%;height:100%;background:{colour};border-radius:3px"></div>'
+            f'<div title="threshold {t:.2f}" style="position:absolute;left:{100 * t:.1f}%;top:-3px;'
+            'width:2px;height:18px;background:currentColor"></div></div>'
+        )
+        call = "POSITIVE" if positive else "negative"
+        rows.append(
+            f'<tr><td style="padding:2px 8px 2px 0;white-space:nowrap"><b>{html.escape(label)}</b></td>'
+            f'<td style="width:55%;padding:2px 8px">{bar}</td>'
+            f'<td style="padding:2px 4px;font-variant-numeric:tabular-nums">{p:.2f}</td>'
+            f'<td style="padding:2px 4px;color:gray;font-variant-numeric:tabular-nums">t={t:.2f}</td>'
+            f'<td style="padding:2px 0 2px 6px;color:{colour};font-weight:600">{call}</td></tr>'
+        )
+    return '<table style="width:100%;border-collapse:collapse;font-size:0.9rem">' + "".join(rows) + "</table>"
+
+
+def contributions_table_html(labels: Sequence[str], contributions: Mapping[str, np.ndarray]) -> str:
+    """Signed per-label logit contribution of each modality slot, as a table of diverging bars.
+
+    Args:
+        labels: (L,) label names.
+        contributions: Slot (``image``/``text``/``joint``) -> (L,) signed logit contributions.
+    """
+    slots = [s for s in ("image", "text", "joint") if s in contributions] + sorted(
+        s for s in contributions if s not in ("image", "text", "joint")
+    )
+    if not slots:
+        return "<p>No modality contributions for this model.</p>"
+    scale = max(1e-6, max(float(np.max(np.abs(contributions[s]))) for s in slots))
+    head = "".join(f'<th style="text-align:left;padding:2px 6px">{html.escape(s)}</th>' for s in slots)
+    rows = []
+    for i, label in enumerate(labels):
+        cells = []
+        for s in slots:
+            v = float(contributions[s][i])
+            width = 50 * abs(v) / scale
+            left = 50 if v >= 0 else 50 - width
+            colour = _POS if v >= 0 else "#4c8bf5"
+            cells.append(
+                '<td style="padding:2px 6px;min-width:90px"><div style="position:relative;height:10px;'
+                'background:rgba(128,128,128,0.15)">'
+                f'<div style="position:absolute;left:{left:.1f}%;width:{width:.1f}%;height:100%;background:{colour}"></div>'
+                '<div style="position:absolute;left:50%;width:1px;height:100%;background:gray"></div></div>'
+                f'<span style="font-size:0.75rem;font-variant-numeric:tabular-nums">{v:+.2f}</span></td>'
+            )
+        rows.append(f'<tr><td style="padding:2px 6px 2px 0"><b>{html.escape(label)}</b></td>{"".join(cells)}</tr>')
+    return (
+        '<table style="width:100%;border-collapse:collapse;font-size:0.85rem">'
+        f'<tr><th></th>{head}</tr>{"".join(rows)}</table>'
+    )

@@ -1,0 +1,114 @@
+"""The review app's configuration, passed from ``medfusion review`` to Streamlit through the environment.
+
+=================================== ==============================================================
+``MEDFUSION_REVIEW_RESULTS``        scoring output folder (``medfusion score --out DIR``)
+``MEDFUSION_REVIEW_MODEL``          model URI or folder used for explanations (default: the
+                                    scoring job's model, from the ledger)
+``MEDFUSION_REVIEW_STORE``          review sqlite store (default ``<results>/review.sqlite``)
+``MEDFUSION_REVIEW_USERS``          users file (default ``<results>/../review_users.yaml``)
+``MEDFUSION_REVIEW_TRUSTED_HEADER`` opt-in upstream auth header, e.g. ``X-Forwarded-User``
+``MEDFUSION_REVIEW_LOGIN_DELAY``    seconds to wait after a failed login (default 1)
+``MLFLOW_TRACKING_URI``             MLflow store for ``models:/`` URIs
+=================================== ==============================================================
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass
+from pathlib import Path
+
+from medfusion.errors import ConfigError
+
+ENV_RESULTS = "MEDFUSION_REVIEW_RESULTS"
+ENV_MODEL = "MEDFUSION_REVIEW_MODEL"
+ENV_STORE = "MEDFUSION_REVIEW_STORE"
+ENV_USERS = "MEDFUSION_REVIEW_USERS"
+ENV_HEADER = "MEDFUSION_REVIEW_TRUSTED_HEADER"
+ENV_DELAY = "MEDFUSION_REVIEW_LOGIN_DELAY"
+ENV_TRACKING = "MLFLOW_TRACKING_URI"
+
+
+@dataclass(frozen=True)
+class ReviewSettings:
+    """Everything the app needs to know.
+
+    Attributes:
+        results_dir: Scoring output folder.
+        model_uri: Model for explanations (folder or MLflow URI); None = the scoring job's model.
+        store_path: Review sqlite store.
+        users_path: Users file.
+        tracking_uri: MLflow store for ``models:/`` URIs, or None.
+        trusted_header: Upstream auth header name, or None (off).
+        login_delay_s: Wait after a failed login.
+    """
+
+    results_dir: Path
+    model_uri: str | None
+    store_path: Path
+    users_path: Path
+    tracking_uri: str | None = None
+    trusted_header: str | None = None
+    login_delay_s: float = 1.0
+
+    @classmethod
+    def create(
+        cls,
+        results_dir: str | Path,
+        *,
+        model_uri: str | None = None,
+        store_path: str | Path | None = None,
+        users_path: str | Path | None = None,
+        tracking_uri: str | None = None,
+        trusted_header: str | None = None,
+        login_delay_s: float = 1.0,
+    ) -> ReviewSettings:
+        """Settings with the defaults filled in (store and users file beside the results)."""
+        results = Path(results_dir).resolve()
+        return cls(
+            results_dir=results,
+            model_uri=model_uri or None,
+            store_path=Path(store_path).resolve() if store_path else results / "review.sqlite",
+            users_path=Path(users_path).resolve() if users_path else results.parent / "review_users.yaml",
+            tracking_uri=tracking_uri or None,
+            trusted_header=trusted_header or None,
+            login_delay_s=login_delay_s,
+        )
+
+    @classmethod
+    def from_env(cls, env: Mapping[str, str] | None = None) -> ReviewSettings:
+        """Read the settings ``medfusion review`` put in the environment.
+
+        Raises:
+            ConfigError: ``MEDFUSION_REVIEW_RESULTS`` is unset, or the login delay is not a number.
+        """
+        env = os.environ if env is None else env
+        if not env.get(ENV_RESULTS):
+            raise ConfigError(f"{ENV_RESULTS} is not set: start the app with 'medfusion review' (or set it to a scoring output folder)")
+        try:
+            delay = float(env.get(ENV_DELAY, "1.0"))
+        except ValueError:
+            raise ConfigError(f"{ENV_DELAY}: not a number: {env[ENV_DELAY]!r}") from None
+        return cls.create(
+            env[ENV_RESULTS],
+            model_uri=env.get(ENV_MODEL),
+            store_path=env.get(ENV_STORE),
+            users_path=env.get(ENV_USERS),
+            tracking_uri=env.get(ENV_TRACKING),
+            trusted_header=env.get(ENV_HEADER),
+            login_delay_s=delay,
+        )
+
+    def to_env(self) -> dict[str, str]:
+        """The environment variables that reproduce these settings in the app process."""
+        env = {
+            ENV_RESULTS: str(self.results_dir),
+            ENV_STORE: str(self.store_path),
+            ENV_USERS: str(self.users_path),
+            ENV_DELAY: str(self.login_delay_s),
+        }
+        for key, value in ((ENV_MODEL, self.model_uri), (ENV_TRACKING, self.tracking_uri), (ENV_HEADER, self.trusted_header)):
+            if value:
+                env[key] = value
+        return env

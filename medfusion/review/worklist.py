@@ -1,0 +1,119 @@
+"""The worklist: scored studies (``medfusion.scoring.read_results``) joined with their review state.
+
+One row per study, with columns:
+
+- ``study_uid``, ``model_name``, ``model_version``, ``scored_at``;
+- ``prob_<label>``, ``threshold_<label>`` per label (from the scoring output);
+- ``positives``: labels at or above threshold (comma-separated), ``n_positive``;
+- ``top_label``, ``top_prob``: the label the ranking looks at and its probability (the filtered
+  label when a label filter is set, else the label with the largest ``prob - threshold``);
+- ``margin``: ``|prob - threshold|`` of ``top_label`` for a label filter, else the smallest margin
+  over labels (how close the study is to flipping a decision);
+- ``reviewed``: ``"n/L"`` labels with a current decision; ``state``: ``unreviewed`` | ``partial`` |
+  ``reviewed``.
+
+Sort orders (:data:`SORTS`): ``priority`` (most suspicious first: positives, then the largest
+``prob - threshold``), ``uncertain`` (closest to a threshold first), ``probability`` (highest
+``top_prob`` first), ``study`` (by UID).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import Literal
+
+import numpy as np
+import pandas as pd
+
+ReviewState = Literal["unreviewed", "partial", "reviewed"]
+STATES: tuple[str, ...] = ("unreviewed", "partial", "reviewed")
+SORTS: tuple[str, ...] = ("priority", "uncertain", "probability", "study")
+
+
+def labels_of(results: pd.DataFrame) -> list[str]:
+    """Label names of a scoring output, in column order (``prob_<label>`` columns)."""
+    return [c[len("prob_"):] for c in results.columns if c.startswith("prob_")]
+
+
+@dataclass(frozen=True)
+class WorklistQuery:
+    """Filter and sort settings.
+
+    Attributes:
+        label: Only look at this label (its probability filters and ranks), or None for all.
+        prob_min: Keep studies whose ``top_prob`` is at least this.
+        prob_max: ... and at most this.
+        states: Review states to keep (empty = all).
+        positive_only: Keep only studies with at least one label at or above threshold (of
+            ``label`` when set).
+        sort: One of :data:`SORTS`.
+    """
+
+    label: str | None = None
+    prob_min: float = 0.0
+    prob_max: float = 1.0
+    states: tuple[str, ...] = ()
+    positive_only: bool = False
+    sort: str = "priority"
+
+
+def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: WorklistQuery = WorklistQuery()) -> pd.DataFrame:
+    """Join scores with review state, filter and sort.
+
+    Args:
+        results: The scoring output (one row per study; ``prob_*``/``threshold_*`` columns).
+        current: Current decisions (:meth:`medfusion.review.store.ReviewStore.current_frame`).
+        query: Filters and sort order.
+
+    Returns:
+        The worklist (columns in the module docstring), sorted, index reset.
+    """
+    labels = labels_of(results)
+    if query.label is not None and query.label not in labels:
+        raise ValueError(f"unknown label {query.label!r}; the scoring output has {', '.join(labels)}")
+    if query.sort not in SORTS:
+        raise ValueError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
+    probs = results[[f"prob_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
+    thresholds = results[[f"threshold_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
+    excess = probs - thresholds  # (S, L), >= 0 where positive
+    positive = excess >= 0
+
+    table = results[["study_uid"] + [c for c in ("model_name", "model_version", "scored_at") if c in results]].copy()
+    for i, label in enumerate(labels):
+        table[f"prob_{label}"] = probs[:, i]
+        table[f"threshold_{label}"] = thresholds[:, i]
+    table["positives"] = [", ".join(l for l, p in zip(labels, row) if p) for row in positive]
+    table["n_positive"] = positive.sum(1)
+    if query.label is None:
+        focus = np.nanargmax(np.where(np.isnan(excess), -np.inf, excess), axis=1) if len(labels) else np.zeros(0, int)
+        table["margin"] = np.nanmin(np.abs(excess), axis=1) if len(table) else []
+    else:
+        focus = np.full(len(table), labels.index(query.label))
+        table["margin"] = np.abs(excess[np.arange(len(table)), focus])
+    rows = np.arange(len(table))
+    table["top_label"] = [labels[i] for i in focus]
+    table["top_prob"] = probs[rows, focus]
+    table["_excess"] = excess[rows, focus]
+    table["_positive"] = positive[rows, focus] if query.label is not None else positive.any(1)
+
+    n_done = current[current["label"].isin(labels)].groupby("study_uid")["label"].nunique() if len(current) else None
+    done = table["study_uid"].map(n_done).fillna(0).astype(int) if n_done is not None else pd.Series(0, index=table.index)
+    table["reviewed"] = [f"{d}/{len(labels)}" for d in done]
+    table["state"] = np.where(done == 0, "unreviewed", np.where(done >= len(labels), "reviewed", "partial"))
+
+    keep = (table["top_prob"] >= query.prob_min) & (table["top_prob"] <= query.prob_max)
+    if query.states:
+        keep &= table["state"].isin(query.states)
+    if query.positive_only:
+        keep &= table["_positive"]
+    table = table[keep]
+
+    if query.sort == "priority":
+        table = table.sort_values(["_positive", "_excess", "study_uid"], ascending=[False, False, True])
+    elif query.sort == "uncertain":
+        table = table.sort_values(["margin", "study_uid"])
+    elif query.sort == "probability":
+        table = table.sort_values(["top_prob", "study_uid"], ascending=[False, True])
+    else:
+        table = table.sort_values("study_uid")
+    return table.drop(columns=["_excess", "_positive"]).reset_index(drop=True)

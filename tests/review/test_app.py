@@ -1,0 +1,100 @@
+"""The app driven by Streamlit's AppTest: login -> worklist -> study -> decision -> audit row."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+import torch
+from streamlit.testing.v1 import AppTest
+
+from medfusion.review.store import ReviewStore
+from medfusion.scoring import read_results
+from tests.review.conftest import PASSWORD
+
+APP = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
+
+
+@pytest.fixture
+def app_env(review_project, tmp_path, monkeypatch):
+    settings = review_project.settings(tmp_path / "review.sqlite")
+    for key, value in settings.to_env().items():
+        monkeypatch.setenv(key, value)
+    torch.set_num_threads(1)
+    return settings
+
+
+def _button(at: AppTest, label: str):
+    return next(b for b in at.button if b.label == label)
+
+
+def _login(at: AppTest, name: str, password: str) -> AppTest:
+    at.text_input(key="login_name").input(name)
+    at.text_input(key="login_password").input(password)
+    return _button(at, "Sign in").click().run()
+
+
+def test_wrong_password_is_refused(app_env) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=60).run()
+    assert at.text_input(key="login_password") is not None and not at.exception
+    at = _login(at, "dr.alice", "not-the-password")
+    assert [e.value for e in at.error] == ["Unknown user name or wrong password."]
+    assert "user" not in at.session_state and not at.dataframe
+
+
+def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_project) -> None:
+    results = read_results(review_project.results_dir)
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at = _login(at, "dr.alice", PASSWORD)
+    assert not at.exception, at.exception
+    assert at.title[0].value == "Worklist"
+    table = at.dataframe[0].value
+    assert len(table) == len(results) > 10  # every scored test study is on the worklist, unreviewed
+    # priority order: the most suspicious study first
+    first = table["study_uid"].iloc[0]
+    at.selectbox(key="open_uid").select(first)
+    at = at.button(key="open_study").click().run()
+    assert not at.exception, at.exception
+    assert at.session_state["study"] == first
+    images = at.image
+    assert images, "the study view shows the image"
+    row = results.set_index("study_uid").loc[first]
+    # window/level and opacity as the reviewer sets them end up on screen and in the audit row
+    narrower = at.slider(key=f"ww_{first}").value / 2
+    at.slider(key=f"op_{first}").set_value(0.7)
+    at = at.slider(key=f"ww_{first}").set_value(narrower).run()
+    assert f"W {narrower:.4g}" in at.image[0].captions[0]
+    label = "nodule"
+    decision = "agree"
+    at.radio(key=f"d_{first}_{label}").set_value(decision)
+    at.radio(key=f"d_{first}_effusion").set_value("corrected")
+    at.selectbox(key=f"v_{first}_effusion").select("absent")
+    at.text_area(key=f"c_{first}").input("checked against prior")
+    at = _button(at, "Save decisions").click().run()
+    assert not at.exception, at.exception
+    assert any("Saved 2 decision(s)" in s.value for s in at.success)
+
+    rows = {r.label: r for r in ReviewStore(app_env.store_path).audit(first)}
+    assert set(rows) == {"nodule", "effusion"}
+    nodule = rows["nodule"]
+    assert (nodule.reviewer, nodule.decision, nodule.comment) == ("dr.alice", "agree", "checked against prior")
+    assert (nodule.model_name, nodule.model_version) == (str(row["model_name"]), str(row["model_version"]))
+    assert nodule.shown.probability == pytest.approx(float(row["prob_nodule"]))
+    assert nodule.shown.threshold == pytest.approx(float(row["threshold_nodule"]))
+    assert nodule.shown.methods == ("gradcam", "gradient")  # the defaults on screen
+    assert nodule.shown.heatmap_opacity == pytest.approx(0.7)
+    assert rows["effusion"].decision == "corrected" and rows["effusion"].reviewed_value is False
+
+    at = at.button(key="back").click().run()
+    table = at.dataframe[0].value.set_index("study_uid")
+    assert (table.loc[first, "reviewed"], table.loc[first, "state"]) == ("2/5", "partial")
+
+
+def test_viewer_cannot_decide(app_env, review_project) -> None:
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at = _login(at, "viewer.bob", PASSWORD)
+    uid = at.dataframe[0].value["study_uid"].iloc[0]
+    at = at.button(key="open_study").click().run()
+    assert not at.exception, at.exception
+    assert at.radio(key=f"d_{uid}_nodule").disabled
+    assert not at.get("download_button")
