@@ -89,7 +89,7 @@ def main(argv: list[str] | None = None) -> int:
 
     pd.DataFrame(rows).to_csv(out / "ablation.csv", index=False)
     short = {n: n[:8] for n in base.labels}
-    header = f"| fusion | macro AUROC | " + " | ".join(short.values()) + " | ECE | train s | s/epoch |"
+    header = "| fusion | macro AUROC | " + " | ".join(short.values()) + " | ECE | train s | s/epoch |"
     print(f"\nTest set, {len(args.seeds)} seed(s) {args.seeds} (mean±std); config {args.config}\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))

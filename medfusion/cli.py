@@ -9,8 +9,9 @@ from __future__ import annotations
 import functools
 import logging
 import sys
+from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any, Callable, Optional
+from typing import Annotated, Any
 
 import typer
 import yaml
@@ -27,7 +28,7 @@ app = typer.Typer(
 DEFAULT_CONFIG = Path("configs/demo.yaml")
 ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
 OverrideOption = Annotated[
-    Optional[list[str]],
+    list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set fusion.name=late (repeatable)."),
 ]
 
@@ -43,6 +44,9 @@ def _setup_logging(verbose: bool) -> None:
     )
     for noisy in ("urllib3", "alembic", "matplotlib", "PIL", "filelock", "git"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
+    from medfusion.privacy import install_log_redaction
+
+    install_log_redaction()  # identifiers the readers saw become [PHI] in every log record
 
 
 def _parse_overrides(items: list[str] | None) -> dict[str, Any]:
@@ -98,7 +102,7 @@ def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to ch
 @_friendly_errors
 def demo_data(
     config: ConfigOption = DEFAULT_CONFIG,
-    out: Annotated[Optional[Path], typer.Option(help="Output folder (default: <project_dir>/demo_cohort).")] = None,
+    out: Annotated[Path | None, typer.Option(help="Output folder (default: <project_dir>/demo_cohort).")] = None,
     overrides: OverrideOption = None,
 ) -> None:
     """Generate the seeded synthetic demo cohort (DICOM + FHIR reports + labels + manifest)."""
@@ -140,11 +144,17 @@ def build_manifest_cmd(
 
 @app.command()
 @_friendly_errors
-def train(config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = None) -> None:
+def train(
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: OverrideOption = None,
+    resume: Annotated[
+        bool, typer.Option("--resume", help="Continue the newest killed run from its last epoch checkpoint.")
+    ] = False,
+) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
     from medfusion.workflow import train_and_register
 
-    outcome = train_and_register(_load(config, overrides))
+    outcome = train_and_register(_load(config, overrides), resume=resume)
     typer.echo(outcome.summary())
 
 
@@ -152,7 +162,7 @@ def train(config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = Non
 @_friendly_errors
 def promote(
     config: ConfigOption = DEFAULT_CONFIG,
-    version: Annotated[Optional[str], typer.Option(help="Model version to evaluate (default: @challenger).")] = None,
+    version: Annotated[str | None, typer.Option(help="Model version to evaluate (default: @challenger).")] = None,
     overrides: OverrideOption = None,
 ) -> None:
     """Evaluate the challenger against the champion and move @champion only if every gate passes."""
@@ -181,16 +191,149 @@ def _not_yet(what: str, issue: int) -> None:
     raise typer.Exit(code=2)
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def score() -> None:
-    """Batch-score an archive (folder tree or DICOMweb) with a registered model."""
-    _not_yet("score", 5)
+@app.command()
+@_friendly_errors
+def score(
+    source: Annotated[str, typer.Argument(help="Folder tree of DICOM files, or a DICOMweb URL (http(s)://...).")],
+    out: Annotated[Path, typer.Option(help="Output folder: ledger, results/*.parquet, fhir/, summary.json.")],
+    reports: Annotated[Path | None, typer.Option(help="Reports: FHIR NDJSON/Bundle/JSON, CSV, .txt or a folder.")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model folder or MLflow URI (default: models:/<registered_model>@champion).")
+    ] = None,
+    engine: Annotated[str, typer.Option(help="local (process pool) or ray (Ray Data).")] = "local",
+    workers: Annotated[int, typer.Option(help="Decode/preprocess worker processes.")] = 2,
+    batch_size: Annotated[int, typer.Option(help="Studies per forward pass.")] = 16,
+    part_size: Annotated[int, typer.Option(help="Studies per results part (and ledger commit).")] = 256,
+    fhir: Annotated[bool, typer.Option("--fhir", help="Also write FHIR DiagnosticReport/Observation NDJSON.")] = False,
+    device: Annotated[str, typer.Option(help="Inference device: auto, cpu, cuda.")] = "auto",
+    max_attempts: Annotated[int, typer.Option(help="Worker crashes on one study before it is dead-lettered.")] = 2,
+    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001); default local.")] = None,
+    progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
+    config: ConfigOption = DEFAULT_CONFIG,
+    overrides: OverrideOption = None,
+) -> None:
+    """Batch-score an archive (folder tree or DICOMweb) with a registered model; resumable (re-run to resume)."""
+    from medfusion.scoring.job import ScoreOptions, run_score
+    from medfusion.tracking.store import tracking_uri
+
+    cfg = _load(config, overrides)
+    summary = run_score(
+        ScoreOptions(
+            source=source,
+            out_dir=out,
+            model=model or f"models:/{cfg.tracking.registered_model}@champion",
+            reports=reports,
+            engine=engine,
+            workers=workers,
+            batch_size=batch_size,
+            part_size=part_size,
+            fhir=fhir,
+            device=device,
+            max_attempts=max_attempts,
+            tracking_uri=tracking_uri(cfg),
+            progress=progress,
+            ray_address=ray_address,
+        )
+    )
+    typer.echo(summary.text())
+    typer.echo(f"results: {out / 'results'}; summary: {out / 'summary.json'}")
 
 
-@app.command(context_settings={"allow_extra_args": True, "ignore_unknown_options": True})
-def review() -> None:
-    """Start the radiologist review dashboard."""
-    _not_yet("review", 6)
+review_app = typer.Typer(help="Radiologist review dashboard (Streamlit) and its users and exports.")
+app.add_typer(review_app, name="review")
+UsersOption = Annotated[
+    Path | None, typer.Option("--users", help="Users file (default: beside the results, review_users.yaml).")
+]
+
+
+@review_app.callback(invoke_without_command=True)
+@_friendly_errors
+def review(
+    ctx: typer.Context,
+    config: ConfigOption = DEFAULT_CONFIG,
+    results: Annotated[
+        Path | None, typer.Option(help="Scoring output folder (default: <project_dir>/review/scores, scored if empty).")
+    ] = None,
+    model: Annotated[str | None, typer.Option(help="Model for explanations (default: the version that scored).")] = None,
+    store: Annotated[Path | None, typer.Option(help="Review sqlite store (default: <results>/review.sqlite).")] = None,
+    users: UsersOption = None,
+    port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
+    trusted_header: Annotated[
+        str | None, typer.Option(help="Trust this upstream auth header (e.g. X-Forwarded-User) behind a reverse proxy.")
+    ] = None,
+    overrides: OverrideOption = None,
+) -> None:
+    """Start the review dashboard on 127.0.0.1 (scores the demo test split first if needed)."""
+    if ctx.invoked_subcommand is not None:
+        return
+    from medfusion.review import launch
+    from medfusion.review.settings import ReviewSettings
+    from medfusion.tracking.store import tracking_uri
+
+    cfg = _load(config, overrides)
+    uri = tracking_uri(cfg)
+    results_dir = results or launch.default_results_dir(cfg)
+    if not launch.has_scores(results_dir):
+        if results is not None:
+            raise MedfusionError(f"{results_dir}: no scoring output here (run 'medfusion score ... --out {results_dir}')")
+        typer.echo(f"no scores yet: scoring the demo cohort's test split into {results_dir} ...")
+        typer.echo(launch.score_demo_test_split(cfg, results_dir, model or launch.default_model_uri(cfg), uri))
+    settings = ReviewSettings.create(
+        results_dir, model_uri=model, store_path=store, users_path=users, tracking_uri=uri, trusted_header=trusted_header
+    )
+    first = launch.ensure_users(settings.users_path)
+    if first is not None:
+        typer.secho(
+            f"created {settings.users_path} with user '{first.name}', password: {first.password}\n"
+            "  (shown once; add users with 'medfusion review add-user NAME')",
+            fg=typer.colors.YELLOW,
+        )
+    typer.echo(f"review app: open http://127.0.0.1:{port} in a browser (Ctrl+C stops it)")
+    raise typer.Exit(code=launch.run_app(settings, port))
+
+
+@review_app.command("add-user")
+@_friendly_errors
+def review_add_user(
+    name: Annotated[str, typer.Argument(help="Login name.")],
+    users: Annotated[Path, typer.Option("--users", help="Users file to create or update.")],
+    role: Annotated[str, typer.Option(help="reviewer (decides, exports) or viewer (reads only).")] = "reviewer",
+) -> None:
+    """Add or replace a review user (prompts for the password; stores a salted scrypt hash)."""
+    from medfusion.review.auth import add_user
+
+    password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
+    add_user(users, name, password, role=role)  # type: ignore[arg-type]
+    typer.echo(f"{users}: user '{name}' ({role}) saved")
+
+
+@review_app.command("hash-password")
+def review_hash_password() -> None:
+    """Print a salted scrypt hash of a password (prompted), for a users file's 'password:' field."""
+    from medfusion.review.auth import hash_password
+
+    typer.echo(hash_password(typer.prompt("Password", hide_input=True, confirmation_prompt=True)))
+
+
+@review_app.command("export")
+@_friendly_errors
+def review_export(
+    results: Annotated[Path, typer.Option(help="Scoring output folder (for the label names).")],
+    out: Annotated[Path, typer.Option(help="Folder to write reviewed_labels.csv and reviewed_labels.ndjson.")],
+    store: Annotated[Path | None, typer.Option(help="Review store (default: <results>/review.sqlite).")] = None,
+) -> None:
+    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining."""
+    from medfusion.review.data import read_scores
+    from medfusion.review.export import export_csv, export_fhir
+    from medfusion.review.settings import ReviewSettings
+    from medfusion.review.store import ReviewStore
+    from medfusion.review.worklist import labels_of
+
+    settings = ReviewSettings.create(results, store_path=store)
+    review_store = ReviewStore(settings.store_path)
+    csv = export_csv(review_store, labels_of(read_scores(results)), out / "reviewed_labels.csv")
+    ndjson = export_fhir(review_store, out / "reviewed_labels.ndjson")
+    typer.echo(f"wrote {csv} and {ndjson}")
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -37,11 +37,13 @@ class TrainOutcome:
         )
 
 
-def train_and_register(config: Config) -> TrainOutcome:
+def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
     """Train on the manifest, track everything in MLflow, register the model as ``@challenger``.
 
     Args:
         config: Run configuration.
+        resume: Continue the newest killed run (its folder ``<project_dir>/training/<run id>`` holds
+            an epoch checkpoint) inside the same MLflow run; a fresh run when there is none.
     """
     import mlflow
 
@@ -55,10 +57,14 @@ def train_and_register(config: Config) -> TrainOutcome:
     records = data.records
     data_hash = manifest_hash(data.manifest)
     name = config.tracking.registered_model
-    with mlflow.start_run(run_name=f"{config.name}-{config.fusion.name}") as run:
-        log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
+    resumed = _resumable_run(config) if resume else None
+    with mlflow.start_run(run_id=resumed, run_name=None if resumed else f"{config.name}-{config.fusion.name}") as run:
+        if resumed:
+            log.info("resuming MLflow run %s", resumed)
+        else:
+            log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
         out_dir = config.project_dir / "training" / run.info.run_id
-        result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()])
+        result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()], resume=bool(resumed))
         log_training_result(config, result)
         version = log_pyfunc(result.model_dir, labels=config.labels, registered_model=name, example_row=EXAMPLE_INPUT)
     client.set_registered_model_alias(name, CHALLENGER, version.version)
@@ -71,6 +77,24 @@ def train_and_register(config: Config) -> TrainOutcome:
     for key, value in tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
+
+
+def _resumable_run(config: Config) -> str | None:
+    """Run id of the newest unfinished MLflow run whose training folder holds an epoch checkpoint."""
+    import mlflow
+
+    from medfusion.training.run import latest_resumable
+
+    folder = latest_resumable(config.project_dir / "training")
+    if folder is None:
+        log.warning("no interrupted training run under %s; starting a new one", config.project_dir / "training")
+        return None
+    try:
+        status = mlflow.MlflowClient().get_run(folder.name).info.status
+    except mlflow.exceptions.MlflowException:
+        log.warning("%s has a checkpoint but no MLflow run %s; starting a new run", folder, folder.name)
+        return None
+    return folder.name if status != "FINISHED" else None
 
 
 def run_demo(config: Config) -> tuple[bool, str]:
@@ -94,6 +118,8 @@ def run_demo(config: Config) -> tuple[bool, str]:
             f"  inspect runs and the registry:  mlflow ui --backend-store-uri {uri}",
             f"  load the champion in Python:     MLFLOW_TRACKING_URI={uri} python -c "
             f"\"import mlflow; m = mlflow.pyfunc.load_model('models:/{config.tracking.registered_model}@champion')\"",
-            "  review app: 'medfusion review' (issue #6) ; batch scoring: 'medfusion score' (issue #5)",
+            "  review the test split:           medfusion review   (then open http://127.0.0.1:8501)",
+            f"  batch-score the whole cohort:    medfusion score {config.project_dir}/demo_cohort/dicom "
+            f"--reports {config.project_dir}/demo_cohort/reports --out {config.project_dir}/scores --fhir",
         ]
     )

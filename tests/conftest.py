@@ -53,8 +53,8 @@ def small_demo_config(project_dir: Path, **overrides: Any) -> Config:
     }
     for key, value in overrides.items():
         section, _, leaf = key.partition("__")
-        if isinstance(base.get(section), dict):
-            base[section][leaf] = value
+        if leaf:
+            base.setdefault(section, {})[leaf] = value
         else:
             base[key] = value
     return load_config(ROOT / "configs" / "demo.yaml", base)
