@@ -15,7 +15,7 @@ RUN apt-get update \
  && python3 -m venv /opt/venv
 
 # CUDA build of torch first (matches the base image's CUDA 12.8), then medfusion and its deps.
-RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch>=2.4"
+RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch>=2.10"
 
 RUN useradd --create-home --uid 10001 medfusion
 WORKDIR /app
