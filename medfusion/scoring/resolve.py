@@ -73,9 +73,10 @@ def resolve_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str |
     import mlflow
     from mlflow.exceptions import MlflowException
 
+    from medfusion.tracking.store import use_store
+
     if tracking_uri:  # process-wide, as medfusion.tracking.store.connect does (MLflow reads it in places)
-        mlflow.set_tracking_uri(tracking_uri)
-        mlflow.set_registry_uri(tracking_uri)
+        use_store(tracking_uri)
     client = mlflow.MlflowClient()
     try:
         if m := _MODELS_ALIAS.match(uri):

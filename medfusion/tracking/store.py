@@ -34,6 +34,25 @@ def uses_embedded_store(config: Config) -> bool:
     return tracking_uri(config).startswith("sqlite:///") and not os.environ.get("MLFLOW_TRACKING_URI")
 
 
+def use_store(uri: str) -> None:
+    """Point MLflow's fluent API (tracking and registry) at ``uri`` for this process only.
+
+    ``mlflow.set_tracking_uri`` also writes ``MLFLOW_TRACKING_URI`` into the environment, which would
+    then override every later config's store (:func:`tracking_uri` gives the environment precedence)
+    and leak into child processes. The environment is restored to what the user set.
+    """
+    import mlflow
+
+    saved = {key: os.environ.get(key) for key in ("MLFLOW_TRACKING_URI", "MLFLOW_REGISTRY_URI")}
+    mlflow.set_tracking_uri(uri)
+    mlflow.set_registry_uri(uri)
+    for key, value in saved.items():
+        if value is None:
+            os.environ.pop(key, None)
+        else:
+            os.environ[key] = value
+
+
 def connect(config: Config, experiment: str | None = None) -> "MlflowClient":
     """Point MLflow at the configured store and make sure the experiment exists.
 
@@ -48,8 +67,7 @@ def connect(config: Config, experiment: str | None = None) -> "MlflowClient":
 
     config.project_dir.mkdir(parents=True, exist_ok=True)
     uri = tracking_uri(config)
-    mlflow.set_tracking_uri(uri)
-    mlflow.set_registry_uri(uri)
+    use_store(uri)
     client = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
     name = experiment or config.tracking.experiment
     if client.get_experiment_by_name(name) is None:
