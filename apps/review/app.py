@@ -50,7 +50,7 @@ st.markdown(
     unsafe_allow_html=True,
 )
 
-HEATMAP_NAMES = {"gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
+HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
 TOKEN_NAMES = {"gradient": "Gradient x input", "attention": "Attention rollout"}
 
 
@@ -212,7 +212,7 @@ def _focus(ex) -> int:
 
 def _image_panel(ex, image, labels: list[str], uid: str) -> tuple[list[str], float | None]:
     """Draws the image with overlay controls; returns (heatmap methods shown, opacity or None)."""
-    methods = [m for m in ("gradcam", "cross_attention") if m in ex.heatmaps]
+    methods = [m for m in HEATMAP_NAMES if m in ex.heatmaps]
     c1, c2, c3 = st.columns([1.2, 1, 1])
     method = c1.selectbox("Heatmap", ["none", *methods], index=1 if methods else 0, key=f"hm_{uid}",
                           format_func=lambda m: HEATMAP_NAMES.get(m, "None"))

@@ -5,7 +5,7 @@
 
 Methods that do not apply to a model or a study are absent from the dicts: ``cross_attention`` needs
 the ``hybrid`` fusion and both modalities; ``gradcam`` a ResNet/DenseNet image encoder (2D) and an
-image; the token methods a text encoder and report text.
+image; ``saliency`` any 2D image; the token methods a text encoder and report text.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ import numpy as np
 import torch
 
 from medfusion.errors import InputRejected, MedfusionError
-from medfusion.explain.image import cross_attention_heatmaps, gradcam_explainer
+from medfusion.explain.image import cross_attention_heatmaps, gradcam_explainer, saliency_explainer
 from medfusion.explain.text import attention_rollout, integrated_gradients, token_spans
 from medfusion.inference import Predictor, StudyInput
 from medfusion.models.model import FusionModelOutput
@@ -25,7 +25,7 @@ from medfusion.training.calibration import apply_temperature
 from medfusion.training.data import input_rejection
 
 #: Image heatmap methods, then token methods.
-IMAGE_METHODS = ("cross_attention", "gradcam")
+IMAGE_METHODS = ("cross_attention", "gradcam", "saliency")
 TOKEN_METHODS = ("attention", "gradient")
 METHODS = IMAGE_METHODS + TOKEN_METHODS
 
@@ -39,7 +39,8 @@ class StudyExplanation:
         probabilities: (L,) calibrated probabilities (as :class:`~medfusion.inference.Prediction`).
         thresholds: (L,) decision thresholds.
         image: (H, W) model-input image min-max scaled to [0, 1] for display, or None without image.
-        heatmaps: Method (``cross_attention``, ``gradcam``) -> (L, H, W) in [0, 1], same H, W as ``image``.
+        heatmaps: Method (``cross_attention``, ``gradcam``, ``saliency``) -> (L, H, W) in [0, 1], same
+            H, W as ``image``.
         report_text: The text the model read (after section selection).
         token_spans: (T,) character spans of the tokens in ``report_text``; ``(0, 0)`` for special tokens.
         token_scores: Method (``attention``, ``gradient``) -> (L, T), >= 0, each label's row scaled to max 1.
@@ -101,7 +102,7 @@ def explain_study(
     Args:
         predictor: A loaded model (:class:`~medfusion.inference.Predictor`).
         study: The study (image paths and/or report text).
-        methods: Any of ``cross_attention``, ``gradcam``, ``attention``, ``gradient``.
+        methods: Any of ``cross_attention``, ``gradcam``, ``saliency``, ``attention``, ``gradient``.
 
     Returns:
         The :class:`StudyExplanation`; methods that do not apply are absent.
@@ -149,6 +150,8 @@ def explain_study(
             explainer = gradcam_explainer(model, tuple(batch["image"].shape[1:]))
             if explainer.layer is not None:
                 explanation.heatmaps["gradcam"] = explainer.heatmaps(batch, n_labels)
+        if "saliency" in methods:
+            explanation.heatmaps["saliency"] = saliency_explainer(model).heatmaps(batch, n_labels)
 
     if has_text:
         explanation.token_spans = token_spans(loaded.tokenizer, sample["report"], loaded.preprocessing["max_tokens"])

@@ -29,7 +29,7 @@ def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, exp
     h, w = demo_predictor.loaded.preprocessing["image_size"]
     assert ex.labels == demo_predictor.labels
     assert ex.image.shape == (h, w) and ex.image.min() == 0.0 and ex.image.max() == 1.0
-    assert set(ex.heatmaps) == {"cross_attention", "gradcam"}
+    assert set(ex.heatmaps) == {"cross_attention", "gradcam", "saliency"}
     for maps in ex.heatmaps.values():
         assert maps.shape == (n_labels, h, w) and maps.dtype == np.float32
         assert maps.min() >= 0.0 and maps.max() <= 1.0
@@ -72,7 +72,7 @@ def test_study_without_image_or_report_drops_the_methods_that_need_it(demo_predi
     assert set(no_image.token_scores) == {"attention", "gradient"}
     assert no_image.modality_contributions["image"].tolist() == [0.0] * len(demo_predictor.labels)  # weight 0
     no_report = explain_study(demo_predictor, StudyInput(image_paths=full_record["image"], report_text=""))
-    assert set(no_report.heatmaps) == {"gradcam"}  # no text queries, so no cross-attention map
+    assert set(no_report.heatmaps) == {"gradcam", "saliency"}  # no text queries, so no cross-attention map
     assert no_report.token_scores == {} and no_report.token_spans == [] and no_report.report_text == ""
 
 
@@ -91,12 +91,12 @@ def test_unreadable_image_is_rejected(demo_predictor, tmp_path):
     assert "broken.dcm" in str(info.value)
 
 
-def test_late_fusion_vit_has_no_cross_attention_and_no_gradcam(late_vit_predictor, tmp_path):
+def test_late_fusion_vit_has_saliency_but_no_cross_attention_and_no_gradcam(late_vit_predictor, tmp_path):
     from tests.training.conftest import make_records
 
     record = next(r for r in make_records(tmp_path)["test"] if r["image"] and r["report"])
     ex = explain_study(late_vit_predictor, _study(record), METHODS)
-    assert ex.image is not None and ex.heatmaps == {}
+    assert ex.image is not None and set(ex.heatmaps) == {"saliency"}
     assert set(ex.token_scores) == {"attention", "gradient"}
     assert set(ex.modality_contributions) == {"image", "text"}  # late fusion has no joint slot
     [prediction] = late_vit_predictor.predict([_study(record)])
