@@ -51,7 +51,7 @@ st.markdown(
 )
 
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
-TOKEN_NAMES = {"gradient": "Gradient x input", "attention": "Attention rollout"}
+TOKEN_NAMES = {"gradient": "Integrated gradients", "attention": "Attention rollout"}
 
 
 # ---------------------------------------------------------------------------------- resources
