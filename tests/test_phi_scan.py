@@ -69,9 +69,11 @@ def test_demo_project_outputs_hold_no_phi(demo_project: DemoProject) -> None:
 @pytest.mark.slow
 @pytest.mark.timeout(600)
 def test_full_flow_logs_and_outputs_hold_no_phi(tmp_path: Path, caplog: pytest.LogCaptureFixture) -> None:
-    """A fresh small flow with every log record captured at DEBUG: train, register, promote, score."""
+    """A fresh small flow with every log record captured at DEBUG: train, register, promote, score
+    through the pyfunc, and batch-score the archive (ledger, Parquet parts, FHIR, summary)."""
     import mlflow
 
+    from medfusion.scoring.job import ScoreOptions, run_score
     from medfusion.tracking.promotion import promote_challenger
     from medfusion.workflow import train_and_register
 
@@ -91,9 +93,16 @@ def test_full_flow_logs_and_outputs_hold_no_phi(tmp_path: Path, caplog: pytest.L
         dicoms = sorted(str(p) for p in (cohort / "dicom").rglob("*") if p.is_file())
         model = mlflow.pyfunc.load_model(f"models:/{outcome.registered_model}/{outcome.version}")
         scored = model.predict(pd.DataFrame({"image_paths": [[p] for p in dicoms], "report_text": ["" for _ in dicoms]}))
+        summary = run_score(ScoreOptions(
+            source=str(cohort / "dicom"), out_dir=config.project_dir / "scores", reports=cohort / "reports",
+            model=f"models:/{outcome.registered_model}/{outcome.version}", tracking_uri=outcome.tracking_uri,
+            fhir=True, workers=1,
+        ))
     finally:
         torch.set_num_threads(before)
     assert (scored["error"] != "").any()  # the broken files were scored too (errors are outputs)
+    assert summary.scored > 0 and summary.failed + summary.rejected_files > 0  # dead letters are outputs too
+    assert list((config.project_dir / "scores" / "fhir").glob("*.ndjson"))
     scored.to_parquet(config.project_dir / "scored.parquet")
     log_file = config.project_dir / "captured.log"
     log_file.write_text(
