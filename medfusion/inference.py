@@ -210,8 +210,6 @@ class Predictor:
         """CPU side of scoring (see :class:`Preprocessor`); raises :class:`InputRejected` for an unreadable image."""
         return self.preprocessor(study)
 
-    _sample = preprocess  # old private name
-
     def _failed(self, reason: str) -> Prediction:
         n = len(self.labels)
         return Prediction(

@@ -116,7 +116,7 @@ def explain_study(
     loaded = predictor.loaded
     model, n_labels = loaded.model, len(loaded.labels)
     try:
-        sample = predictor._sample(study)
+        sample = predictor.preprocess(study)
     except (InputRejected, RuntimeError) as err:
         raise input_rejection(err) from None
     batch = {k: v.to(loaded.device) for k, v in predictor.collate([sample]).items()}

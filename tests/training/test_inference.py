@@ -69,7 +69,7 @@ def test_probabilities_are_temperature_scaled(predictor: Predictor, synthetic_re
     study = _studies(synthetic_records)[0]
     [p] = predictor.predict([study])
     loaded = predictor.loaded
-    sample = predictor._sample(study)
+    sample = predictor.preprocess(study)
     batch = predictor.collate([sample])
     with torch.no_grad():
         logits = loaded.model(batch).logits[0].double()
