@@ -52,6 +52,16 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -
 
 
 @contextmanager
+def _stop(proc: subprocess.Popen) -> None:
+    """Terminate a child process; kill it if it has not exited within 10 s."""
+    proc.terminate()
+    try:
+        proc.wait(timeout=10)
+    except subprocess.TimeoutExpired:
+        proc.kill()
+        proc.wait()
+
+
 def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
     """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL."""
     port = free_port()
@@ -62,12 +72,7 @@ def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
             _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, proc)
             yield f"http://127.0.0.1:{port}/"
         finally:
-            proc.terminate()
-            try:
-                proc.wait(timeout=10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+            _stop(proc)
 
 
 class Page:
@@ -172,9 +177,4 @@ def chromium_page(user_data_dir: Path) -> Iterator[Page]:
             page.send("Emulation.setDeviceMetricsOverride", width=1400, height=1000, deviceScaleFactor=1, mobile=False)
             yield page
     finally:
-        proc.terminate()
-        try:
-            proc.wait(timeout=10)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait()
+        _stop(proc)
