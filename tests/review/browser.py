@@ -51,7 +51,6 @@ def _wait_http(url: str, timeout: float, proc: subprocess.Popen | None = None) -
     raise TimeoutError(f"{url} did not answer within {timeout} s")
 
 
-@contextmanager
 def _stop(proc: subprocess.Popen) -> None:
     """Terminate a child process; kill it if it has not exited within 10 s."""
     proc.terminate()
@@ -62,6 +61,7 @@ def _stop(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
+@contextmanager
 def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
     """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL."""
     port = free_port()
