@@ -28,7 +28,9 @@ COPY --chown=medfusion:medfusion apps ./apps
 
 USER medfusion
 # MLflow store, checkpoints and outputs live under /app/runs by default: mount a volume there,
-# or set MLFLOW_TRACKING_URI to a tracking server.
+# or set MLFLOW_TRACKING_URI to a tracking server. The site's pseudonym salt (created on first use,
+# mode 0600) lives on that volume too, so pseudonyms stay the same from one container to the next.
+ENV MEDFUSION_HOME=/app/runs/.medfusion
 VOLUME ["/app/runs"]
 ENTRYPOINT ["medfusion"]
 CMD ["--help"]

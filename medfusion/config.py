@@ -34,9 +34,12 @@ class DemoCohortConfig(_Strict):
 class DataConfig(_Strict):
     """Where the studies come from and how they are preprocessed."""
 
-    manifest: Path | None = Field(
-        None, description="Manifest (CSV or Parquet). If unset, the demo cohort is generated under project_dir."
+    source: Literal["manifest", "demo"] = Field(
+        "manifest",
+        description="What training reads: 'manifest' (data.manifest, required to train) or 'demo' (the synthetic "
+        "demo cohort, generated under project_dir). Never the demo by default.",
     )
+    manifest: Path | None = Field(None, description="Manifest (CSV or Parquet); required to train unless source is demo.")
     demo: DemoCohortConfig = DemoCohortConfig()
     image_size: tuple[int, int] = (128, 128)
     frame_policy: Literal["first", "middle", "mean"] = "middle"
@@ -46,6 +49,12 @@ class DataConfig(_Strict):
     max_pixels: int = Field(
         64_000_000, ge=1, description="Images with more pixels (rows*cols*frames) are refused before decoding."
     )
+
+    @model_validator(mode="after")
+    def _one_source(self) -> "DataConfig":
+        if self.source == "demo" and self.manifest is not None:
+            raise ValueError("data.source is 'demo' but data.manifest is set: remove one of them")
+        return self
 
 
 class ImageEncoderConfig(_Strict):

@@ -43,6 +43,10 @@ class ConfigError(MedfusionError):
     """A configuration file is invalid; the message names the file and the key."""
 
 
+class SiteSaltError(MedfusionError):
+    """The pseudonym salt cannot be used; the message names its source and the reason, never the salt."""
+
+
 class UnsafeModelFile(MedfusionError):
     """A weights file would need pickle (which can run arbitrary code) to load, so it is refused.
 

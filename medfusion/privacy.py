@@ -2,7 +2,8 @@
 
 Patient names, IDs, birth dates and accession numbers are never written to logs, MLflow or exports.
 Where a join key is needed (report <-> study linkage by accession number), both sides are hashed
-with :func:`pseudonym` and compared as hashes.
+with :func:`pseudonym` and compared as hashes. The salt is the site's own, decided in one place for
+every process (:func:`medfusion.salt.resolve_salt`); the public demo salt only for the synthetic demo.
 
 A second line of defence for logs: readers :func:`remember_phi` the identifiers they see, and
 :func:`install_log_redaction` rewrites every log record of the process with :func:`redact`, so an
@@ -14,13 +15,9 @@ from __future__ import annotations
 
 import hashlib
 import logging
-import os
 import re
 
-#: Environment variable holding a site-specific secret salt. Without it a fixed project salt is used,
-#: which still hides identifiers from casual readers but is not secret; sites should set it.
-SALT_ENV = "MEDFUSION_PSEUDONYM_SALT"
-_DEFAULT_SALT = "medfusion-default-salt-v1"
+from medfusion.salt import resolve_salt
 
 
 def pseudonym(value: str, *, kind: str = "id") -> str:
@@ -32,10 +29,12 @@ def pseudonym(value: str, *, kind: str = "id") -> str:
         kind: A namespace so that equal strings of different kinds do not collide.
 
     Returns:
-        ``"<kind>-<16 hex chars>"``.
+        ``"<kind>-<16 hex chars>"``, keyed by the salt of :func:`resolve_salt`.
+
+    Raises:
+        SiteSaltError: No usable salt (see :func:`resolve_salt`).
     """
-    salt = os.environ.get(SALT_ENV, _DEFAULT_SALT)
-    digest = hashlib.sha256(f"{salt}\x00{kind}\x00{value.strip()}".encode()).hexdigest()
+    digest = hashlib.sha256(f"{resolve_salt()}\x00{kind}\x00{value.strip()}".encode()).hexdigest()
     return f"{kind}-{digest[:16]}"
 
 

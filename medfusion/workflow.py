@@ -4,10 +4,12 @@ from __future__ import annotations
 
 import logging
 from dataclasses import dataclass
+from pathlib import Path
 from typing import Any
 
 from medfusion.config import Config
 from medfusion.data.manifest import manifest_hash
+from medfusion.errors import ConfigError, MedfusionError
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 
@@ -43,21 +45,27 @@ def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
     Args:
         config: Run configuration.
         resume: Continue the newest killed run (its folder ``<project_dir>/training/<run id>`` holds
-            an epoch checkpoint) inside the same MLflow run; a fresh run when there is none.
+            an epoch checkpoint) inside the same MLflow run.
+
+    Raises:
+        MedfusionError: ``resume`` is set and there is no killed run to continue (before any data is read).
+        ConfigError: No manifest to train on (:func:`medfusion.training.run.training_manifest`).
     """
     import mlflow
 
     from medfusion.tracking.pyfunc import log_pyfunc
     from medfusion.tracking.runs import MlflowEpochLogger, log_run_context, log_training_result
     from medfusion.training.engine import train
-    from medfusion.training.run import load_records
+    from medfusion.training.run import check_data_source, load_records
 
+    check_data_source(config)  # both refusals come before the tracking store or any data is touched
+    folder = _resumable_folder(config) if resume else None
     client = connect(config)
+    resumed = _resumable_run(folder) if folder is not None else None
     data = load_records(config)
     records = data.records
     data_hash = manifest_hash(data.manifest)
     name = config.tracking.registered_model
-    resumed = _resumable_run(config) if resume else None
     with mlflow.start_run(run_id=resumed, run_name=None if resumed else f"{config.name}-{config.fusion.name}") as run:
         if resumed:
             log.info("resuming MLflow run %s", resumed)
@@ -79,33 +87,64 @@ def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
     return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
 
 
-def _resumable_run(config: Config) -> str | None:
-    """Run id of the newest unfinished MLflow run whose training folder holds an epoch checkpoint."""
-    import mlflow
+def _resumable_folder(config: Config) -> Path:
+    """The newest run folder under ``<project_dir>/training`` with an epoch checkpoint.
 
+    Raises:
+        MedfusionError: There is none (names where it looked).
+    """
     from medfusion.training.run import latest_resumable
 
-    folder = latest_resumable(config.project_dir / "training")
+    where = config.project_dir / "training"
+    folder = latest_resumable(where)
     if folder is None:
-        log.warning("no interrupted training run under %s; starting a new one", config.project_dir / "training")
-        return None
+        raise MedfusionError(
+            f"--resume: nothing to resume in {where} (no run folder with an epoch checkpoint); "
+            "train without --resume to start a new run"
+        )
+    return folder
+
+
+def _resumable_run(folder: Path) -> str:
+    """The id of the unfinished MLflow run a checkpointed run folder belongs to (its name).
+
+    Raises:
+        MedfusionError: The tracking store has no such run, or it finished.
+    """
+    import mlflow
+
     try:
         status = mlflow.MlflowClient().get_run(folder.name).info.status
     except mlflow.exceptions.MlflowException:
-        log.warning("%s has a checkpoint but no MLflow run %s; starting a new run", folder, folder.name)
-        return None
-    return folder.name if status != "FINISHED" else None
+        raise MedfusionError(
+            f"--resume: {folder} has a checkpoint but the tracking store has no MLflow run {folder.name} to continue"
+        ) from None
+    if status == "FINISHED":
+        raise MedfusionError(f"--resume: the MLflow run of {folder} has already finished; nothing to resume")
+    return folder.name
 
 
 def run_demo(config: Config) -> tuple[bool, str]:
     """Demo cohort -> train -> track -> register -> promote.
+
+    The demo command asks for the demo explicitly: the run trains on the synthetic demo cohort
+    (``data.source: demo``) whatever the configuration's source.
 
     Args:
         config: Run configuration (``configs/demo.yaml`` by default).
 
     Returns:
         ``(promoted, text)``: whether the new model became ``@champion``, and what to do next.
+
+    Raises:
+        ConfigError: The configuration sets ``data.manifest`` (train on it with ``medfusion train``).
     """
+    if config.data.manifest is not None:
+        raise ConfigError(
+            f"the demo trains on the synthetic demo cohort, but the configuration sets data.manifest "
+            f"({config.data.manifest}); use 'medfusion train' to train on it"
+        )
+    config = config.model_copy(update={"data": config.data.model_copy(update={"source": "demo"})})
     outcome = train_and_register(config)
     decision = promote_challenger(config)
     uri = outcome.tracking_uri

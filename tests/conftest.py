@@ -8,6 +8,8 @@ cohort folder first when a test needs to change files.
 from __future__ import annotations
 
 import os
+import shutil
+import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -23,6 +25,23 @@ ROOT = Path(__file__).resolve().parents[1]
 #: real-data asset (OpenI, MiniLM, pydicom-data) is missing fails instead: CI must run everything.
 #: Tests marked ``gpu`` may still skip on a machine without CUDA.
 REQUIRE_ALL = "MEDFUSION_REQUIRE_SYSTEM_TESTS"
+
+
+def pytest_configure(config: pytest.Config) -> None:
+    """A fresh site (``MEDFUSION_HOME``) for the session, before collection: tests never read or create the
+    user's pseudonym salt, and every test process and its children share the one created here."""
+    from medfusion.salt import ALLOW_PUBLIC_SALT_ENV, HOME_ENV, SALT_ENV, SALT_FILE_ENV
+
+    for name in (SALT_ENV, SALT_FILE_ENV, ALLOW_PUBLIC_SALT_ENV):
+        os.environ.pop(name, None)
+    os.environ[HOME_ENV] = tempfile.mkdtemp(prefix="medfusion-test-home-")
+
+
+def pytest_unconfigure(config: pytest.Config) -> None:
+    """Remove the session's site folder."""
+    home = os.environ.get("MEDFUSION_HOME", "")
+    if Path(home).name.startswith("medfusion-test-home-"):
+        shutil.rmtree(home, ignore_errors=True)
 
 
 @pytest.hookimpl(hookwrapper=True)

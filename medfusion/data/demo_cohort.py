@@ -73,6 +73,7 @@ from medfusion.data.reports import (
     write_fhir_ndjson,
 )
 from medfusion.errors import ConfigError
+from medfusion.salt import demo_salt
 
 logger = logging.getLogger(__name__)
 
@@ -606,10 +607,15 @@ def _write_rejected(path: Path, rejected: list[Rejection], root: Path) -> None:
             writer.writerow([relative(str(item.source)), relative(item.reason)])
 
 
+@demo_salt()  # invented patients: the public demo salt gives the same pseudonyms and splits on every machine
 def generate_demo_cohort(
     root: str | Path, config: DemoCohortConfig, *, labels: list[str] | None = None, progress: bool = True
 ) -> DemoCohortResult:
     """Generate the synthetic demo cohort under ``root`` and build its manifest.
+
+    Its pseudonyms use the public demo salt (:func:`medfusion.salt.demo_salt`), on purpose and only
+    here: the patients are invented, and the fixed salt keeps the patient-level splits (and the
+    figures in ``docs/demo_cohort.md``) identical on every machine, with no site salt to set up.
 
     Args:
         root: Output folder; created if missing. An existing demo cohort there is replaced; any
@@ -691,7 +697,8 @@ def generate_demo_cohort(
     )
     _write_rejected(root / "rejected.csv", build.rejected, root)
     logger.info(
-        "demo cohort %s: %d studies (%d instances), %d rejected input(s)",
+        "demo cohort %s: %d studies (%d instances), %d rejected input(s); synthetic patients, pseudonymised "
+        "with the public demo salt",
         root,
         len(build.manifest),
         counter[0],

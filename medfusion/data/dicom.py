@@ -58,7 +58,7 @@ from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_d
 from pydicom.uid import UID
 
 from medfusion.data.records import DicomImage
-from medfusion.errors import DicomReadError
+from medfusion.errors import DicomReadError, InputRejected, MedfusionError
 from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
@@ -280,6 +280,8 @@ def _guard(path: Path, fn: Any) -> Any:
     except _READ_ERRORS as exc:
         raise DicomReadError(path, _reason(exc)) from exc
     except Exception as exc:  # noqa: BLE001 - the reader promises DicomReadError only
+        if isinstance(exc, MedfusionError) and not isinstance(exc, InputRejected):
+            raise  # a set-up error (e.g. no usable pseudonym salt) is not this file's fault: stop, don't reject
         logger.warning("unexpected %s while reading %s", type(exc).__name__, path, exc_info=True)
         raise DicomReadError(path, f"unexpected error: {_reason(exc)}") from exc
 

@@ -151,7 +151,7 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
         config: Run configuration (registry name, gates, project_dir).
         version: Registered version to evaluate; default the ``@challenger`` alias.
         manifest_path: Manifest to freeze the evaluation set from, if it is not frozen yet
-            (default ``config.data.manifest`` or the demo cohort's).
+            (default: the run's, :func:`default_manifest_path`).
 
     Raises:
         MedfusionError: No challenger, or no evaluation set can be built.
@@ -215,7 +215,7 @@ def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, fai
 
 
 def default_manifest_path(config: Config) -> Path:
-    """The configured manifest, or the demo cohort's under ``project_dir`` (generated if needed)."""
-    from medfusion.training.run import demo_manifest
+    """The run's manifest (:func:`medfusion.training.run.training_manifest`)."""
+    from medfusion.training.run import training_manifest
 
-    return config.data.manifest or demo_manifest(config)
+    return training_manifest(config)

@@ -38,6 +38,16 @@ BEST_FILE = "best.safetensors"
 FORMAT = "medfusion-train-checkpoint-v1"
 
 
+def checkpoint_state(run_dir: str | Path) -> Path:
+    """The commit file of a run folder's last epoch checkpoint (``<run_dir>/checkpoints/state.json``; may not exist)."""
+    return Path(run_dir) / "checkpoints" / STATE_FILE
+
+
+def has_checkpoint(run_dir: str | Path) -> bool:
+    """Whether a run folder holds a committed epoch checkpoint to resume from."""
+    return checkpoint_state(run_dir).is_file()
+
+
 def config_fingerprint(config: Config) -> str:
     """SHA-256 (16 hex) of the resolved configuration; a run resumes only under the same one."""
     return hashlib.sha256(config.model_dump_json().encode()).hexdigest()[:16]

@@ -42,7 +42,7 @@ from medfusion.errors import ConfigError, MedfusionError
 from medfusion.models.fusion import IMAGE, TEXT
 from medfusion.models.model import MedFusionModel, build_model, resolve_device, save_model_dir
 from medfusion.training.calibration import apply_temperature, fit_temperature
-from medfusion.training.checkpoint import EpochCheckpoints
+from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
 from medfusion.training.data import Collator, StudyDataset, image_transform_for, report_text
 from medfusion.training.metrics import evaluate, tune_thresholds
 from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
@@ -285,19 +285,21 @@ def train(
         progress: Log one line per epoch at INFO (else DEBUG).
         resume: Continue from the last epoch committed in ``out_dir/checkpoints`` (model, optimizer,
             scheduler, scaler, early-stopping state, history and random states); callbacks see only
-            the epochs run now. Without a checkpoint, training starts at epoch 1.
+            the epochs run now. Refused when ``out_dir`` holds no committed checkpoint.
 
     Returns:
         The :class:`TrainResult`.
 
     Raises:
-        MedfusionError: ``train`` or ``val`` is empty, a component cannot be built, or the checkpoint
-            to resume was written with another configuration.
+        MedfusionError: ``train`` or ``val`` is empty, a component cannot be built, or ``resume`` finds
+            no checkpoint or one written with another configuration.
     """
     for split in ("train", "val"):
         if not records.get(split):
             raise MedfusionError(f"no {split} studies: training needs train and val splits")
     out_dir = Path(out_dir)
+    if resume and not has_checkpoint(out_dir):
+        raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
     out_dir.mkdir(parents=True, exist_ok=True)
     callbacks = list(callbacks or [])
     t, labels = config.training, list(config.labels)
@@ -329,8 +331,6 @@ def train(
     state = checkpoints.restore()
     if state.epoch:
         say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
-    elif resume:
-        log.warning("%s: no checkpoint to resume from; starting at epoch 1", checkpoints.dir)
     say(
         "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
         config.name, config.fusion.name, config.image_encoder.name, device, amp_dtype,

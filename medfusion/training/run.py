@@ -1,4 +1,4 @@
-"""Train from a config file: load (or generate) the manifest, split it into records, call the engine."""
+"""Train from a config file: read the manifest (or the demo cohort, if asked), split it into records, call the engine."""
 
 from __future__ import annotations
 
@@ -12,7 +12,8 @@ from typing import Any, Sequence
 import pandas as pd
 
 from medfusion.config import Config, _deep_merge, load_config
-from medfusion.errors import ConfigError
+from medfusion.errors import ConfigError, MedfusionError
+from medfusion.training.checkpoint import checkpoint_state, has_checkpoint
 from medfusion.training.engine import SPLITS, Callback, TrainResult, train
 
 log = logging.getLogger(__name__)
@@ -65,11 +66,38 @@ class TrainingData:
     records: dict[str, list[dict]]
 
 
+def check_data_source(config: Config) -> None:
+    """Refuse a run that names no data: an unset ``data.manifest`` never means the demo cohort.
+
+    Raises:
+        ConfigError: ``data.manifest`` is unset and ``data.source`` is not ``demo``.
+    """
+    if config.data.manifest is None and config.data.source != "demo":
+        raise ConfigError(
+            "data.manifest is not set: point it at your manifest (made by 'medfusion build-manifest'), "
+            "or set data.source: demo to train on the synthetic demo cohort"
+        )
+
+
+def training_manifest(config: Config, *, progress: bool = True) -> Path:
+    """The manifest a run trains and is evaluated on: ``data.manifest``, or the demo cohort's when
+    ``data.source`` is ``demo`` (never the demo by default).
+
+    Raises:
+        ConfigError: No data named (:func:`check_data_source`).
+    """
+    check_data_source(config)
+    if config.data.manifest is not None:
+        return config.data.manifest
+    log.info("data.source is demo: the synthetic demo cohort under %s (no patient data)", config.project_dir)
+    return demo_manifest(config, progress=progress)
+
+
 def load_records(config: Config, *, progress: bool = True) -> TrainingData:
-    """The manifest and records of a config (``data.manifest``, else the demo cohort)."""
+    """The manifest (:func:`training_manifest`) and records of a config."""
     from medfusion.data.manifest import read_manifest, rows_to_records
 
-    manifest = config.data.manifest or demo_manifest(config, progress=progress)
+    manifest = training_manifest(config, progress=progress)
     df = read_manifest(manifest, config.labels)
     records = {s: rows_to_records(df[df["split"] == s], config.labels) for s in SPLITS}
     return TrainingData(Path(manifest), df, records)
@@ -94,14 +122,25 @@ def train_from_config(
         progress: Per-epoch log lines (and the demo generator's progress bar).
         resume: Continue a killed run from its last epoch checkpoint: the one in ``out_dir``, or (no
             ``out_dir``) the newest ``<project_dir>/training/<name>-<fusion>-*`` with a checkpoint.
+            Refused (before any data is read) when there is none.
 
     Returns:
         The :class:`~medfusion.training.engine.TrainResult` (model folder in ``result.model_dir``).
+
+    Raises:
+        MedfusionError: ``resume`` with nothing to resume; no manifest (:func:`training_manifest`).
     """
     cfg = resolve_config(config, overrides)
-    data = load_records(cfg, progress=progress)
     if out_dir is None and resume:
-        out_dir = latest_resumable(cfg.project_dir / "training", f"{cfg.name}-{cfg.fusion.name}-*")
+        pattern = f"{cfg.name}-{cfg.fusion.name}-*"
+        out_dir = latest_resumable(cfg.project_dir / "training", pattern)
+        if out_dir is None:
+            raise MedfusionError(
+                f"resume: nothing to resume in {cfg.project_dir / 'training'} (no {pattern} folder with an epoch checkpoint)"
+            )
+    elif resume and not has_checkpoint(out_dir):  # the engine refuses too; here before the data is read
+        raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
+    data = load_records(cfg, progress=progress)
     if out_dir is None:
         stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
         out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
@@ -111,9 +150,7 @@ def train_from_config(
 
 def latest_resumable(folder: Path, pattern: str = "*") -> Path | None:
     """The most recently committed run folder under ``folder`` (matching ``pattern``) that has a checkpoint."""
-    from medfusion.training.checkpoint import STATE_FILE
-
-    states = [p for p in folder.glob(f"{pattern}/checkpoints/{STATE_FILE}") if p.is_file()]
-    if not states:
+    runs = [p for p in folder.glob(pattern) if has_checkpoint(p)]
+    if not runs:
         return None
-    return max(states, key=lambda p: p.stat().st_mtime).parent.parent
+    return max(runs, key=lambda p: checkpoint_state(p).stat().st_mtime)
