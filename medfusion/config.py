@@ -51,9 +51,9 @@ class DataConfig(_Strict):
     )
 
     @model_validator(mode="after")
-    def _one_source(self) -> "DataConfig":
+    def _one_source(self) -> DataConfig:
         if self.source == "demo" and self.manifest is not None:
-            raise ValueError("data.source is 'demo' but data.manifest is set: remove one of them")
+            raise ValueError("data.source is 'demo' but data.manifest is set: remove one (source: manifest uses it)")
         return self
 
 

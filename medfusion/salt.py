@@ -123,7 +123,9 @@ def _checked_env_salt(value: str) -> str:
                 f"{ALLOW_PUBLIC_SALT_ENV}=1 to use it on purpose"
             )
         if not _warned_public:
-            log.warning("pseudonyms use the public salt (%s=1): they can be reversed by guessing", ALLOW_PUBLIC_SALT_ENV)
+            log.warning(
+                "pseudonyms use the public salt (%s=1): they can be reversed by guessing", ALLOW_PUBLIC_SALT_ENV
+            )
             _warned_public = True
     return value
 
@@ -227,5 +229,7 @@ def _read_salt_file(path: Path) -> str:
     except UnicodeDecodeError:
         raise SiteSaltError(f"{path}: not a salt file (not ASCII text)") from None
     if len(salt) < MIN_SALT_CHARS:
-        raise SiteSaltError(f"{path}: the site pseudonym salt is too short ({len(salt)} characters, at least {MIN_SALT_CHARS})")
+        raise SiteSaltError(
+            f"{path}: the site pseudonym salt is too short ({len(salt)} characters, at least {MIN_SALT_CHARS})"
+        )
     return salt

@@ -64,3 +64,14 @@ def test_overrides_merge_and_validate(tmp_path: Path) -> None:
 def test_relative_paths_resolve_against_repo_root() -> None:
     config = load_config(ROOT / "configs" / "chest_xray.yaml")
     assert config.data.manifest == ROOT / "data" / "chest_xray" / "manifest.parquet"
+
+
+def test_data_source_is_explicit_in_the_shipped_configs(tmp_path: Path) -> None:
+    demo, site = load_config(ROOT / "configs" / "demo.yaml"), load_config(ROOT / "configs" / "chest_xray.yaml")
+    assert (demo.data.source, demo.data.manifest) == ("demo", None)
+    assert site.data.source == "manifest" and site.data.manifest is not None
+    path = _write(tmp_path, "labels: [a]\ndata: {source: demo, manifest: m.parquet}\n")
+    with pytest.raises(ConfigError, match="data: Value error, data.source is 'demo' but data.manifest is set"):
+        load_config(path)
+    with pytest.raises(ConfigError, match="data.source"):
+        load_config(_write(tmp_path, "labels: [a]\ndata: {source: synthetic}\n"))

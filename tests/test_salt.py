@@ -39,7 +39,7 @@ ACC = "ACC7654321"
 
 def _expected(salt: str, value: str, kind: str) -> str:
     """The pseudonym of ``value`` under ``salt``, computed independently of medfusion."""
-    digest = hashlib.sha256("\x00".join((salt, kind, value)).encode()).hexdigest()
+    digest = hashlib.sha256(f"{salt}\x00{kind}\x00{value}".encode()).hexdigest()
     return f"{kind}-{digest[:16]}"
 
 
@@ -53,8 +53,9 @@ def site(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> Path:
 
 def _in_child(code: str, env: dict[str, str] | None = None) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
-        [sys.executable, "-c", code], cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=60
-    )
+        [sys.executable, "-c", code],
+        cwd=ROOT, env=env or dict(os.environ), capture_output=True, text=True, timeout=60, check=False,
+    )  # fmt: skip
 
 
 def test_first_use_creates_a_private_salt_file_used_from_then_on(site: Path, caplog: pytest.LogCaptureFixture) -> None:
@@ -78,7 +79,9 @@ def test_first_use_creates_a_private_salt_file_used_from_then_on(site: Path, cap
     assert site.read_text().strip() == salt
 
 
-def test_default_location_is_medfusion_home_then_the_user_config(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_default_location_is_medfusion_home_then_the_user_config(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
     monkeypatch.delenv(SALT_FILE_ENV, raising=False)
     monkeypatch.setenv(HOME_ENV, str(tmp_path / "mf"))
     assert site_salt_path() == tmp_path / "mf" / "site_salt"
@@ -108,8 +111,11 @@ def test_concurrent_first_use_from_many_processes_makes_one_salt(site: Path, tmp
     procs = [
         subprocess.Popen(
             [sys.executable, "-c", _RACER.format(acc=ACC), str(ready), str(go)],
-            cwd=ROOT, stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
-        )  # fmt: skip
+            cwd=ROOT,
+            stdout=subprocess.PIPE,
+            stderr=subprocess.PIPE,
+            text=True,
+        )
         for _ in range(n)
     ]
     deadline = time.monotonic() + 60
@@ -178,11 +184,15 @@ def test_a_folder_or_an_unwritable_place_is_refused(tmp_path: Path, monkeypatch:
     blocker = tmp_path / "a_file"
     blocker.write_text("x")
     monkeypatch.setenv(SALT_FILE_ENV, str(blocker / "site_salt"))  # a file where its folder should be
-    with pytest.raises(SiteSaltError, match=f"cannot read the site pseudonym salt: Not a directory; set {SALT_FILE_ENV}"):
+    with pytest.raises(
+        SiteSaltError, match=f"cannot read the site pseudonym salt: Not a directory; set {SALT_FILE_ENV}"
+    ):
         resolve_salt()
     if Path("/proc/self").is_dir():  # a place no one can write, even root
         monkeypatch.setenv(SALT_FILE_ENV, "/proc/site_salt")
-        with pytest.raises(SiteSaltError, match=f"^/proc/site_salt: cannot create the site pseudonym salt.*set {SALT_FILE_ENV}"):
+        with pytest.raises(
+            SiteSaltError, match=f"^/proc/site_salt: cannot create the site pseudonym salt.*set {SALT_FILE_ENV}"
+        ):
             resolve_salt()
 
 
@@ -218,7 +228,7 @@ def test_demo_data_runs_with_no_set_up_and_the_public_demo_salt(tmp_path: Path) 
     overrides = ["data.demo.n_studies=8", "data.demo.image_size=32", "data.demo.broken_files=0"]
     result = subprocess.run(
         [sys.executable, "-m", "medfusion.cli", "demo-data", "--out", str(out), *(f"--set={o}" for o in overrides)],
-        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300,
+        cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
     assert not (tmp_path / "home").exists()  # no site salt needed for the demo cohort

@@ -401,7 +401,7 @@ def assign_openi_splits(
     """Patient-level split of OpenI ids with :func:`medfusion.data.manifest.assign_splits`.
 
     The group key is the OpenI id itself (one report per patient; a public dataset id, not a
-    pseudonym), so the split does not depend on ``MEDFUSION_PSEUDONYM_SALT``.
+    pseudonym), so the split does not depend on the site's pseudonym salt.
     """
     frame = pd.DataFrame({"openi_uid": list(uids)})
     split = assign_splits(frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,

@@ -107,3 +107,55 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     other = config_for(tmp_path).model_copy(update={"name": "other"})
     with pytest.raises(MedfusionError, match="another configuration"):
         EpochCheckpoints(tmp_path, other, **parts).restore()
+
+
+def _cli_train(project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
+    """``medfusion train`` on a small demo configuration in a real process (a few seconds if it trains at all)."""
+    small = ["data.demo.n_studies=24", "data.demo.image_size=32", "data.demo.broken_files=0", "data.image_size=[32,32]",
+             "training.epochs=1", f"project_dir={project}"]  # fmt: skip
+    command = [sys.executable, "-m", "medfusion.cli", "train", *(f"--set={s}" for s in small), *extra]
+    return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
+
+
+@pytest.mark.slow  # two CLI processes: torch, MONAI and MLflow imports take 20 s of CPU each
+def test_cli_resume_with_nothing_to_resume_refuses_in_one_line(tmp_path: Path) -> None:
+    project = tmp_path / "project"
+    done = _cli_train(project, "--resume")
+    assert done.returncode == 1, done.stdout[-2000:]
+    assert done.stderr.strip().splitlines() == [
+        (
+            f"error: --resume: nothing to resume in {project / 'training'} (no run folder with an epoch checkpoint); "
+            "train without --resume to start a new run"
+        )
+    ]
+    assert not project.exists()  # refused before the cohort, the tracking store or a run folder was made
+
+    orphan = project / "training" / "0123456789abcdef" / "checkpoints" / "state.json"  # no MLflow run of that id
+    orphan.parent.mkdir(parents=True)
+    orphan.write_text("{}")
+    done = _cli_train(project, "--resume")
+    assert done.returncode == 1, done.stdout[-2000:]
+    last = done.stderr.strip().splitlines()[-1]  # after MLflow's own lines about creating its store
+    assert last.startswith(f"error: --resume: {orphan.parents[1]} has a checkpoint but the tracking store has no")
+    assert "Traceback" not in done.stderr and not (project / "demo_cohort").exists()
+
+
+def test_resume_without_a_checkpoint_is_refused_by_every_entry_point(tmp_path: Path) -> None:
+    from medfusion.errors import MedfusionError
+    from medfusion.training.engine import train
+    from medfusion.training.run import train_from_config
+    from medfusion.workflow import train_and_register
+
+    cfg = config_for(tmp_path / "project")
+    with pytest.raises(MedfusionError, match=f"^--resume: nothing to resume in {tmp_path / 'project' / 'training'} "):
+        train_and_register(cfg, resume=True)
+    with pytest.raises(MedfusionError, match=f"nothing to resume in {tmp_path / 'project' / 'training'}"):
+        train_from_config(cfg, resume=True, progress=False)
+    empty = tmp_path / "empty_run"
+    with pytest.raises(MedfusionError, match=f"{empty / 'checkpoints' / 'state.json'}: nothing to resume"):
+        train_from_config(cfg, out_dir=empty, resume=True, progress=False)
+    records = {"train": [{"image": [], "report": "x", "label": np.zeros(5, np.float32)}]}
+    records["val"] = records["train"]
+    with pytest.raises(MedfusionError, match=f"{empty / 'checkpoints' / 'state.json'}: nothing to resume"):
+        train(cfg, records, empty, resume=True, progress=False)
+    assert not (tmp_path / "project").exists() and not empty.exists()  # no cohort generated, no folder made
