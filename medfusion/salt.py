@@ -139,8 +139,8 @@ def _read_or_create(path: Path) -> str:
     if _create_salt_file(path):
         log.warning(
             "created this site's pseudonym salt file %s (mode 0600). Keep it and back it up: every pseudonym "
-            "(manifests, scores, exports) depends on it, and every medfusion process of this site must use it "
-            "(%s or %s point elsewhere)",
+            "(manifests, scores, exports) depends on it, and every medfusion process of this site must read it "
+            "(%s or %s name its place)",
             path, SALT_FILE_ENV, HOME_ENV,
         )  # fmt: skip
     return _read_salt_file(path)  # ours, or the one another process created first

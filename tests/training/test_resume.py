@@ -111,7 +111,7 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
 
 def _cli_train(project: Path, *extra: str) -> subprocess.CompletedProcess[str]:
     """``medfusion train`` on a small demo configuration in a real process (a few seconds if it trains at all)."""
-    small = ["data.demo.n_studies=24", "data.demo.image_size=32", "data.demo.broken_files=0", "data.image_size=[32,32]",
+    small = ["data.demo.n_studies=40", "data.demo.image_size=32", "data.demo.broken_files=0", "data.image_size=[32,32]",
              "training.epochs=1", f"project_dir={project}"]  # fmt: skip
     command = [sys.executable, "-m", "medfusion.cli", "train", *(f"--set={s}" for s in small), *extra]
     return subprocess.run(command, cwd=ROOT, capture_output=True, text=True, timeout=600, check=False)
