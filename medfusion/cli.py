@@ -1,7 +1,9 @@
 """The ``medfusion`` command line. Thin: parses arguments and calls the library.
 
-Errors medfusion raises on purpose (:class:`~medfusion.errors.MedfusionError`) are printed as one
-clear line and exit with status 1; anything else is a bug and keeps its traceback.
+Errors medfusion raises on purpose (:class:`~medfusion.errors.MedfusionError`) and operating-system
+errors (a path that is missing, not writable, a file where a folder should be, a full disk...) are
+printed as one clear line naming the path and the reason, and exit with status 1 (``--verbose`` logs
+the traceback too); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -70,13 +72,24 @@ def _load(config: Path, overrides: list[str] | None):
     return load_config(config, _parse_overrides(overrides))
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: ``<path>: <reason>`` (both paths for a rename/copy)."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    paths = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{paths}: {reason}"
+
+
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except MedfusionError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        except (MedfusionError, OSError) as exc:
+            logging.getLogger(__name__).debug("%s failed", func.__name__, exc_info=True)  # --verbose
+            message = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
