@@ -28,7 +28,8 @@ app = typer.Typer(
 )
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
+# readable=False: a path that cannot be read is reported by the command itself, as one line (exit 1)
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.", readable=False)]
 OverrideOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set fusion.name=late (repeatable)."),
@@ -208,8 +209,12 @@ def _not_yet(what: str, issue: int) -> None:
 @_friendly_errors
 def score(
     source: Annotated[str, typer.Argument(help="Folder tree of DICOM files, or a DICOMweb URL (http(s)://...).")],
-    out: Annotated[Path, typer.Option(help="Output folder: ledger, results/*.parquet, fhir/, summary.json.")],
-    reports: Annotated[Path | None, typer.Option(help="Reports: FHIR NDJSON/Bundle/JSON, CSV, .txt or a folder.")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output folder: ledger, results/*.parquet, fhir/, summary.json.", readable=False)
+    ],
+    reports: Annotated[
+        Path | None, typer.Option(help="Reports: FHIR NDJSON/Bundle/JSON, CSV, .txt or a folder.", readable=False)
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model folder or MLflow URI (default: models:/<registered_model>@champion).")
     ] = None,

@@ -108,6 +108,12 @@ def split_locator(source: str) -> dict[str, str | int]:
     return {"file": match["file"], kind: int(match["n"])}
 
 
+def join_locator(fields: dict[str, str | int]) -> str:
+    """The locator string again from :func:`split_locator`'s fields (other keys are ignored)."""
+    kind = next((k for k in _RECORD_SEPARATORS if k in fields), None)
+    return str(fields["file"]) if kind is None else record_locator(str(fields["file"]), kind, int(fields[kind]))
+
+
 @dataclass
 class ReportBatch:
     """What a reader got out of its input.

@@ -2,7 +2,7 @@
 ledger, discover, run an engine, summarise.
 
 The source, the reports and the output folder are checked (and the folder locked against a second
-job) before the model is touched, so a mistake in them fails in well under a second.
+job) before the model is touched, so a mistake in them fails at once, with nothing downloaded.
 
 >>> summary = run_score(ScoreOptions(source="archive/", reports=Path("reports.ndjson"),
 ...                                  model="models:/medfusion@champion", out_dir=Path("scores")))
@@ -22,7 +22,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfusion.data.reports import split_locator
+from medfusion.data.reports import join_locator, split_locator
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
@@ -147,11 +147,11 @@ class ScoreSummary:
             f"throughput: {self.studies_per_s:.1f} studies/s ({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
         ]
         lines += dead_letter_table(self.dead_letters)
-        total = self.dead_letters.get(REPORTS_STAGE, {})
         if self.report_rejections:
             shown = self.report_rejections[:PRINTED_REPORT_REJECTIONS]
-            lines.append(f"report records rejected (first {len(shown)} of {sum(total.values())}):")
-            lines += [f"  {_located(r)}: {r['reason']}" for r in shown]
+            total = sum(self.dead_letters.get(REPORTS_STAGE, {}).values())
+            lines.append(f"report records rejected (first {len(shown)} of {total}):")
+            lines += [f"  {join_locator(r)}: {r['reason']}" for r in shown]
         return "\n".join(lines)
 
 
@@ -170,11 +170,6 @@ def dead_letter_table(table: dict[str, dict[str, int]]) -> list[str]:
         lines += [f"  {stage:<{width}}  {n:>6}  {reason}" for reason, n in reasons.items()]
     lines.append(f"  {'total':<{width}}  {sum(n for r in table.values() for n in r.values()):>6}")
     return lines
-
-
-def _located(rejection: dict[str, str | int]) -> str:
-    kind = next((k for k in ("line", "row", "entry") if k in rejection), None)
-    return f"{rejection['file']} {kind} {rejection[kind]}" if kind else str(rejection["file"])
 
 
 @dataclass

@@ -16,6 +16,7 @@ from medfusion.data.records import Report
 from medfusion.data.reports import (
     ACCESSION_PSEUDONYM_SYSTEM,
     ReportBatch,
+    join_locator,
     read_csv_reports,
     read_fhir_reports,
     read_reports,
@@ -488,6 +489,7 @@ def test_rejection_locators_split_into_file_and_record(tmp_path: Path) -> None:
         {"file": str(ndjson), "line": 2},
     ]
     assert split_locator(record_locator("/a:line 1/x.ndjson", "line", 12)) == {"file": "/a:line 1/x.ndjson", "line": 12}
+    assert [join_locator(split_locator(r.source)) for r in batch.rejected] == [r.source for r in batch.rejected]
 
 
 @pytest.mark.parametrize(

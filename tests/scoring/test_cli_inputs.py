@@ -94,7 +94,7 @@ def test_inputs_fail_before_the_model_store_is_contacted(paths: Paths, broken: s
     the input error comes first and at once, and nothing of a model reaches --out."""
     bad = {"src": paths.no_access, "reports": paths.src / "missing.ndjson", "out": paths.read_only / "out"}[broken]
     dead_store = "http://127.0.0.1:9"  # discard port: connection refused, MLflow would retry for minutes
-    result = run_cli(_args(paths, broken, bad), honour_file_modes=True, timeout=120, MLFLOW_TRACKING_URI=dead_store)
+    result = run_cli(_args(paths, broken, bad), honour_file_modes=True, MLFLOW_TRACKING_URI=dead_store)
     lines = error_lines(result)
     assert result.returncode == 1 and len(lines) == 1 and lines[0].startswith(f"error: {bad}"), result.stderr[-3000:]
     assert "127.0.0.1" not in result.stderr and "mlflow" not in result.stderr.lower()
@@ -104,7 +104,7 @@ def test_inputs_fail_before_the_model_store_is_contacted(paths: Paths, broken: s
 def test_os_errors_of_other_commands_are_one_line_too(paths: Paths) -> None:
     """The mapping sits in the CLI, not in ``score``: ``demo-data`` into a path under a file."""
     bad = paths.a_file / "cohort"
-    result = run_cli(["demo-data", "--out", bad, "--set", "data.demo.n_studies=4"])
+    result = run_cli(["demo-data", "--out", bad, "--set", "data.demo.n_studies=8"])
     lines = error_lines(result)
     assert result.returncode == 1 and len(lines) == 1, result.stderr[-3000:]
     assert str(paths.a_file) in lines[0] and "Not a directory" in lines[0] and "Traceback" not in result.stderr

@@ -69,7 +69,7 @@ def test_report_rejections_and_the_dead_letter_table(
     printed = result.stdout
     assert f"report records rejected (first {PRINTED_REPORT_REJECTIONS} of 6):" in printed
     for (file, kind, n), reason in list(zip(expected, reasons))[:PRINTED_REPORT_REJECTIONS]:
-        assert f"  {file} {kind} {n}: {reason}" in printed
+        assert f"  {file}:{kind} {n}: {reason}" in printed
     # no report content anywhere
     for text in (json.dumps(saved), dump, printed, result.stderr):
         assert not any(word in text for word in PHI)
