@@ -1,7 +1,9 @@
 """The ``medfusion`` command line. Thin: parses arguments and calls the library.
 
-Errors medfusion raises on purpose (:class:`~medfusion.errors.MedfusionError`) are printed as one
-clear line and exit with status 1; anything else is a bug and keeps its traceback.
+Errors medfusion raises on purpose (:class:`~medfusion.errors.MedfusionError`) and operating-system
+errors (a path that is missing, not writable, a file where a folder should be, a full disk...) are
+printed as one clear line naming the path and the reason, and exit with status 1 (``--verbose`` logs
+the traceback too); anything else is a bug and keeps its traceback.
 """
 
 from __future__ import annotations
@@ -26,7 +28,8 @@ app = typer.Typer(
 )
 
 DEFAULT_CONFIG = Path("configs/demo.yaml")
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.")]
+# readable=False: a path that cannot be read is reported by the command itself, as one line (exit 1)
+ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.", readable=False)]
 OverrideOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set fusion.name=late (repeatable)."),
@@ -70,13 +73,24 @@ def _load(config: Path, overrides: list[str] | None):
     return load_config(config, _parse_overrides(overrides))
 
 
+def os_error_line(exc: OSError) -> str:
+    """One line for an operating-system error: ``<path>: <reason>`` (both paths for a rename/copy)."""
+    reason = exc.strerror or " ".join(str(exc).split()) or type(exc).__name__
+    if exc.filename is None:
+        return reason
+    paths = f"{exc.filename}" + (f" -> {exc.filename2}" if exc.filename2 is not None else "")
+    return f"{paths}: {reason}"
+
+
 def _friendly_errors(func: Callable[..., Any]) -> Callable[..., Any]:
     @functools.wraps(func)
     def wrapper(*args: Any, **kwargs: Any) -> Any:
         try:
             return func(*args, **kwargs)
-        except MedfusionError as exc:
-            typer.secho(f"error: {exc}", fg=typer.colors.RED, err=True)
+        except (MedfusionError, OSError) as exc:
+            logging.getLogger(__name__).debug("%s failed", func.__name__, exc_info=True)  # --verbose
+            message = os_error_line(exc) if isinstance(exc, OSError) else str(exc)
+            typer.secho(f"error: {message}", fg=typer.colors.RED, err=True)
             raise typer.Exit(code=1) from None
 
     return wrapper
@@ -195,8 +209,12 @@ def _not_yet(what: str, issue: int) -> None:
 @_friendly_errors
 def score(
     source: Annotated[str, typer.Argument(help="Folder tree of DICOM files, or a DICOMweb URL (http(s)://...).")],
-    out: Annotated[Path, typer.Option(help="Output folder: ledger, results/*.parquet, fhir/, summary.json.")],
-    reports: Annotated[Path | None, typer.Option(help="Reports: FHIR NDJSON/Bundle/JSON, CSV, .txt or a folder.")] = None,
+    out: Annotated[
+        Path, typer.Option(help="Output folder: ledger, results/*.parquet, fhir/, summary.json.", readable=False)
+    ],
+    reports: Annotated[
+        Path | None, typer.Option(help="Reports: FHIR NDJSON/Bundle/JSON, CSV, .txt or a folder.", readable=False)
+    ] = None,
     model: Annotated[
         str | None, typer.Option(help="Model folder or MLflow URI (default: models:/<registered_model>@champion).")
     ] = None,

@@ -27,7 +27,7 @@ def read_text_csv(path: Path, error: type[InputRejected], what: str) -> pd.DataF
         The table: one row per data line, columns from the header.
 
     Raises:
-        InputRejected: ``error(path, reason)`` when the file is missing, not UTF-8, empty or not CSV.
+        InputRejected: ``error(path, reason)`` when the file is missing, unreadable, not UTF-8, empty or not CSV.
     """
     if not path.is_file():
         raise error(path, f"{what} not found")
@@ -35,6 +35,8 @@ def read_text_csv(path: Path, error: type[InputRejected], what: str) -> pd.DataF
         return pd.read_csv(path, dtype=str, keep_default_na=False, encoding="utf-8-sig")
     except UnicodeDecodeError:
         raise error(path, f"{what} is not UTF-8 encoded") from None
+    except OSError as exc:
+        raise error(path, f"cannot read {what}: {exc.strerror or type(exc).__name__}") from None
     except pd.errors.EmptyDataError:
         raise error(path, "empty CSV file") from None
     except (pd.errors.ParserError, ValueError) as exc:

@@ -88,6 +88,32 @@ _ACC_PSEUDONYM = re.compile(r"^acc-[0-9a-f]{16}$")
 _IMAGING_STUDY_REF = re.compile(r"(?:^|/)ImagingStudy/([A-Za-z0-9\-.]{1,64})(?:/_history/[^/]+)?$")
 
 
+_RECORD_SEPARATORS = {"line": ":line ", "row": ":row ", "entry": "#entry "}
+_LOCATED = re.compile(r"^(?P<file>.+?)(?P<sep>:line |:row |#entry )(?P<n>[1-9][0-9]*)$")
+
+
+def record_locator(path: Path | str, kind: str, n: int) -> str:
+    """Where a record sits in its file: ``file:line N`` (NDJSON), ``file:row N`` (CSV data row) or
+    ``file#entry N`` (Bundle entry), N from 1. :func:`split_locator` reads it back."""
+    return f"{path}{_RECORD_SEPARATORS[kind]}{n}"
+
+
+def split_locator(source: str) -> dict[str, str | int]:
+    """A rejection's locator as fields: ``{"file": f, "line": 3}`` (or ``"row"`` / ``"entry"``), or
+    ``{"file": f}`` for a whole file."""
+    match = _LOCATED.match(source)
+    if match is None:
+        return {"file": source}
+    kind = next(k for k, sep in _RECORD_SEPARATORS.items() if sep == match["sep"])
+    return {"file": match["file"], kind: int(match["n"])}
+
+
+def join_locator(fields: dict[str, str | int]) -> str:
+    """The locator string again from :func:`split_locator`'s fields (other keys are ignored)."""
+    kind = next((k for k in _RECORD_SEPARATORS if k in fields), None)
+    return str(fields["file"]) if kind is None else record_locator(str(fields["file"]), kind, int(fields[kind]))
+
+
 @dataclass
 class ReportBatch:
     """What a reader got out of its input.
@@ -262,7 +288,7 @@ def read_csv_reports(
         raise ReportParseError(path, f"missing report text column {text_column!r}")
     batch = ReportBatch()
     for n, row in enumerate(table.to_dict(orient="records"), start=1):
-        source = f"{path}:row {n}"
+        source = record_locator(path, "row", n)
         try:
             batch.reports.append(
                 report_from_text(
@@ -464,7 +490,7 @@ def _ndjson_items(raw: bytes, path: Path | str) -> list[_Item | Rejection]:
     """Split NDJSON bytes into resources; malformed lines become rejections, blank lines are skipped."""
     items: list[_Item | Rejection] = []
     for n, line in enumerate(raw.split(b"\n"), start=1):
-        source = f"{path}:line {n}"
+        source = record_locator(path, "line", n)
         if not line.strip():
             continue
         try:
@@ -496,7 +522,7 @@ def _bundle_items(obj: dict[str, Any], path: Path | str) -> list[_Item | Rejecti
         raise ReportParseError(path, _validation_reason(exc, "Bundle")) from None
     items: list[_Item | Rejection] = []
     for n, entry in enumerate(entries, start=1):
-        source = f"{path}#entry {n}"
+        source = record_locator(path, "entry", n)
         resource = entry.get("resource") if isinstance(entry, dict) else None
         if not isinstance(resource, dict) or not isinstance(resource.get("resourceType"), str):
             items.append(Rejection(source, "Bundle entry holds no FHIR resource"))
@@ -641,7 +667,10 @@ def read_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> Rep
     path = Path(path)
     if path.is_dir():
         batch = ReportBatch()
-        children = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        try:
+            children = sorted(p for p in path.iterdir() if p.is_file() and p.suffix.lower() in _SUFFIXES)
+        except OSError as exc:
+            raise ReportParseError(path, f"cannot read folder: {exc.strerror or type(exc).__name__}") from None
         if not children:
             logger.warning("%s: no report files (%s)", path, ", ".join(_SUFFIXES))
         for child in children:

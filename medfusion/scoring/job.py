@@ -1,4 +1,8 @@
-"""A scoring job end to end: resolve the model, open the ledger, discover, run an engine, summarise.
+"""A scoring job end to end: check the inputs, lock the output folder, resolve the model, open the
+ledger, discover, run an engine, summarise.
+
+The source, the reports and the output folder are checked (and the folder locked against a second
+job) before the model is touched, so a mistake in them fails at once, with nothing downloaded.
 
 >>> summary = run_score(ScoreOptions(source="archive/", reports=Path("reports.ndjson"),
 ...                                  model="models:/medfusion@champion", out_dir=Path("scores")))
@@ -18,9 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medfusion.data.reports import join_locator, split_locator
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
+from medfusion.scoring.lock import OutputLock
 from medfusion.scoring.resolve import ResolvedModel, resolve_model
 from medfusion.scoring.sources import (
     FolderSource,
@@ -34,6 +40,12 @@ log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 ENGINES = ("local", "ray")
+#: Dead-letter stage of report records that could not be read (``file:line N`` and the reason).
+REPORTS_STAGE = "reports"
+#: Report rejections listed one by one in ``summary.json`` (all of them are in the ledger).
+SUMMARY_MAX_REPORT_REJECTIONS = 1000
+#: Report rejections printed by :meth:`ScoreSummary.text`.
+PRINTED_REPORT_REJECTIONS = 5
 
 
 @dataclass
@@ -88,7 +100,12 @@ class ScoreSummary:
         failed: Studies dead-lettered (all runs).
         pending: Studies left pending (0 when the job finished).
         rejected_files: Files dead-lettered at discovery (belong to no scorable study).
-        rejected_by_reason: Dead-letter rows by reason (studies and files).
+        dead_letters: Every dead-letter row of the ledger counted by stage, then reason
+            (``{"discover": {"not a DICOM file": 2}, "decode": {...}, "reports": {...}}``); the printed
+            table shows exactly these rows.
+        report_rejections: Report records that could not be used, oldest first (at most
+            :data:`SUMMARY_MAX_REPORT_REJECTIONS`; all are in the ledger): ``{"file": f, "line": 3,
+            "reason": r}`` (``row`` for CSV rows, ``entry`` for Bundle entries, neither for a whole file).
         elapsed_s: Wall time of this run.
         studies_per_s: ``scored_this_run / scoring time`` (discovery, model and worker start-up excluded).
         discovery_s: Time spent on discovery.
@@ -103,14 +120,24 @@ class ScoreSummary:
     failed: int
     pending: int
     rejected_files: int
-    rejected_by_reason: dict[str, int] = field(default_factory=dict)
+    dead_letters: dict[str, dict[str, int]] = field(default_factory=dict)
+    report_rejections: list[dict[str, str | int]] = field(default_factory=list)
     elapsed_s: float = 0.0
     studies_per_s: float = 0.0
     discovery_s: float = 0.0
     orphan_parts_deleted: int = 0
 
+    @property
+    def rejected_by_reason(self) -> dict[str, int]:
+        """Dead-letter counts by reason, all stages together."""
+        counts: dict[str, int] = {}
+        for reasons in self.dead_letters.values():
+            for reason, n in reasons.items():
+                counts[reason] = counts.get(reason, 0) + n
+        return counts
+
     def text(self) -> str:
-        """Human-readable summary."""
+        """Human-readable summary: counts, throughput, the dead-letter table, the first report rejections."""
         lines = [
             f"model {self.model['name']} version {self.model['version']} ({self.engine} engine)",
             (
@@ -119,10 +146,30 @@ class ScoreSummary:
             ),
             f"throughput: {self.studies_per_s:.1f} studies/s ({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
         ]
-        if self.rejected_by_reason:
-            lines.append(f"rejected ({self.rejected_files} file(s) at discovery), by reason:")
-            lines += [f"  {n:5d}  {reason}" for reason, n in self.rejected_by_reason.items()]
+        lines += dead_letter_table(self.dead_letters)
+        if self.report_rejections:
+            shown = self.report_rejections[:PRINTED_REPORT_REJECTIONS]
+            total = sum(self.dead_letters.get(REPORTS_STAGE, {}).values())
+            lines.append(f"report records rejected (first {len(shown)} of {total}):")
+            lines += [f"  {join_locator(r)}: {r['reason']}" for r in shown]
         return "\n".join(lines)
+
+
+def dead_letter_table(table: dict[str, dict[str, int]]) -> list[str]:
+    """The lines of the dead-letter table: one row per (stage, reason) with its count, then the total.
+
+    Args:
+        table: ``{stage: {reason: count}}`` as in :attr:`ScoreSummary.dead_letters`.
+    """
+    if not table:
+        return ["dead letters: none"]
+    width = max(len("stage"), *(len(stage) for stage in table))
+    lines = ["dead letters by stage and reason (rows of ledger.sqlite; \"dead_letters\" in summary.json):"]
+    lines.append(f"  {'stage':<{width}}  {'count':>6}  reason")
+    for stage, reasons in table.items():
+        lines += [f"  {stage:<{width}}  {n:>6}  {reason}" for reason, n in reasons.items()]
+    lines.append(f"  {'total':<{width}}  {sum(n for r in table.values() for n in r.values()):>6}")
+    return lines
 
 
 @dataclass
@@ -179,8 +226,9 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
         The summary (also written to ``out_dir/summary.json``).
 
     Raises:
-        MedfusionError: Bad options, unknown model, a folder started with another model, a missing
-            source or report file.
+        MedfusionError: Bad options; a missing or unreadable source or report file; an output folder
+            that cannot be created or written, or that another job is writing to (checked in this
+            order, before the model is resolved); an unknown model; a folder started with another model.
     """
     if options.engine not in ENGINES:
         raise MedfusionError(f"unknown engine {options.engine!r} (use {', '.join(ENGINES)})")
@@ -188,8 +236,19 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
         raise MedfusionError("--workers, --batch-size and --part-size must be at least 1")
     started = time.perf_counter()
     out = Path(options.out_dir)
-    out.mkdir(parents=True, exist_ok=True)
+    # The user's inputs first (seconds at most), the model (tens of seconds, a download) last.
     source = open_source(options.source) if isinstance(options.source, str) else options.source
+    reports = ReportIndex.from_path(options.reports)
+    with OutputLock(out):
+        summary = _run_locked(options, out, source, reports, started)
+        (out / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
+    return summary
+
+
+def _run_locked(
+    options: ScoreOptions, out: Path, source: StudySource, reports: ReportIndex, started: float
+) -> ScoreSummary:
+    """The job once its inputs are checked and ``out`` is locked."""
     model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
     labels = list(json.loads((model.model_dir / "medfusion_model.json").read_text(encoding="utf-8"))["labels"])
     with Ledger(out) as ledger:
@@ -211,7 +270,8 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
                 "deleted %d uncommitted part file(s) from an interrupted run",
                 len(orphans),
             )
-        reports = ReportIndex.from_path(options.reports)
+        for rejection in reports.rejected:
+            ledger.dead_letter_file(rejection.source, rejection.reason, REPORTS_STAGE)
         discovered = ledger.add_studies(source.discover())
         rejected_files = list(getattr(source, "rejected", []) or [])
         for rejection in rejected_files:
@@ -233,7 +293,9 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
                 run_local(ctx)
             writer.flush()
         scoring_s = time.perf_counter() - (ctx.started_at or scoring_started)
-        summary = ScoreSummary(
+        dead_letters = ledger.rejected_by_stage()
+        report_rows = ledger.dead_letters(stage=REPORTS_STAGE, limit=SUMMARY_MAX_REPORT_REJECTIONS)
+        return ScoreSummary(
             model={
                 "name": model.name,
                 "version": model.version,
@@ -246,17 +308,14 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
             scored_this_run=ctx.scored,
             failed=ledger.count(FAILED),
             pending=ledger.count(PENDING),
-            rejected_files=sum(1 for r in ledger.dead_letters() if r["study_uid"] is None),
-            rejected_by_reason=ledger.rejected_by_reason(),
+            rejected_files=sum(dead_letters.get("discover", {}).values()),
+            dead_letters=dead_letters,
+            report_rejections=[{**split_locator(str(r["file"])), "reason": str(r["reason"])} for r in report_rows],
             elapsed_s=round(time.perf_counter() - started, 3),
             studies_per_s=round(ctx.scored / scoring_s, 3) if scoring_s > 0 else 0.0,
             discovery_s=round(discovery_s, 3),
             orphan_parts_deleted=len(orphans),
         )
-    (out / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
-    return summary
-
-
 def _source_spec(spec: str | StudySource, source: StudySource) -> str:
     if isinstance(spec, str):
         return spec

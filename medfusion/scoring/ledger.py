@@ -5,7 +5,9 @@
 * ``studies(study_uid PRIMARY KEY, locator, report_key, status, attempts, part, updated_at)`` with
   ``status`` in {pending, done, failed} and ``locator`` a JSON list;
 * ``dead_letter(study_uid, file, reason, stage, at)``: what could not be scored, and why
-  (``study_uid`` is NULL for a file that belongs to no known study);
+  (``study_uid`` is NULL for a file that belongs to no known study, and for a report record, whose
+  ``file`` is its locator ``file:line N``); ``stage`` is ``reports``, ``discover``, ``materialize``,
+  ``decode`` or ``worker-crash``;
 * ``job(key, value)``: model URI / name / version / id, source spec, reports path.
 
 Exactly-once protocol (see :class:`~medfusion.scoring.writer.PartWriter`): a part file is written to
@@ -55,7 +57,7 @@ CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT);
 
 def utc_now() -> str:
     """Current UTC time, ISO 8601 with seconds."""
-    return dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds")
+    return dt.datetime.now(dt.UTC).isoformat(timespec="seconds")
 
 
 class Ledger:
@@ -69,10 +71,13 @@ class Ledger:
         self.out_dir = Path(out_dir)
         self.out_dir.mkdir(parents=True, exist_ok=True)
         self.path = self.out_dir / LEDGER_FILE
-        self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        self.db.execute("PRAGMA journal_mode=WAL")
-        self.db.execute("PRAGMA synchronous=FULL")
-        self.db.executescript(_SCHEMA)
+        try:
+            self.db = sqlite3.connect(self.path, timeout=30, isolation_level=None)
+            self.db.execute("PRAGMA journal_mode=WAL")
+            self.db.execute("PRAGMA synchronous=FULL")
+            self.db.executescript(_SCHEMA)
+        except sqlite3.Error as exc:
+            raise MedfusionError(f"{self.path}: cannot open the scoring ledger: {exc}") from None
 
     def close(self) -> None:
         """Close the connection."""
@@ -229,15 +234,39 @@ class Ledger:
                 (file, reason, stage, utc_now(), file, reason, stage),
             )
 
-    def dead_letters(self) -> list[dict[str, str | None]]:
-        """Every dead-letter row, oldest first."""
-        cur = self.db.execute("SELECT study_uid, file, reason, stage, at FROM dead_letter ORDER BY rowid")
+    def dead_letters(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, str | None]]:
+        """Dead-letter rows, oldest first (only ``stage``'s when given; the first ``limit`` when given)."""
+        query = "SELECT study_uid, file, reason, stage, at FROM dead_letter"
+        args: tuple[object, ...] = ()
+        if stage is not None:
+            query, args = query + " WHERE stage = ?", (stage,)
+        query += " ORDER BY rowid"
+        if limit is not None:
+            query, args = query + " LIMIT ?", (*args, limit)
+        cur = self.db.execute(query, args)
         names = [d[0] for d in cur.description]
         return [dict(zip(names, row)) for row in cur.fetchall()]
 
+    def rejected_by_stage(self) -> dict[str, dict[str, int]]:
+        """Dead-letter counts by stage, then by reason: stages in order of first appearance, reasons by
+        count (most first, ties by first appearance)."""
+        rows = self.db.execute(
+            "SELECT stage, reason, COUNT(*), MIN(rowid) FROM dead_letter GROUP BY stage, reason"
+        ).fetchall()
+        first_of_stage: dict[str, int] = {}
+        for stage, _, _, first in rows:
+            first_of_stage[stage] = min(first, first_of_stage.get(stage, first))
+        table: dict[str, dict[str, int]] = {}
+        for stage, reason, n, _ in sorted(rows, key=lambda r: (first_of_stage[r[0]], -r[2], r[3])):
+            table.setdefault(stage, {})[reason] = n
+        return table
+
     def rejected_by_reason(self) -> dict[str, int]:
-        """Dead-letter counts by reason."""
-        return dict(Counter(row["reason"] for row in self.dead_letters()).most_common())
+        """Dead-letter counts by reason, all stages together (most first)."""
+        counts: Counter[str] = Counter()
+        for reasons in self.rejected_by_stage().values():
+            counts.update(reasons)
+        return dict(counts.most_common())
 
     # --------------------------------------------------------------------------------------- parts
 

@@ -16,6 +16,7 @@ report; a report whose study UID and accession number disagree is refused).
 from __future__ import annotations
 
 import logging
+import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -25,6 +26,7 @@ from medfusion.data.linkage import link_reports
 from medfusion.data.records import Rejection, Report
 from medfusion.data.reports import read_reports
 from medfusion.data.studies import scan_dicom_folder
+from medfusion.errors import DicomReadError, InputRejected, ReportParseError
 
 log = logging.getLogger(__name__)
 
@@ -98,18 +100,42 @@ def open_source(spec: str) -> StudySource:
     """A source from a command-line spec: an ``http(s)://`` URL (DICOMweb) or a folder.
 
     Raises:
-        DicomReadError: ``spec`` is neither a URL nor an existing folder.
+        DicomReadError: ``spec`` is neither a URL nor a readable folder.
     """
     if spec.startswith(("http://", "https://")):
         from medfusion.scoring.dicomweb import DicomwebSource
 
         return DicomwebSource(spec)
     path = Path(spec)
+    check_readable(path, DicomReadError)
     if not path.is_dir():
-        from medfusion.errors import DicomReadError
-
         raise DicomReadError(path, "not a folder (and not an http(s):// DICOMweb URL)")
     return FolderSource(path)
+
+
+def check_readable(path: Path, error: type[InputRejected] = InputRejected) -> None:
+    """Fail fast, naming the path and the reason, when a file or folder the user gave cannot be read.
+
+    A folder must be listable, a file openable for reading (one byte is read).
+
+    Args:
+        path: The file or folder.
+        error: The typed error to raise.
+
+    Raises:
+        InputRejected: ``error(path, reason)``: missing, not readable, a path component not a folder...
+    """
+    try:
+        if path.is_dir():
+            with os.scandir(path) as entries:
+                next(entries, None)
+        else:
+            with open(path, "rb") as handle:
+                handle.read(1)
+    except FileNotFoundError:
+        raise error(path, "no such file or folder") from None
+    except OSError as exc:
+        raise error(path, f"cannot read: {exc.strerror or type(exc).__name__}") from None
 
 
 class ReportIndex:
@@ -136,10 +162,11 @@ class ReportIndex:
         """Read reports (FHIR NDJSON / Bundle / JSON, CSV, ``.txt``, or a folder of them); None: no reports.
 
         Raises:
-            ReportParseError: ``path`` does not exist or (a single file) cannot be read at all.
+            ReportParseError: ``path`` does not exist, cannot be read, or (a single file) cannot be parsed at all.
         """
         if path is None:
             return cls([])
+        check_readable(Path(path), ReportParseError)
         batch = read_reports(path)
         log.info(
             "report index: %d report(s), %d rejected record(s)",

@@ -16,13 +16,16 @@ from medfusion.data.records import Report
 from medfusion.data.reports import (
     ACCESSION_PSEUDONYM_SYSTEM,
     ReportBatch,
+    join_locator,
     read_csv_reports,
     read_fhir_reports,
     read_reports,
-    report_from_fhir_json,
     read_text_reports,
+    record_locator,
+    report_from_fhir_json,
     report_from_text,
     report_to_fhir,
+    split_locator,
     write_fhir_bundle,
     write_fhir_ndjson,
 )
@@ -466,3 +469,42 @@ def test_report_batch_extend() -> None:
     a, b = ReportBatch([Report(text="a")]), ReportBatch([Report(text="b")])
     a.extend(b)
     assert [r.text for r in a.reports] == ["a", "b"]
+
+
+def test_rejection_locators_split_into_file_and_record(tmp_path: Path) -> None:
+    """Every reader's rejection names the file and the record (line, row, entry) in a form that
+    :func:`split_locator` reads back; whole files keep only the file."""
+    ndjson = write_ndjson(tmp_path / "r.ndjson", [json.dumps(diagnostic_report("r1")), "{not json"])
+    csv = tmp_path / "r.csv"
+    csv.write_text("report,study_uid\nok,\n,\n", encoding="utf-8")
+    doc = bundle(diagnostic_report("r1"))
+    doc["entry"].append({"fullUrl": "urn:uuid:x"})
+    bundled = write_json(tmp_path / "b.json", doc)
+    (tmp_path / "empty.txt").write_text("  ")
+    batch = read_reports(tmp_path)
+    assert [split_locator(r.source) for r in batch.rejected] == [
+        {"file": str(bundled), "entry": 2},
+        {"file": str(tmp_path / "empty.txt")},
+        {"file": str(csv), "row": 2},
+        {"file": str(ndjson), "line": 2},
+    ]
+    assert split_locator(record_locator("/a:line 1/x.ndjson", "line", 12)) == {"file": "/a:line 1/x.ndjson", "line": 12}
+    assert [join_locator(split_locator(r.source)) for r in batch.rejected] == [r.source for r in batch.rejected]
+
+
+@pytest.mark.parametrize(
+    "resource",
+    [
+        {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}, "presentedForm": "John Smith"},
+        {"resourceType": "DiagnosticReport", "id": "John Smith", "status": "final", "code": {"text": "x"}},
+        {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}, "issued": "John Smith"},
+        {"resourceType": "DiagnosticReport", "status": "John Smith", "code": {"text": "x"}, "conclusion": "a"},
+        {"resourceType": "DiagnosticReport", "status": "final", "code": "John Smith", "conclusion": "a"},
+        {"resourceType": "DiagnosticReport", "status": "final", "code": {"text": "x"}, "subject": "John Smith"},
+    ],
+)
+def test_rejection_reasons_carry_no_report_content(tmp_path: Path, resource: dict[str, Any]) -> None:
+    path = write_ndjson(tmp_path / "r.ndjson", [json.dumps(resource), '{"conclusion": "John Smith MRN 12345'])
+    batch = read_fhir_reports(path)
+    assert len(batch.rejected) == 2 and not batch.reports
+    assert "John" not in json.dumps([(r.source, r.reason) for r in batch.rejected])

@@ -2,13 +2,17 @@
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
 
 from medfusion.errors import MedfusionError
+from medfusion.scoring.job import ScoreSummary
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
 from medfusion.scoring.sources import StudyRef
+
+from .cli_process import parse_dead_letter_table
 
 
 def _refs(n: int) -> list[StudyRef]:
@@ -60,3 +64,39 @@ def test_another_model_is_refused(tmp_path: Path) -> None:
                 {"model_name": "m", "model_version": "2"},
                 identity=("model_name", "model_version"),
             )
+
+
+def test_dead_letters_by_stage_and_reason_print_as_one_table(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as ledger:
+        ledger.add_studies(_refs(3))
+        ledger.dead_letter_file("/a/x.txt", "not a DICOM file", "discover")
+        ledger.dead_letter_file("/r.ndjson:line 4", "malformed JSON: Expecting value (column 1)", "reports")
+        ledger.fail("1.2.0", "/a/0.dcm", "no pixel data", "decode")
+        ledger.dead_letter_file("/a/z", "empty file", "discover")
+        ledger.dead_letter_file("/a/y.txt", "not a DICOM file", "discover")
+        ledger.dead_letter_file("/a/y.txt", "not a DICOM file", "discover")  # a re-run: recorded once
+        ledger.fail("1.2.1", "/a/1.dcm", "no pixel data", "decode")
+        ledger.fail("1.2.2", None, "worker process died 2 times", "worker-crash")
+        table = ledger.rejected_by_stage()
+        assert len(ledger.dead_letters(stage="discover")) == 3 and len(ledger.dead_letters(limit=2)) == 2
+    assert table == {
+        "discover": {"not a DICOM file": 2, "empty file": 1},
+        "reports": {"malformed JSON: Expecting value (column 1)": 1},
+        "decode": {"no pixel data": 2},
+        "worker-crash": {"worker process died 2 times": 1},
+    }
+    assert list(table) == ["discover", "reports", "decode", "worker-crash"]  # stages in order of first appearance
+    assert list(table["discover"]) == ["not a DICOM file", "empty file"]  # reasons: most first
+    summary = ScoreSummary(
+        model={"name": "m", "version": "1", "id": "m-0", "uri": "models:/m/1"},
+        engine="local",
+        discovered=3,
+        scored=0,
+        scored_this_run=0,
+        failed=3,
+        pending=0,
+        rejected_files=3,
+        dead_letters=table,
+    )
+    assert parse_dead_letter_table(summary.text()) == (table, 7)
+    assert "dead letters: none" in replace(summary, dead_letters={}).text()

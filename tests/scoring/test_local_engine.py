@@ -67,7 +67,8 @@ def test_summary_counts(scored_demo: ScoredJob) -> None:
     saved = json.loads((scored_demo.out / "summary.json").read_text())
     assert saved["scored"] == saved["scored_this_run"] == len(read_results(scored_demo.out)) == 160
     assert saved["failed"] == 2 and saved["pending"] == 0 and saved["rejected_files"] == 1
-    assert sum(saved["rejected_by_reason"].values()) == 3
+    assert sum(n for reasons in saved["dead_letters"].values() for n in reasons.values()) == 3
+    assert saved["report_rejections"] == [] and "reports" not in saved["dead_letters"]  # the demo reports are valid
     assert saved["model"] == {
         "name": "medfusion",
         "version": "1",
