@@ -31,6 +31,9 @@ may be patient data).
 
 Metadata (``DicomImage.meta`` and :func:`read_dicom_header`) holds no patient name, ID, birth
 date, accession number (only its pseudonym) or date of any kind.
+
+Inside :func:`watch_files`, every reader reports each file it starts on (scoring workers send it to
+a watchdog that bounds the wall time spent on one file).
 """
 
 from __future__ import annotations
@@ -42,8 +45,9 @@ import struct
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -147,9 +151,32 @@ class _Decoded:
     grayscale: bool
 
 
+_FILE_HOOK: ContextVar[Callable[[Path], None] | None] = ContextVar("medfusion_dicom_file_hook", default=None)
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
+
+
+@contextmanager
+def watch_files(callback: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``callback(path)`` whenever a reader of this module starts on a file, inside the block.
+
+    Every header read and every decode of a file is one call (:func:`read_series` calls it once per
+    slice for each). The callback runs in the reading thread and must be quick.
+    """
+    token = _FILE_HOOK.set(callback)
+    try:
+        yield
+    finally:
+        _FILE_HOOK.reset(token)
+
+
+def _starting(path: Path) -> None:
+    hook = _FILE_HOOK.get()
+    if hook is not None:
+        hook(path)
 
 
 def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> DicomImage:
@@ -178,6 +205,7 @@ def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_by
         DicomReadError: The file cannot be read or decoded (the reason says why).
     """
     path = Path(path)
+    _starting(path)
     with _pydicom_warnings(path):
         decoded = _guard(path, lambda: _decode(path, max_pixels, max_bytes or byte_limit(max_pixels)))
         pixels = _guard(path, lambda: _display(decoded, None))
@@ -200,6 +228,7 @@ def read_dicom_header(path: str | Path, *, max_bytes: int | None = None) -> dict
     """
     path = Path(path)
     limit = max_bytes or byte_limit()
+    _starting(path)
     with _pydicom_warnings(path):
         ds = _guard(path, lambda: _read_dataset(path, pixels=False, max_bytes=limit, tags=_HEADER_TAGS))
         return _guard(path, lambda: _image_meta(path, ds))
@@ -264,6 +293,7 @@ def read_series(
 
     decoded: list[_Decoded] = []
     for f, _ in ordered:
+        _starting(f)
         with _pydicom_warnings(f):
             item = _guard(f, lambda f=f: _decode(f, max_pixels, limit))
         if decoded and item.grayscale != decoded[0].grayscale:

@@ -52,6 +52,8 @@ class ScoreOptions:
         fhir: Also write FHIR DiagnosticReport/Observation NDJSON.
         device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
         max_attempts: Worker crashes on one study before it is dead-lettered.
+        file_timeout_s: Longest time spent on one file, seconds: a header read at discovery (the file is
+            rejected) or a step of a worker (the study is dead-lettered; local engine). None: no bound.
         tracking_uri: MLflow store holding the model (None: MLflow's default).
         progress: Show a rich progress bar.
         ray_address: Ray cluster address (``auto``, ``ray://host:10001``); None starts a local Ray.
@@ -69,6 +71,7 @@ class ScoreOptions:
     fhir: bool = False
     device: str = "auto"
     max_attempts: int = 2
+    file_timeout_s: float | None = 60.0
     tracking_uri: str | None = None
     progress: bool = False
     ray_address: str | None = None
@@ -189,7 +192,11 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
     started = time.perf_counter()
     out = Path(options.out_dir)
     out.mkdir(parents=True, exist_ok=True)
-    source = open_source(options.source) if isinstance(options.source, str) else options.source
+    source = (
+        open_source(options.source, file_timeout_s=options.file_timeout_s)
+        if isinstance(options.source, str)
+        else options.source
+    )
     model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
     labels = list(json.loads((model.model_dir / "medfusion_model.json").read_text(encoding="utf-8"))["labels"])
     with Ledger(out) as ledger:
