@@ -641,7 +641,12 @@ def _decode(path: Path, max_pixels: int, max_bytes: int) -> _Decoded:
     meta = _image_meta(path, header)
     _check_size(path, meta, max_pixels)
 
-    ds = _read_dataset(path, pixels=True, max_bytes=max_bytes)
+    try:
+        ds = _read_dataset(path, pixels=True, max_bytes=max_bytes)
+    except DicomReadError as exc:
+        if exc.reason.startswith("missing required tag"):  # the header had them: pydicom drops every element
+            raise DicomReadError(path, "truncated file: it ends inside its pixel data") from exc  # on an early EOF
+        raise
     meta = _image_meta(path, ds)  # the same, unless the file changed in between
     _check_size(path, meta, max_pixels)
     if not any(t in ds for t in _PIXEL_TAGS):

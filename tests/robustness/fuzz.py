@@ -262,11 +262,14 @@ def deflate_variants(out: Path, *, seed: int = 13) -> list[tuple[str, Path]]:
     return cases
 
 
-def slow_header_dicom(path: Path, n_elements: int, *, study_uid: str | None = None) -> Path:
-    """A valid-looking 16x16 image whose header repeats an empty private element ``n_elements`` times.
+def slow_header_dicom(
+    path: Path, n_elements: int, *, after_pixels: bool = False, study_uid: str | None = None
+) -> Path:
+    """A valid-looking 16x16 image whose dataset repeats an empty private element ``n_elements`` times.
 
-    8 bytes each: 2 million make a 16 MB file that pydicom needs tens of seconds to parse, header
-    only; the byte bounds let it through, only a wall-time bound stops it.
+    8 bytes each: 2 million make a 16 MB file that pydicom needs tens of seconds to parse; the byte
+    bounds let it through, only a wall-time bound stops it. Before the pixel data (default) they slow
+    every header read; after it (``after_pixels``) only a full read (decoding) is slow.
     """
     ds = image_dataset(16, 16, study_uid=study_uid)
     meta = FileMetaDataset()
@@ -275,71 +278,15 @@ def slow_header_dicom(path: Path, n_elements: int, *, study_uid: str | None = No
     meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
     buf = DicomBytesIO()
     write_file_meta_info(buf, meta, enforce_standard=True)
-    empty = struct.pack("<HH2sH", 0x0009, 0x1000, b"SH", 0)
-    body = _explicit_le(ds[:0x00090000]) + empty * n_elements + _explicit_le(ds[0x00090011:])
+    pixels = _pixel_header(ds, 256) + bytes(256)
+    if after_pixels:
+        body = _explicit_le(ds) + pixels + struct.pack("<HH2sH", 0x7FE1, 0x1000, b"SH", 0) * n_elements
+    else:
+        empty = struct.pack("<HH2sH", 0x0009, 0x1000, b"SH", 0)
+        body = _explicit_le(ds[:0x00090000]) + empty * n_elements + _explicit_le(ds[0x00090011:]) + pixels
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_bytes(bytes(128) + b"DICM" + buf.getvalue() + body + _pixel_header(ds, 256) + bytes(256))
+    path.write_bytes(bytes(128) + b"DICM" + buf.getvalue() + body)
     return path
-
-
-# ------------------------------------------------------------------------------ copies of one instance
-
-#: Broken copies of an instance, as re-sends and partial transfers leave them.
-BROKEN_COPIES = ("truncated", "no_pixels", "garbage_rle")
-
-
-def _broken_copy(src: Path, kind: str, path: Path) -> Path:
-    raw = src.read_bytes()
-    if kind == "truncated":  # the transfer stopped inside the pixel data
-        path.write_bytes(raw[: len(raw) - len(raw) // 4])
-    elif kind == "no_pixels":  # the transfer stopped right before the pixel data element
-        path.write_bytes(raw[: raw.rfind(b"\xe0\x7f\x10\x00")])
-    else:  # re-encoded, then the codestream overwritten: header fine, pixels undecodable
-        ds = pydicom.dcmread(src)
-        ds.compress(pydicom.uid.RLELossless, generate_instance_uid=False)  # the same instance
-        frame = bytearray(ds.PixelData)
-        frame[16:-16] = b"\xff" * (len(frame) - 32)
-        ds.PixelData = bytes(frame)
-        ds.save_as(path)
-    return path
-
-
-def duplicate_variants(seeds: list[Path], out: Path) -> list[tuple[str, Path, str | None]]:
-    """Folders holding several copies of one instance (same SOPInstanceUID) of mixed quality.
-
-    Per seed: the intact copy with every broken kind (:data:`BROKEN_COPIES`) in all 24 path orders
-    (``mixed``), an identical re-sent copy (``identical``) and the broken copies alone
-    (``all_broken``).
-
-    Returns:
-        ``[(case, folder, name of the intact copy or None)]``.
-    """
-    import itertools
-
-    cases: list[tuple[str, Path, str | None]] = []
-    for i, src in enumerate(seeds):
-        kinds = ("intact", *BROKEN_COPIES)
-        for n, order in enumerate(itertools.permutations(kinds)):
-            folder = out / f"s{i}_mixed_{n}"
-            folder.mkdir(parents=True)
-            for rank, kind in enumerate(order):  # file names put the copies in this path order
-                path = folder / f"{rank}_copy.dcm"
-                if kind == "intact":
-                    path.write_bytes(src.read_bytes())
-                else:
-                    _broken_copy(src, kind, path)
-            cases.append((f"duplicates/{i}/mixed_{'-'.join(order)}", folder, f"{order.index('intact')}_copy.dcm"))
-        folder = out / f"s{i}_identical"
-        folder.mkdir(parents=True)
-        for name in ("a.dcm", "b.dcm"):
-            (folder / name).write_bytes(src.read_bytes())
-        cases.append((f"duplicates/{i}/identical", folder, "a.dcm"))
-        folder = out / f"s{i}_all_broken"
-        folder.mkdir(parents=True)
-        for kind in BROKEN_COPIES:
-            _broken_copy(src, kind, folder / f"{kind}.dcm")
-        cases.append((f"duplicates/{i}/all_broken", folder, None))
-    return cases
 
 
 # ---------------------------------------------------------------------------------------------- FHIR
