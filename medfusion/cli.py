@@ -225,6 +225,9 @@ def score(
     fhir: Annotated[bool, typer.Option("--fhir", help="Also write FHIR DiagnosticReport/Observation NDJSON.")] = False,
     device: Annotated[str, typer.Option(help="Inference device: auto, cpu, cuda.")] = "auto",
     max_attempts: Annotated[int, typer.Option(help="Worker crashes on one study before it is dead-lettered.")] = 2,
+    file_timeout: Annotated[
+        float, typer.Option(help="Longest time spent on one file (header read, decode step), seconds; 0: no bound.")
+    ] = 60.0,
     ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001); default local.")] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     config: ConfigOption = DEFAULT_CONFIG,
@@ -248,6 +251,7 @@ def score(
             fhir=fhir,
             device=device,
             max_attempts=max_attempts,
+            file_timeout_s=file_timeout or None,
             tracking_uri=tracking_uri(cfg),
             progress=progress,
             ray_address=ray_address,

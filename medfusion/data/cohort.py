@@ -6,7 +6,10 @@ the demo cohort runs on its generated files. Steps:
 1. :func:`~medfusion.data.studies.scan_dicom_folder`: group files by StudyInstanceUID (any layout);
 2. optionally decode every image once (:func:`~medfusion.data.dicom.read_dicom`), so that files whose
    header reads but whose pixels do not (truncated, no pixel data, broken codestream) are rejected
-   here rather than crash training later; a study left with no readable image is dropped;
+   here rather than crash training later; a study left with no readable image is dropped. An
+   instance held by several files (same SOPInstanceUID) uses the first copy that decodes
+   (:func:`~medfusion.data.studies.choose_copy`); the others are rejected with the reason. Without
+   decoding, the largest copy is used and the others are rejected as not verified;
 3. read the reports (:func:`~medfusion.data.reports.read_reports`) and link them to studies
    (:func:`~medfusion.data.linkage.link_reports`); a study without a report keeps ``report_text ""``;
 4. join the label file (``study_uid`` + one column per label; cells 1, 0 or empty = unknown);
@@ -23,7 +26,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Iterable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from pathlib import Path
 
 import numpy as np
@@ -36,8 +39,8 @@ from medfusion.data.linkage import link_reports
 from medfusion.data.manifest import LESION_MASK_COLUMN, assign_splits, validate_manifest, write_manifest
 from medfusion.data.records import LABEL_PREFIX, Rejection, Report
 from medfusion.data.reports import read_reports
-from medfusion.data.studies import InstanceRef, StudyFiles, scan_dicom_folder
-from medfusion.errors import DicomReadError, ManifestError, ReportParseError
+from medfusion.data.studies import InstanceRef, StudyFiles, choose_copy, scan_dicom_folder
+from medfusion.errors import ManifestError, ReportParseError
 from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
@@ -139,7 +142,7 @@ def _ordered(study: StudyFiles) -> list[InstanceRef]:
 
 
 def _verify(studies: dict[str, StudyFiles], progress: bool) -> tuple[dict[str, list[InstanceRef]], list[Rejection]]:
-    """Decode every instance once; return the readable ones per study and the rejected files."""
+    """Decode every instance (every copy of it) once; return the readable ones per study and the rejected files."""
     items = [(uid, ref) for uid in sorted(studies) for ref in _ordered(studies[uid])]
     readable: dict[str, list[InstanceRef]] = {uid: [] for uid in studies}
     rejected: list[Rejection] = []
@@ -149,12 +152,25 @@ def _verify(studies: dict[str, StudyFiles], progress: bool) -> tuple[dict[str, l
 
         iterator = track(items, description="Decoding images", total=len(items), transient=True)
     for uid, ref in iterator:
-        try:
-            read_dicom(ref.path)
-        except DicomReadError as exc:
-            rejected.append(Rejection(str(ref.path), exc.reason))
+        choice = choose_copy(ref.candidates, read_dicom)
+        rejected.extend(choice.set_aside)
+        if choice.error is not None:
+            rejected.append(Rejection(str(choice.kept), choice.error))
             continue
-        readable[uid].append(ref)
+        readable[uid].append(replace(ref, path=choice.kept, copies=()))
+    return readable, rejected
+
+
+def _unverified(studies: dict[str, StudyFiles]) -> tuple[dict[str, list[InstanceRef]], list[Rejection]]:
+    """Without decoding: each instance's first copy in trial order (the largest file); the others rejected."""
+    readable: dict[str, list[InstanceRef]] = {}
+    rejected: list[Rejection] = []
+    for uid, study in studies.items():
+        readable[uid] = []
+        for ref in _ordered(study):
+            reason = f"duplicate SOPInstanceUID: kept {ref.path}, the largest copy (pixels not verified)"
+            rejected.extend(Rejection(str(copy), reason) for copy in ref.copies)
+            readable[uid].append(replace(ref, copies=()))
     return readable, rejected
 
 
@@ -185,8 +201,9 @@ def build_manifest(
         out: Manifest file to write (``.parquet`` or ``.csv``); None to only return it.
         masks_dir: Optional folder of per-study lesion masks named ``<study_uid>.npz``; when given, a
             ``lesion_mask_path`` column points at the study's file (None when it has none).
-        verify_pixels: Decode every image once and reject those that fail (recommended; turn off
-            only for archives too large to decode twice).
+        verify_pixels: Decode every image once and reject those that fail, choosing among copies of
+            one instance by what decodes (recommended; turn off only for archives too large to
+            decode twice).
         progress: Show progress bars.
 
     Returns:
@@ -206,11 +223,8 @@ def build_manifest(
     scan = scan_dicom_folder(dicom_root, progress=progress)
     rejected: list[Rejection] = list(scan.rejected)
 
-    if verify_pixels:
-        readable, failed = _verify(scan.studies, progress)
-        rejected.extend(failed)
-    else:
-        readable = {uid: _ordered(study) for uid, study in scan.studies.items()}
+    readable, failed = _verify(scan.studies, progress) if verify_pixels else _unverified(scan.studies)
+    rejected.extend(failed)
     label_rows, label_rejections = read_label_file(labels_csv, labels)
 
     studies: dict[str, StudyFiles] = {}

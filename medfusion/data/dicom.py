@@ -2,11 +2,12 @@
 
 Pipeline of :func:`read_dicom` (PS3.4 Annex N grayscale pipeline, then colour handling):
 
-1. Parse the header without pixel data and refuse images larger than ``max_pixels``
+1. Refuse files larger than ``max_bytes`` (default :func:`byte_limit` of ``max_pixels``) before
+   reading them. Parse the header without pixel data and refuse images larger than ``max_pixels``
    (``rows * cols * frames * samples``) before any pixel byte is read or decoded. Deflated files
-   are first inflated in a streaming pass that stops beyond ``8 * max_pixels`` bytes plus
-   :data:`DEFLATE_MARGIN_BYTES` (pydicom inflates the whole dataset in memory, so a small
-   "deflate bomb" would otherwise exhaust memory before any check).
+   are inflated only as far as the parser reads and never beyond ``max_bytes``
+   (:mod:`medfusion.data.deflate`): a header read inflates the header only, and a small "deflate
+   bomb" is refused while inflating.
 2. Decode with pydicom's pixel decoders (native, deflate, RLE, JPEG baseline/extended/lossless via
    pylibjpeg-libjpeg or Pillow, JPEG-LS via pyjpegls, JPEG 2000 via pylibjpeg-openjpeg).
    YBR_FULL / YBR_FULL_422 / YBR_ICT / YBR_RCT are converted to RGB by pydicom.
@@ -30,6 +31,9 @@ may be patient data).
 
 Metadata (``DicomImage.meta`` and :func:`read_dicom_header`) holds no patient name, ID, birth
 date, accession number (only its pseudonym) or date of any kind.
+
+Inside :func:`watch_files`, every reader reports each file it starts on (scoring workers send it to
+a watchdog that bounds the wall time spent on one file).
 """
 
 from __future__ import annotations
@@ -41,8 +45,9 @@ import struct
 import warnings
 import zlib
 from collections import Counter
-from collections.abc import Iterator, Sequence
+from collections.abc import Callable, Iterator, Sequence
 from contextlib import contextmanager
+from contextvars import ContextVar
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -57,6 +62,7 @@ from pydicom.errors import BytesLengthException, InvalidDicomError
 from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
 from pydicom.uid import UID
 
+from medfusion.data.deflate import deflated_start, read_deflated
 from medfusion.data.records import DicomImage
 from medfusion.errors import DicomReadError, InputRejected, MedfusionError
 from medfusion.privacy import pseudonym, remember_phi
@@ -65,8 +71,17 @@ logger = logging.getLogger(__name__)
 
 #: Default bound on ``rows * cols * frames * samples`` (matches ``DataConfig.max_pixels``).
 DEFAULT_MAX_PIXELS = 64_000_000
-#: Deflated datasets may inflate to at most ``8 * max_pixels`` bytes plus this (header, overlays...).
+#: Files (and inflated deflated datasets) may hold ``8 * max_pixels`` bytes plus this (header, overlays...).
 DEFLATE_MARGIN_BYTES = 64 * 2**20
+
+
+def byte_limit(max_pixels: int = DEFAULT_MAX_PIXELS) -> int:
+    """Default bound on the bytes of one file, and on its inflated dataset when deflated.
+
+    Eight bytes per pixel (float64 samples, the widest) plus :data:`DEFLATE_MARGIN_BYTES`.
+    """
+    return 8 * max_pixels + DEFLATE_MARGIN_BYTES
+
 
 _PIXEL_TAGS = ("PixelData", "FloatPixelData", "DoubleFloatPixelData")
 #: Elements :func:`read_dicom_header` parses (``specific_tags``): the meta plus what the checks need.
@@ -136,18 +151,43 @@ class _Decoded:
     grayscale: bool
 
 
+_FILE_HOOK: ContextVar[Callable[[Path], None] | None] = ContextVar("medfusion_dicom_file_hook", default=None)
+
+
 # --------------------------------------------------------------------------------------------
 # Public API
 # --------------------------------------------------------------------------------------------
 
 
-def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomImage:
+@contextmanager
+def watch_files(callback: Callable[[Path], None]) -> Iterator[None]:
+    """Call ``callback(path)`` whenever a reader of this module starts on a file, inside the block.
+
+    Every header read and every decode of a file is one call (:func:`read_series` calls it once per
+    slice for each). The callback runs in the reading thread and must be quick.
+    """
+    token = _FILE_HOOK.set(callback)
+    try:
+        yield
+    finally:
+        _FILE_HOOK.reset(token)
+
+
+def _starting(path: Path) -> None:
+    hook = _FILE_HOOK.get()
+    if hook is not None:
+        hook(path)
+
+
+def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> DicomImage:
     """Read one DICOM file into a display-ready image.
 
     Args:
         path: The file.
         max_pixels: Refuse images whose ``rows * cols * frames * samples`` exceeds this, checked
             from the header before the pixel data is read.
+        max_bytes: Refuse files larger than this before reading them, and deflated datasets that
+            inflate to more; None: :func:`byte_limit` of ``max_pixels``.
 
     Returns:
         A :class:`DicomImage` whose ``pixels`` is a float32 tensor ``(frames, channels, rows, cols)``
@@ -165,31 +205,38 @@ def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS) -> Dic
         DicomReadError: The file cannot be read or decoded (the reason says why).
     """
     path = Path(path)
+    _starting(path)
     with _pydicom_warnings(path):
-        decoded = _guard(path, lambda: _decode(path, max_pixels))
+        decoded = _guard(path, lambda: _decode(path, max_pixels, max_bytes or byte_limit(max_pixels)))
         pixels = _guard(path, lambda: _display(decoded, None))
     return DicomImage(pixels=torch.from_numpy(pixels), meta=decoded.meta, source=str(path))
 
 
-def read_dicom_header(path: str | Path) -> dict[str, Any]:
+def read_dicom_header(path: str | Path, *, max_bytes: int | None = None) -> dict[str, Any]:
     """Read the PHI-free metadata of a file without reading its pixel data.
 
     Args:
         path: The file.
+        max_bytes: Refuse larger files before reading them (and deflated headers that inflate to
+            more); None: :func:`byte_limit` of :data:`DEFAULT_MAX_PIXELS`.
 
     Returns:
         The ``meta`` dict of :func:`read_dicom` (without ``window``/``voi``, which need the pixels).
 
     Raises:
-        DicomReadError: The file is not DICOM, or lacks the image tags (Rows, Columns).
+        DicomReadError: The file is not DICOM, is too large, or lacks the image tags (Rows, Columns).
     """
     path = Path(path)
+    limit = max_bytes or byte_limit()
+    _starting(path)
     with _pydicom_warnings(path):
-        ds = _guard(path, lambda: _read_dataset(path, pixels=False, tags=_HEADER_TAGS))
+        ds = _guard(path, lambda: _read_dataset(path, pixels=False, max_bytes=limit, tags=_HEADER_TAGS))
         return _guard(path, lambda: _image_meta(path, ds))
 
 
-def read_series(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PIXELS) -> DicomImage:
+def read_series(
+    paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None
+) -> DicomImage:
     """Read single-frame slices of one 3D series into a volume.
 
     Slices are sorted by ImagePositionPatient projected on the slice normal (from
@@ -202,6 +249,8 @@ def read_series(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PI
         paths: The slice files (any order).
         max_pixels: Bound on the whole volume's ``rows * cols * slices * samples``, checked from the
             headers before any pixel data is read.
+        max_bytes: Bound on the bytes of each file (see :func:`read_dicom`); None: :func:`byte_limit`
+            of ``max_pixels``.
 
     Returns:
         A :class:`DicomImage` with ``pixels`` ``(slices, channels, rows, cols)``; ``meta`` is the
@@ -216,12 +265,13 @@ def read_series(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PI
     files = [Path(p) for p in paths]
     if not files:
         raise DicomReadError("<empty series>", "empty series: no files given")
+    limit = max_bytes or byte_limit(max_pixels)
     if len(files) == 1:
-        image = read_dicom(files[0], max_pixels=max_pixels)
+        image = read_dicom(files[0], max_pixels=max_pixels, max_bytes=limit)
         meta = dict(image.meta, sop_uids=[image.meta["sop_uid"]], slice_spacing=image.meta.get("slice_spacing"))
         return DicomImage(pixels=image.pixels, meta=meta, source=image.source)
 
-    headers = [(f, read_dicom_header(f)) for f in files]
+    headers = [(f, read_dicom_header(f, max_bytes=limit)) for f in files]
     ordered = _sort_slices(headers)
     first_path, first = ordered[0]
     shapes = Counter(_slice_shape(meta) for _, meta in ordered)
@@ -243,8 +293,9 @@ def read_series(paths: Sequence[str | Path], *, max_pixels: int = DEFAULT_MAX_PI
 
     decoded: list[_Decoded] = []
     for f, _ in ordered:
+        _starting(f)
         with _pydicom_warnings(f):
-            item = _guard(f, lambda f=f: _decode(f, max_pixels))
+            item = _guard(f, lambda f=f: _decode(f, max_pixels, limit))
         if decoded and item.grayscale != decoded[0].grayscale:
             raise DicomReadError(f, "series mixes grayscale and colour slices")
         decoded.append(item)
@@ -373,32 +424,37 @@ def _pydicom_warnings(path: Path) -> Iterator[None]:
 # --------------------------------------------------------------------------------------------
 
 
-def _read_dataset(
-    path: Path, *, pixels: bool, tags: list[str] | None = None, max_pixels: int | None = DEFAULT_MAX_PIXELS
-) -> Dataset:
+def _read_dataset(path: Path, *, pixels: bool, max_bytes: int, tags: list[str] | None = None) -> Dataset:
     """Parse ``path`` (with pixel data when ``pixels``), falling back to ``force=True``.
 
-    ``tags`` limits parsing to those elements (pydicom ``specific_tags``); ``max_pixels`` bounds the
-    inflated size of deflated files (None: no check, for a second read of a checked file).
+    ``tags`` limits parsing to those elements (pydicom ``specific_tags``). ``max_bytes`` bounds the
+    file's size (checked before reading) and, for deflated files, the inflated dataset (checked
+    while inflating, which goes only as far as the parser reads: see :mod:`medfusion.data.deflate`).
 
     Raises:
-        DicomReadError: Empty file, not DICOM, deflate bomb, or no image tags.
+        DicomReadError: Empty or too large file, not DICOM, deflate bomb or broken deflate stream, or
+            no image tags.
     """
     if path.is_dir():
         raise DicomReadError(path, "is a directory")
-    if path.stat().st_size == 0:
+    size = path.stat().st_size
+    if size == 0:
         raise DicomReadError(path, "empty file")
-    if max_pixels is not None:
-        _check_inflated_size(path, 8 * max_pixels + DEFLATE_MARGIN_BYTES)
+    if size > max_bytes:
+        raise DicomReadError(path, f"file too large: {size} bytes > max_bytes {max_bytes}")
     forced = False
-    try:
-        ds = pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=tags)
-    except InvalidDicomError:
-        forced = True
+    deflated = deflated_start(path)
+    if deflated is not None:
+        ds = read_deflated(path, *deflated, pixels=pixels, tags=tags, limit=max_bytes)
+    else:
         try:
-            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=tags, force=True)
-        except _READ_ERRORS as exc:
-            raise DicomReadError(path, "not a DICOM file (no DICM preamble and no valid dataset)") from exc
+            ds = pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=tags)
+        except InvalidDicomError:
+            forced = True
+            try:
+                ds = pydicom.dcmread(path, stop_before_pixels=not pixels, specific_tags=tags, force=True)
+            except _READ_ERRORS as exc:
+                raise DicomReadError(path, "not a DICOM file (no DICM preamble and no valid dataset)") from exc
     if "DirectoryRecordSequence" in ds:
         raise DicomReadError(path, "DICOMDIR (a media directory, not an image)")
     if forced:
@@ -414,28 +470,6 @@ def _read_dataset(
     if _get(ds, "Columns") is None:
         raise DicomReadError(path, "missing required tag Columns")
     return ds
-
-
-def _check_inflated_size(path: Path, limit: int) -> None:
-    """For a Deflated Explicit VR Little Endian file, refuse it if its dataset inflates beyond ``limit``."""
-    try:
-        file_meta = pydicom.filereader.read_file_meta_info(path)
-        deflated = file_meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian
-        group_length = int(file_meta.FileMetaInformationGroupLength) if deflated else 0
-    except _READ_ERRORS:
-        return  # not a Part-10 file with a file meta group length: dcmread decides
-    if not deflated:
-        return
-    inflater = zlib.decompressobj(-zlib.MAX_WBITS)
-    total = 0
-    with path.open("rb") as f:
-        f.seek(128 + 4 + 12 + group_length)  # preamble, "DICM", (0002,0000) element, rest of group 2
-        while chunk := f.read(2**20):
-            while chunk:
-                total += len(inflater.decompress(chunk, 2**24))
-                if total > limit:
-                    raise DicomReadError(path, f"deflated dataset inflates to more than {limit} bytes")
-                chunk = inflater.unconsumed_tail
 
 
 def _missing_rows_reason(ds: Dataset) -> str:
@@ -603,13 +637,18 @@ def _check_size(path: Path, meta: dict[str, Any], max_pixels: int) -> None:
 # --------------------------------------------------------------------------------------------
 
 
-def _decode(path: Path, max_pixels: int) -> _Decoded:
+def _decode(path: Path, max_pixels: int, max_bytes: int) -> _Decoded:
     """Header checks, then decode and apply the modality stage."""
-    header = _read_dataset(path, pixels=False, tags=_HEADER_TAGS, max_pixels=max_pixels)
+    header = _read_dataset(path, pixels=False, max_bytes=max_bytes, tags=_HEADER_TAGS)
     meta = _image_meta(path, header)
     _check_size(path, meta, max_pixels)
 
-    ds = _read_dataset(path, pixels=True, max_pixels=None)  # inflated size checked just above
+    try:
+        ds = _read_dataset(path, pixels=True, max_bytes=max_bytes)
+    except DicomReadError as exc:
+        if exc.reason.startswith("missing required tag"):  # the header had them: pydicom drops every element
+            raise DicomReadError(path, "truncated file: it ends inside its pixel data") from exc  # on an early EOF
+        raise
     meta = _image_meta(path, ds)  # the same, unless the file changed in between
     _check_size(path, meta, max_pixels)
     if not any(t in ds for t in _PIXEL_TAGS):

@@ -15,29 +15,47 @@ A study whose input is rejected (:class:`~medfusion.errors.InputRejected`) is de
 file and the reason. When a worker process dies (segfault in a codec, out of memory, ``os._exit``)
 the pool is rebuilt and the studies that were in flight are retried one at a time; a study that
 kills its worker alone ``max_attempts`` times is dead-lettered (stage ``worker-crash``).
+
+Wall time is bounded per file: a worker reports each step it starts (materializing the study, then
+every file it reads, through :func:`medfusion.data.dicom.watch_files`) to the main process, which
+stops a worker whose step has run longer than ``options.file_timeout_s``. That study is
+dead-lettered with the file and the reason (``decode exceeded 60 s ...``, stage ``decode`` or
+``materialize``), and the studies the stop interrupted on the other workers are submitted again.
+
+Copies of one instance (same SOPInstanceUID in several files) are chosen in the worker by what
+decodes (:func:`medfusion.data.studies.resolve_copies`); each copy set aside is dead-lettered as a
+file of its study (stage ``decode``) while the study goes on.
 """
 
 from __future__ import annotations
 
+import functools
 import logging
 import multiprocessing
+import os
 import shutil
-import sys
 import tempfile
+import time
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from medfusion.data.dicom import read_dicom, watch_files
+from medfusion.data.records import Rejection
+from medfusion.data.studies import resolve_copies
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.inference import Predictor, Preprocessor, StudyInput
+from medfusion.processes import worker_context
 from medfusion.scoring.sources import StudyRef, StudySource
 
 log = logging.getLogger(__name__)
 
 CRASH_STAGE = "worker-crash"
+#: Longest wait for a result before the main process checks the workers' step times, seconds.
+POLL_S = 1.0
 
 
 @dataclass
@@ -50,6 +68,7 @@ class Prepared:
         file: The file that was rejected (None when not file-specific).
         reason: Why the study was rejected, or None.
         stage: ``materialize`` or ``decode`` when rejected.
+        set_aside: Copies of an instance not used because another copy was chosen (with why).
     """
 
     study_uid: str
@@ -57,10 +76,12 @@ class Prepared:
     file: str | None = None
     reason: str | None = None
     stage: str | None = None
+    set_aside: list[Rejection] = field(default_factory=list)
 
 
 def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef, report_text: str) -> Prepared:
-    """Materialize, decode and preprocess one study (worker side, shared by both engines).
+    """Materialize, choose among copies of an instance, decode and preprocess one study (worker side,
+    shared by both engines).
 
     Typed input errors become a rejected :class:`Prepared`; anything else is a bug and propagates.
     """
@@ -68,18 +89,29 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
 
     workdir = Path(tempfile.mkdtemp(prefix="medfusion-study-"))
     stage = "materialize"
+    set_aside: list[Rejection] = []
     try:
         paths = source.materialize(ref, workdir)
         stage = "decode"
+        if preprocessor.uses_image:
+            decode = functools.partial(read_dicom, max_pixels=preprocessor.spec["max_pixels"])
+            paths, set_aside = resolve_copies(paths, decode)
         sample = preprocessor(StudyInput(image_paths=[str(p) for p in paths], report_text=report_text))
-        return Prepared(ref.study_uid, sample)
+        return Prepared(ref.study_uid, sample, set_aside=set_aside)
     except (InputRejected, RuntimeError) as err:
         exc = input_rejection(err)
-        return Prepared(ref.study_uid, file=exc.source, reason=exc.reason, stage=stage)
+        return Prepared(ref.study_uid, file=exc.source, reason=exc.reason, stage=stage, set_aside=set_aside)
     except MedfusionError as exc:
-        return Prepared(ref.study_uid, reason=str(exc), stage=stage)
+        return Prepared(ref.study_uid, reason=str(exc), stage=stage, set_aside=set_aside)
     finally:
         shutil.rmtree(workdir, ignore_errors=True)
+
+
+def record_set_aside(ctx: Any, prepared: Prepared) -> None:
+    """Dead-letter the copies a study did not use, as files of that study (main side, both engines)."""
+    for rejection in prepared.set_aside:
+        ctx.ledger.dead_letter_file(rejection.source, rejection.reason, "decode", study_uid=prepared.study_uid)
+        log.info("study %s: copy %s set aside: %s", prepared.study_uid, rejection.source, rejection.reason)
 
 
 # ------------------------------------------------------------------------------------ worker side
@@ -87,7 +119,7 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: StudySource, model_dir: str) -> None:
+def _init_worker(source: StudySource, model_dir: str, steps: Any) -> None:
     import torch
 
     from medfusion.privacy import install_log_redaction
@@ -96,6 +128,7 @@ def _init_worker(source: StudySource, model_dir: str) -> None:
     torch.set_num_threads(1)
     _WORKER["source"] = source
     _WORKER["preprocessor"] = Preprocessor.from_dir(model_dir)
+    _WORKER["steps"] = steps
 
 
 def _ready() -> bool:
@@ -103,19 +136,79 @@ def _ready() -> bool:
 
 
 def _work(ref: StudyRef, report_text: str) -> Prepared:
-    return prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text)
+    """One study, reporting each step to the main process's :class:`_Watchdog` (see the module docstring)."""
+    steps, pid = _WORKER["steps"], os.getpid()
 
+    def step(file: Path | None, *, done: bool = False) -> None:
+        steps.put((pid, ref.study_uid, None if file is None else str(file), time.monotonic(), done))
 
-def _context() -> multiprocessing.context.BaseContext:
-    """forkserver on Linux (workers fork from a clean server that has imported medfusion), else spawn."""
-    if sys.platform.startswith("linux"):
-        ctx = multiprocessing.get_context("forkserver")
-        ctx.set_forkserver_preload(["medfusion.inference"])
-        return ctx
-    return multiprocessing.get_context("spawn")
+    step(None)  # materializing
+    try:
+        with watch_files(step):
+            return prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text)
+    finally:
+        step(None, done=True)
 
 
 # -------------------------------------------------------------------------------------- main side
+
+
+@dataclass(frozen=True)
+class Overdue:
+    """A worker whose current step has run past the bound.
+
+    Attributes:
+        pid: The worker process.
+        study_uid: Its study.
+        file: The file it is reading, or None while it materializes the study.
+        seconds: How long the step has run.
+    """
+
+    pid: int
+    study_uid: str
+    file: str | None
+    seconds: float
+
+
+class _Watchdog:
+    """What each worker of one pool is doing (from the steps it reports), and which step is overdue.
+
+    Args:
+        steps: The pool's step queue (a fresh one per pool: a worker stopped while writing to it may
+            leave its lock taken).
+        bound_s: Longest a step may run, seconds.
+    """
+
+    def __init__(self, steps: Any, bound_s: float) -> None:
+        self.steps = steps
+        self.bound_s = bound_s
+        self.current: dict[int, tuple[str, str | None, float]] = {}  # pid -> (study, file, since)
+
+    def _drain(self) -> None:
+        while not self.steps.empty():
+            pid, study_uid, file, since, done = self.steps.get()
+            if done:
+                self.current.pop(pid, None)
+            else:
+                self.current[pid] = (study_uid, file, since)
+
+    def overdue(self, running: set[str]) -> list[Overdue]:
+        """Steps of studies in ``running`` (submitted, not finished) that have run past the bound."""
+        self._drain()
+        now = time.monotonic()
+        return [
+            Overdue(pid, uid, file, now - since)
+            for pid, (uid, file, since) in self.current.items()
+            if uid in running and now - since > self.bound_s
+        ]
+
+
+def _stop(pid: int) -> None:
+    """Kill the worker process ``pid`` (one of this process's children; gone already is fine)."""
+    for child in multiprocessing.active_children():
+        if child.pid == pid:
+            child.kill()
+            return
 
 
 def run_local(ctx: Any) -> None:
@@ -128,19 +221,27 @@ def run_local(ctx: Any) -> None:
         amp=True,
     )
     window = options.batch_size + 2 * options.workers
-    mp = _context()
+    mp = worker_context()
+    bound_s = getattr(options, "file_timeout_s", None)
+    if bound_s is not None and not bound_s > 0:
+        raise MedfusionError(f"the per-file time bound must be positive, got {bound_s}")
+    watchdog: _Watchdog | None = None
 
     def new_pool() -> ProcessPoolExecutor:
+        nonlocal watchdog
+        steps = mp.SimpleQueue()
+        watchdog = _Watchdog(steps, bound_s) if bound_s is not None else None
         return ProcessPoolExecutor(
             max_workers=options.workers,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(ctx.source, str(ctx.model.model_dir)),
+            initargs=(ctx.source, str(ctx.model.model_dir), steps),
         )
 
     ready: list[Prepared] = []
 
     def take(prepared: Prepared) -> None:
+        record_set_aside(ctx, prepared)
         if prepared.sample is None:
             ctx.rejected(
                 prepared.study_uid,
@@ -158,7 +259,7 @@ def run_local(ctx: Any) -> None:
 
     refs = ctx.ledger.iter_pending()
     inflight: dict[Future, StudyRef] = {}
-    requeue: deque[StudyRef] = deque()  # never started (the pool broke while submitting)
+    requeue: deque[StudyRef] = deque()  # never started, or interrupted by the stop of another's worker
     suspects: deque[StudyRef] = deque()  # in flight when a worker died: retried one at a time
     solo: StudyRef | None = None  # the suspect running alone, if any
     exhausted = False
@@ -198,8 +299,9 @@ def run_local(ctx: Any) -> None:
                         requeue.appendleft(ref)
                         broken = True
                         break
+            stopped: dict[str, Overdue] = {}
             if inflight:
-                done, _ = wait(inflight, return_when=FIRST_COMPLETED)
+                done, _ = wait(inflight, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
                     ref = inflight.pop(fut)
                     if isinstance(fut.exception(), BrokenProcessPool):
@@ -209,20 +311,39 @@ def run_local(ctx: Any) -> None:
                         take(fut.result())
                     if ref is solo:
                         solo = None
+                if watchdog is not None and not broken:
+                    running = {ref.study_uid for fut, ref in inflight.items() if not fut.done()}
+                    for late in watchdog.overdue(running):
+                        _stop(late.pid)
+                        stopped[late.study_uid] = late
+                    broken = bool(stopped)
             elif not broken:
                 break
             if broken:
                 for fut, ref in inflight.items():
                     if fut.done() and fut.exception() is None:
                         take(fut.result())
+                    elif ref.study_uid in stopped:
+                        _timed_out(ctx, ref, stopped[ref.study_uid], bound_s or 0.0)
+                    elif stopped:
+                        requeue.append(ref)  # interrupted by another study's stop: not a suspect
                     else:
                         suspects.append(ref)
+                    if ref is solo:
+                        solo = None
                 inflight.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
-                log.warning(
-                    "a worker process died; restarting the pool (%d study(ies) to retry alone)",
-                    len(suspects),
-                )
+                if stopped:
+                    log.warning(
+                        "stopped a worker over the %g s per-file bound; restarting the pool (%d study(ies) resubmitted)",
+                        bound_s,
+                        len(requeue),
+                    )
+                else:
+                    log.warning(
+                        "a worker process died; restarting the pool (%d study(ies) to retry alone)",
+                        len(suspects),
+                    )
                 pool = new_pool()
             while len(ready) >= options.batch_size:
                 score(options.batch_size)
@@ -232,6 +353,13 @@ def run_local(ctx: Any) -> None:
             score(len(ready))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+
+
+def _timed_out(ctx: Any, ref: StudyRef, late: Overdue, bound_s: float) -> None:
+    """Dead-letter a study whose worker was stopped on a step over the per-file bound."""
+    stage = "materialize" if late.file is None else "decode"
+    reason = f"{stage} exceeded {bound_s:g} s on one file (stopped after {late.seconds:.0f} s)"
+    ctx.rejected(ref.study_uid, late.file or (ref.locator[0] if ref.locator else None), reason, stage)
 
 
 def _crashed(ctx: Any, ref: StudyRef, *, alone: bool, suspects: deque[StudyRef]) -> None:

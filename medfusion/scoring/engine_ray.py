@@ -17,6 +17,11 @@ bounded.
 Worker crashes: Ray retries a failed task ``max_attempts`` times; blocks that still fail are
 skipped and their studies stay pending (a re-run retries them; the local engine dead-letters such
 studies one by one).
+
+Bounds: the reader's bounds apply in the tasks as in the local engine (file bytes before reading,
+inflated bytes of deflated files, declared pixels before decoding), and copies of one instance are
+chosen by what decodes (:func:`~medfusion.scoring.engine_local.prepare_study`). The per-file wall-time
+bound (``file_timeout_s``) is the local engine's: Ray Data has no per-row time limit.
 """
 
 from __future__ import annotations
@@ -33,7 +38,9 @@ from typing import Any
 import numpy as np
 import pandas as pd
 
+from medfusion.data.records import Rejection
 from medfusion.inference import Prediction
+from medfusion.scoring.engine_local import Prepared, record_set_aside
 from medfusion.scoring.sources import StudyRef, StudySource
 
 log = logging.getLogger(__name__)
@@ -74,6 +81,7 @@ def preprocess_batch(batch: pd.DataFrame, source: StudySource, model_dir: str) -
                 "error": prepared.reason or "",
                 "file": prepared.file or "",
                 "stage": prepared.stage or "",
+                "set_aside": json.dumps([[r.source, r.reason] for r in prepared.set_aside]),
             }
         )
     return pd.DataFrame(rows)
@@ -125,6 +133,7 @@ class ScorerActor:
                 "error": batch["error"],
                 "file": batch["file"],
                 "stage": batch["stage"],
+                "set_aside": batch["set_aside"],
             }
         )
 
@@ -209,6 +218,8 @@ def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresho
     labels = ctx.labels
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         for row in batch.itertuples(index=False):
+            set_aside = [Rejection(source, reason) for source, reason in json.loads(row.set_aside)]
+            record_set_aside(ctx, Prepared(row.study_uid, set_aside=set_aside))
             if row.error:
                 ctx.rejected(row.study_uid, row.file or None, row.error, row.stage or "decode")
                 continue

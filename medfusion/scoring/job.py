@@ -64,6 +64,8 @@ class ScoreOptions:
         fhir: Also write FHIR DiagnosticReport/Observation NDJSON.
         device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
         max_attempts: Worker crashes on one study before it is dead-lettered.
+        file_timeout_s: Longest time spent on one file, seconds: a header read at discovery (the file is
+            rejected) or a step of a worker (the study is dead-lettered; local engine). None: no bound.
         tracking_uri: MLflow store holding the model (None: MLflow's default).
         progress: Show a rich progress bar.
         ray_address: Ray cluster address (``auto``, ``ray://host:10001``); None starts a local Ray.
@@ -81,6 +83,7 @@ class ScoreOptions:
     fhir: bool = False
     device: str = "auto"
     max_attempts: int = 2
+    file_timeout_s: float | None = 60.0
     tracking_uri: str | None = None
     progress: bool = False
     ray_address: str | None = None
@@ -237,7 +240,11 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
     started = time.perf_counter()
     out = Path(options.out_dir)
     # The user's inputs first (seconds at most), the model (tens of seconds, a download) last.
-    source = open_source(options.source) if isinstance(options.source, str) else options.source
+    source = (
+        open_source(options.source, file_timeout_s=options.file_timeout_s)
+        if isinstance(options.source, str)
+        else options.source
+    )
     reports = ReportIndex.from_path(options.reports)
     with OutputLock(out):
         summary = _run_locked(options, out, source, reports, started)

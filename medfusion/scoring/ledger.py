@@ -225,13 +225,21 @@ class Ledger:
                 (study_uid, file, reason, stage, utc_now()),
             )
 
-    def dead_letter_file(self, file: str, reason: str, stage: str) -> None:
-        """Dead-letter a file that belongs to no study (once per file, reason and stage)."""
+    def dead_letter_file(self, file: str, reason: str, stage: str, study_uid: str | None = None) -> None:
+        """Dead-letter one file (once per study, file, reason and stage); the study's status is untouched.
+
+        Args:
+            file: The file.
+            reason: Why it is not used.
+            stage: Where it was found out.
+            study_uid: The study it belongs to (a copy set aside for another copy of the same
+                instance), or None: it belongs to no study.
+        """
         with self._tx():
             self.db.execute(
-                "INSERT INTO dead_letter(study_uid, file, reason, stage, at) SELECT NULL, ?, ?, ?, ? "
-                "WHERE NOT EXISTS (SELECT 1 FROM dead_letter WHERE study_uid IS NULL AND file = ? AND reason = ? AND stage = ?)",
-                (file, reason, stage, utc_now(), file, reason, stage),
+                "INSERT INTO dead_letter(study_uid, file, reason, stage, at) SELECT ?, ?, ?, ?, ? "
+                "WHERE NOT EXISTS (SELECT 1 FROM dead_letter WHERE study_uid IS ? AND file = ? AND reason = ? AND stage = ?)",
+                (study_uid, file, reason, stage, utc_now(), study_uid, file, reason, stage),
             )
 
     def dead_letters(self, stage: str | None = None, limit: int | None = None) -> list[dict[str, str | None]]:

@@ -65,16 +65,22 @@ class StudySource(Protocol):
 class FolderSource:
     """Studies in a folder tree of DICOM files, any layout, grouped by StudyInstanceUID.
 
-    Only headers are read during discovery (:func:`medfusion.data.studies.scan_dicom_folder`); files
-    that are not usable DICOM images land in :attr:`rejected`.
+    Only headers are read during discovery (:func:`medfusion.data.studies.scan_dicom_folder`), in a
+    child process that spends at most ``file_timeout_s`` on one file; files that are not usable
+    DICOM images, or whose header read runs over the bound, land in :attr:`rejected`. A study's
+    locator lists every file of it, copies of one instance included (the worker chooses the copy
+    that decodes).
 
     Args:
         root: The folder.
+        file_timeout_s: Bound on one header read, seconds; None reads headers in this process
+            (bounded in bytes only).
     """
 
     root: Path
     name: str = "folder"
     rejected: list[Rejection] = field(default_factory=list)
+    file_timeout_s: float | None = 60.0
 
     def __post_init__(self) -> None:
         self.root = Path(self.root).resolve()
@@ -85,7 +91,7 @@ class FolderSource:
         Raises:
             DicomReadError: The folder does not exist.
         """
-        scan = scan_dicom_folder(self.root)
+        scan = scan_dicom_folder(self.root, file_timeout_s=self.file_timeout_s)
         self.rejected = list(scan.rejected)
         for uid in sorted(scan.studies):
             study = scan.studies[uid]
@@ -96,8 +102,10 @@ class FolderSource:
         return [Path(p) for p in ref.locator]
 
 
-def open_source(spec: str) -> StudySource:
+def open_source(spec: str, *, file_timeout_s: float | None = 60.0) -> StudySource:
     """A source from a command-line spec: an ``http(s)://`` URL (DICOMweb) or a folder.
+
+    ``file_timeout_s`` bounds each header read of a folder's discovery (see :class:`FolderSource`).
 
     Raises:
         DicomReadError: ``spec`` is neither a URL nor a readable folder.
@@ -110,7 +118,7 @@ def open_source(spec: str) -> StudySource:
     check_readable(path, DicomReadError)
     if not path.is_dir():
         raise DicomReadError(path, "not a folder (and not an http(s):// DICOMweb URL)")
-    return FolderSource(path)
+    return FolderSource(path, file_timeout_s=file_timeout_s)
 
 
 def check_readable(path: Path, error: type[InputRejected] = InputRejected) -> None:

@@ -350,15 +350,25 @@ def test_max_pixels_is_configurable(tmp_path: Path) -> None:
         read_dicom(path, max_pixels=1199)
 
 
-def test_deflate_bomb_is_refused_while_inflating(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+def test_deflate_bomb_is_refused_while_inflating(tmp_path: Path) -> None:
     spec = _spec(transfer_syntax=DeflatedExplicitVRLittleEndian)
     path = write_dicom(tmp_path / "d.dcm", np.zeros((256, 256), np.int64), spec)
     assert path.stat().st_size < 4096  # 128 KiB of zeros deflate to almost nothing
-    monkeypatch.setattr(dicom_module, "DEFLATE_MARGIN_BYTES", 0)
 
+    assert read_dicom_header(path, max_bytes=8000)["rows"] == 256  # a header read inflates the header only
     with pytest.raises(DicomReadError, match="deflated dataset inflates to more than 8000 bytes"):
-        read_dicom(path, max_pixels=1000)
+        read_dicom(path, max_bytes=8000)
     assert read_dicom(path).pixels.shape == (1, 1, 256, 256)
+
+
+def test_files_over_the_byte_bound_are_refused_before_reading(tmp_path: Path) -> None:
+    path = write_dicom(tmp_path / "a.dcm", _gradient(), _spec())
+    size = path.stat().st_size
+    for read in (read_dicom_header, read_dicom):
+        with pytest.raises(DicomReadError, match=f"file too large: {size} bytes > max_bytes {size - 1}"):
+            read(path, max_bytes=size - 1)
+    assert read_dicom(path, max_bytes=size).pixels.shape == (1, 1, 48, 64)
+    assert dicom_module.byte_limit(1000) == 8000 + dicom_module.DEFLATE_MARGIN_BYTES
 
 
 def _no_pixel_data(path: Path) -> Path:

@@ -32,18 +32,18 @@ def runner() -> Iterator[BoundedRunner]:
 
 
 def pytest_terminal_summary(terminalreporter: pytest.TerminalReporter) -> None:
-    """Counts per input family (tried / handled / rejected / crashed) and the total."""
-    from tests.robustness.harness import CRASHED, HANDLED, REJECTED, RESULTS
+    """Counts per input family (tried / handled / rejected / crashed / hung) and the total."""
+    from tests.robustness.harness import CRASHED, HANDLED, HUNG, REJECTED, RESULTS
 
     if not RESULTS:
         return
-    terminalreporter.section("robustness: inputs tried / handled / rejected / crashed")
-    total = {"tried": 0, HANDLED: 0, REJECTED: 0, CRASHED: 0}
+    terminalreporter.section("robustness: inputs tried / handled / rejected / crashed / hung")
+    total = {"tried": 0, HANDLED: 0, REJECTED: 0, CRASHED: 0, HUNG: 0}
     for title, tally in RESULTS.items():
         terminalreporter.write_line(tally.format(title).splitlines()[0])
         for key, n in tally.counts.items():
             total[key] += n
     terminalreporter.write_line(
         f"TOTAL: {total['tried']} inputs tried, {total[HANDLED]} handled, {total[REJECTED]} rejected, "
-        f"{total[CRASHED]} crashed"
+        f"{total[CRASHED]} crashed, {total[HUNG]} hung"
     )

@@ -6,15 +6,19 @@ gives the same bytes.
 
 from __future__ import annotations
 
+import functools
 import json
+import struct
+import zlib
 from pathlib import Path
 
 import numpy as np
 import pydicom
 import pydicom.uid
+from pydicom.dataset import Dataset, FileMetaDataset
 from pydicom.filebase import DicomBytesIO
 from pydicom.filereader import _read_file_meta_info
-from pydicom.filewriter import dcmwrite, write_file_meta_info
+from pydicom.filewriter import dcmwrite, write_dataset, write_file_meta_info
 
 #: Offsets (bytes) at which copies are cut; negative offsets count from the end.
 TRUNCATE_AT = (0, 1, 100, 128, 132, 200, 400, 0.5, -100, -1)
@@ -108,6 +112,181 @@ def dicom_variants(seeds: list[Path], out: Path, *, seed: int = 7) -> list[tuple
                 ds.NumberOfFrames = frames
             cases.append((f"huge/{i}/{name}", _write_like(ds, out / f"s{i}_huge_{name}.dcm")))
     return cases
+
+
+# ------------------------------------------------------------------------------------ deflated DICOM
+
+#: Inflated bytes of one repeated zero segment in generated deflate streams.
+ZERO_SEGMENT = 2**24
+#: The issue's file: a 16000 x 16000 all-zero 8-bit image, about 250 KB deflated.
+HUGE_SIDE = 16000
+#: Zero bytes of a private element placed before Rows: beyond the default inflate bound (576 MB).
+BOMB_BYTES = 600 * 2**20
+
+
+@functools.cache
+def _zero_segment() -> bytes:
+    """Raw deflate of :data:`ZERO_SEGMENT` zeros, byte-aligned and self-contained (repeatable)."""
+    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    return comp.compress(bytes(ZERO_SEGMENT)) + comp.flush(zlib.Z_SYNC_FLUSH)
+
+
+def deflate_stream(parts: list[bytes | int]) -> bytes:
+    """One complete raw deflate stream of ``parts``: bytes as given, an int as that many zeros.
+
+    Zero runs are written as repeated self-contained segments, so a 256 MB run costs one 16 MB
+    compression (a stream a real writer would produce, just faster).
+    """
+    out: list[bytes] = []
+    comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+    for part in parts:
+        if isinstance(part, bytes):
+            out.append(comp.compress(part))
+            continue
+        out.append(comp.flush(zlib.Z_FULL_FLUSH))  # byte-aligned, nothing referenced across
+        n, rest = divmod(part, ZERO_SEGMENT)
+        out.append(_zero_segment() * n)
+        comp = zlib.compressobj(9, zlib.DEFLATED, -zlib.MAX_WBITS)
+        out.append(comp.compress(bytes(rest)))
+    out.append(comp.flush())
+    return b"".join(out)
+
+
+def image_dataset(
+    rows: int, cols: int, *, bits: int = 8, study_uid: str | None = None, sop_uid: str | None = None
+) -> Dataset:
+    """A secondary-capture grayscale image header (no pixel data), UIDs generated when not given."""
+    ds = Dataset()
+    ds.SOPClassUID = pydicom.uid.SecondaryCaptureImageStorage
+    ds.SOPInstanceUID = sop_uid or pydicom.uid.generate_uid()
+    ds.StudyInstanceUID = study_uid or pydicom.uid.generate_uid()
+    ds.SeriesInstanceUID = pydicom.uid.generate_uid()
+    ds.Modality = "OT"
+    ds.SamplesPerPixel = 1
+    ds.PhotometricInterpretation = "MONOCHROME2"
+    ds.Rows, ds.Columns = rows, cols
+    ds.BitsAllocated = ds.BitsStored = bits
+    ds.HighBit = bits - 1
+    ds.PixelRepresentation = 0
+    return ds
+
+
+def _explicit_le(ds: Dataset) -> bytes:
+    buf = DicomBytesIO()
+    buf.is_little_endian, buf.is_implicit_VR = True, False
+    write_dataset(buf, ds)
+    return buf.getvalue()
+
+
+def _pixel_header(ds: Dataset, length: int) -> bytes:
+    vr = b"OW" if ds.BitsAllocated > 8 else b"OB"
+    return struct.pack("<HH2sHI", 0x7FE0, 0x0010, vr, 0, length)
+
+
+def write_deflated(path: Path, ds: Dataset, stream: bytes) -> Path:
+    """A Part-10 file of ``ds``'s SOP class declaring Deflated Explicit VR LE, with ``stream`` as its dataset."""
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    meta.ImplementationClassUID = pydicom.uid.PYDICOM_IMPLEMENTATION_UID
+    buf = DicomBytesIO()
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(128) + b"DICM" + buf.getvalue() + stream)
+    return path
+
+
+def deflated_image_stream(ds: Dataset, pixels: bytes | int) -> bytes:
+    """The deflated dataset of ``ds`` plus its pixel data (bytes, or an int: that many zeros)."""
+    n = pixels if isinstance(pixels, int) else len(pixels)
+    return deflate_stream([_explicit_le(ds) + _pixel_header(ds, n), pixels])
+
+
+def deflate_variants(out: Path, *, seed: int = 13) -> list[tuple[str, Path]]:
+    """Deflated Explicit VR Little Endian files ending their deflate stream in every way.
+
+    Families (case ``deflate/<shape>/<image>``): ``complete`` (exact, one pad byte as pydicom
+    writes odd lengths, 1000 trailing bytes; a 64x64 image and the 16000x16000 all-zero one),
+    ``pydicom`` (written by pydicom's own deflate writer), ``truncated`` (inside the pixel data,
+    inside the header, the last byte), ``empty`` (nothing after the file meta, an empty stream, a
+    stream of empty blocks that never ends), ``not_zlib`` (random bytes, the native dataset, a
+    gzip member) and ``bomb`` (a 600 MB private element before Rows, past the default bound).
+    """
+    rng = np.random.default_rng(seed)
+    out.mkdir(parents=True, exist_ok=True)
+    cases: list[tuple[str, Path]] = []
+    small = image_dataset(64, 64, bits=16)
+    small_pixels = rng.integers(0, 4096, (64, 64), dtype=np.uint16).tobytes()
+    huge = image_dataset(HUGE_SIDE, HUGE_SIDE)
+    streams = {
+        "small": deflated_image_stream(small, small_pixels),
+        "huge_zero": deflated_image_stream(huge, HUGE_SIDE**2),
+    }
+    for image, stream in streams.items():
+        ds = small if image == "small" else huge
+        for shape, tail in {"exact": b"", "padded": b"\x00", "trailing": rng.bytes(1000)}.items():
+            path = write_deflated(out / f"{image}_{shape}.dcm", ds, stream + tail)
+            cases.append((f"deflate/complete_{shape}/{image}", path))
+    native = pydicom.Dataset(small)
+    native.file_meta = FileMetaDataset()
+    native.file_meta.TransferSyntaxUID = pydicom.uid.DeflatedExplicitVRLittleEndian
+    native.PixelData = small_pixels
+    native.save_as(out / "pydicom_small.dcm", enforce_file_format=True)
+    cases.append(("deflate/pydicom/small", out / "pydicom_small.dcm"))
+
+    stream = streams["small"]
+    cuts = {"in_pixels": len(stream) // 2, "in_header": 40, "last_byte": len(stream) - 1}
+    for shape, n in cuts.items():
+        cases.append((f"deflate/truncated_{shape}/small", write_deflated(out / f"cut_{shape}.dcm", small, stream[:n])))
+    endless = b"\x00\x00\x00\xff\xff" * 200_000  # non-final empty stored blocks: input, no output, no end
+    for shape, data in {"no_dataset": b"", "empty_stream": deflate_stream([]), "empty_blocks": endless}.items():
+        cases.append((f"deflate/empty_{shape}/small", write_deflated(out / f"empty_{shape}.dcm", small, data)))
+    gzip = zlib.compressobj(9, zlib.DEFLATED, 31)
+    junk = {
+        "random": rng.bytes(4096),
+        "native": _explicit_le(small) + _pixel_header(small, len(small_pixels)) + small_pixels,
+        "gzip": gzip.compress(_explicit_le(small)) + gzip.flush(),
+    }
+    for shape, data in junk.items():
+        cases.append((f"deflate/not_zlib_{shape}/small", write_deflated(out / f"junk_{shape}.dcm", small, data)))
+
+    bomb = image_dataset(16, 16)
+    before = Dataset()
+    before.add_new(0x00090010, "LO", "MEDFUSION FUZZ")
+    head = _explicit_le(bomb[:0x00090000]) + _explicit_le(before)
+    private = struct.pack("<HH2sHI", 0x0009, 0x1000, b"OB", 0, BOMB_BYTES)
+    rest = _explicit_le(bomb[0x00090011:]) + _pixel_header(bomb, 256)
+    data = deflate_stream([head + private, BOMB_BYTES, rest, bytes(256)])
+    cases.append(("deflate/bomb_private_600mb/small", write_deflated(out / "bomb.dcm", bomb, data)))
+    return cases
+
+
+def slow_header_dicom(
+    path: Path, n_elements: int, *, after_pixels: bool = False, study_uid: str | None = None
+) -> Path:
+    """A valid-looking 16x16 image whose dataset repeats an empty private element ``n_elements`` times.
+
+    8 bytes each: 2 million make a 16 MB file that pydicom needs tens of seconds to parse; the byte
+    bounds let it through, only a wall-time bound stops it. Before the pixel data (default) they slow
+    every header read; after it (``after_pixels``) only a full read (decoding) is slow.
+    """
+    ds = image_dataset(16, 16, study_uid=study_uid)
+    meta = FileMetaDataset()
+    meta.MediaStorageSOPClassUID = ds.SOPClassUID
+    meta.MediaStorageSOPInstanceUID = ds.SOPInstanceUID
+    meta.TransferSyntaxUID = pydicom.uid.ExplicitVRLittleEndian
+    buf = DicomBytesIO()
+    write_file_meta_info(buf, meta, enforce_standard=True)
+    pixels = _pixel_header(ds, 256) + bytes(256)
+    if after_pixels:
+        body = _explicit_le(ds) + pixels + struct.pack("<HH2sH", 0x7FE1, 0x1000, b"SH", 0) * n_elements
+    else:
+        empty = struct.pack("<HH2sH", 0x0009, 0x1000, b"SH", 0)
+        body = _explicit_le(ds[:0x00090000]) + empty * n_elements + _explicit_le(ds[0x00090011:]) + pixels
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_bytes(bytes(128) + b"DICM" + buf.getvalue() + body)
+    return path
 
 
 # ---------------------------------------------------------------------------------------------- FHIR

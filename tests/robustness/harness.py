@@ -1,13 +1,14 @@
 """Run each input through a medfusion reader in a child process with a time bound and a memory probe.
 
-Every input must end one of two ways:
+Every input must end one of two ways, within its time bound:
 
 * **handled**: the reader returned a result (an image, a batch of reports, a config);
 * **rejected**: the reader raised our typed error (:class:`~medfusion.errors.InputRejected` naming
   the file, or :class:`~medfusion.errors.ConfigError` whose message starts with the file).
 
-Anything else is **crashed**: another exception type, a typed error that does not name the file or
-gives no reason, a child that exceeds the time bound (it is killed), or one that dies.
+An input that takes longer than its bound is **hung**, whatever it returned at last (a child still
+busy at :data:`TIME_LIMIT_S` is killed). Anything else is **crashed**: another exception type, a
+typed error that does not name the file or gives no reason, or a child that dies.
 
 The child is forked once and reused (forking is cheap and torch/pydicom are already imported); it is
 replaced after a timeout or a death. Peak memory growth of each input is measured in the child from
@@ -29,7 +30,7 @@ from typing import Any
 #: Per-input bound on wall time, seconds (the slowest corpus file takes ~2 s on a busy 2-core box).
 TIME_LIMIT_S = 30.0
 
-HANDLED, REJECTED, CRASHED = "handled", "rejected", "crashed"
+HANDLED, REJECTED, CRASHED, HUNG = "handled", "rejected", "crashed", "hung"
 
 
 @dataclass(frozen=True)
@@ -38,8 +39,8 @@ class Outcome:
 
     Attributes:
         case: A stable name of the input (``family/variant``).
-        status: ``handled``, ``rejected`` or ``crashed``.
-        detail: The rejection reason, or ``ExceptionType: message`` for a crash.
+        status: ``handled``, ``rejected``, ``crashed`` or ``hung``.
+        detail: The rejection reason, or ``ExceptionType: message`` for a crash, or what ran over.
         seconds: Wall time in the child.
         peak_growth_mb: Peak resident memory growth while reading it, MiB.
     """
@@ -55,8 +56,9 @@ class Outcome:
 
 
 def _names_file(source: str, path: Path) -> bool:
-    """``source`` is the file itself or a locator inside it (``file:line 3``, ``file#entry 2``)."""
-    return source == str(path) or source.startswith(f"{path}:") or source.startswith(f"{path}#")
+    """``source`` is the file itself, a locator inside it (``file:line 3``, ``file#entry 2``), or a
+    file inside it (an input that is a folder)."""
+    return source == str(path) or source.startswith((f"{path}:", f"{path}#", f"{path}/"))
 
 
 def _read_dicom(path: Path) -> tuple[str, str]:
@@ -109,12 +111,48 @@ def _load_config(path: Path) -> tuple[str, str]:
     return HANDLED, config.name
 
 
+def _read_study_folder(path: Path) -> tuple[str, str]:
+    """A folder of one study's files, as a scoring worker reads it: the copy of each instance that
+    decodes, then every kept file decoded. Detail: the names kept and the number set aside."""
+    from medfusion.data.dicom import read_dicom
+    from medfusion.data.studies import resolve_copies, scan_dicom_folder
+
+    scan = scan_dicom_folder(path)
+    kept_names, set_aside = [], 0
+    for study in scan.studies.values():
+        kept, aside = resolve_copies(study.paths, read_dicom)
+        for file in kept:
+            read_dicom(file)  # raises DicomReadError (naming the file) when no copy decodes
+        kept_names += sorted(p.name for p in kept)
+        set_aside += len(aside)
+    if not kept_names:
+        return REJECTED, "; ".join(sorted({r.reason for r in scan.rejected})) or "no image"
+    return HANDLED, f"kept {','.join(kept_names)}; {set_aside} set aside"
+
+
+#: Seconds each header read may take in :func:`_discover` (the child reading it is stopped beyond).
+DISCOVERY_FILE_TIMEOUT_S = 5.0
+
+
+def _discover(path: Path) -> tuple[str, str]:
+    """Discovery of a folder with time-bounded header reads (as the scoring folder source runs it)."""
+    from medfusion.data.studies import scan_dicom_folder
+
+    scan = scan_dicom_folder(path, file_timeout_s=DISCOVERY_FILE_TIMEOUT_S)
+    if scan.rejected and not scan.studies:
+        return REJECTED, scan.rejected[0].reason
+    reasons = "; ".join(r.reason for r in scan.rejected) or "none"
+    return HANDLED, f"{scan.n_instances} image(s); rejected: {reasons}"
+
+
 READERS = {
     "dicom": _read_dicom,
     "dicom_header": _read_dicom_header,
     "reports": _read_reports,
     "fhir_string": _read_fhir_string,
     "config": _load_config,
+    "study_folder": _read_study_folder,
+    "discover": _discover,
 }
 
 
@@ -199,7 +237,13 @@ class Tally:
     @property
     def counts(self) -> dict[str, int]:
         c = Counter(o.status for o in self.outcomes)
-        return {"tried": len(self.outcomes), HANDLED: c[HANDLED], REJECTED: c[REJECTED], CRASHED: c[CRASHED]}
+        return {
+            "tried": len(self.outcomes),
+            HANDLED: c[HANDLED],
+            REJECTED: c[REJECTED],
+            CRASHED: c[CRASHED],
+            HUNG: c[HUNG],
+        }
 
     def by_case(self) -> dict[str, Outcome]:
         return {o.case: o for o in self.outcomes}
@@ -209,7 +253,8 @@ class Tally:
         slowest = max(self.outcomes, key=lambda o: o.seconds, default=None)
         biggest = max(self.outcomes, key=lambda o: o.peak_growth_mb, default=None)
         lines = [
-            f"{title}: {c['tried']} inputs tried, {c[HANDLED]} handled, {c[REJECTED]} rejected, {c[CRASHED]} crashed"
+            f"{title}: {c['tried']} inputs tried, {c[HANDLED]} handled, {c[REJECTED]} rejected, {c[CRASHED]} crashed, "
+            f"{c[HUNG]} hung"
             + (f"; slowest {slowest.seconds:.2f}s ({slowest.case})" if slowest else "")
             + (f"; largest peak RSS growth {biggest.peak_growth_mb:.0f} MiB ({biggest.case})" if biggest else "")
         ]
@@ -217,23 +262,24 @@ class Tally:
         for reason, n in reasons.most_common(8):
             lines.append(f"  {n:4d} rejected: {reason[:150]}")
         for o in self.outcomes:
-            if o.status == CRASHED:
-                lines.append(f"  CRASH {o.case}: {o.detail}")
+            if o.status in (CRASHED, HUNG):
+                lines.append(f"  {o.status.upper()} {o.case}: {o.detail}")
         return "\n".join(lines)
 
 
 class BoundedRunner:
     """Reads inputs in a forked child, killing and replacing it when one input exceeds ``time_limit_s``."""
 
-    def __init__(self, time_limit_s: float = TIME_LIMIT_S) -> None:
+    def __init__(self, time_limit_s: float = TIME_LIMIT_S, *, daemon: bool = True) -> None:
         self.time_limit_s = time_limit_s
+        self.daemon = daemon  # False for readers that start processes of their own
         self._ctx = mp.get_context("fork")
         self._proc: Any = None
         self._conn: Any = None
 
     def _start(self) -> None:
         parent, child = self._ctx.Pipe()
-        self._proc = self._ctx.Process(target=_child, args=(child,), daemon=True)
+        self._proc = self._ctx.Process(target=_child, args=(child,), daemon=self.daemon)
         self._proc.start()
         child.close()
         self._conn = parent
@@ -245,28 +291,32 @@ class BoundedRunner:
             self._conn.close()
         self._proc = self._conn = None
 
-    def run(self, kind: str, path: Path, case: str) -> Outcome:
-        """Read ``path`` with reader ``kind``; the outcome of a hang or a death is ``crashed``."""
+    def run(self, kind: str, path: Path, case: str, bound_s: float | None = None) -> Outcome:
+        """Read ``path`` with reader ``kind``: a death is ``crashed``; more than ``bound_s`` (default
+        and at most :attr:`time_limit_s`, where the child is killed) is ``hung``."""
+        bound = min(bound_s or self.time_limit_s, self.time_limit_s)
         if self._proc is None or not self._proc.is_alive():
             self._start()
         start = time.perf_counter()
         self._conn.send((kind, str(path)))
         if not self._conn.poll(self.time_limit_s):
             self._kill()
-            return Outcome(case, CRASHED, f"no result within {self.time_limit_s:.0f}s (killed)", self.time_limit_s, 0.0)
+            return Outcome(case, HUNG, f"no result within {self.time_limit_s:.0f}s (killed)", self.time_limit_s, 0.0)
         try:
             status, detail, seconds, growth = self._conn.recv()
         except EOFError:
             code = self._proc.exitcode if self._proc is not None else None
             self._kill()
             return Outcome(case, CRASHED, f"reader process died (exit code {code})", time.perf_counter() - start, 0.0)
+        if seconds > bound:
+            return Outcome(case, HUNG, f"{seconds:.1f}s > bound {bound:g}s ({status}: {detail})", seconds, growth)
         return Outcome(case, status, detail, seconds, growth)
 
-    def run_all(self, kind: str, inputs: list[tuple[str, Path]]) -> Tally:
-        """Run every ``(case, path)``; never raises for an input."""
+    def run_all(self, kind: str, inputs: list[tuple[str, Path]], bound_s: float | None = None) -> Tally:
+        """Run every ``(case, path)``, each bounded by ``bound_s`` (see :meth:`run`); never raises for an input."""
         tally = Tally()
         for case, path in inputs:
-            tally.outcomes.append(self.run(kind, path, case))
+            tally.outcomes.append(self.run(kind, path, case, bound_s))
         return tally
 
     def close(self) -> None:

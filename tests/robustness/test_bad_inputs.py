@@ -1,8 +1,10 @@
-"""Bad input never crashes a reader: it is handled, or rejected with our typed error naming the file.
+"""Bad input never crashes or hangs a reader: it is handled, or rejected with our typed error naming
+the file, within its time bound.
 
-Each input is read in a child process bounded in time (:data:`harness.TIME_LIMIT_S`) whose peak
-memory growth is measured (:mod:`tests.robustness.harness`). The terminal summary prints the counts
-per family; ``python -m tests.robustness`` prints the full table with rejection reasons.
+Each input is read in a child process bounded in time (:data:`harness.TIME_LIMIT_S`, or a family's
+tighter bound) whose peak memory growth is measured (:mod:`tests.robustness.harness`). The terminal
+summary prints the counts per family (tried / handled / rejected / crashed / hung);
+``python -m tests.robustness`` prints the full table with rejection reasons.
 """
 
 from __future__ import annotations
@@ -14,7 +16,17 @@ import pytest
 
 from tests.data.test_pydicom_corpus import corpus_files
 from tests.robustness import fuzz
-from tests.robustness.harness import CRASHED, HANDLED, REJECTED, TIME_LIMIT_S, BoundedRunner, Tally, report_line
+from tests.robustness.harness import (
+    CRASHED,
+    DISCOVERY_FILE_TIMEOUT_S,
+    HANDLED,
+    HUNG,
+    REJECTED,
+    TIME_LIMIT_S,
+    BoundedRunner,
+    Tally,
+    report_line,
+)
 
 ROOT = Path(__file__).resolve().parents[2]
 #: Peak RSS growth allowed for any one input (the largest corpus files decode to ~100 MiB of float32).
@@ -30,6 +42,7 @@ def _check(title: str, tally: Tally) -> dict[str, int]:
     print(text)  # noqa: T201 - shown with -s; the counts also go to the terminal summary
     counts = tally.counts
     assert counts[CRASHED] == 0, text
+    assert counts[HUNG] == 0, text
     assert counts["tried"] == counts[HANDLED] + counts[REJECTED]
     for o in tally.outcomes:
         assert o.seconds < TIME_LIMIT_S, (o.case, o.seconds)
@@ -144,14 +157,20 @@ def test_bad_configs(runner: BoundedRunner, tmp_path: Path) -> None:
 
 
 def test_runner_bounds_a_hang(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    """The harness itself: a reader that hangs is killed at the bound and counted as a crash."""
+    """The harness itself: a reader that hangs is killed at the limit and counted as hung; one that
+    ends, but over its bound, is hung too."""
     from tests.robustness import harness
 
     monkeypatch.setitem(harness.READERS, "hang", lambda path: __import__("time").sleep(60))
+    monkeypatch.setitem(harness.READERS, "slow", lambda path: (__import__("time").sleep(1.5), (HANDLED, "ok"))[1])
     with BoundedRunner(time_limit_s=1.0) as bounded:
         o = bounded.run("hang", tmp_path, "hang")
-        assert o.status == CRASHED and "killed" in o.detail
+        assert o.status == HUNG and "killed" in o.detail
         assert bounded.run("config", tmp_path / "missing.yaml", "after").status == REJECTED  # replaced child
+    with BoundedRunner(time_limit_s=10.0) as bounded:
+        o = bounded.run("slow", tmp_path, "slow", bound_s=1.0)
+        assert o.status == HUNG and "> bound 1s (handled: ok)" in o.detail, o
+        assert bounded.run("slow", tmp_path, "slow", bound_s=5.0).status == HANDLED
 
 
 def test_runner_measures_peak_memory(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
@@ -164,3 +183,86 @@ def test_runner_measures_peak_memory(tmp_path: Path, monkeypatch: pytest.MonkeyP
     with BoundedRunner() as bounded:
         o = bounded.run("alloc", tmp_path, "alloc")
     assert o.status == HANDLED and o.peak_growth_mb > 200, o
+
+
+#: Per-input bound of the deflate family (the 600 MB bomb inflates 576 MB before it is refused).
+DEFLATE_BOUND_S = 20.0
+#: Peak RSS growth allowed for a deflated input (inflating keeps a 1 MiB window, not the dataset).
+DEFLATE_MEMORY_MB = 96
+
+
+@pytest.mark.timeout(600)
+def test_deflate_end_of_stream_shapes(runner: BoundedRunner, tmp_path: Path) -> None:
+    """Every way a deflate stream can end (exact, pad byte, trailing bytes, truncated, empty, never,
+    not deflate data, past the inflate bound; a 64x64 image and the 250 KB 16000² zero image)."""
+    cases = fuzz.deflate_variants(tmp_path)
+    for kind in ("dicom_header", "dicom"):
+        tally = runner.run_all(kind, cases, bound_s=DEFLATE_BOUND_S)
+        _check(f"deflate end-of-stream shapes ({kind})", tally)
+        for case, o in tally.by_case().items():
+            assert o.peak_growth_mb < DEFLATE_MEMORY_MB, o
+            complete = case.split("/")[1].startswith("complete") or case == "deflate/pydicom/small"
+            if kind == "dicom_header":
+                assert (o.status == HANDLED) == (complete or "truncated_in_pixels" in case or "last_byte" in case), o
+            elif complete and case.endswith("/small"):
+                assert o.status == HANDLED, o
+            else:
+                assert o.status == REJECTED, o
+            if case.endswith("huge_zero") and kind == "dicom":
+                assert "image too large: 16000x16000x1 pixels" in o.detail, o
+
+
+@pytest.mark.timeout(600)
+def test_duplicate_instances_of_mixed_quality(runner: BoundedRunner, tiny_cohort: Path, tmp_path: Path) -> None:
+    """Copies of one instance (intact, truncated, cut before the pixels, garbage codestream) in every
+    path order: the intact copy is the one kept, each other copy is set aside with its reason."""
+    seeds = _valid_dicom_seeds(tiny_cohort, 2)
+    cases = fuzz.duplicate_variants(seeds, tmp_path)
+    tally = runner.run_all("study_folder", [(case, folder) for case, folder, _ in cases])
+    _check("duplicate instances of mixed quality", tally)
+    outcomes = tally.by_case()
+    assert len(outcomes) == 2 * (24 + 2)
+    for case, _, intact in cases:
+        o = outcomes[case]
+        if intact is None:
+            assert o.status == REJECTED, o
+        else:
+            n_aside = 1 if case.endswith("identical") else len(fuzz.BROKEN_COPIES)
+            assert o.status == HANDLED and o.detail == f"kept {intact}; {n_aside} set aside", o
+
+
+@pytest.mark.timeout(900)
+def test_per_file_time_bound_at_discovery(tmp_path: Path) -> None:
+    """Inputs that keep a header parser busy for minutes within the byte bounds (millions of tiny
+    elements) end at the per-file time bound of discovery; none is over its bound (hung)."""
+    control = fuzz.slow_header_dicom(tmp_path / "control" / "ok.dcm", 10)
+    slow = fuzz.slow_header_dicom(tmp_path / "slow" / "2m_elements.dcm", 2_000_000)
+    mixed = tmp_path / "mixed"
+    mixed.mkdir()
+    (mixed / "a_slow.dcm").write_bytes(slow.read_bytes())
+    (mixed / "b_ok.dcm").write_bytes(control.read_bytes())
+    deflated = dict(fuzz.deflate_variants(tmp_path / "deflate"))
+    for name in ("complete_padded/huge_zero", "bomb_private_600mb/small"):
+        folder = tmp_path / name.replace("/", "_")
+        folder.mkdir()
+        (folder / "x.dcm").write_bytes(deflated[f"deflate/{name}"].read_bytes())
+    with BoundedRunner(time_limit_s=300, daemon=False) as bounded:  # discovery starts a header reader process
+        # The first discovery starts the workers' forkserver (imports torch and MONAI): minutes on a busy box.
+        warmup = bounded.run("discover", control.parent, "control/warmup")
+        assert warmup.status == HANDLED, warmup
+        bound = 2 * DISCOVERY_FILE_TIMEOUT_S + 10  # two files at most, plus a child restart
+        cases = [
+            ("control/one_file", control.parent),
+            ("slow/2m_elements", slow.parent),
+            ("slow/2m_elements_then_a_good_file", mixed),
+            ("deflate/huge_zero_padded", tmp_path / "complete_padded_huge_zero"),
+            ("deflate/bomb_600mb", tmp_path / "bomb_private_600mb_small"),
+        ]
+        tally = bounded.run_all("discover", cases, bound_s=bound)
+    _check("per-file time bound (discovery)", tally)
+    outcomes = tally.by_case()
+    assert outcomes["control/one_file"].status == HANDLED
+    exceeded = f"reading the header exceeded {DISCOVERY_FILE_TIMEOUT_S:g} s (stopped)"
+    assert outcomes["slow/2m_elements"].status == REJECTED and outcomes["slow/2m_elements"].detail == exceeded
+    assert outcomes["slow/2m_elements_then_a_good_file"].detail == f"1 image(s); rejected: {exceeded}"
+    assert outcomes["deflate/huge_zero_padded"].detail == "1 image(s); rejected: none"
