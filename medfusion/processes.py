@@ -15,7 +15,7 @@ import sys
 PRELOAD = ["medfusion.inference"]
 
 
-def worker_context() -> multiprocessing.context.BaseContext:
+def worker_context() -> multiprocessing.context.ForkServerContext | multiprocessing.context.SpawnContext:
     """forkserver on Linux (workers fork from a server that has imported :data:`PRELOAD`), else spawn."""
     if sys.platform.startswith("linux"):
         ctx = multiprocessing.get_context("forkserver")

@@ -180,11 +180,11 @@ def deflated_start(path: Path) -> tuple[FileMetaDataset, int] | None:
             read_preamble(f, False)
             raw = read_dataset(f, False, True, stop_when=_not_group_2)
             # The end of the last element (f.tell() is past the end when fewer than 8 bytes follow).
-            tags = list(raw.keys())  # iterating a Dataset itself would convert the elements
-            elements = [raw.get_item(tag) for tag in tags]  # RawDataElements: value_tell, length
-            ends = [
-                e.value_tell + e.length for e in elements if isinstance(e, RawDataElement) and e.length != 0xFFFFFFFF
-            ]
+            ends: list[int] = []
+            for tag in list(raw.keys()):  # iterating a Dataset itself would convert the elements
+                element = raw.get_item(tag)
+                if isinstance(element, RawDataElement) and element.length != 0xFFFFFFFF:
+                    ends.append(element.value_tell + element.length)
             meta = FileMetaDataset(raw)
             deflated = meta.get("TransferSyntaxUID") == pydicom.uid.DeflatedExplicitVRLittleEndian
         except _META_ERRORS:

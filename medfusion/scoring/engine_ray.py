@@ -218,8 +218,8 @@ def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresho
     labels = ctx.labels
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         for row in batch.itertuples(index=False):
-            set_aside = [Rejection(source, reason) for source, reason in json.loads(row.set_aside)]
-            record_set_aside(ctx, Prepared(row.study_uid, set_aside=set_aside))
+            set_aside = [Rejection(source, reason) for source, reason in json.loads(str(row.set_aside))]
+            record_set_aside(ctx, Prepared(str(row.study_uid), set_aside=set_aside))
             if row.error:
                 ctx.rejected(row.study_uid, row.file or None, row.error, row.stage or "decode")
                 continue

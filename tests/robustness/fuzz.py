@@ -289,6 +289,66 @@ def slow_header_dicom(
     return path
 
 
+# ------------------------------------------------------------------------------ copies of one instance
+
+#: Broken copies of an instance, as re-sends and partial transfers leave them.
+BROKEN_COPIES = ("truncated", "no_pixels", "garbage_rle")
+
+
+def _broken_copy(src: Path, kind: str, path: Path) -> Path:
+    raw = src.read_bytes()
+    if kind == "truncated":  # the transfer stopped inside the pixel data
+        path.write_bytes(raw[: len(raw) - len(raw) // 4])
+    elif kind == "no_pixels":  # the transfer stopped right before the pixel data element
+        path.write_bytes(raw[: raw.rfind(b"\xe0\x7f\x10\x00")])
+    else:  # re-encoded, then the codestream overwritten: header fine, pixels undecodable
+        ds = pydicom.dcmread(src)
+        ds.compress(pydicom.uid.RLELossless, generate_instance_uid=False)  # the same instance
+        frame = bytearray(ds.PixelData)
+        frame[16:-16] = b"\xff" * (len(frame) - 32)
+        ds.PixelData = bytes(frame)
+        ds.save_as(path)
+    return path
+
+
+def duplicate_variants(seeds: list[Path], out: Path) -> list[tuple[str, Path, str | None]]:
+    """Folders holding several copies of one instance (same SOPInstanceUID) of mixed quality.
+
+    Per seed: the intact copy with every broken kind (:data:`BROKEN_COPIES`) in all 24 path orders
+    (``mixed``), an identical re-sent copy (``identical``) and the broken copies alone
+    (``all_broken``).
+
+    Returns:
+        ``[(case, folder, name of the intact copy or None)]``.
+    """
+    import itertools
+
+    cases: list[tuple[str, Path, str | None]] = []
+    for i, src in enumerate(seeds):
+        kinds = ("intact", *BROKEN_COPIES)
+        for n, order in enumerate(itertools.permutations(kinds)):
+            folder = out / f"s{i}_mixed_{n}"
+            folder.mkdir(parents=True)
+            for rank, kind in enumerate(order):  # file names put the copies in this path order
+                path = folder / f"{rank}_copy.dcm"
+                if kind == "intact":
+                    path.write_bytes(src.read_bytes())
+                else:
+                    _broken_copy(src, kind, path)
+            cases.append((f"duplicates/{i}/mixed_{'-'.join(order)}", folder, f"{order.index('intact')}_copy.dcm"))
+        folder = out / f"s{i}_identical"
+        folder.mkdir(parents=True)
+        for name in ("a.dcm", "b.dcm"):
+            (folder / name).write_bytes(src.read_bytes())
+        cases.append((f"duplicates/{i}/identical", folder, "a.dcm"))
+        folder = out / f"s{i}_all_broken"
+        folder.mkdir(parents=True)
+        for kind in BROKEN_COPIES:
+            _broken_copy(src, kind, folder / f"{kind}.dcm")
+        cases.append((f"duplicates/{i}/all_broken", folder, None))
+    return cases
+
+
 # ---------------------------------------------------------------------------------------------- FHIR
 
 
