@@ -108,7 +108,11 @@ def _explanation(model, results_dir: str, uid: str):
             bar.progress(min(max(done, 0.0), 1.0), text=text)
             shown.update(at=time.monotonic(), state=state)
 
-    explanation = explain_cached(cache, key, model.predictor, study_input(results_dir, uid), checkpoint=checkpoint)
+    try:
+        explanation = explain_cached(cache, key, model.predictor, study_input(results_dir, uid), checkpoint=checkpoint)
+    except (InputRejected, MedfusionError):
+        bar.empty()  # the caller shows the error instead
+        raise
     bar.empty()
     return explanation
 
