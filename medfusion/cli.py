@@ -343,8 +343,11 @@ def review_export(
     results: Annotated[Path, typer.Option(help="Scoring output folder (for the label names).")],
     out: Annotated[Path, typer.Option(help="Folder to write reviewed_labels.csv and reviewed_labels.ndjson.")],
     store: Annotated[Path | None, typer.Option(help="Review store (default: <results>/review.sqlite).")] = None,
+    include_comments: Annotated[
+        bool, typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default).")
+    ] = False,
 ) -> None:
-    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining."""
+    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining; no comments unless asked."""
     from medfusion.review.data import read_scores
     from medfusion.review.export import export_csv, export_fhir
     from medfusion.review.settings import ReviewSettings
@@ -353,8 +356,9 @@ def review_export(
 
     settings = ReviewSettings.create(results, store_path=store)
     review_store = ReviewStore(settings.store_path)
-    csv = export_csv(review_store, labels_of(read_scores(results)), out / "reviewed_labels.csv")
-    ndjson = export_fhir(review_store, out / "reviewed_labels.ndjson")
+    labels = labels_of(read_scores(results))
+    csv = export_csv(review_store, labels, out / "reviewed_labels.csv", include_comments=include_comments)
+    ndjson = export_fhir(review_store, out / "reviewed_labels.ndjson", include_comments=include_comments)
     typer.echo(f"wrote {csv} and {ndjson}")
 
 

@@ -8,6 +8,7 @@ scoring output, explanations from :mod:`medfusion.explain`, decisions into
 
 from __future__ import annotations
 
+import time
 from datetime import datetime, timezone
 from pathlib import Path
 
@@ -16,12 +17,15 @@ import streamlit as st
 
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
+from medfusion.review.comment_guard import comment_findings
+from medfusion.review.comment_guard import describe as describe_findings
 from medfusion.review.data import (
     load_review_model,
     model_uri_for,
     read_scores,
     study_input,
 )
+from medfusion.review.explanations import ExplanationCache, explain_cached
 from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.settings import ReviewSettings
@@ -76,11 +80,41 @@ def _scores(results_dir: str):
     return read_scores(results_dir)
 
 
-@st.cache_data(max_entries=16, show_spinner="Computing explanations...")
-def _explanation(model_uri: str, results_dir: str, study_uid: str, _model_obj):
-    from medfusion.explain import explain_study
+@st.cache_resource
+def _explanations() -> ExplanationCache:
+    return ExplanationCache()  # shared by every session, bounded
 
-    return explain_study(_model_obj.predictor, study_input(results_dir, study_uid))
+
+def _explanation(model, results_dir: str, uid: str):
+    """The study's explanation: from the shared cache, else computed here behind a progress bar.
+
+    Abandoned (``st.stop``) as soon as this session has moved to another study, and stopped by
+    Streamlit itself (at the progress update) when this run has been superseded, so stale work
+    neither piles up nor holds the model.
+    """
+    cache, key = _explanations(), (model.uri, results_dir, uid)
+    found = cache.get(key)
+    if found is not None:
+        return found
+    bar = st.progress(0.0, text="Computing explanations...")
+    shown = {"at": 0.0, "state": ("", -1.0)}
+
+    def checkpoint(step: str, done: float) -> None:
+        if st.session_state.get("study") != uid:
+            st.stop()  # the reviewer has left this study
+        state = (step, round(done, 2))
+        if state != shown["state"] or time.monotonic() - shown["at"] >= 1.0:  # a delta: a yield point
+            text = "Waiting for another explanation..." if step == "waiting" else f"Computing explanations: {step}"
+            bar.progress(min(max(done, 0.0), 1.0), text=text)
+            shown.update(at=time.monotonic(), state=state)
+
+    try:
+        explanation = explain_cached(cache, key, model.predictor, study_input(results_dir, uid), checkpoint=checkpoint)
+    except (InputRejected, MedfusionError):
+        bar.empty()  # the caller shows the error instead
+        raise
+    bar.empty()
+    return explanation
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
@@ -259,8 +293,10 @@ def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
     return [method] if method != "none" else []
 
 
-def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown_methods: list[str], opacity: float | None, uid: str) -> None:
+def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown_methods: list[str], opacity: float | None,
+                   uid: str, results_dir: str) -> None:
     current = {r.label: r for r in store.current(uid)}
+    flagged = st.session_state.get(f"cflag_{uid}")  # the warning of a save refused for its comment
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
         choices = {}
@@ -276,9 +312,18 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
                                  label_visibility="collapsed", placeholder="corrected value", disabled=not user.can_decide)
             choices[label] = (kind, value, p, t)
         comment = st.text_area("Comment (no patient identifiers)", key=f"c_{uid}", height=70, disabled=not user.can_decide)
+        confirmed = False
+        if flagged:
+            st.warning(flagged, icon=":material/warning:")
+            confirmed = st.checkbox("The comment holds no patient identifier: save it as written", key=f"cok_{uid}")
         saved = st.form_submit_button("Save decisions", type="primary", disabled=not user.can_decide)
     if not saved:
         return
+    comment = comment.strip()
+    findings = comment_findings(comment, study_input(results_dir, uid).image_paths) if comment else ()
+    if findings and not confirmed:
+        st.session_state[f"cflag_{uid}"] = describe_findings(findings)  # kinds only, never the text
+        st.rerun()
     decisions = []
     for label, (kind, value, p, t) in choices.items():
         if kind is None:
@@ -288,7 +333,7 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
             model_name=str(row["model_name"]), model_version=str(row["model_version"]),
             shown=Shown(p, t, tuple(shown_methods), opacity),
             corrected_value=None if kind != "corrected" or value is None else value == "present",
-            comment=comment.strip(),
+            comment=comment,
         ))
     if not decisions:
         st.warning("Choose agree, disagree or corrected for at least one label.")
@@ -298,6 +343,7 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
     except InputRejected as rejected:
         st.error(f"Not saved: {rejected.reason}.")
         return
+    st.session_state.pop(f"cflag_{uid}", None)
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
@@ -323,7 +369,7 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
     row = matches.iloc[0]
     try:
         model = _model(model_uri_for(settings, results), settings.tracking_uri, str(settings.results_dir / "model"))
-        ex = _explanation(model.uri, str(settings.results_dir), uid, model)
+        ex = _explanation(model, str(settings.results_dir), uid)
         image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing["frame_policy"])
     except (InputRejected, MedfusionError) as err:
         st.error(f"Cannot show this study: {err}")
@@ -344,7 +390,7 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
         shown_tokens = _report_panel(ex, labels, uid)
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
-    _decision_form(user, row, labels, store, shown_maps + shown_tokens, opacity, uid)
+    _decision_form(user, row, labels, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
     history = store.audit(uid)
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):

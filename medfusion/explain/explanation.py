@@ -6,19 +6,24 @@
 Methods that do not apply to a model or a study are absent from the dicts: ``cross_attention`` needs
 the ``hybrid`` fusion and both modalities; ``gradcam`` a ResNet/DenseNet image encoder (2D) and an
 image; ``saliency`` any 2D image; the token methods a text encoder and report text.
+
+Thread-safe: see :mod:`medfusion.explain.workspace` (private model copies, one lock per model, a
+``checkpoint`` to abandon work nobody wants any more).
 """
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
+from typing import Any
 
 import numpy as np
 import torch
 
 from medfusion.errors import InputRejected, MedfusionError
-from medfusion.explain.image import cross_attention_heatmaps, gradcam_explainer, saliency_explainer
+from medfusion.explain.image import LabelStep, cross_attention_heatmaps
 from medfusion.explain.text import attention_rollout, integrated_gradients, token_spans
+from medfusion.explain.workspace import Checkpoint, Workspace, exclusive, no_checkpoint
 from medfusion.inference import Predictor, StudyInput
 from medfusion.models.model import FusionModelOutput
 from medfusion.training.calibration import apply_temperature
@@ -95,14 +100,21 @@ def _unknown(methods: Sequence[str]) -> list[str]:
 
 
 def explain_study(
-    predictor: Predictor, study: StudyInput, methods: Sequence[str] = METHODS
+    predictor: Predictor, study: StudyInput, methods: Sequence[str] = METHODS, *, checkpoint: Checkpoint = no_checkpoint
 ) -> StudyExplanation:
     """Score one study and explain the scores with the requested methods.
+
+    Safe to call from any number of threads on one shared predictor: every pass runs on the model's
+    private :class:`~medfusion.explain.workspace.Workspace`, one explanation at a time, and the
+    predictor's model is never modified (no hooks, no gradients, no mode switches).
 
     Args:
         predictor: A loaded model (:class:`~medfusion.inference.Predictor`).
         study: The study (image paths and/or report text).
         methods: Any of ``cross_attention``, ``gradcam``, ``saliency``, ``attention``, ``gradient``.
+        checkpoint: ``checkpoint(step, fraction_done)``, called while waiting for another thread's
+            explanation of the same model and before each method and label; whatever it raises
+            abandons the explanation (the workspace is released).
 
     Returns:
         The :class:`StudyExplanation`; methods that do not apply are absent.
@@ -113,12 +125,21 @@ def explain_study(
     """
     if unknown := _unknown(methods):
         raise MedfusionError(f"unknown explanation method(s) {unknown}; choose from {list(METHODS)}")
-    loaded = predictor.loaded
-    model, n_labels = loaded.model, len(loaded.labels)
     try:
-        sample = predictor.preprocess(study)
+        sample = predictor.preprocess(study)  # reads the image: outside the workspace lock
     except (InputRejected, RuntimeError) as err:
         raise input_rejection(err) from None
+    with exclusive(predictor.loaded.model, checkpoint) as ws:
+        return _explain(ws, predictor, sample, methods, checkpoint)
+
+
+def _explain(
+    ws: Workspace, predictor: Predictor, sample: dict[str, Any], methods: Sequence[str], checkpoint: Checkpoint
+) -> StudyExplanation:
+    """:func:`explain_study` once the workspace is held: every pass on ``ws``'s copies."""
+    loaded, model = predictor.loaded, ws.model.eval()
+    n_labels = len(loaded.labels)
+    checkpoint("forward", 0.0)
     batch = {k: v.to(loaded.device) for k, v in predictor.collate([sample]).items()}
     has_image = sample["image_present"] and batch["image"].ndim == 4  # 2D images only are displayed
     has_text = sample["text_present"] and model.text_encoder is not None
@@ -135,6 +156,12 @@ def explain_study(
         modality_contributions=modality_contributions(out),
         provenance=dict(predictor.provenance),
     )
+    requested = [m for m in METHODS if m in methods]
+
+    def step(method: str) -> LabelStep:
+        """Checkpoint before each label of ``method`` (fraction: methods done, labels done)."""
+        base = requested.index(method) / len(requested)
+        return lambda label: checkpoint(method, base + label / (n_labels * len(requested)))
 
     if has_image:
         image = batch["image"][0].float().mean(0)  # (H, W), z-scored model input
@@ -147,11 +174,12 @@ def explain_study(
                 out.attentions[0].detach(), mask, out.image_grid, size, n_labels
             )
         if "gradcam" in methods:
-            explainer = gradcam_explainer(model, tuple(batch["image"].shape[1:]))
+            step("gradcam")(0)
+            explainer = ws.gradcam(tuple(batch["image"].shape[1:]))
             if explainer.layer is not None:
-                explanation.heatmaps["gradcam"] = explainer.heatmaps(batch, n_labels)
+                explanation.heatmaps["gradcam"] = explainer.heatmaps(batch, n_labels, on_label=step("gradcam"))
         if "saliency" in methods:
-            explanation.heatmaps["saliency"] = saliency_explainer(model).heatmaps(batch, n_labels)
+            explanation.heatmaps["saliency"] = ws.saliency().heatmaps(batch, n_labels, on_label=step("saliency"))
 
     if has_text:
         explanation.token_spans = token_spans(loaded.tokenizer, sample["report"], loaded.preprocessing["max_tokens"])
@@ -159,9 +187,12 @@ def explain_study(
         if len(real) != batch["input_ids"].shape[1]:
             raise MedfusionError(f"tokenizer gave {len(real)} spans for {batch['input_ids'].shape[1]} tokens")
         if "attention" in methods:
+            step("attention")(0)
             explanation.token_scores["attention"] = attention_rollout(
-                model, batch["input_ids"], batch["attention_mask"], real, n_labels
+                ws.eager_transformer(), model.text_encoder.pooling, batch["input_ids"], batch["attention_mask"], real,
+                n_labels,
             )
         if "gradient" in methods:
-            explanation.token_scores["gradient"] = integrated_gradients(model, batch, real)
+            explanation.token_scores["gradient"] = integrated_gradients(model, batch, real, on_label=step("gradient"))
+    checkpoint("done", 1.0)
     return explanation

@@ -22,8 +22,8 @@ label; an all-equal map becomes all zeros).
 from __future__ import annotations
 
 import copy
-import weakref
-from typing import Any, Callable
+from collections.abc import Callable
+from typing import Any
 
 import numpy as np
 import torch
@@ -32,6 +32,9 @@ from torch import nn
 
 from medfusion.models.image_encoders import DenseNetTrunk, ResNetTrunk
 from medfusion.models.model import MedFusionModel
+
+#: ``on_label(label_index)``: called before each label's pass; may raise to abandon the explanation.
+LabelStep = Callable[[int], None]
 
 #: Grad-CAM uses the deepest trunk stage whose feature grid is at least this many cells per side.
 MIN_GRID = 7
@@ -87,11 +90,17 @@ def cross_attention_heatmaps(
 
 
 class _ImageToLogits(nn.Module):
-    """Wraps the fusion model as image -> logits with the rest of the batch (the report) fixed."""
+    """Wraps the fusion model as image -> logits with the rest of the batch (the report) fixed.
+
+    Made in eval mode: MONAI's ``ModelWithHooks`` puts a module that was training back into training
+    mode after each pass, which would turn dropout on (and batch-norm statistics updates) for every
+    later pass on the wrapped model.
+    """
 
     def __init__(self, model: MedFusionModel) -> None:
         super().__init__()
         self.model = model
+        self.eval()
 
     def forward(self, image: torch.Tensor, batch: dict[str, torch.Tensor]) -> torch.Tensor:
         return self.model({**batch, "image": image}).logits  # (B, L)
@@ -134,12 +143,17 @@ def _grid_recorder(grids: dict[str, tuple[int, ...]], name: str) -> Callable[...
 class GradCamExplainer:
     """``monai.visualize.GradCAM`` over a private copy of the model (MONAI's hooks stay on the copy).
 
+    Not thread-safe: MONAI keeps the last activations and gradients on the object and zeroes the
+    copy's parameter gradients; use it through :class:`medfusion.explain.workspace.Workspace`.
+
     Args:
-        model: The fusion model (not modified).
+        model: The fusion model (its stages are measured on it with temporary forward hooks;
+            MONAI's hooks go on the copy).
         image_shape: ``(C, H, W)`` of the model input.
 
     Attributes:
         layer: The Grad-CAM stage (name inside the model), or None when Grad-CAM does not apply.
+        model: The private copy Grad-CAM runs on (None when it does not apply).
     """
 
     def __init__(self, model: MedFusionModel, image_shape: tuple[int, ...]) -> None:
@@ -147,17 +161,19 @@ class GradCamExplainer:
 
         self.layer = gradcam_layer(model, image_shape)
         self.cam = None
+        self.model: MedFusionModel | None = None
         if self.layer is not None:
-            wrapper = _ImageToLogits(copy.deepcopy(model).eval())
-            self.cam = GradCAM(wrapper, target_layers=f"model.{self.layer}", postprocessing=lambda x: x)
+            self.model = copy.deepcopy(model).eval()
+            self.cam = GradCAM(_ImageToLogits(self.model), target_layers=f"model.{self.layer}", postprocessing=lambda x: x)
 
-    def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int) -> np.ndarray:
+    def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int, on_label: LabelStep | None = None) -> np.ndarray:
         """Grad-CAM per label for a one-study batch.
 
         Args:
             batch: A collated batch of one study (see :class:`~medfusion.training.data.Collator`), on
                 the model's device.
             n_labels: L.
+            on_label: Called with each label index before its pass (may raise to abandon).
 
         Returns:
             (L, H, W) in [0, 1].
@@ -166,20 +182,11 @@ class GradCamExplainer:
         maps = []
         with torch.enable_grad():
             for label in range(n_labels):
+                if on_label is not None:
+                    on_label(label)
                 cam = self.cam(batch["image"], class_idx=label, batch=batch)  # (1, 1, H, W), ReLU'd, upsampled
                 maps.append(cam[0, 0])
         return normalize_maps(torch.stack(maps))
-
-
-_EXPLAINERS: "weakref.WeakKeyDictionary[nn.Module, dict[tuple[int, ...], GradCamExplainer]]" = weakref.WeakKeyDictionary()
-
-
-def gradcam_explainer(model: MedFusionModel, image_shape: tuple[int, ...]) -> GradCamExplainer:
-    """The cached :class:`GradCamExplainer` of a model (one model copy per model and input shape)."""
-    per_model = _EXPLAINERS.setdefault(model, {})
-    if image_shape not in per_model:
-        per_model[image_shape] = GradCamExplainer(model, image_shape)
-    return per_model[image_shape]
 
 
 #: SmoothGrad settings: noisy copies per label and noise spread (fraction of the image's range).
@@ -187,47 +194,69 @@ SALIENCY_SAMPLES = 8
 SALIENCY_SPREAD = 0.15
 
 
+def _seeded_smoothgrad(model: nn.Module) -> Any:
+    """``monai.visualize.SmoothGrad`` whose noise comes from a private generator (``self.generator``).
+
+    MONAI draws the noise from the global torch RNG; seeding that (even inside ``fork_rng``) changes
+    the RNG state every other thread of the process sees, and their draws change ours.
+    """
+    from monai.visualize import SmoothGrad
+
+    class SeededSmoothGrad(SmoothGrad):
+        generator: torch.Generator
+
+        def __call__(self, x: torch.Tensor, index: torch.Tensor | int | None = None, **kwargs: Any) -> torch.Tensor:
+            # MONAI's SmoothGrad.__call__ (1.6), the noise drawn with ``self.generator``.
+            stdev = (self.stdev_spread * (x.max() - x.min())).item()
+            total = torch.zeros_like(x)
+            for _ in range(self.n_samples):
+                noise = torch.normal(0, stdev, size=x.shape, dtype=torch.float32, device=x.device, generator=self.generator)
+                grad = self.get_grad((x + noise).detach(), index, **kwargs)
+                total += (grad * grad) if self.magnitude else grad
+            if self.magnitude:
+                total = total**0.5
+            return total / self.n_samples
+
+    return SeededSmoothGrad(model, stdev_spread=SALIENCY_SPREAD, n_samples=SALIENCY_SAMPLES, magnitude=True, verbose=False)
+
+
 class SaliencyExplainer:
-    """``monai.visualize.SmoothGrad`` over a private copy of the model, per label, seeded.
+    """``monai.visualize.SmoothGrad`` per label, seeded with a private generator.
+
+    Not thread-safe (MONAI zeroes and accumulates the model's parameter gradients); use it through
+    :class:`medfusion.explain.workspace.Workspace`.
 
     Args:
-        model: The fusion model (not modified).
+        model: The fusion model.
+        copy_model: Run on a private copy (the default), so ``model`` is not modified; False when
+            ``model`` is already a private copy.
     """
 
-    def __init__(self, model: MedFusionModel) -> None:
-        from monai.visualize import SmoothGrad
+    def __init__(self, model: MedFusionModel, *, copy_model: bool = True) -> None:
+        self.model = copy.deepcopy(model).eval() if copy_model else model
+        self.smooth = _seeded_smoothgrad(_ImageToLogits(self.model))
 
-        self.smooth = SmoothGrad(
-            _ImageToLogits(copy.deepcopy(model).eval()), stdev_spread=SALIENCY_SPREAD,
-            n_samples=SALIENCY_SAMPLES, magnitude=True, verbose=False,
-        )
-
-    def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int, seed: int = 0) -> np.ndarray:
+    def heatmaps(
+        self, batch: dict[str, torch.Tensor], n_labels: int, seed: int = 0, on_label: LabelStep | None = None
+    ) -> np.ndarray:
         """SmoothGrad magnitude per label for a one-study batch.
 
         Args:
             batch: A collated batch of one study, on the model's device; ``image`` is (1, C, H, W).
             n_labels: L.
-            seed: Seed of the noise (the global torch RNG is left as it was).
+            seed: Seed of the noise (drawn from a private generator; the global torch RNG is not used).
+            on_label: Called with each label index before its pass (may raise to abandon).
 
         Returns:
             (L, H, W) in [0, 1].
         """
+        image = batch["image"]
+        self.smooth.generator = torch.Generator(device=image.device).manual_seed(seed)
         maps = []
-        devices = [batch["image"].device] if batch["image"].is_cuda else []
-        with torch.random.fork_rng(devices=devices), torch.enable_grad():
-            torch.manual_seed(seed)
+        with torch.enable_grad():
             for label in range(n_labels):
-                grad = self.smooth(batch["image"].detach().clone(), index=label, batch=batch)  # (1, C, H, W)
+                if on_label is not None:
+                    on_label(label)
+                grad = self.smooth(image.detach().clone(), index=label, batch=batch)  # (1, C, H, W)
                 maps.append(F.avg_pool2d(grad.abs().mean(1, keepdim=True), 3, stride=1, padding=1)[0, 0])
         return normalize_maps(torch.stack(maps))
-
-
-_SALIENCY: "weakref.WeakKeyDictionary[nn.Module, SaliencyExplainer]" = weakref.WeakKeyDictionary()
-
-
-def saliency_explainer(model: MedFusionModel) -> SaliencyExplainer:
-    """The cached :class:`SaliencyExplainer` of a model (one model copy per model)."""
-    if model not in _SALIENCY:
-        _SALIENCY[model] = SaliencyExplainer(model)
-    return _SALIENCY[model]

@@ -19,14 +19,12 @@ highlighted in the report).
 from __future__ import annotations
 
 import copy
-import weakref
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
 import torch
 from torch import nn
-
-from medfusion.models.model import MedFusionModel
 
 
 def token_spans(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, int]]:
@@ -48,26 +46,23 @@ def normalize_rows(scores: torch.Tensor, real: torch.Tensor) -> np.ndarray:
     return torch.where(peak > 0, scores / peak.clamp(min=1e-12), torch.zeros_like(scores)).cpu().numpy().astype(np.float32)
 
 
-_EAGER: "weakref.WeakKeyDictionary[nn.Module, nn.Module]" = weakref.WeakKeyDictionary()
-
-
-def _eager_copy(transformer: nn.Module) -> nn.Module:
-    """A cached copy of the transformer with eager attention (SDPA returns no attention weights)."""
-    if transformer not in _EAGER:
-        twin = copy.deepcopy(transformer).eval()
-        twin.set_attn_implementation("eager")
-        _EAGER[transformer] = twin
-    return _EAGER[transformer]
+def eager_copy(transformer: nn.Module) -> nn.Module:
+    """A copy of a HF transformer with eager attention (SDPA returns no attention weights); eval mode."""
+    twin = copy.deepcopy(transformer).eval()
+    twin.set_attn_implementation("eager")
+    return twin
 
 
 @torch.no_grad()
 def attention_rollout(
-    model: MedFusionModel, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor, n_labels: int
+    transformer: nn.Module, pooling: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor,
+    n_labels: int,
 ) -> np.ndarray:
     """Attention rollout scores of one report.
 
     Args:
-        model: The fusion model (its text encoder is used).
+        transformer: The text encoder's transformer with eager attention (:func:`eager_copy`).
+        pooling: The text encoder's pooling (``cls`` or ``mean``).
         input_ids: (1, T) token ids.
         attention_mask: (1, T) 1 for real tokens.
         real: (T,) bool, non-special tokens (the ones that can score).
@@ -76,9 +71,7 @@ def attention_rollout(
     Returns:
         (L, T) scores.
     """
-    encoder = model.text_encoder
-    assert encoder is not None
-    out = _eager_copy(encoder.transformer)(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
+    out = transformer(input_ids=input_ids, attention_mask=attention_mask, output_attentions=True)
     keep = attention_mask[0].bool()  # (T,)
     t = int(keep.sum())
     rollout = torch.eye(t, device=input_ids.device)
@@ -87,7 +80,7 @@ def attention_rollout(
         a = 0.5 * a + 0.5 * torch.eye(t, device=a.device)
         a = a / a.sum(-1, keepdim=True)
         rollout = a @ rollout
-    share = rollout[0] if encoder.pooling == "cls" else rollout.mean(0)  # (t,)
+    share = rollout[0] if pooling == "cls" else rollout.mean(0)  # (t,)
     scores = torch.zeros(input_ids.shape[1], device=input_ids.device)
     scores[keep] = share
     return normalize_rows(scores[None].expand(n_labels, -1), real)
@@ -115,7 +108,7 @@ class ScaledEmbeddings:
         self.scaled = (self.alphas.to(output)[:, None, None] * self.raw).requires_grad_(True)
         return self.scaled
 
-    def __enter__(self) -> "ScaledEmbeddings":
+    def __enter__(self) -> ScaledEmbeddings:
         self.handle = self.module.register_forward_hook(self._hook)
         return self
 
@@ -123,18 +116,23 @@ class ScaledEmbeddings:
         self.handle.remove()
 
 
-def integrated_gradients(model: nn.Module, batch: dict[str, torch.Tensor], real: torch.Tensor, steps: int = IG_STEPS) -> np.ndarray:
+def integrated_gradients(
+    model: nn.Module, batch: dict[str, torch.Tensor], real: torch.Tensor, steps: int = IG_STEPS,
+    on_label: Callable[[int], None] | None = None,
+) -> np.ndarray:
     """Integrated gradients of each label's logit on the word embeddings of a one-study batch.
 
     The path runs from zero word embeddings (position and segment embeddings kept) to the real ones;
     the image is held fixed. ``IG_t = |sum_d e_td * mean_s dlogit/de_td(alpha_s e)|`` with midpoint
-    ``alpha_s = (s + 1/2) / steps``.
+    ``alpha_s = (s + 1/2) / steps``. It hooks ``model``'s word embeddings for the pass: give it a
+    private copy (:class:`medfusion.explain.workspace.Workspace`), never a model other threads use.
 
     Args:
         model: The fusion model (text encoder required).
         batch: Collated batch of one study, on the model's device.
         real: (T,) bool, non-special tokens.
         steps: Path steps (one batch of ``steps`` copies of the study).
+        on_label: Called with each label index before its gradient (may raise to abandon).
 
     Returns:
         (L, T) scores.
@@ -145,6 +143,8 @@ def integrated_gradients(model: nn.Module, batch: dict[str, torch.Tensor], real:
         logits = model(repeated).logits  # (S, L)
         rows = []
         for label in range(logits.shape[1]):
+            if on_label is not None:
+                on_label(label)
             (grad,) = torch.autograd.grad(logits[:, label].sum(), path.scaled, retain_graph=label + 1 < logits.shape[1])
             rows.append((path.raw[0] * grad.mean(0)).sum(-1).abs())  # (T,)
     return normalize_rows(torch.stack(rows), real)

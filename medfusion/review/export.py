@@ -9,7 +9,10 @@
   (:func:`medfusion.privacy.pseudonym`), the model as a Device identifier (name/version), the study
   by its DICOM UID.
 
-Only current decisions (the latest per study and label) are exported.
+Only current decisions (the latest per study and label) are exported. Reviewers' free-text comments
+are left out unless ``include_comments`` is set (they may hold identifiers a reviewer typed; see
+:mod:`medfusion.review.comment_guard`): then the CSV gains a ``comment`` column (the study's distinct
+comments, in label order, joined by `` | ``) and each Observation a second ``note``.
 """
 
 from __future__ import annotations
@@ -32,24 +35,32 @@ _INTERPRETATION = "http://terminology.hl7.org/CodeSystem/v3-ObservationInterpret
 _NAMESPACE = uuid.UUID("0f3c2a2e-4a57-4d0c-9b1c-6d6564667573")
 
 
-def labels_frame(store: ReviewStore, labels: Sequence[str]) -> pd.DataFrame:
-    """Reviewed labels, one row per reviewed study: ``study_uid``, then ``labels`` as 1/0/<NA>."""
+def labels_frame(store: ReviewStore, labels: Sequence[str], *, include_comments: bool = False) -> pd.DataFrame:
+    """Reviewed labels, one row per reviewed study: ``study_uid``, then ``labels`` as 1/0/<NA>
+    (then ``comment`` when ``include_comments``)."""
     rows: dict[str, dict[str, object]] = defaultdict(dict)
-    for record in store.current():
+    comments: dict[str, dict[str, None]] = defaultdict(dict)  # insertion-ordered sets
+    for record in sorted(store.current(), key=lambda r: (r.study_uid, labels.index(r.label) if r.label in labels else 0)):
         if record.label in labels:
             rows[record.study_uid][record.label] = int(record.reviewed_value)
+            if record.comment:
+                comments[record.study_uid][record.comment] = None
+    extra = ["comment"] if include_comments else []
     table = pd.DataFrame(
-        [{"study_uid": uid, **{l: values.get(l) for l in labels}} for uid, values in sorted(rows.items())],
-        columns=["study_uid", *labels],
+        [
+            {"study_uid": uid, **{l: values.get(l) for l in labels}, **{c: " | ".join(comments[uid]) for c in extra}}
+            for uid, values in sorted(rows.items())
+        ],
+        columns=["study_uid", *labels, *extra],
     )
     return table.astype({l: "Int64" for l in labels})
 
 
-def export_csv(store: ReviewStore, labels: Sequence[str], path: str | Path) -> Path:
+def export_csv(store: ReviewStore, labels: Sequence[str], path: str | Path, *, include_comments: bool = False) -> Path:
     """Write :func:`labels_frame` as a label CSV (empty cells = not reviewed); returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    labels_frame(store, labels).to_csv(path, index=False)
+    labels_frame(store, labels, include_comments=include_comments).to_csv(path, index=False)
     return path
 
 
@@ -73,8 +84,8 @@ def _study(uid: str) -> dict[str, object]:
     return {"type": "ImagingStudy", "identifier": {"system": "urn:dicom:uid", "value": f"urn:oid:{uid}"}}
 
 
-def observation(record: DecisionRecord) -> dict[str, object]:
-    """One reviewed label as a validated FHIR R5 Observation (JSON dict)."""
+def observation(record: DecisionRecord, *, include_comments: bool = False) -> dict[str, object]:
+    """One reviewed label as a validated FHIR R5 Observation (JSON dict); the comment as a second note if asked."""
     from fhir.resources.observation import Observation
 
     value = record.reviewed_value
@@ -91,7 +102,7 @@ def observation(record: DecisionRecord) -> dict[str, object]:
         issued=record.decided_at,
         performer=[_reviewer(record)],
         device=_model(record),
-        note=[{"text": note}],
+        note=[{"text": note}, *([{"text": record.comment}] if include_comments and record.comment else [])],
     )
     return json.loads(resource.model_dump_json(exclude_none=True))
 
@@ -115,7 +126,7 @@ def diagnostic_report(study_uid: str, records: Sequence[DecisionRecord]) -> dict
     return json.loads(resource.model_dump_json(exclude_none=True))
 
 
-def fhir_resources(store: ReviewStore) -> list[dict[str, object]]:
+def fhir_resources(store: ReviewStore, *, include_comments: bool = False) -> list[dict[str, object]]:
     """Per reviewed study: its DiagnosticReport then its Observations (validated JSON dicts)."""
     by_study: dict[str, list[DecisionRecord]] = defaultdict(list)
     for record in store.current():
@@ -124,18 +135,18 @@ def fhir_resources(store: ReviewStore) -> list[dict[str, object]]:
     for uid in sorted(by_study):
         records = sorted(by_study[uid], key=lambda r: r.label)
         resources.append(diagnostic_report(uid, records))
-        resources.extend(observation(r) for r in records)
+        resources.extend(observation(r, include_comments=include_comments) for r in records)
     return resources
 
 
-def fhir_ndjson(store: ReviewStore) -> str:
+def fhir_ndjson(store: ReviewStore, *, include_comments: bool = False) -> str:
     """:func:`fhir_resources` as NDJSON text (one resource per line)."""
-    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in fhir_resources(store))
+    return "".join(json.dumps(r, sort_keys=True) + "\n" for r in fhir_resources(store, include_comments=include_comments))
 
 
-def export_fhir(store: ReviewStore, path: str | Path) -> Path:
+def export_fhir(store: ReviewStore, path: str | Path, *, include_comments: bool = False) -> Path:
     """Write :func:`fhir_ndjson` to ``path``; returns the path."""
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    path.write_text(fhir_ndjson(store), encoding="utf-8")
+    path.write_text(fhir_ndjson(store, include_comments=include_comments), encoding="utf-8")
     return path

@@ -100,7 +100,13 @@ def ensure_users(users_path: Path) -> FirstUser | None:
 
 
 def streamlit_command(port: int, address: str = "127.0.0.1", app_path: Path = APP_PATH) -> list[str]:
-    """The ``streamlit run`` command line: headless, no usage stats, dark theme, no file watcher."""
+    """The ``streamlit run`` command line: headless, no usage stats, dark theme, no file watcher.
+
+    ``runner.postScriptGC`` is off: Streamlit otherwise runs a full ``gc.collect(2)`` after every
+    script run, stopped ones included, which with torch, MONAI and transformers loaded holds the
+    GIL for seconds (about 3 s here) and freezes every session and the health endpoint; rapid
+    clicking then queues dozens of them. Python's own generational collection still runs.
+    """
     if not app_path.is_file():
         raise MedfusionError(f"{app_path}: review app not found (run from a source checkout of medfusion)")
     return [
@@ -109,6 +115,7 @@ def streamlit_command(port: int, address: str = "127.0.0.1", app_path: Path = AP
         f"--server.address={address}",
         f"--server.port={port}",
         "--server.fileWatcherType=none",
+        "--runner.postScriptGC=false",
         "--browser.gatherUsageStats=false",
         "--client.toolbarMode=minimal",
         "--theme.base=dark",

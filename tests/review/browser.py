@@ -62,17 +62,33 @@ def _stop(proc: subprocess.Popen) -> None:
 
 
 @contextmanager
-def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
-    """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL."""
+def running_server(settings: ReviewSettings, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
+    """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL and its process.
+
+    The server runs with Python's faulthandler on, so a crash leaves the threads' stacks in the log.
+    """
     port = free_port()
-    env = {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1"}
+    env = {**os.environ, **settings.to_env(), "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
     with open(log_path, "wb") as log:
         proc = subprocess.Popen(streamlit_command(port), env=env, stdout=log, stderr=subprocess.STDOUT)
         try:
             _wait_http(f"http://127.0.0.1:{port}/_stcore/health", 60, proc)
-            yield f"http://127.0.0.1:{port}/"
+            yield f"http://127.0.0.1:{port}/", proc
         finally:
             _stop(proc)
+
+
+@contextmanager
+def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
+    """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL."""
+    with running_server(settings, log_path) as (url, _proc):
+        yield url
+
+
+def health(url: str, timeout: float = 10.0) -> str:
+    """The body of the server's ``/_stcore/health`` answer (``ok`` when up); raises when it does not answer."""
+    with urllib.request.urlopen(url.rstrip("/") + "/_stcore/health", timeout=timeout) as response:
+        return response.read().decode()
 
 
 class Page:

@@ -98,3 +98,45 @@ def test_viewer_cannot_decide(app_env, review_project) -> None:
     assert not at.exception, at.exception
     assert at.radio(key=f"d_{uid}_nodule").disabled
     assert not at.get("download_button")
+
+
+def test_a_comment_with_identifiers_is_held_back_with_a_warning(app_env, review_project) -> None:
+    import pydicom
+
+    from medfusion.review.data import study_input
+
+    at = AppTest.from_file(str(APP), default_timeout=120).run()
+    at = _login(at, "dr.alice", PASSWORD)
+    uid = at.dataframe[0].value["study_uid"].iloc[0]
+    at = at.button(key="open_study").click().run()
+    assert not at.exception, at.exception
+    header = pydicom.dcmread(study_input(review_project.results_dir, uid).image_paths[0], stop_before_pixels=True)
+    family, given = str(header.PatientName).split("^")[:2]
+    store = ReviewStore(app_env.store_path)
+
+    def save(comment: str, **confirm: bool) -> AppTest:
+        at.radio(key=f"d_{uid}_nodule").set_value("agree")
+        at.text_area(key=f"c_{uid}").input(comment)
+        if confirm:
+            at.checkbox(key=f"cok_{uid}").check()
+        return _button(at, "Save decisions").click().run()
+
+    # the patient's own name from the header and an MRN: warned, nothing saved, the name not echoed
+    at = save(f"Patient {given.title()} {family.title()} MRN 12345")
+    assert not at.exception, at.exception
+    warnings = [w.value for w in at.warning]
+    assert any("a patient name" in w and "an ID number" in w for w in warnings), warnings
+    assert not any(family.lower() in w.lower() or given.lower() in w.lower() for w in warnings)
+    assert store.audit(uid) == [] and not at.success
+    # a date alone is flagged too
+    at = save("unchanged since 04/11/2021")
+    assert any("a date" in w for w in (w.value for w in at.warning)) and store.audit(uid) == []
+    # an ordinary clinical comment saves without a warning
+    at = save("mild cardiomegaly, agree")
+    assert any("Saved 1 decision(s)" in s.value for s in at.success)
+    assert [r.comment for r in store.audit(uid)] == ["mild cardiomegaly, agree"]
+    assert not [w for w in at.warning if "seems to contain" in w.value]
+    # the reviewer may confirm a flagged comment explicitly (it stays out of exports unless asked)
+    at = save("unchanged since 04/11/2021")
+    at = save("unchanged since 04/11/2021", confirm=True)
+    assert [r.comment for r in store.audit(uid)][-1] == "unchanged since 04/11/2021"

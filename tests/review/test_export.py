@@ -53,3 +53,44 @@ def test_fhir_is_valid_r5_with_statuses_and_no_reviewer_name(tmp_path) -> None:
     assert reviewer.startswith("reviewer-") and all(o.performer[0].identifier.value == reviewer for o in observations)
     assert observations[0].device.identifier.value == "medfusion/4"
     assert reports[0].study[0].identifier.value in {"urn:oid:1.1", "urn:oid:1.2"}
+
+
+COMMENT = "Patient John Smith MRN 12345"
+
+
+def _commented_store(tmp_path) -> ReviewStore:
+    store = ReviewStore(tmp_path / "commented.sqlite")
+    common = {"reviewer": "dr.alice", "model_name": "medfusion", "model_version": "4"}
+    store.record_many([
+        Decision("1.1", "nodule", "agree", shown=Shown(0.9, 0.5), comment=COMMENT, **common),
+        Decision("1.1", "effusion", "agree", shown=Shown(0.1, 0.3), comment=COMMENT, **common),
+        Decision("1.2", "fracture", "disagree", shown=Shown(0.2, 0.6), comment="rib fracture on PA", **common),
+    ])
+    return store
+
+
+def test_comments_stay_out_of_every_export_by_default(tmp_path) -> None:
+    store = _commented_store(tmp_path)
+    csv = export_csv(store, LABELS, tmp_path / "labels.csv").read_text()
+    ndjson = export_fhir(store, tmp_path / "reviewed.ndjson").read_text()
+    assert csv.splitlines()[0] == "study_uid,nodule,effusion,fracture"
+    for text in (csv, ndjson):
+        assert "Smith" not in text and "12345" not in text and "rib fracture on PA" not in text
+    notes = [n["text"] for r in map(json.loads, ndjson.splitlines()) for n in r.get("note", [])]
+    assert len(notes) == 3 and all(n.startswith("Reviewed by a clinician") for n in notes)
+
+
+def test_comments_are_exported_when_asked(tmp_path) -> None:
+    store = _commented_store(tmp_path)
+    path = export_csv(store, LABELS, tmp_path / "labels.csv", include_comments=True)
+    rows, rejected = read_label_file(path, LABELS)  # still a label file for build-manifest
+    assert rejected == [] and rows["1.1"]["nodule"] == 1.0
+    table = {line.split(",")[0]: line for line in path.read_text().splitlines()}
+    assert table["study_uid"] == "study_uid,nodule,effusion,fracture,comment"
+    assert table["1.1"] == f"1.1,1,0,,{COMMENT}"  # one comment saved with two labels appears once
+    assert table["1.2"] == "1.2,,,1,rib fracture on PA"
+    resources = [json.loads(line) for line in export_fhir(store, tmp_path / "r.ndjson", include_comments=True).read_text().splitlines()]
+    observations = {(r["code"]["text"], r["id"]): r for r in resources if r["resourceType"] == "Observation"}
+    assert len(observations) == 3
+    for obs in map(Observation.model_validate, observations.values()):
+        assert len(obs.note) == 2 and obs.note[1].text in {COMMENT, "rib fracture on PA"}

@@ -35,6 +35,7 @@ def test_streamlit_runs_headless_on_loopback() -> None:
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("apps/review/app.py")
     assert {"--server.headless=true", "--server.address=127.0.0.1", "--server.port=8765",
             "--browser.gatherUsageStats=false"} <= set(command)
+    assert "--runner.postScriptGC=false" in command  # a full gc.collect after each run froze every session for seconds
 
 
 def test_cli_add_user_and_hash_password(tmp_path) -> None:
@@ -70,3 +71,20 @@ def test_cli_export_writes_labels_and_fhir(review_project, tmp_path) -> None:
     assert csv[0] == "study_uid,nodule,cardiomegaly,effusion,fracture,pneumonia"
     assert csv[1] == f"{uid},0,,,,"
     assert '"status": "amended"' in (tmp_path / "out" / "reviewed_labels.ndjson").read_text()
+
+
+def test_cli_export_leaves_comments_out_unless_asked(review_project, tmp_path) -> None:
+    from medfusion.review.store import Decision, ReviewStore, Shown
+    from medfusion.scoring import read_results
+
+    uid = read_results(review_project.results_dir)["study_uid"].iloc[0]
+    store = tmp_path / "review.sqlite"
+    ReviewStore(store).record(Decision(uid, "nodule", "agree", "dr.alice", "medfusion", "1", Shown(0.6, 0.5),
+                                       comment="Patient John Smith MRN 12345"))
+    common = ["review", "export", "--results", str(review_project.results_dir), "--store", str(store)]
+    for flags, out in (([], tmp_path / "plain"), (["--include-comments"], tmp_path / "with")):
+        result = CliRunner().invoke(app, [*common, "--out", str(out), *flags])
+        assert result.exit_code == 0, result.output
+    for name in ("reviewed_labels.csv", "reviewed_labels.ndjson"):
+        assert "John Smith" not in (tmp_path / "plain" / name).read_text()
+        assert "Patient John Smith MRN 12345" in (tmp_path / "with" / name).read_text()
