@@ -8,6 +8,7 @@ scoring output, explanations from :mod:`medfusion.explain`, decisions into
 
 from __future__ import annotations
 
+import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
@@ -293,10 +294,15 @@ def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
     return [method] if method != "none" else []
 
 
+def _digest(text: str) -> str:
+    return hashlib.sha256(text.encode()).hexdigest()
+
+
 def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown_methods: list[str], opacity: float | None,
                    uid: str, results_dir: str) -> None:
     current = {r.label: r for r in store.current(uid)}
-    flagged = st.session_state.get(f"cflag_{uid}")  # the warning of a save refused for its comment
+    held = st.session_state.get(f"cflag_{uid}")  # (digest, warning) of a save held back for its comment
+    flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
         choices = {}
@@ -322,7 +328,7 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
     comment = comment.strip()
     findings = comment_findings(comment, study_input(results_dir, uid).image_paths) if comment else ()
     if findings and not confirmed:
-        st.session_state[f"cflag_{uid}"] = describe_findings(findings)  # kinds only, never the text
+        st.session_state[f"cflag_{uid}"] = (_digest(comment), describe_findings(findings))  # kinds only, never the text
         st.rerun()
     decisions = []
     for label, (kind, value, p, t) in choices.items():

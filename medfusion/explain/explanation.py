@@ -23,7 +23,13 @@ import torch
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.explain.image import LabelStep, cross_attention_heatmaps
 from medfusion.explain.text import attention_rollout, integrated_gradients, token_spans
-from medfusion.explain.workspace import Checkpoint, Workspace, exclusive, no_checkpoint
+from medfusion.explain.workspace import (
+    Checkpoint,
+    Workspace,
+    exclusive,
+    guarded,
+    no_checkpoint,
+)
 from medfusion.inference import Predictor, StudyInput
 from medfusion.models.model import FusionModelOutput
 from medfusion.training.calibration import apply_temperature
@@ -122,6 +128,7 @@ def explain_study(
     Raises:
         InputRejected: The study's image cannot be read.
         MedfusionError: An unknown method is requested.
+        ExplanationAbandoned: The process is exiting (raised at the next step).
     """
     if unknown := _unknown(methods):
         raise MedfusionError(f"unknown explanation method(s) {unknown}; choose from {list(METHODS)}")
@@ -130,7 +137,7 @@ def explain_study(
     except (InputRejected, RuntimeError) as err:
         raise input_rejection(err) from None
     with exclusive(predictor.loaded.model, checkpoint) as ws:
-        return _explain(ws, predictor, sample, methods, checkpoint)
+        return _explain(ws, predictor, sample, methods, guarded(checkpoint))
 
 
 def _explain(

@@ -13,19 +13,25 @@ embeddings, Grad-CAM's stage choice hooks the trunk. So:
   integrated gradients, attention rollout, and the tokenizer, whose Rust backend refuses to be
   re-configured from two threads at once);
 * while waiting for the lock, and between steps, a caller's ``checkpoint`` is called: it may raise
-  to abandon work nobody wants any more (the review app stops a superseded script run so).
+  to abandon work nobody wants any more (the review app stops a superseded script run so);
+* when the process exits, running explanations stop at their next step (:class:`ExplanationAbandoned`)
+  and the exit waits for them (at most :data:`EXIT_WAIT_S`): a daemon thread still inside a torch
+  op when the interpreter finalizes aborts the process ("terminate called without an active exception").
 """
 
 from __future__ import annotations
 
+import atexit
 import copy
 import threading
+import time
 import weakref
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 
 from torch import nn
 
+from medfusion.errors import MedfusionError
 from medfusion.explain.image import GradCamExplainer, SaliencyExplainer
 from medfusion.explain.text import eager_copy
 from medfusion.models.model import MedFusionModel
@@ -37,8 +43,29 @@ Checkpoint = Callable[[str, float], None]
 WAIT_POLL_S = 0.1
 
 
+#: Seconds an exiting process waits for running explanations to stop.
+EXIT_WAIT_S = 10.0
+
+_CLOSING = threading.Event()
+
+
+class ExplanationAbandoned(MedfusionError):
+    """An explanation stopped because the process is exiting."""
+
+
 def no_checkpoint(_step: str, _done: float) -> None:
     """The default :data:`Checkpoint`: never abandons."""
+
+
+def guarded(checkpoint: Checkpoint) -> Checkpoint:
+    """``checkpoint`` that first raises :class:`ExplanationAbandoned` once the process is exiting."""
+
+    def check(step: str, done: float) -> None:
+        if _CLOSING.is_set():
+            raise ExplanationAbandoned("the process is exiting")
+        checkpoint(step, done)
+
+    return check
 
 
 class Workspace:
@@ -95,8 +122,21 @@ def workspace(model: MedFusionModel) -> Workspace:
     with _REGISTRY:
         found = _WORKSPACES.get(model)
         if found is None:
+            if not _WORKSPACES:
+                atexit.register(_stop_at_exit)  # once per process in practice; a second call is harmless
             found = _WORKSPACES[model] = Workspace(model)
         return found
+
+
+def _stop_at_exit() -> None:
+    """Make running explanations stop at their next step and wait (bounded) until they have."""
+    _CLOSING.set()
+    deadline = time.monotonic() + EXIT_WAIT_S
+    with _REGISTRY:
+        spaces = list(_WORKSPACES.values())
+    for ws in spaces:
+        if ws.lock.acquire(timeout=max(0.0, deadline - time.monotonic())):
+            ws.lock.release()
 
 
 @contextmanager
@@ -106,15 +146,21 @@ def exclusive(model: MedFusionModel, checkpoint: Checkpoint = no_checkpoint) -> 
     Args:
         model: The shared model.
         checkpoint: Called every :data:`WAIT_POLL_S` seconds while another thread holds the
-            workspace (``("waiting", 0.0)``); whatever it raises propagates and nothing is held.
+            workspace (``("waiting", 0.0)``) and once it is held (``("start", 0.0)``); whatever it
+            raises propagates and nothing is held.
+
+    Raises:
+        ExplanationAbandoned: The process is exiting.
 
     Yields:
         The :class:`Workspace`, held until the block ends (also when it raises).
     """
     ws = workspace(model)
+    checkpoint = guarded(checkpoint)
     while not ws.lock.acquire(timeout=WAIT_POLL_S):
         checkpoint("waiting", 0.0)
     try:
+        checkpoint("start", 0.0)
         yield ws
     finally:
         try:

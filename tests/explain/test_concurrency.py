@@ -6,6 +6,10 @@ used to run backward passes on shared modules at once (a segfault in ``libtorch_
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
+import textwrap
 import threading
 import time
 from concurrent.futures import ThreadPoolExecutor
@@ -110,7 +114,7 @@ def test_a_checkpoint_that_raises_abandons_the_explanation_and_frees_the_model(f
 
     with pytest.raises(Abandoned):
         explain_study(fresh, study, METHODS, checkpoint=checkpoint)
-    assert steps[0] == "forward" and "gradcam" in steps and "gradient" not in steps
+    assert steps[:2] == ["start", "forward"] and "gradcam" in steps and "gradient" not in steps
     assert not workspace(fresh.loaded.model).lock.locked()
     _assert_same_explanation(explain_study(fresh, study, METHODS), reference)  # nothing half-done left behind
 
@@ -132,3 +136,28 @@ def test_a_waiting_explanation_can_be_abandoned_while_another_holds_the_model(fr
         waited = time.monotonic() - began
     assert steps == ["waiting"] * 3
     assert waited < 10  # it gave up while waiting, it did not wait for the holder
+
+
+def test_exiting_while_an_explanation_runs_stops_it_instead_of_aborting(demo_project, study):
+    """A daemon thread inside a torch op when the interpreter finalizes aborts the process (exit 134,
+    "terminate called without an active exception"): a server stopped mid-explanation did that."""
+    code = textwrap.dedent(f"""
+        import threading, time, torch
+        torch.set_num_threads(1)
+        from medfusion.explain import explain_study
+        from medfusion.inference import Predictor, StudyInput
+        predictor = Predictor.from_dir({str(demo_project.model_dir)!r}, device="cpu")
+        study = StudyInput(image_paths={list(study.image_paths)!r}, report_text={study.report_text!r})
+        started = threading.Event()
+        def slow(step, done):  # keeps the explanation running well past the exit
+            started.set()
+            time.sleep(0.3)
+        threading.Thread(target=explain_study, args=(predictor, study), kwargs={{"checkpoint": slow}}, daemon=True).start()
+        started.wait(120)
+        print("exiting", flush=True)
+    """)
+    env = {**os.environ, "PYTHONFAULTHANDLER": "1", "OMP_NUM_THREADS": "1"}
+    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, check=False)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    assert "exiting" in proc.stdout and "Fatal Python error" not in proc.stderr
+    assert "ExplanationAbandoned: the process is exiting" in proc.stderr  # stopped at its next step
