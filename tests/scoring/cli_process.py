@@ -42,7 +42,7 @@ def cli_env(**extra: str) -> dict[str, str]:
 
 
 def run_cli(
-    args: Sequence[str | Path], *, honour_file_modes: bool = False, timeout: float = 300, **env: str
+    args: Sequence[str | Path], *, honour_file_modes: bool = False, timeout: float = 600, **env: str
 ) -> subprocess.CompletedProcess[str]:
     """Run the CLI to the end and capture its output.
 
