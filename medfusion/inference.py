@@ -6,8 +6,8 @@
 
 Preprocessing (image size, frame policy, report sections, token limit) is the folder's model card's
 :class:`~medfusion.processing.spec.PreprocessingSpec`, applied by the same
-:class:`~medfusion.processing.preprocessor.Preprocessor` as in training, so inference matches training. Probabilities are temperature-scaled;
-decisions apply the stored per-label thresholds.
+:class:`~medfusion.processing.preprocessor.Preprocessor` as in training, so inference matches training.
+Probabilities are temperature-scaled; decisions apply the stored per-label thresholds.
 
 A study may lack its image (``image_paths=[]``) or its report (``report_text=""``): the model's
 missing-modality path scores it. A study whose image cannot be read (a typed

@@ -18,9 +18,9 @@ file's keys match the trunk's.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from collections.abc import Callable, Sequence
 
 import torch
 from monai.networks.blocks import PatchEmbeddingBlock

@@ -21,6 +21,7 @@ from dataclasses import dataclass
 from typing import Any
 
 import torch
+from monai.transforms import Compose
 
 from medfusion.data.records import Report
 from medfusion.data.sections import select_sections
@@ -94,7 +95,7 @@ class Preprocessor:
         self.tokenizer = tokenizer
         self.n_labels = n_labels
         self.uses_image = uses_image
-        self.transform = None
+        self.transform: Compose | None = None
         #: Index of the first random (or unknown) transform; None when nothing is random.
         self._split: int | None = None
         if uses_image:
@@ -136,10 +137,11 @@ class Preprocessor:
 
     # ----------------------------------------------------------------------------------------- image
 
-    def _run(self, data: dict[str, Any], **span: int | None) -> dict[str, Any]:
+    def _run(self, data: dict[str, Any], *, start: int = 0, end: int | None = None) -> dict[str, Any]:
+        """Transforms ``start`` to ``end`` (exclusive; None: to the last) of the image chain."""
         assert self.transform is not None
         try:
-            return self.transform(data, **{k: v for k, v in span.items() if v is not None})
+            return self.transform(data, start=start, end=end)
         except RuntimeError as err:  # MONAI's wrapper around the reader's typed error
             raise input_rejection(err) from None
 
@@ -179,7 +181,7 @@ class Preprocessor:
         """
         data = decoded.data
         if not decoded.final:
-            data = self._run(copy.deepcopy(data), start=self._split or None)
+            data = self._run(copy.deepcopy(data), start=self._split or 0)
             self._check_channels(data, decoded.source)
         return as_image_tensor(data["image"])
 

@@ -56,7 +56,9 @@ class StudyDataset(Dataset):
             for i in range(len(self.studies)):
                 self._decoded[i] = self._decode(i)
             if self.rejected:
-                log.warning("%d of %d studies have unreadable images; used without image", len(self.rejected), len(self))
+                log.warning(
+                    "%d of %d studies have unreadable images; used without image", len(self.rejected), len(self)
+                )
 
     def __len__(self) -> int:
         return len(self.studies)

@@ -80,7 +80,8 @@ def test_pretrained_weights_load_from_local_file(tmp_path: Path, suffix: str) ->
     path = tmp_path / f"resnet18{suffix}"
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
     cfg = ImageEncoderConfig(name="resnet18", embed_dim=8, pretrained_path=path)
-    assert not torch.equal(build_image_encoder(cfg, (64, 64)).trunk.conv1.weight, state["conv1.weight"])  # built: random
+    built = build_image_encoder(cfg, (64, 64))
+    assert not torch.equal(built.trunk.conv1.weight, state["conv1.weight"])  # building alone leaves random weights
     encoder = _pretrained(cfg, (64, 64))
     assert torch.equal(encoder.trunk.conv1.weight, state["conv1.weight"])
     assert torch.equal(encoder.trunk.layer4[1].bn2.running_mean, state["layer4.1.bn2.running_mean"])

@@ -77,7 +77,8 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path, text_dir: P
     batch = _batch(text_dir)
     with torch.no_grad():
         expected = model(batch)
-    save_model_dir(model, tmp_path / "model", card=card.calibrated([0.2, 0.5, 0.7], 1.5), tokenizer=load_tokenizer(text_dir))
+    calibrated = card.calibrated([0.2, 0.5, 0.7], 1.5)
+    save_model_dir(model, tmp_path / "model", card=calibrated, tokenizer=load_tokenizer(text_dir))
     loaded = load_model_dir(tmp_path / "model", device="cpu")
     with torch.no_grad():
         got = loaded.model(batch)
