@@ -13,7 +13,7 @@ May import: :mod:`medfusion.errors` only (the registered modules import this one
 from __future__ import annotations
 
 from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, TypeVar
+from typing import TYPE_CHECKING, Any, TypeVar
 
 from medfusion.errors import MedfusionError
 
@@ -25,6 +25,7 @@ if TYPE_CHECKING:
 #: ``(ImageEncoderConfig, image_size) -> ImageEncoder``: builds the architecture (random weights).
 ImageEncoderBuilder = Callable[["ImageEncoderConfig", Sequence[int]], "ImageEncoder"]
 
+T = TypeVar("T")
 B = TypeVar("B", bound=ImageEncoderBuilder)
 F = TypeVar("F", bound="type[Fusion]")
 
@@ -34,31 +35,24 @@ IMAGE_ENCODERS: dict[str, ImageEncoderBuilder] = {}
 FUSIONS: dict[str, type[Fusion]] = {}
 
 
-def _check_new(table: dict, kind: str, name: str) -> None:
-    if name in table:
-        raise MedfusionError(f"{kind} {name!r} is already registered (by {table[name]!r})")
+def _register(table: dict[str, Any], kind: str, name: str) -> Callable[[T], T]:
+    def decorator(obj: T) -> T:
+        if name in table:
+            raise MedfusionError(f"{kind} {name!r} is already registered (by {table[name]!r})")
+        table[name] = obj
+        return obj
+
+    return decorator
 
 
 def register_image_encoder(name: str) -> Callable[[B], B]:
     """Register an image encoder builder under ``name`` (the value of ``image_encoder.name``)."""
-
-    def decorator(builder: B) -> B:
-        _check_new(IMAGE_ENCODERS, "image encoder", name)
-        IMAGE_ENCODERS[name] = builder
-        return builder
-
-    return decorator
+    return _register(IMAGE_ENCODERS, "image encoder", name)
 
 
 def register_fusion(name: str) -> Callable[[F], F]:
     """Register a fusion module class (a :class:`~medfusion.models.fusion.Fusion`) under ``name``."""
-
-    def decorator(cls: F) -> F:
-        _check_new(FUSIONS, "fusion", name)
-        FUSIONS[name] = cls
-        return cls
-
-    return decorator
+    return _register(FUSIONS, "fusion", name)
 
 
 def image_encoder_names() -> list[str]:
@@ -75,16 +69,19 @@ def fusion_names() -> list[str]:
     return sorted(FUSIONS)
 
 
+def _lookup(table: dict[str, T], known: list[str], kind: str, name: str) -> T:
+    if name not in table:
+        raise MedfusionError(f"unknown {kind} {name!r}; known: {', '.join(known)}")
+    return table[name]
+
+
 def get_image_encoder(name: str) -> ImageEncoderBuilder:
     """Return the image encoder builder registered as ``name``.
 
     Raises:
         MedfusionError: Unknown name; the message lists the known ones.
     """
-    known = image_encoder_names()
-    if name not in IMAGE_ENCODERS:
-        raise MedfusionError(f"unknown image encoder {name!r}; known: {', '.join(known)}")
-    return IMAGE_ENCODERS[name]
+    return _lookup(IMAGE_ENCODERS, image_encoder_names(), "image encoder", name)
 
 
 def get_fusion(name: str) -> type[Fusion]:
@@ -93,7 +90,4 @@ def get_fusion(name: str) -> type[Fusion]:
     Raises:
         MedfusionError: Unknown name; the message lists the known ones.
     """
-    known = fusion_names()
-    if name not in FUSIONS:
-        raise MedfusionError(f"unknown fusion {name!r}; known: {', '.join(known)}")
-    return FUSIONS[name]
+    return _lookup(FUSIONS, fusion_names(), "fusion", name)
