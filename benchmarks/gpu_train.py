@@ -50,6 +50,7 @@ def _batch(batch_size: int, tokens: int, size: int, device: torch.device) -> dic
 
 def run(fusion: str, batch_size: int, tokens: int, size: int, steps: int, warmup: int, text_dir: str) -> dict[str, float]:
     from medfusion.config import Config
+    from medfusion.models.card import ModelCard
     from medfusion.models.model import build_model
     from medfusion.training.engine import masked_bce
 
@@ -63,7 +64,7 @@ def run(fusion: str, batch_size: int, tokens: int, size: int, steps: int, warmup
         fusion={"name": fusion, "hidden_dim": 256, "num_heads": 8},
     )
     torch.manual_seed(0)
-    model = build_model(config, text_dir, text_weights=False).to(device).train()
+    model = build_model(ModelCard.from_config(config), text_dir).to(device).train()  # random weights suffice
     optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4)
     batch = _batch(batch_size, tokens, size, device)
     torch.cuda.reset_peak_memory_stats()

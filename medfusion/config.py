@@ -22,6 +22,13 @@ class _Strict(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
+def _registered(name: str, known: list[str], kind: str) -> str:
+    """``name`` if the registry knows it (see :mod:`medfusion.models.registry`), else a ValueError listing the known."""
+    if name not in known:
+        raise ValueError(f"unknown {kind} {name!r}; registered: {', '.join(known)}")
+    return name
+
+
 class DemoCohortConfig(_Strict):
     """Settings of the generated demo cohort (``medfusion demo-data``)."""
 
@@ -60,7 +67,7 @@ class DataConfig(_Strict):
 class ImageEncoderConfig(_Strict):
     """MONAI image encoder."""
 
-    name: Literal["densenet121", "resnet18", "resnet34", "resnet50", "vit"] = "densenet121"
+    name: str = Field("densenet121", description="A registered image encoder (medfusion.models.registry).")
     spatial_dims: Literal[2, 3] = 2
     in_channels: int = 1
     embed_dim: int = Field(64, ge=4, description="Projected embedding width fed to fusion.")
@@ -70,6 +77,13 @@ class ImageEncoderConfig(_Strict):
     vit_hidden: int = 96
     vit_layers: int = 2
     vit_heads: int = 4
+
+    @field_validator("name")
+    @classmethod
+    def _known_encoder(cls, name: str) -> str:
+        from medfusion.models.registry import image_encoder_names
+
+        return _registered(name, image_encoder_names(), "image encoder")
 
 
 class TinyBertConfig(_Strict):
@@ -109,7 +123,7 @@ class TextEncoderConfig(_Strict):
 class FusionConfig(_Strict):
     """Fusion strategy and its sizes."""
 
-    name: Literal["image_only", "text_only", "late", "concat", "gated", "hybrid"] = "hybrid"
+    name: str = Field("hybrid", description="A registered fusion (medfusion.models.registry).")
     hidden_dim: int = Field(64, ge=4)
     num_heads: int = Field(4, ge=1)
     dropout: float = Field(0.1, ge=0.0, lt=1.0)
@@ -122,6 +136,13 @@ class FusionConfig(_Strict):
     aux_loss_weight: float = Field(
         0.5, ge=0.0, description="Weight of each modality head's own loss (late, gated, hybrid), on samples that have it."
     )
+
+    @field_validator("name")
+    @classmethod
+    def _known_fusion(cls, name: str) -> str:
+        from medfusion.models.registry import fusion_names
+
+        return _registered(name, fusion_names(), "fusion")
 
 
 class TrainingConfig(_Strict):

@@ -4,9 +4,10 @@
 >>> [p] = predictor.predict([StudyInput(image_paths=["a.dcm"], report_text="FINDINGS: ...")])
 >>> dict(zip(p.labels, p.probabilities)), p.decisions
 
-Preprocessing (image size, frame policy, report sections, token limit) is read from the folder's
-``medfusion_model.json``, so inference matches training. Probabilities are temperature-scaled;
-decisions apply the stored per-label thresholds.
+Preprocessing (image size, frame policy, report sections, token limit) is the folder's model card's
+:class:`~medfusion.processing.spec.PreprocessingSpec`, applied by the same
+:class:`~medfusion.processing.preprocessor.Preprocessor` as in training, so inference matches training.
+Probabilities are temperature-scaled; decisions apply the stored per-label thresholds.
 
 A study may lack its image (``image_paths=[]``) or its report (``report_text=""``): the model's
 missing-modality path scores it. A study whose image cannot be read (a typed
@@ -24,40 +25,25 @@ import logging
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
 
 import numpy as np
 import torch
 
 import medfusion
 from medfusion.errors import InputRejected
+from medfusion.models.calibration import apply_temperature
+from medfusion.models.card import TEXT_DIR, ModelCard
 from medfusion.models.model import LoadedModel, load_model_dir
-from medfusion.training.calibration import apply_temperature
-from medfusion.training.data import (
-    Collator,
-    as_image_tensor,
-    image_transform_for,
-    input_rejection,
-    report_text,
-)
+from medfusion.models.text_encoder import load_tokenizer
+from medfusion.processing.preprocessor import Preprocessor
+from medfusion.processing.sample import Collator, Sample, StudyInput
 
 log = logging.getLogger(__name__)
 
 #: Status written on every prediction (as MONAI Deploy does): not a verified clinical result.
 STATUS = "UNVERIFIED"
 
-
-@dataclass
-class StudyInput:
-    """One study to score.
-
-    Attributes:
-        image_paths: DICOM files of the study (may be empty: no image).
-        report_text: The report (may be ``""``: no report).
-    """
-
-    image_paths: list[str] = field(default_factory=list)
-    report_text: str = ""
+__all__ = ["STATUS", "Prediction", "Predictor", "StudyInput", "load_preprocessor"]
 
 
 @dataclass
@@ -95,69 +81,20 @@ class Prediction:
     error: str | None = None
 
 
-class Preprocessor:
-    """The CPU side of scoring: a study's files and report -> one model sample.
+def _preprocessor(card: ModelCard, tokenizer: object) -> Preprocessor:
+    return Preprocessor(card.preprocessing, tokenizer, len(card.labels), uses_image=card.uses_image)
 
-    Needs only the preprocessing spec stored in the model folder (no weights), so that worker
-    processes can build one cheaply with :meth:`from_dir`.
 
-    Args:
-        spec: Preprocessing spec (``medfusion_model.json`` ``preprocessing``).
-        n_labels: Number of labels (the sample's ``label`` is (L,) NaN).
-        uses_image: Whether the model reads images (``text_only`` models never decode them).
+def load_preprocessor(model_dir: str | Path) -> Preprocessor:
+    """The CPU side of scoring for a model folder: its card's spec and its tokenizer, no weights.
+
+    Worker processes build one cheaply; its samples go to :meth:`Predictor.score_samples`.
+
+    Raises:
+        MedfusionError: Not a model folder, or its card or tokenizer cannot be read.
     """
-
-    def __init__(self, spec: dict[str, Any], n_labels: int, *, uses_image: bool = True) -> None:
-        self.spec = spec
-        self.n_labels = n_labels
-        self.uses_image = uses_image
-        self.transform = image_transform_for(spec, train=False)
-
-    @classmethod
-    def from_dir(cls, model_dir: str | Path) -> Preprocessor:
-        """Read the spec, labels and fusion's modalities of a model folder (weights are not loaded)."""
-        import json
-
-        from medfusion.models.fusion import IMAGE
-        from medfusion.models.model import META_FILE
-        from medfusion.models.registry import get_fusion
-
-        meta = json.loads((Path(model_dir) / META_FILE).read_text(encoding="utf-8"))
-        fusion = get_fusion(meta["config"]["fusion"]["name"])
-        return cls(
-            dict(meta["preprocessing"]),
-            len(meta["labels"]),
-            uses_image=IMAGE in fusion.modalities,
-        )
-
-    def __call__(self, study: StudyInput) -> dict[str, Any]:
-        """Preprocess one study.
-
-        Returns:
-            ``{"image": (C, *spatial) float32 or None, "image_present", "report", "text_present",
-            "label": (L,) NaN}``.
-
-        Raises:
-            InputRejected: The image cannot be read (MONAI's wrapping ``RuntimeError`` is raised as is;
-                see :func:`~medfusion.training.data.input_rejection`).
-        """
-        spec = self.spec
-        image = None
-        if study.image_paths and self.uses_image:  # text_only never reads images
-            image = as_image_tensor(self.transform({"image": [str(p) for p in study.image_paths]})["image"])
-            if image.shape[0] != spec["in_channels"]:
-                raise InputRejected(
-                    study.image_paths[0],
-                    f"image has {image.shape[0]} channels, the model expects {spec['in_channels']}",
-                )
-        report = report_text(study.report_text or "", spec["report_sections"])
-        return {
-            "image": image,
-            "image_present": image is not None,
-            "report": report,
-            "text_present": bool(report),
-            "label": torch.full((self.n_labels,), float("nan")),
-        }
+    card = ModelCard.load(model_dir)
+    return _preprocessor(card, load_tokenizer(Path(model_dir) / TEXT_DIR))
 
 
 class Predictor:
@@ -172,14 +109,8 @@ class Predictor:
         self.loaded = loaded
         self.batch_size = batch_size
         self.amp = amp and loaded.device.type == "cuda"
-        spec = loaded.preprocessing
-        self.preprocessor = Preprocessor(spec, len(loaded.labels), uses_image=loaded.model.image_encoder is not None)
-        self.transform = self.preprocessor.transform
-        self.collate = Collator(
-            loaded.tokenizer,
-            spec["max_tokens"],
-            (spec["in_channels"], *spec["image_size"]),
-        )
+        self.preprocessor = _preprocessor(loaded.card, loaded.tokenizer)
+        self.collate = Collator.for_tokenizer(loaded.tokenizer, loaded.preprocessing.image_shape)
         self.provenance = {
             "model_id": loaded.model_id,
             "medfusion_version": medfusion.__version__,
@@ -206,8 +137,12 @@ class Predictor:
         """Label names, in output order."""
         return self.loaded.labels
 
-    def preprocess(self, study: StudyInput) -> dict[str, Any]:
-        """CPU side of scoring (see :class:`Preprocessor`); raises :class:`InputRejected` for an unreadable image."""
+    def preprocess(self, study: StudyInput) -> Sample:
+        """CPU side of scoring (the model's :class:`~medfusion.processing.preprocessor.Preprocessor`).
+
+        Raises:
+            InputRejected: The study's image cannot be read.
+        """
         return self.preprocessor(study)
 
     def _failed(self, reason: str) -> Prediction:
@@ -232,8 +167,7 @@ class Predictor:
                 try:
                     samples.append(self.preprocess(inputs[i]))
                     positions.append(i)
-                except (InputRejected, RuntimeError) as err:
-                    exc = input_rejection(err)
+                except InputRejected as exc:
                     log.warning("study %d not scored: %s", i, exc)
                     results[i] = self._failed(str(exc))
             if samples:
@@ -242,11 +176,11 @@ class Predictor:
         return results  # type: ignore[return-value]
 
     @torch.no_grad()
-    def score_samples(self, samples: Sequence[dict[str, Any]]) -> list[Prediction]:
+    def score_samples(self, samples: Sequence[Sample]) -> list[Prediction]:
         """Batched forward passes over samples made by :meth:`preprocess`, ``batch_size`` at a time.
 
         Args:
-            samples: Samples (``image`` (C, *spatial) or None, ``report``, ...), in any number.
+            samples: Samples of this model's preprocessor, in any number.
 
         Returns:
             One :class:`Prediction` per sample, in order.
@@ -256,7 +190,7 @@ class Predictor:
             predictions.extend(self._score(list(samples[start : start + self.batch_size])))
         return predictions
 
-    def _score(self, samples: list[dict[str, Any]]) -> list[Prediction]:
+    def _score(self, samples: list[Sample]) -> list[Prediction]:
         loaded = self.loaded
         batch = {k: v.to(loaded.device, non_blocking=True) for k, v in self.collate(samples).items()}
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
@@ -268,7 +202,7 @@ class Predictor:
         predictions = []
         for b, sample in enumerate(samples):
             attn = tokens = None
-            if out.attentions is not None and sample["image_present"] and sample["text_present"]:
+            if out.attentions is not None and sample.image_present and sample.text_present:
                 t = int(lengths[b])
                 attn = out.attentions[b, :, :t].float().cpu().numpy()  # (heads, T, N)
                 tokens = loaded.tokenizer.convert_ids_to_tokens(batch["input_ids"][b, :t].tolist())
@@ -283,8 +217,8 @@ class Predictor:
                     attentions=attn,
                     tokens=tokens,
                     image_grid=out.image_grid,
-                    image_present=sample["image_present"],
-                    text_present=sample["text_present"],
+                    image_present=sample.image_present,
+                    text_present=sample.text_present,
                     provenance=dict(self.provenance),
                 )
             )

@@ -376,7 +376,7 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
     try:
         model = _model(model_uri_for(settings, results), settings.tracking_uri, str(settings.results_dir / "model"))
         ex = _explanation(model, str(settings.results_dir), uid)
-        image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing["frame_policy"])
+        image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing.frame_policy)
     except (InputRejected, MedfusionError) as err:
         st.error(f"Cannot show this study: {err}")
         return

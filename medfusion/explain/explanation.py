@@ -15,12 +15,11 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Any
 
 import numpy as np
 import torch
 
-from medfusion.errors import InputRejected, MedfusionError
+from medfusion.errors import MedfusionError
 from medfusion.explain.image import LabelStep, cross_attention_heatmaps
 from medfusion.explain.text import attention_rollout, integrated_gradients, token_spans
 from medfusion.explain.workspace import (
@@ -31,9 +30,9 @@ from medfusion.explain.workspace import (
     no_checkpoint,
 )
 from medfusion.inference import Predictor, StudyInput
+from medfusion.models.calibration import apply_temperature
 from medfusion.models.model import FusionModelOutput
-from medfusion.training.calibration import apply_temperature
-from medfusion.training.data import input_rejection
+from medfusion.processing.sample import Sample
 
 #: Image heatmap methods, then token methods.
 IMAGE_METHODS = ("cross_attention", "gradcam", "saliency")
@@ -132,24 +131,21 @@ def explain_study(
     """
     if unknown := _unknown(methods):
         raise MedfusionError(f"unknown explanation method(s) {unknown}; choose from {list(METHODS)}")
-    try:
-        sample = predictor.preprocess(study)  # reads the image: outside the workspace lock
-    except (InputRejected, RuntimeError) as err:
-        raise input_rejection(err) from None
+    sample = predictor.preprocess(study)  # reads the image (InputRejected if it cannot): outside the workspace lock
     with exclusive(predictor.loaded.model, checkpoint) as ws:
         return _explain(ws, predictor, sample, methods, guarded(checkpoint))
 
 
 def _explain(
-    ws: Workspace, predictor: Predictor, sample: dict[str, Any], methods: Sequence[str], checkpoint: Checkpoint
+    ws: Workspace, predictor: Predictor, sample: Sample, methods: Sequence[str], checkpoint: Checkpoint
 ) -> StudyExplanation:
     """:func:`explain_study` once the workspace is held: every pass on ``ws``'s copies."""
     loaded, model = predictor.loaded, ws.model.eval()
     n_labels = len(loaded.labels)
     checkpoint("forward", 0.0)
     batch = {k: v.to(loaded.device) for k, v in predictor.collate([sample]).items()}
-    has_image = sample["image_present"] and batch["image"].ndim == 4  # 2D images only are displayed
-    has_text = sample["text_present"] and model.text_encoder is not None
+    has_image = sample.image_present and batch["image"].ndim == 4  # 2D images only are displayed
+    has_text = sample.text_present and model.text_encoder is not None
 
     with torch.no_grad():
         out = model(batch)
@@ -159,7 +155,7 @@ def _explain(
         probabilities=apply_temperature(out.logits.detach().float().cpu(), loaded.temperature)[0],
         thresholds=loaded.thresholds.copy(),
         image=None,
-        report_text=sample["report"],
+        report_text=sample.report,
         modality_contributions=modality_contributions(out),
         provenance=dict(predictor.provenance),
     )
@@ -175,7 +171,7 @@ def _explain(
         lo, hi = image.min(), image.max()
         explanation.image = ((image - lo) / (hi - lo).clamp(min=1e-12)).cpu().numpy().astype(np.float32)
         size = tuple(image.shape)
-        if "cross_attention" in methods and out.attentions is not None and sample["text_present"]:
+        if "cross_attention" in methods and out.attentions is not None and sample.text_present:
             mask = batch["attention_mask"][0].bool()
             explanation.heatmaps["cross_attention"] = cross_attention_heatmaps(
                 out.attentions[0].detach(), mask, out.image_grid, size, n_labels
@@ -189,7 +185,7 @@ def _explain(
             explanation.heatmaps["saliency"] = ws.saliency().heatmaps(batch, n_labels, on_label=step("saliency"))
 
     if has_text:
-        explanation.token_spans = token_spans(loaded.tokenizer, sample["report"], loaded.preprocessing["max_tokens"])
+        explanation.token_spans = token_spans(loaded.tokenizer, sample.report, loaded.preprocessing.max_tokens)
         real = torch.tensor([b > a for a, b in explanation.token_spans], device=loaded.device)  # (T,)
         if len(real) != batch["input_ids"].shape[1]:
             raise MedfusionError(f"tokenizer gave {len(real)} spans for {batch['input_ids'].shape[1]} tokens")

@@ -170,7 +170,7 @@ class GradCamExplainer:
         """Grad-CAM per label for a one-study batch.
 
         Args:
-            batch: A collated batch of one study (see :class:`~medfusion.training.data.Collator`), on
+            batch: A collated batch of one study (see :class:`~medfusion.processing.sample.Collator`), on
                 the model's device.
             n_labels: L.
             on_label: Called with each label index before its pass (may raise to abandon).

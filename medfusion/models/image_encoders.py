@@ -6,18 +6,21 @@ become tokens (``N = prod(grid)``), which cross-attention attends over and which
 regions for attention heatmaps. ViT patch tokens are reshaped to the same ``(B, C, *grid)`` layout, so
 all encoders share :class:`ImageEncoder`.
 
-Pretrained weights come only from a local file (``image_encoder.pretrained_path``): a state dict of
+Builders make the architecture only (random weights). Pretrained weights are a separate step,
+:func:`load_trunk_weights`, from a local file only (``image_encoder.pretrained_path``): a state dict of
 the MONAI network (``DenseNet121``, ``ResNet``; for the ViT, of :class:`ViTTrunk`) saved with
-safetensors (preferred) or ``torch.save`` (read with ``weights_only=True``). Classifier weights in the file are ignored; every
-trunk weight must be present with the right shape, else :class:`~medfusion.errors.MedfusionError`.
+safetensors (preferred) or ``torch.save`` (read with ``weights_only=True``). Classifier weights in the
+file are ignored; every trunk weight must be present with the right shape, else
+:class:`~medfusion.errors.MedfusionError`. Trunks keep the MONAI network's parameter names, so the
+file's keys match the trunk's.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Sequence
 
 import torch
 from monai.networks.blocks import PatchEmbeddingBlock
@@ -80,6 +83,7 @@ class DenseNetTrunk(nn.Module):
         self.features = net.features
         self.act = nn.ReLU()
         self.channels = net.class_layers.out.in_features
+        self.source = type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.act(self.features(x))  # (B, 1024, *grid)
@@ -95,6 +99,7 @@ class ResNetTrunk(nn.Module):
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         last = net.layer4[-1]
         self.channels = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+        self.source = type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.bn1(self.conv1(x)))
@@ -131,17 +136,18 @@ class ViTTrunk(nn.Module):
         self.norm = nn.LayerNorm(cfg.vit_hidden)
         self.grid = tuple(s // cfg.patch_size for s in image_size)
         self.channels = cfg.vit_hidden
+        self.source = type(self).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         tokens = self.norm(self.blocks(self.patch_embedding(x)))  # (B, N, hidden)
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
 
-def load_trunk_weights(net: nn.Module, path: Path) -> None:
-    """Load a MONAI network's state dict from a local file into ``net`` (classifier keys ignored).
+def load_trunk_weights(encoder: ImageEncoder, path: str | Path) -> None:
+    """Load a MONAI network's state dict from a local file into ``encoder``'s trunk (classifier keys ignored).
 
     Args:
-        net: The freshly built MONAI network (before it is cut into a trunk).
+        encoder: A built image encoder (its projection is not touched).
         path: ``.safetensors`` (preferred) or ``.pt``/``.pth``/``.bin`` (read with ``weights_only=True``).
 
     Raises:
@@ -149,6 +155,8 @@ def load_trunk_weights(net: nn.Module, path: Path) -> None:
         MedfusionError: The file is missing or unreadable, or trunk keys are missing or mis-shaped.
     """
     path = Path(path)
+    trunk = encoder.trunk
+    name = getattr(trunk, "source", type(trunk).__name__)
     if not path.is_file():
         raise MedfusionError(f"{path}: pretrained image weights not found")
     try:  # safetensors, or torch.load(weights_only=True); pickles are refused
@@ -158,7 +166,7 @@ def load_trunk_weights(net: nn.Module, path: Path) -> None:
     except MedfusionError as exc:
         raise MedfusionError(f"cannot read pretrained image weights: {exc}") from None
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected = {k: v for k, v in net.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
+    expected = {k: v for k, v in trunk.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
     missing = sorted(k for k in expected if k not in state)
     wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or wrong:
@@ -171,34 +179,27 @@ def load_trunk_weights(net: nn.Module, path: Path) -> None:
                 f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model "
                 f"{tuple(expected[k].shape)}; check in_channels, spatial_dims and image size)"
             )
-        raise MedfusionError(f"{path}: weights do not match {type(net).__name__}: " + "; ".join(details))
+        raise MedfusionError(f"{path}: weights do not match {name}: " + "; ".join(details))
     unused = sorted(k for k in state if k not in expected and not k.startswith(_HEAD_PREFIXES))
     if unused:
-        log.warning("%s: %d keys not used by %s (e.g. %s)", path, len(unused), type(net).__name__, unused[0])
-    net.load_state_dict({k: state[k] for k in expected}, strict=False)
+        log.warning("%s: %d keys not used by %s (e.g. %s)", path, len(unused), name, unused[0])
+    trunk.load_state_dict({k: state[k] for k in expected}, strict=False)
     log.info("loaded pretrained image weights from %s", path)
-
-
-def _maybe_load(net: nn.Module, cfg: ImageEncoderConfig) -> None:
-    if cfg.pretrained_path is not None:
-        load_trunk_weights(net, cfg.pretrained_path)
 
 
 @register_image_encoder("densenet121")
 def densenet121(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
     """MONAI DenseNet121; tokens from its last (1024-channel, stride-32) feature map."""
     net = DenseNet121(spatial_dims=cfg.spatial_dims, in_channels=cfg.in_channels, out_channels=1)
-    _maybe_load(net, cfg)
     trunk = DenseNetTrunk(net)
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
 
 
-def _resnet(factory, cfg: ImageEncoderConfig) -> ImageEncoder:
+def _resnet(factory: Callable[..., nn.Module], cfg: ImageEncoderConfig) -> ImageEncoder:
     # conv1 stride 2 as in torchvision / MedicalNet; MONAI's default of 1 quadruples the compute.
     net = factory(
         spatial_dims=cfg.spatial_dims, n_input_channels=cfg.in_channels, conv1_t_stride=2, feed_forward=False
     )
-    _maybe_load(net, cfg)
     trunk = ResNetTrunk(net)
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
 
@@ -237,12 +238,12 @@ def vit_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEnco
     if any(s % cfg.patch_size for s in size):
         raise MedfusionError(f"vit: image size {size} is not divisible by patch_size {cfg.patch_size}")
     trunk = ViTTrunk(cfg, size)
-    _maybe_load(trunk, cfg)
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
 
 
 def build_image_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
-    """Build the registered encoder named ``cfg.name``.
+    """Build the registered encoder named ``cfg.name`` (architecture only: ``cfg.pretrained_path`` is
+    loaded by :func:`load_trunk_weights`, a separate step).
 
     Args:
         cfg: Encoder settings.

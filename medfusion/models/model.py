@@ -2,13 +2,16 @@
 
 :class:`MedFusionModel` receives already-built parts (TorchMultimodal ``LateFusion`` style): an image
 encoder, a text encoder (either may be None for single-modality baselines), a fusion module and an
-affine head. :func:`build_model` makes them from a :class:`~medfusion.config.Config`.
+affine head. Making one is two steps: :func:`build_model` builds the architecture a
+:class:`~medfusion.models.card.ModelCard` describes (random weights), then the weights come either from
+pretrained files (:func:`load_pretrained`, at the start of training) or from a model folder
+(:func:`load_model_dir`).
 
 A model folder (:func:`save_model_dir`) holds everything needed to score new studies in a fresh
 process, with no access to the training run or the hub::
 
     model.safetensors         all weights (encoders, fusion, head)
-    medfusion_model.json      config, labels, thresholds, temperature, preprocessing spec, model id
+    medfusion_model.json      the model card (labels, thresholds, temperature, preprocessing, architecture)
     text_encoder/             tokenizer files + the text transformer's config.json
 """
 
@@ -16,34 +19,29 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import numpy as np
 import torch
-from pydantic import ValidationError
 from safetensors import SafetensorError
 from safetensors.torch import load_model, save_model
 from torch import nn
 
 import medfusion
-from medfusion.config import Config
 from medfusion.errors import MedfusionError
+from medfusion.models.card import TEXT_DIR, ModelCard, TokenizerInfo
 from medfusion.models.fusion import IMAGE, TEXT, Fusion, ModalityEmbedding
-from medfusion.models.image_encoders import ImageEncoder, build_image_encoder
+from medfusion.models.image_encoders import ImageEncoder, build_image_encoder, load_trunk_weights
 from medfusion.models.registry import get_fusion
 from medfusion.models.text_encoder import TextEncoder, load_tokenizer, load_transformer
+from medfusion.processing.spec import PreprocessingSpec
 
 log = logging.getLogger(__name__)
 
 WEIGHTS_FILE = "model.safetensors"
-META_FILE = "medfusion_model.json"
-TEXT_DIR = "text_encoder"
-FORMAT = "medfusion-model"
-FORMAT_VERSION = 1
 
 
 @dataclass
@@ -115,71 +113,75 @@ class MedFusionModel(nn.Module):
         )
 
 
-def build_model(config: Config, tokenizer_dir: str | Path, *, text_weights: bool = True) -> MedFusionModel:
-    """Build the model a config describes.
+def build_model(card: ModelCard, text_dir: str | Path) -> MedFusionModel:
+    """Build the architecture a model card describes, with random weights.
 
     Args:
-        config: Run configuration (encoders, fusion, labels, image size).
-        tokenizer_dir: Folder (or hub id) of the text transformer and its tokenizer: the trained tiny
-            BERT folder, ``text_encoder.name_or_path``, or a model folder's ``text_encoder/``.
-        text_weights: Load the transformer's weights from ``tokenizer_dir``; False builds it from its
-            ``config.json`` only (the weights then come from a ``model.safetensors``).
+        card: The model's card (architecture, labels, image size); see
+            :meth:`ModelCard.from_config <medfusion.models.card.ModelCard.from_config>` for a new model.
+        text_dir: Folder (or hub id) whose ``config.json`` describes the text transformer: the trained
+            tiny BERT folder, ``text_encoder.name_or_path``, or a model folder's ``text_encoder/``.
     """
-    fusion_cls = get_fusion(config.fusion.name)
-    dims = {IMAGE: config.image_encoder.embed_dim, TEXT: config.text_encoder.embed_dim}
+    arch = card.config
+    fusion_cls = get_fusion(arch.fusion.name)
+    dims = {IMAGE: arch.image_encoder.embed_dim, TEXT: arch.text_encoder.embed_dim}
     image_encoder = text_encoder = None
     if IMAGE in fusion_cls.modalities:
-        image_encoder = build_image_encoder(config.image_encoder, config.data.image_size)
+        image_encoder = build_image_encoder(arch.image_encoder, card.preprocessing.image_size)
     if TEXT in fusion_cls.modalities:
-        tc = config.text_encoder
-        transformer = load_transformer(tokenizer_dir, weights=text_weights)
+        with torch.random.fork_rng(devices=[]):  # the transformer's init never shifts the seeded stream
+            transformer = load_transformer(text_dir, weights=False)
+        tc = arch.text_encoder
         text_encoder = TextEncoder(transformer, tc.embed_dim, pooling=tc.pooling, freeze=tc.freeze)
-    fusion = fusion_cls(config.fusion, {m: dims[m] for m in fusion_cls.modalities})
-    head = nn.Linear(config.fusion.hidden_dim, len(config.labels))
+    fusion = fusion_cls(arch.fusion, {m: dims[m] for m in fusion_cls.modalities})
+    head = nn.Linear(arch.fusion.hidden_dim, len(card.labels))
     return MedFusionModel(image_encoder, text_encoder, fusion, head)
 
 
-def preprocessing_spec(config: Config) -> dict[str, Any]:
-    """What inference must do to inputs to match training (stored in ``medfusion_model.json``)."""
-    d, e = config.data, config.image_encoder
-    return {
-        "image_size": list(d.image_size),
-        "spatial_dims": e.spatial_dims,
-        "in_channels": e.in_channels,
-        "frame_policy": d.frame_policy,
-        "max_pixels": d.max_pixels,
-        "max_tokens": d.max_tokens,
-        "report_sections": list(d.report_sections),
-    }
+def load_pretrained(
+    model: MedFusionModel, *, image_weights: str | Path | None = None, text_source: str | Path | None = None
+) -> MedFusionModel:
+    """Load pretrained encoder weights into a freshly built model (the step after :func:`build_model`).
+
+    Args:
+        model: The model.
+        image_weights: Local weights of the image encoder's MONAI network (``image_encoder.pretrained_path``);
+            None keeps the random init. Ignored when the model has no image encoder.
+        text_source: Folder or hub id of the text transformer's weights (the same ``text_dir`` the model
+            was built from); None keeps the random init. Ignored when the model has no text encoder.
+
+    Returns:
+        ``model``, its encoders' weights replaced.
+
+    Raises:
+        MedfusionError: A file is missing, unreadable, unsafe, or does not fit the architecture.
+    """
+    if image_weights is not None and model.image_encoder is not None:
+        load_trunk_weights(model.image_encoder, image_weights)
+    if text_source is not None and model.text_encoder is not None:
+        with torch.random.fork_rng(devices=[]):
+            pretrained = load_transformer(text_source)
+        try:
+            model.text_encoder.transformer.load_state_dict(pretrained.state_dict())
+        except RuntimeError as exc:
+            raise MedfusionError(f"{text_source}: text weights do not fit the text encoder: {exc}") from None
+    return model
 
 
-def save_model_dir(
-    model: MedFusionModel,
-    model_dir: str | Path,
-    *,
-    config: Config,
-    labels: Sequence[str],
-    thresholds: Sequence[float],
-    temperature: float,
-    tokenizer: Any,
-) -> Path:
+def save_model_dir(model: MedFusionModel, model_dir: str | Path, *, card: ModelCard, tokenizer: Any) -> Path:
     """Write a self-contained model folder (see the module docstring).
 
     Args:
         model: The trained model.
         model_dir: Folder to write (created; existing files replaced).
-        config: The run's configuration.
-        labels: Label names in output order.
-        thresholds: Decision threshold per label, on temperature-scaled probabilities.
-        temperature: Temperature dividing the logits before the sigmoid.
+        card: The model's card, calibrated (:meth:`~medfusion.models.card.ModelCard.calibrated`);
+            ``model_id``, ``created``, ``medfusion_version`` and the tokenizer's description are filled in.
         tokenizer: The Hugging Face tokenizer used in training.
 
     Returns:
         ``model_dir``.
     """
     model_dir = Path(model_dir)
-    if len(labels) != len(thresholds):
-        raise MedfusionError(f"{len(labels)} labels but {len(thresholds)} thresholds")
     (model_dir / TEXT_DIR).mkdir(parents=True, exist_ok=True)
     weights = model_dir / WEIGHTS_FILE
     save_model(model, str(weights))
@@ -187,20 +189,16 @@ def save_model_dir(
     if model.text_encoder is not None:
         model.text_encoder.transformer.config.save_pretrained(str(model_dir / TEXT_DIR))
     digest = hashlib.sha256(weights.read_bytes()).hexdigest()
-    meta = {
-        "format": FORMAT,
-        "format_version": FORMAT_VERSION,
-        "medfusion_version": medfusion.__version__,
-        "model_id": f"{config.name}-{digest[:16]}",
-        "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
-        "labels": list(labels),
-        "thresholds": [float(t) for t in thresholds],
-        "temperature": float(temperature),
-        "preprocessing": preprocessing_spec(config),
-        "config": config.model_dump(mode="json"),
-    }
-    (model_dir / META_FILE).write_text(json.dumps(meta, indent=2), encoding="utf-8")
-    log.info("saved model %s to %s", meta["model_id"], model_dir)
+    card = card.model_copy(
+        update={
+            "model_id": f"{card.name}-{digest[:16]}",
+            "medfusion_version": medfusion.__version__,
+            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "tokenizer": TokenizerInfo.of(tokenizer, card.tokenizer.source),
+        }
+    )
+    card.save(model_dir)
+    log.info("saved model %s to %s", card.model_id, model_dir)
     return model_dir
 
 
@@ -210,25 +208,40 @@ class LoadedModel:
 
     Attributes:
         model: The model, in eval mode, on ``device``.
-        config: The training configuration.
-        labels: Label names in output order.
-        thresholds: (L,) decision thresholds on temperature-scaled probabilities.
-        temperature: Logit temperature.
+        card: The folder's model card.
         tokenizer: The training tokenizer.
-        preprocessing: Preprocessing spec (see :func:`preprocessing_spec`).
-        model_id: ``<config name>-<first 16 hex of the weights' SHA-256>``.
         device: Where the model lives.
     """
 
     model: MedFusionModel
-    config: Config
-    labels: list[str]
-    thresholds: np.ndarray
-    temperature: float
+    card: ModelCard
     tokenizer: Any
-    preprocessing: dict[str, Any]
-    model_id: str
     device: torch.device
+
+    @property
+    def labels(self) -> list[str]:
+        """Label names in output order."""
+        return list(self.card.labels)
+
+    @property
+    def thresholds(self) -> np.ndarray:
+        """(L,) float64 decision thresholds on temperature-scaled probabilities."""
+        return np.asarray(self.card.thresholds, dtype=np.float64)
+
+    @property
+    def temperature(self) -> float:
+        """Logit temperature."""
+        return self.card.temperature
+
+    @property
+    def preprocessing(self) -> PreprocessingSpec:
+        """The preprocessing spec the model was trained with."""
+        return self.card.preprocessing
+
+    @property
+    def model_id(self) -> str:
+        """``<name>-<first 16 hex of the weights' SHA-256>``."""
+        return self.card.model_id
 
 
 def resolve_device(device: str | torch.device = "auto") -> torch.device:
@@ -250,40 +263,20 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "auto") -
 
     Raises:
         MedfusionError: The folder is missing, incomplete, of another format, or its weights do not
-            match its configuration.
+            match its card.
     """
     model_dir = Path(model_dir)
-    meta_path = model_dir / META_FILE
-    if not meta_path.is_file():
-        raise MedfusionError(f"{model_dir}: not a medfusion model folder (no {META_FILE})")
-    try:
-        meta = json.loads(meta_path.read_text(encoding="utf-8"))
-    except (json.JSONDecodeError, UnicodeDecodeError) as exc:
-        raise MedfusionError(f"{meta_path}: unreadable: {exc}") from None
-    if meta.get("format") != FORMAT or meta.get("format_version") != FORMAT_VERSION:
-        raise MedfusionError(f"{meta_path}: unsupported format {meta.get('format')!r} v{meta.get('format_version')!r}")
-    try:
-        config = Config.model_validate(meta["config"])
-    except ValidationError as exc:
-        raise MedfusionError(f"{meta_path}: stored config is invalid: {exc}") from None
-    # Weights come from model.safetensors, not from the original pretrained files.
-    config = config.model_copy(update={"image_encoder": config.image_encoder.model_copy(update={"pretrained_path": None})})
+    card = ModelCard.load(model_dir)
     text_dir = model_dir / TEXT_DIR
-    model = build_model(config, text_dir, text_weights=False)
+    model = build_model(card, text_dir)
     try:
         load_model(model, str(model_dir / WEIGHTS_FILE), strict=True)
     except (OSError, RuntimeError, SafetensorError) as exc:
         raise MedfusionError(f"{model_dir / WEIGHTS_FILE}: weights do not load into the stored architecture: {exc}") from None
+    tokenizer = load_tokenizer(text_dir)
+    expected = card.tokenizer.vocab_size
+    if expected is not None and len(tokenizer) != expected:
+        raise MedfusionError(f"{text_dir}: tokenizer has {len(tokenizer)} tokens, the model card says {expected}")
     device = resolve_device(device)
     model.to(device).eval()
-    return LoadedModel(
-        model=model,
-        config=config,
-        labels=list(meta["labels"]),
-        thresholds=np.asarray(meta["thresholds"], dtype=np.float64),
-        temperature=float(meta["temperature"]),
-        tokenizer=load_tokenizer(text_dir),
-        preprocessing=dict(meta["preprocessing"]),
-        model_id=str(meta["model_id"]),
-        device=device,
-    )
+    return LoadedModel(model=model, card=card, tokenizer=tokenizer, device=device)

@@ -11,7 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from medfusion.data.transforms import LoadDicomd
+from medfusion.processing.transforms import LoadDicomd
 
 
 @dataclass(frozen=True)
@@ -39,8 +39,8 @@ def load_display_image(paths: Sequence[str], frame_policy: str = "middle") -> Di
     """Read the instance the model reads (same selection rules as training), full resolution.
 
     Raises:
-        InputRejected: The image cannot be read (``DicomReadError``), via MONAI's error wrapping
-            undone by the caller (see :func:`medfusion.training.data.input_rejection`).
+        InputRejected: The image cannot be read (``DicomReadError``, raised as is: no MONAI
+            ``Compose`` wraps it here).
     """
     loaded = LoadDicomd("image", frame_policy=frame_policy, dicom_meta_key="meta")({"image": list(paths)})
     meta = loaded["meta"]

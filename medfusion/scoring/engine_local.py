@@ -47,8 +47,10 @@ from medfusion.data.dicom import read_dicom, watch_files
 from medfusion.data.records import Rejection
 from medfusion.data.studies import resolve_copies
 from medfusion.errors import InputRejected, MedfusionError
-from medfusion.inference import Predictor, Preprocessor, StudyInput
+from medfusion.inference import Predictor, StudyInput, load_preprocessor
 from medfusion.processes import worker_context
+from medfusion.processing.preprocessor import Preprocessor
+from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
 
 log = logging.getLogger(__name__)
@@ -64,7 +66,7 @@ class Prepared:
 
     Attributes:
         study_uid: StudyInstanceUID.
-        sample: The model sample (see :meth:`medfusion.inference.Preprocessor.__call__`), or None.
+        sample: The model sample (:class:`~medfusion.processing.sample.Sample`), or None.
         file: The file that was rejected (None when not file-specific).
         reason: Why the study was rejected, or None.
         stage: ``materialize`` or ``decode`` when rejected.
@@ -72,7 +74,7 @@ class Prepared:
     """
 
     study_uid: str
-    sample: dict[str, Any] | None = None
+    sample: Sample | None = None
     file: str | None = None
     reason: str | None = None
     stage: str | None = None
@@ -85,8 +87,6 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
 
     Typed input errors become a rejected :class:`Prepared`; anything else is a bug and propagates.
     """
-    from medfusion.training.data import input_rejection
-
     workdir = Path(tempfile.mkdtemp(prefix="medfusion-study-"))
     stage = "materialize"
     set_aside: list[Rejection] = []
@@ -94,12 +94,11 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
         paths = source.materialize(ref, workdir)
         stage = "decode"
         if preprocessor.uses_image:
-            decode = functools.partial(read_dicom, max_pixels=preprocessor.spec["max_pixels"])
+            decode = functools.partial(read_dicom, max_pixels=preprocessor.spec.max_pixels)
             paths, set_aside = resolve_copies(paths, decode)
-        sample = preprocessor(StudyInput(image_paths=[str(p) for p in paths], report_text=report_text))
-        return Prepared(ref.study_uid, sample, set_aside=set_aside)
-    except (InputRejected, RuntimeError) as err:
-        exc = input_rejection(err)
+        study = StudyInput(image_paths=[str(p) for p in paths], report_text=report_text, study_uid=ref.study_uid)
+        return Prepared(ref.study_uid, preprocessor(study), set_aside=set_aside)
+    except InputRejected as exc:
         return Prepared(ref.study_uid, file=exc.source, reason=exc.reason, stage=stage, set_aside=set_aside)
     except MedfusionError as exc:
         return Prepared(ref.study_uid, reason=str(exc), stage=stage, set_aside=set_aside)
@@ -127,7 +126,7 @@ def _init_worker(source: StudySource, model_dir: str, steps: Any) -> None:
     install_log_redaction()  # identifiers this worker reads never reach a log line
     torch.set_num_threads(1)
     _WORKER["source"] = source
-    _WORKER["preprocessor"] = Preprocessor.from_dir(model_dir)
+    _WORKER["preprocessor"] = load_preprocessor(model_dir)
     _WORKER["steps"] = steps
 
 

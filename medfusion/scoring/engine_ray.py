@@ -27,12 +27,10 @@ bound (``file_timeout_s``) is the local engine's: Ray Data has no per-row time l
 from __future__ import annotations
 
 import functools
-import io
 import itertools
 import json
 import logging
 import warnings
-from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -40,6 +38,8 @@ import pandas as pd
 
 from medfusion.data.records import Rejection
 from medfusion.inference import Prediction
+from medfusion.models.card import ModelCard
+from medfusion.processing.sample import Sample
 from medfusion.scoring.engine_local import Prepared, record_set_aside
 from medfusion.scoring.sources import StudyRef, StudySource
 
@@ -51,33 +51,24 @@ CHUNK = 4096
 _PREPROCESSORS: dict[str, Any] = {}
 
 
-def _tensor_bytes(x: Any) -> bytes:
-    buffer = io.BytesIO()
-    np.save(buffer, x.numpy().astype(np.float32), allow_pickle=False)
-    return buffer.getvalue()
-
-
 def preprocess_batch(batch: pd.DataFrame, source: StudySource, model_dir: str) -> pd.DataFrame:
-    """Ray task: studies -> serialised samples (``image`` .npy bytes, empty when absent) or rejections."""
+    """Ray task: studies -> serialised samples (:meth:`Sample.to_bytes`, empty when rejected) or rejections."""
     import torch
 
-    from medfusion.inference import Preprocessor
+    from medfusion.inference import load_preprocessor
     from medfusion.scoring.engine_local import prepare_study
 
     torch.set_num_threads(1)
     if model_dir not in _PREPROCESSORS:
-        _PREPROCESSORS[model_dir] = Preprocessor.from_dir(model_dir)
+        _PREPROCESSORS[model_dir] = load_preprocessor(model_dir)
     rows = []
     for item in batch.itertuples(index=False):
         ref = StudyRef(item.study_uid, tuple(json.loads(item.locator)), item.report_key or None)
         prepared = prepare_study(source, _PREPROCESSORS[model_dir], ref, item.report_text)
-        sample = prepared.sample or {}
-        image = sample.get("image")
         rows.append(
             {
                 "study_uid": prepared.study_uid,
-                "image": _tensor_bytes(image) if image is not None else b"",
-                "report": sample.get("report", ""),
+                "sample": prepared.sample.to_bytes() if prepared.sample is not None else b"",
                 "error": prepared.reason or "",
                 "file": prepared.file or "",
                 "stage": prepared.stage or "",
@@ -106,23 +97,9 @@ class ScorerActor:
         self.predictor = Predictor.from_dir(model_dir, device=device, batch_size=batch_size, amp=True)
 
     def __call__(self, batch: pd.DataFrame) -> pd.DataFrame:
-        import torch
-
         n = len(self.predictor.labels)
         ok = [i for i, e in enumerate(batch["error"]) if not e]
-        samples = []
-        for i in ok:
-            raw, report = batch["image"].iloc[i], batch["report"].iloc[i]
-            image = torch.from_numpy(np.load(io.BytesIO(raw))) if len(raw) else None
-            samples.append(
-                {
-                    "image": image,
-                    "image_present": image is not None,
-                    "report": report,
-                    "text_present": bool(report),
-                    "label": torch.full((n,), float("nan")),
-                }
-            )
+        samples = [Sample.from_bytes(batch["sample"].iloc[i]) for i in ok]
         probs = [[float("nan")] * n] * len(batch)
         for i, prediction in zip(ok, self.predictor.score_samples(samples)):
             probs[i] = [float(p) for p in prediction.probabilities]
@@ -163,8 +140,7 @@ def run_ray(ctx: Any) -> None:
         data_context.max_errored_blocks = -1  # a block that keeps failing is skipped; its studies stay pending
         gpus = int(ray.cluster_resources().get("GPU", 0))
         scorers = options.scorers or max(1, gpus)
-        meta = json.loads((Path(ctx.model.model_dir) / "medfusion_model.json").read_text(encoding="utf-8"))
-        thresholds = np.asarray(meta["thresholds"], dtype=np.float64)
+        thresholds = np.asarray(ModelCard.load(ctx.model.model_dir).thresholds, dtype=np.float64)
         refs = ctx.ledger.iter_pending()
         ctx.started()
         while chunk := list(itertools.islice(refs, CHUNK)):

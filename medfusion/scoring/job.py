@@ -25,6 +25,7 @@ from typing import Any
 from medfusion.data.reports import join_locator, split_locator
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
+from medfusion.models.card import ModelCard
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
 from medfusion.scoring.lock import OutputLock
 from medfusion.scoring.resolve import ResolvedModel, resolve_model
@@ -257,7 +258,7 @@ def _run_locked(
 ) -> ScoreSummary:
     """The job once its inputs are checked and ``out`` is locked."""
     model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
-    labels = list(json.loads((model.model_dir / "medfusion_model.json").read_text(encoding="utf-8"))["labels"])
+    labels = list(ModelCard.load(model.model_dir).labels)
     with Ledger(out) as ledger:
         ledger.bind_job(
             {

@@ -8,14 +8,13 @@ version are recorded as provenance on every result.
 
 from __future__ import annotations
 
-import json
 import logging
 import re
 from dataclasses import dataclass
 from pathlib import Path
 
 from medfusion.errors import MedfusionError
-from medfusion.models.model import META_FILE
+from medfusion.models.card import META_FILE, ModelCard
 
 log = logging.getLogger(__name__)
 
@@ -62,14 +61,8 @@ def resolve_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str |
             raise MedfusionError(
                 f"{uri}: not a medfusion model folder (no {META_FILE}) nor an MLflow models:/ or runs:/ URI"
             )
-        meta = _meta(local)
-        return ResolvedModel(
-            uri,
-            local.resolve(),
-            str(meta["config"]["name"]),
-            "local",
-            str(meta["model_id"]),
-        )
+        card = ModelCard.load(local)
+        return ResolvedModel(uri, local.resolve(), card.name, "local", card.model_id)
     import mlflow
     from mlflow.exceptions import MlflowException
 
@@ -104,14 +97,7 @@ def resolve_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str |
         raise MedfusionError(f"{uri}: the MLflow model holds no medfusion model folder ({META_FILE})")
     model_dir = found[0].parent
     log.info("model %s -> %s version %s (%s)", uri, name, version, model_dir)
-    return ResolvedModel(uri, model_dir, name, version, str(_meta(model_dir)["model_id"]))
-
-
-def _meta(model_dir: Path) -> dict:
-    try:
-        return json.loads((model_dir / META_FILE).read_text(encoding="utf-8"))
-    except (OSError, json.JSONDecodeError) as exc:
-        raise MedfusionError(f"{model_dir / META_FILE}: unreadable: {exc}") from None
+    return ResolvedModel(uri, model_dir, name, version, ModelCard.load(model_dir).model_id)
 
 
 def _run_model(client: object, run_id: str) -> tuple[str, str, str]:

@@ -21,7 +21,7 @@ from medfusion.data.manifest import manifest_hash, read_manifest
 from medfusion.data.records import LABEL_PREFIX
 from medfusion.errors import MedfusionError
 from medfusion.tracking.store import connect
-from medfusion.training.metrics import compute_metrics
+from medfusion.metrics import compute_metrics
 
 log = logging.getLogger(__name__)
 

@@ -64,6 +64,11 @@ class ResumeState:
     history: list[dict[str, float]] = field(default_factory=list)
 
 
+def _augmentations(loader: Any) -> Any:
+    """The image transform chain of a loader's dataset (its random draws are part of the training state)."""
+    return getattr(getattr(loader.dataset, "preprocessor", None), "transform", None)
+
+
 def _random_states(obj: Any, prefix: str = "", seen: set[int] | None = None, depth: int = 0) -> dict[str, np.random.RandomState]:
     """Every ``numpy.random.RandomState`` reachable from ``obj`` (MONAI transforms keep theirs in ``R``)."""
     seen = set() if seen is None else seen
@@ -115,7 +120,7 @@ class EpochCheckpoints:
         transforms = {
             f"{split}.{name}": _np_state(rs)
             for split, loader in sorted(p["loaders"].items())
-            for name, rs in _random_states(getattr(loader.dataset, "transform", None)).items()
+            for name, rs in _random_states(_augmentations(loader)).items()
         }
         return {
             "optimizer": p["optimizer"].state_dict(),
@@ -207,7 +212,7 @@ class EpochCheckpoints:
         for split, state in rng["loaders"].items():
             p["loaders"][split].generator.set_state(state)
         for split, loader in p["loaders"].items():
-            for name, rs in _random_states(getattr(loader.dataset, "transform", None)).items():
+            for name, rs in _random_states(_augmentations(loader)).items():
                 if f"{split}.{name}" in rng["transforms"]:
                     _set_np_state(rng["transforms"][f"{split}.{name}"], rs)
         return ResumeState(

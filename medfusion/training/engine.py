@@ -39,12 +39,15 @@ from torch.utils.data import DataLoader
 from medfusion.config import Config
 from medfusion.data.records import Rejection
 from medfusion.errors import ConfigError, MedfusionError
+from medfusion.metrics import evaluate, tune_thresholds
+from medfusion.models.calibration import apply_temperature, fit_temperature
+from medfusion.models.card import ModelCard
 from medfusion.models.fusion import IMAGE, TEXT
-from medfusion.models.model import MedFusionModel, build_model, resolve_device, save_model_dir
-from medfusion.training.calibration import apply_temperature, fit_temperature
+from medfusion.models.model import MedFusionModel, build_model, load_pretrained, resolve_device, save_model_dir
+from medfusion.processing.preprocessor import Preprocessor, report_text
+from medfusion.processing.sample import Collator
 from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
-from medfusion.training.data import Collator, StudyDataset, image_transform_for, report_text
-from medfusion.training.metrics import evaluate, tune_thresholds
+from medfusion.training.data import StudyDataset
 from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
 
 log = logging.getLogger(__name__)
@@ -228,27 +231,26 @@ def _worker_init(worker_id: int) -> None:
     random.seed(seed)
     np.random.seed(seed)
     info = torch.utils.data.get_worker_info()
-    transform = getattr(info.dataset, "transform", None) if info is not None else None
-    if transform is not None and hasattr(transform, "set_random_state"):
-        transform.set_random_state(seed)
+    preprocessor = getattr(info.dataset, "preprocessor", None) if info is not None else None
+    if preprocessor is not None:
+        preprocessor.set_random_state(seed)
 
 
 def _loaders(
-    config: Config, records: dict[str, list[dict]], tokenizer: Any, device: torch.device, *, images: bool = True
+    card: ModelCard, config: Config, records: dict[str, list[dict]], tokenizer: Any, device: torch.device,
+    *, images: bool = True,
 ) -> tuple[dict[str, DataLoader], list[Rejection]]:
     d, t = config.data, config.training
-    collate = Collator(tokenizer, d.max_tokens, (config.image_encoder.in_channels, *d.image_size))
+    collate = Collator.for_tokenizer(tokenizer, card.preprocessing.image_shape)
     loaders, rejected = {}, []
     for split in SPLITS:
         if not records.get(split):
             continue
         train = split == "train"
-        transform = image_transform_for(config, train=train) if images else None  # text_only never decodes images
-        if hasattr(transform, "set_random_state"):
-            transform.set_random_state(t.seed)
-        dataset = StudyDataset(
-            records[split], transform, report_sections=d.report_sections, in_channels=config.image_encoder.in_channels
+        preprocessor = Preprocessor(  # text_only models never decode images
+            card.preprocessing, tokenizer, len(card.labels), uses_image=images, train=train, seed=t.seed
         )
+        dataset = StudyDataset(records[split], preprocessor)
         rejected += dataset.rejected
         generator = torch.Generator().manual_seed(t.seed)
         loaders[split] = DataLoader(
@@ -308,11 +310,15 @@ def train(
     device = resolve_device(t.device)
     amp_dtype, use_scaler = resolve_amp(t.amp, device)
 
-    train_reports = [report_text(r.get("report") or "", config.data.report_sections) for r in records["train"]]
+    card = ModelCard.from_config(config)
+    sections = card.preprocessing.report_sections
+    train_reports = [report_text(r.get("report") or "", sections) for r in records["train"]]
     text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
-    warn_if_truncated(tokenizer, train_reports, config.data.max_tokens)
-    model = build_model(config, text_dir).to(device)
-    loaders, rejected = _loaders(config, records, tokenizer, device, images=model.image_encoder is not None)
+    warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
+    model = build_model(card, text_dir)
+    load_pretrained(model, image_weights=config.image_encoder.pretrained_path, text_source=text_dir)
+    model.to(device)
+    loaders, rejected = _loaders(card, config, records, tokenizer, device, images=model.image_encoder is not None)
     pos_weight = pos_weights(records["train"], labels).to(device) if t.pos_weight == "auto" else None
     use_dropout = config.fusion.modality_dropout > 0 and {IMAGE, TEXT} <= set(model.fusion.modalities)
     dropout_rng = torch.Generator().manual_seed(t.seed + 1)
@@ -423,8 +429,7 @@ def train(
         log.warning("no test split: test metrics are empty")
 
     model_dir = save_model_dir(
-        model, out_dir / "model", config=config, labels=labels, thresholds=thresholds.tolist(),
-        temperature=temperature, tokenizer=tokenizer,
+        model, out_dir / "model", card=card.calibrated(thresholds.tolist(), temperature), tokenizer=tokenizer
     )
     result = TrainResult(
         model_dir=model_dir,

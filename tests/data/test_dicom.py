@@ -29,7 +29,7 @@ import medfusion.data.dicom as dicom_module
 from medfusion.data.dicom import read_dicom, read_dicom_header, read_series
 from medfusion.data.dicom_writer import DicomSpec, write_dicom
 from medfusion.data.studies import scan_dicom_folder
-from medfusion.data.transforms import LoadDicomd, image_transforms, input_error
+from medfusion.processing.transforms import LoadDicomd, image_transforms, input_error
 from medfusion.errors import DicomReadError
 from medfusion.privacy import pseudonym
 

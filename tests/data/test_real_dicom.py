@@ -25,7 +25,8 @@ import torch
 from medfusion.data.assets import RG1_ENCODINGS, find_pydicom_data_files
 from medfusion.data.dicom import read_dicom
 from medfusion.inference import STATUS, Predictor, StudyInput
-from medfusion.training.data import as_image_tensor, image_transform_for
+from medfusion.processing.preprocessor import Preprocessor
+from medfusion.processing.spec import PreprocessingSpec
 from medfusion.training.engine import train
 from tests.training.conftest import fast_config, make_records
 
@@ -77,8 +78,8 @@ def test_lossy_within_codec_tolerance(decoded) -> None:
 
 
 def test_image_transform_output_agrees(decoded) -> None:
-    transform = image_transform_for(fast_config(), train=False)
-    out = {code: as_image_tensor(transform({"image": [str(path)]})["image"]) for code, path in FILES.items()}
+    preprocessor = Preprocessor(PreprocessingSpec.from_config(fast_config()), tokenizer=None, n_labels=0)  # images only
+    out = {code: preprocessor.image([str(path)]) for code, path in FILES.items()}
     assert all(tuple(x.shape) == (1, 32, 32) for x in out.values())
     assert torch.equal(out["J2KR"], out["UNCR"]) and torch.equal(out["J2KI"], out["UNCI"])
     assert float((out["J2KI"] - out["UNCR"]).abs().max()) <= LOSSY_MAX_ABS

@@ -26,7 +26,7 @@ def explanation(demo_predictor, full_record):
 
 def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, explanation):
     ex, n_labels = explanation, len(demo_predictor.labels)
-    h, w = demo_predictor.loaded.preprocessing["image_size"]
+    h, w = demo_predictor.loaded.preprocessing.image_size
     assert ex.labels == demo_predictor.labels
     assert ex.image.shape == (h, w) and ex.image.min() == 0.0 and ex.image.max() == 1.0
     assert set(ex.heatmaps) == {"cross_attention", "gradcam", "saliency"}
@@ -47,7 +47,7 @@ def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, exp
 
 def test_token_spans_slice_the_report_into_the_model_tokens(demo_predictor, explanation):
     tokenizer = demo_predictor.loaded.tokenizer
-    ids = tokenizer(explanation.report_text, truncation=True, max_length=demo_predictor.loaded.preprocessing["max_tokens"])["input_ids"]
+    ids = tokenizer(explanation.report_text, truncation=True, max_length=demo_predictor.loaded.preprocessing.max_tokens)["input_ids"]
     pieces = [p.removeprefix("##") for p in tokenizer.convert_ids_to_tokens(ids)[1:-1]]
     texts = [explanation.report_text[a:b].lower() for a, b in explanation.token_spans[1:-1]]
     assert texts == pieces

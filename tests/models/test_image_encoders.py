@@ -11,8 +11,8 @@ from safetensors.torch import save_file
 
 from medfusion.config import ImageEncoderConfig
 from medfusion.errors import MedfusionError
-from medfusion.models.image_encoders import build_image_encoder
-from medfusion.models.registry import IMAGE_ENCODERS, get_image_encoder
+from medfusion.models.image_encoders import ImageEncoder, build_image_encoder, load_trunk_weights
+from medfusion.models.registry import IMAGE_ENCODERS, get_image_encoder, image_encoder_names
 
 # (settings, image size, input shape, expected grid)
 CASES = [
@@ -54,8 +54,15 @@ def test_tokens_follow_image_positions() -> None:
     assert int(change.argmax()) == 0
 
 
+def _pretrained(cfg: ImageEncoderConfig, image_size: tuple[int, ...]) -> ImageEncoder:
+    """Build the architecture, then load ``cfg.pretrained_path`` (the two separate steps)."""
+    encoder = build_image_encoder(cfg, image_size)
+    load_trunk_weights(encoder, cfg.pretrained_path)
+    return encoder
+
+
 def test_registry_lists_known_encoders() -> None:
-    assert {"densenet121", "resnet18", "resnet34", "resnet50", "vit"} <= set(IMAGE_ENCODERS)
+    assert image_encoder_names() == sorted(IMAGE_ENCODERS) == ["densenet121", "resnet18", "resnet34", "resnet50", "vit"]
     with pytest.raises(MedfusionError, match="unknown image encoder 'nope'"):
         get_image_encoder("nope")
 
@@ -73,7 +80,9 @@ def test_pretrained_weights_load_from_local_file(tmp_path: Path, suffix: str) ->
     path = tmp_path / f"resnet18{suffix}"
     save_file(state, str(path)) if suffix == ".safetensors" else torch.save(state, path)
     cfg = ImageEncoderConfig(name="resnet18", embed_dim=8, pretrained_path=path)
-    encoder = build_image_encoder(cfg, (64, 64))
+    built = build_image_encoder(cfg, (64, 64))
+    assert not torch.equal(built.trunk.conv1.weight, state["conv1.weight"])  # building alone leaves random weights
+    encoder = _pretrained(cfg, (64, 64))
     assert torch.equal(encoder.trunk.conv1.weight, state["conv1.weight"])
     assert torch.equal(encoder.trunk.layer4[1].bn2.running_mean, state["layer4.1.bn2.running_mean"])
 
@@ -82,11 +91,11 @@ def test_pretrained_weights_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     path = tmp_path / "rgb.safetensors"
     save_file(_monai_resnet18_state(3), str(path))
     cfg = ImageEncoderConfig(name="resnet18", in_channels=1, pretrained_path=path)
-    with pytest.raises(MedfusionError, match=r"shape mismatches .*conv1.weight.*in_channels"):
-        build_image_encoder(cfg, (64, 64))
+    with pytest.raises(MedfusionError, match=r"do not match ResNet: .*shape mismatches .*conv1.weight.*in_channels"):
+        _pretrained(cfg, (64, 64))
     densenet = ImageEncoderConfig(name="densenet121", pretrained_path=path)
-    with pytest.raises(MedfusionError, match="missing keys"):
-        build_image_encoder(densenet, (64, 64))
+    with pytest.raises(MedfusionError, match="do not match DenseNet121: .*missing keys"):
+        _pretrained(densenet, (64, 64))
 
 
 def test_pickled_objects_are_refused(tmp_path: Path) -> None:
@@ -94,9 +103,9 @@ def test_pickled_objects_are_refused(tmp_path: Path) -> None:
     torch.save({"conv1.weight": torch.zeros(1), "extra": Path("x")}, path)  # not weights-only loadable
     cfg = ImageEncoderConfig(name="resnet18", pretrained_path=path)
     with pytest.raises(MedfusionError, match="cannot read pretrained image weights"):
-        build_image_encoder(cfg, (64, 64))
+        _pretrained(cfg, (64, 64))
     with pytest.raises(MedfusionError, match="not found"):
-        build_image_encoder(ImageEncoderConfig(name="resnet18", pretrained_path=tmp_path / "nope.safetensors"), (64, 64))
+        _pretrained(ImageEncoderConfig(name="resnet18", pretrained_path=tmp_path / "nope.safetensors"), (64, 64))
 
 
 def test_vit_rejects_sizes_it_cannot_tile() -> None:

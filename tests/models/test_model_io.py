@@ -10,11 +10,16 @@ import torch
 
 from medfusion.config import Config
 from medfusion.errors import MedfusionError
+from medfusion.models.card import ModelCard
 from medfusion.models.model import FusionModelOutput, build_model, load_model_dir, save_model_dir
 from medfusion.models.text_encoder import load_tokenizer
 
 LABELS = ["effusion", "nodule", "pneumonia"]
 ALL = ["image_only", "text_only", "late", "concat", "gated", "hybrid"]
+
+
+def _card(fusion: str, encoder: str = "vit") -> ModelCard:
+    return ModelCard.from_config(_config(fusion, encoder))
 
 
 def _config(fusion: str, encoder: str = "vit") -> Config:
@@ -44,7 +49,7 @@ def _batch(text_dir: Path) -> dict[str, torch.Tensor]:
 @pytest.mark.parametrize("fusion", ALL)
 def test_forward_contract(text_dir: Path, fusion: str) -> None:
     torch.manual_seed(0)
-    model = build_model(_config(fusion), text_dir).eval()
+    model = build_model(_card(fusion), text_dir).eval()
     assert (model.image_encoder is None) == (fusion == "text_only")
     assert (model.text_encoder is None) == (fusion == "image_only")
     with torch.no_grad():
@@ -67,15 +72,13 @@ def test_forward_contract(text_dir: Path, fusion: str) -> None:
 @pytest.mark.parametrize("fusion", ALL)
 def test_save_load_round_trip_gives_identical_logits(tmp_path: Path, text_dir: Path, fusion: str) -> None:
     torch.manual_seed(0)
-    config = _config(fusion)
-    model = build_model(config, text_dir).eval()
+    card = _card(fusion)
+    model = build_model(card, text_dir).eval()
     batch = _batch(text_dir)
     with torch.no_grad():
         expected = model(batch)
-    save_model_dir(
-        model, tmp_path / "model", config=config, labels=LABELS, thresholds=[0.2, 0.5, 0.7], temperature=1.5,
-        tokenizer=load_tokenizer(text_dir),
-    )
+    calibrated = card.calibrated([0.2, 0.5, 0.7], 1.5)
+    save_model_dir(model, tmp_path / "model", card=calibrated, tokenizer=load_tokenizer(text_dir))
     loaded = load_model_dir(tmp_path / "model", device="cpu")
     with torch.no_grad():
         got = loaded.model(batch)
@@ -84,15 +87,15 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path, text_dir: P
         assert torch.equal(got.modality_logits[m], expected.modality_logits[m])
     assert loaded.labels == LABELS and loaded.temperature == 1.5
     assert loaded.thresholds.tolist() == [0.2, 0.5, 0.7]
-    assert loaded.preprocessing["image_size"] == [32, 32] and loaded.preprocessing["max_tokens"] == 16
+    assert loaded.preprocessing.image_size == (32, 32) and loaded.preprocessing.max_tokens == 16
     assert loaded.model_id.startswith("test-")
     assert not loaded.model.training
 
 
 def test_model_folder_is_self_contained(tmp_path: Path, text_dir: Path) -> None:
-    config = _config("hybrid", encoder="densenet121")
-    model = build_model(config, text_dir).eval()
-    save_model_dir(model, tmp_path, config=config, labels=LABELS, thresholds=[0.5] * 3, temperature=1.0, tokenizer=load_tokenizer(text_dir))
+    card = _card("hybrid", encoder="densenet121")
+    model = build_model(card, text_dir).eval()
+    save_model_dir(model, tmp_path, card=card, tokenizer=load_tokenizer(text_dir))
     meta = json.loads((tmp_path / "medfusion_model.json").read_text())
     assert meta["labels"] == LABELS and meta["preprocessing"]["frame_policy"] == "middle"
     assert meta["preprocessing"]["report_sections"] == ["full"]
@@ -108,9 +111,8 @@ def test_model_folder_is_self_contained(tmp_path: Path, text_dir: Path) -> None:
 def test_load_errors_are_clear(tmp_path: Path, text_dir: Path) -> None:
     with pytest.raises(MedfusionError, match="not a medfusion model folder"):
         load_model_dir(tmp_path)
-    config = _config("late")
-    save_model_dir(build_model(config, text_dir), tmp_path, config=config, labels=LABELS, thresholds=[0.5] * 3,
-                   temperature=1.0, tokenizer=load_tokenizer(text_dir))
+    card = _card("late")
+    save_model_dir(build_model(card, text_dir), tmp_path, card=card, tokenizer=load_tokenizer(text_dir))
     meta_path = tmp_path / "medfusion_model.json"
     meta = json.loads(meta_path.read_text())
     meta["config"]["fusion"]["name"] = "gated"  # architecture no longer matches the weights
@@ -118,5 +120,5 @@ def test_load_errors_are_clear(tmp_path: Path, text_dir: Path) -> None:
     with pytest.raises(MedfusionError, match="weights do not load"):
         load_model_dir(tmp_path, "cpu")
     with pytest.raises(MedfusionError, match="3 labels but 2 thresholds"):
-        save_model_dir(build_model(config, text_dir), tmp_path / "x", config=config, labels=LABELS, thresholds=[0.5] * 2,
-                       temperature=1.0, tokenizer=load_tokenizer(text_dir))
+        save_model_dir(build_model(card, text_dir), tmp_path / "x", card=card.calibrated([0.5] * 2, 1.0),
+                       tokenizer=load_tokenizer(text_dir))

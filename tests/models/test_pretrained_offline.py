@@ -18,9 +18,12 @@ from safetensors.torch import load_file
 from medfusion.config import Config
 from medfusion.data.assets import find_minilm_dir
 from medfusion.errors import MedfusionError
-from medfusion.models.model import build_model
+from medfusion.models.card import ModelCard
+from medfusion.models.model import build_model, load_pretrained
 from medfusion.models.text_encoder import TextEncoder, load_tokenizer, load_transformer, offline_for
-from medfusion.training.data import Collator
+from medfusion.processing.preprocessor import Preprocessor
+from medfusion.processing.sample import Collator, StudyInput
+from medfusion.processing.spec import PreprocessingSpec
 from medfusion.training.text_setup import prepare_text_encoder
 
 MINILM = find_minilm_dir()
@@ -73,7 +76,7 @@ def encoder(config: Config, tmp_path_factory: pytest.TempPathFactory):
     """``(tokenizer, TextEncoder)`` built the way training builds them, projection set to the identity."""
     text_dir, tokenizer = prepare_text_encoder(config, ["unused for a pretrained folder"], tmp_path_factory.mktemp("run"))
     assert Path(text_dir) == MINILM
-    model = build_model(config, text_dir)
+    model = load_pretrained(build_model(ModelCard.from_config(config), text_dir), text_source=text_dir)
     text = model.text_encoder
     assert isinstance(text, TextEncoder)
     with torch.no_grad():  # compare in MiniLM's own space: mean pooling, identity projection
@@ -84,9 +87,9 @@ def encoder(config: Config, tmp_path_factory: pytest.TempPathFactory):
 
 def embed(encoder, texts: list[str]) -> torch.Tensor:
     tokenizer, text = encoder
-    batch = Collator(tokenizer, 64, (1, 8, 8))([
-        {"image": None, "image_present": False, "report": t, "text_present": True, "label": torch.zeros(2)} for t in texts
-    ])
+    spec = PreprocessingSpec(image_size=(8, 8), max_tokens=64)
+    preprocess = Preprocessor(spec, tokenizer, 2, uses_image=False)
+    batch = Collator.for_tokenizer(tokenizer, spec.image_shape)([preprocess(StudyInput(report_text=t)) for t in texts])
     with torch.no_grad():
         return text(batch["input_ids"], batch["attention_mask"]).pooled  # (B, 384)
 

@@ -63,9 +63,10 @@ def test_corrupt_and_unknown_files_are_typed_errors(tmp_path: Path) -> None:
 
 def test_image_encoder_pretrained_path_refuses_pickles(tmp_path: Path) -> None:
     from medfusion.config import ImageEncoderConfig
-    from medfusion.models.image_encoders import build_image_encoder
+    from medfusion.models.image_encoders import build_image_encoder, load_trunk_weights
 
     path = tmp_path / "evil.pth"
     torch.save({"conv1.weight": torch.zeros(1), "x": _Payload()}, path)
+    encoder = build_image_encoder(ImageEncoderConfig(name="resnet18", pretrained_path=path), (64, 64))
     with pytest.raises(UnsafeModelFile, match="cannot read pretrained image weights"):
-        build_image_encoder(ImageEncoderConfig(name="resnet18", pretrained_path=path), (64, 64))
+        load_trunk_weights(encoder, path)

@@ -21,7 +21,9 @@ other key pass through unchanged.
 
 MONAI's ``Compose`` wraps exceptions raised inside a transform in ``RuntimeError``; use
 :func:`input_error` to recover the :class:`~medfusion.errors.InputRejected` (e.g. a
-:class:`~medfusion.errors.DicomReadError`) that caused it.
+:class:`~medfusion.errors.DicomReadError`) that caused it. The
+:class:`~medfusion.processing.preprocessor.Preprocessor` does so, so its callers only ever see
+:class:`~medfusion.errors.InputRejected`.
 """
 
 from __future__ import annotations
@@ -45,10 +47,9 @@ from monai.transforms import (
 
 from medfusion.data.dicom import DEFAULT_MAX_PIXELS, read_dicom, read_dicom_header, read_series
 from medfusion.errors import DicomReadError, InputRejected
+from medfusion.processing.spec import FramePolicy
 
 logger = logging.getLogger(__name__)
-
-FramePolicy = Literal["first", "middle", "mean"]
 
 #: ITU-R BT.601 luma weights used to turn RGB into one channel.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
