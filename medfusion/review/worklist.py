@@ -25,14 +25,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from medfusion.results import decide, labels_of
+
 ReviewState = Literal["unreviewed", "partial", "reviewed"]
 STATES: tuple[str, ...] = ("unreviewed", "partial", "reviewed")
 SORTS: tuple[str, ...] = ("priority", "uncertain", "probability", "study")
-
-
-def labels_of(results: pd.DataFrame) -> list[str]:
-    """Label names of a scoring output, in column order (``prob_<label>`` columns)."""
-    return [c[len("prob_"):] for c in results.columns if c.startswith("prob_")]
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,8 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
         raise ValueError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
     probs = results[[f"prob_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
     thresholds = results[[f"threshold_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
-    excess = probs - thresholds  # (S, L), >= 0 where positive
-    positive = excess >= 0
+    excess = probs - thresholds  # (S, L), how far above (> 0) or below (< 0) its threshold
+    positive = decide(probs, thresholds)  # (S, L)
 
     table = results[["study_uid"] + [c for c in ("model_name", "model_version", "scored_at") if c in results]].copy()
     for i, label in enumerate(labels):

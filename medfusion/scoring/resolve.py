@@ -16,6 +16,7 @@ from pathlib import Path
 
 from medfusion.errors import MedfusionError
 from medfusion.models.model import META_FILE
+from medfusion.results import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -41,6 +42,11 @@ class ResolvedModel:
     name: str
     version: str
     model_id: str
+
+    @property
+    def provenance(self) -> Provenance:
+        """What every result scored with this model says about it (:class:`medfusion.results.Provenance`)."""
+        return Provenance(model_name=self.name, model_version=self.version, model_id=self.model_id)
 
 
 def resolve_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str | Path | None = None) -> ResolvedModel:

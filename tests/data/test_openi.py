@@ -32,8 +32,9 @@ from medfusion.data.openi import (
     remove_label_words,
     write_openi_splits,
 )
-from medfusion.data.reports import is_dicom_uid, read_fhir_reports
+from medfusion.data.records import is_dicom_uid
 from medfusion.errors import ReportParseError
+from medfusion.fhir.read import read_fhir_reports
 
 ARCHIVE = find_openi_archive()
 needs_archive = pytest.mark.skipif(
