@@ -68,7 +68,8 @@ def test_result_resources_carry_decisions_and_provenance() -> None:
     assert again.conclusion == "Model flags: nodule, effusion. Not verified by a clinician."  # 0.3 >= 0.3 counts
     assert again.study[0].identifier.value == f"urn:oid:{UID}"
     assert [r.reference for r in again.result] == [f"Observation/{stable_id(UID, 'medfusion/7', x)}" for x in LABELS]
-    calls = [Observation.model_validate_json(o.model_dump_json()).interpretation[0].coding[0].code for o in observations]
+    parsed = [Observation.model_validate_json(o.model_dump_json()) for o in observations]
+    calls = [o.interpretation[0].coding[0].code for o in parsed]
     assert calls == ["POS", "POS", "NEG"]
     assert [float(o.valueQuantity.value) for o in observations] == [0.91, 0.3, 0.1]
     for line in ndjson_text([report, *observations]).splitlines():
