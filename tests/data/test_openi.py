@@ -178,6 +178,18 @@ def test_remove_label_words_unknown_label() -> None:
         remove_label_words("text", ["nodule"])
 
 
+def test_fhir_export_of_the_sample_reads_back(tmp_path) -> None:
+    sample = parse_openi_xml(SAMPLE_XML, source="sample.xml")
+    path = export_openi_fhir([sample], tmp_path / "sample.ndjson")
+    [line] = path.read_text(encoding="utf-8").splitlines()
+    assert '"conclusionCode":[{"text":"Pleural Effusion/left/small"}]' in line
+    batch = read_fhir_reports(path)  # validates with fhir.resources (R5)
+    assert batch.rejected == [] and len(batch.reports) == 1
+    back = batch.reports[0]
+    assert (back.text, back.report_id) == (sample.report.text, "openi-CXR90001")
+    assert back.study_uid == openi_study_uid("CXR90001")
+
+
 def test_manifest_needs_a_split_for_every_report() -> None:
     sample = parse_openi_xml(SAMPLE_XML)
     assert openi_manifest([sample])["split"].tolist() == [assign_openi_splits([sample.uid])[sample.uid]]
