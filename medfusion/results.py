@@ -28,6 +28,7 @@ from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
+import numpy.typing as npt
 
 from medfusion import __version__
 from medfusion.errors import MedfusionError
@@ -43,7 +44,7 @@ PROVENANCE_COLUMNS = ("model_name", "model_version", "model_id", "medfusion_vers
 ERROR_COLUMN = "error"
 
 
-def decide(probabilities: Any, thresholds: Any) -> np.ndarray:
+def decide(probabilities: npt.ArrayLike, thresholds: npt.ArrayLike) -> npt.NDArray[np.bool_]:
     """The model's calls: ``probabilities >= thresholds``, elementwise (NaN is never positive).
 
     Args:
@@ -139,7 +140,7 @@ class ResultRow:
         object.__setattr__(self, "thresholds", thresholds)
 
     @property
-    def decisions(self) -> np.ndarray:
+    def decisions(self) -> npt.NDArray[np.bool_]:
         """(L,) bool: :func:`decide` of the probabilities and thresholds."""
         return decide(self.probabilities, self.thresholds)
 
