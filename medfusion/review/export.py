@@ -85,7 +85,7 @@ def reviewed_label(record: DecisionRecord, *, include_comments: bool = False) ->
 
 
 def fhir_resources(store: ReviewStore, *, include_comments: bool = False) -> list[Resource]:
-    """Per reviewed study: its DiagnosticReport then its Observations (:func:`medfusion.fhir.write.reviewed_resources`)."""
+    """Per reviewed study: its DiagnosticReport then its Observations (:func:`~medfusion.fhir.write.reviewed_resources`)."""
     return reviewed_resources(reviewed_label(r, include_comments=include_comments) for r in store.current())
 
 
