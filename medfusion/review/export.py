@@ -85,7 +85,10 @@ def reviewed_label(record: DecisionRecord, *, include_comments: bool = False) ->
 
 
 def fhir_resources(store: ReviewStore, *, include_comments: bool = False) -> list[Resource]:
-    """Per reviewed study: its DiagnosticReport then its Observations (:func:`~medfusion.fhir.write.reviewed_resources`)."""
+    """Per reviewed study: its DiagnosticReport then its Observations, validated.
+
+    Written by :func:`medfusion.fhir.write.reviewed_resources`; comments only with ``include_comments``.
+    """
     return reviewed_resources(reviewed_label(r, include_comments=include_comments) for r in store.current())
 
 
