@@ -348,11 +348,11 @@ def review_export(
     ] = False,
 ) -> None:
     """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining; no comments unless asked."""
+    from medfusion.results import labels_of
     from medfusion.review.data import read_scores
     from medfusion.review.export import export_csv, export_fhir
     from medfusion.review.settings import ReviewSettings
     from medfusion.review.store import ReviewStore
-    from medfusion.review.worklist import labels_of
 
     settings = ReviewSettings.create(results, store_path=store)
     review_store = ReviewStore(settings.store_path)

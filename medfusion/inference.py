@@ -37,11 +37,9 @@ from medfusion.models.model import LoadedModel, load_model_dir
 from medfusion.models.text_encoder import load_tokenizer
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Collator, Sample, StudyInput
+from medfusion.results import STATUS, decide
 
 log = logging.getLogger(__name__)
-
-#: Status written on every prediction (as MONAI Deploy does): not a verified clinical result.
-STATUS = "UNVERIFIED"
 
 __all__ = ["STATUS", "Prediction", "Predictor", "StudyInput", "load_preprocessor"]
 
@@ -53,7 +51,6 @@ class Prediction:
     Attributes:
         labels: Label names.
         probabilities: (L,) temperature-scaled probabilities (NaN when ``error`` is set).
-        decisions: (L,) bool, ``probabilities >= thresholds`` (all False when ``error`` is set).
         thresholds: (L,) the thresholds used.
         modality_logits: Modality -> (L,) that modality's own logits (empty for ``concat``).
         modality_weights: Slot (``joint``/``image``/``text``) -> weight of that slot in the logits.
@@ -68,7 +65,6 @@ class Prediction:
 
     labels: list[str]
     probabilities: np.ndarray
-    decisions: np.ndarray
     thresholds: np.ndarray
     modality_logits: dict[str, np.ndarray] = field(default_factory=dict)
     modality_weights: dict[str, float] = field(default_factory=dict)
@@ -79,6 +75,11 @@ class Prediction:
     text_present: bool = False
     provenance: dict[str, str] = field(default_factory=dict)
     error: str | None = None
+
+    @property
+    def decisions(self) -> np.ndarray:
+        """(L,) bool: :func:`medfusion.results.decide` (all False when ``error`` is set)."""
+        return decide(self.probabilities, self.thresholds)
 
 
 def _preprocessor(card: ModelCard, tokenizer: object) -> Preprocessor:
@@ -145,12 +146,12 @@ class Predictor:
         """
         return self.preprocessor(study)
 
-    def _failed(self, reason: str) -> Prediction:
+    def failed(self, reason: str) -> Prediction:
+        """The prediction of a study that could not be scored: NaN probabilities, ``error`` = ``reason``."""
         n = len(self.labels)
         return Prediction(
             labels=list(self.labels),
             probabilities=np.full(n, np.nan),
-            decisions=np.zeros(n, dtype=bool),
             thresholds=self.loaded.thresholds.copy(),
             provenance=dict(self.provenance),
             error=reason,
@@ -169,7 +170,7 @@ class Predictor:
                     positions.append(i)
                 except InputRejected as exc:
                     log.warning("study %d not scored: %s", i, exc)
-                    results[i] = self._failed(str(exc))
+                    results[i] = self.failed(str(exc))
             if samples:
                 for i, prediction in zip(positions, self.score_samples(samples)):
                     results[i] = prediction
@@ -210,7 +211,6 @@ class Predictor:
                 Prediction(
                     labels=list(self.labels),
                     probabilities=probs[b],
-                    decisions=probs[b] >= loaded.thresholds,
                     thresholds=loaded.thresholds.copy(),
                     modality_logits={m: v[b] for m, v in modality.items()},
                     modality_weights={k: float(v[b]) for k, v in weights.items()},

@@ -18,6 +18,8 @@ from typing import Sequence
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
 
+from medfusion.results import decide
+
 log = logging.getLogger(__name__)
 
 ECE_BINS = 15
@@ -132,7 +134,7 @@ def evaluate(
             continue
         metrics[f"auroc_{name}"] = float(roc_auc_score(y, p))
         metrics[f"auprc_{name}"] = float(average_precision_score(y, p))
-        metrics[f"f1_{name}"] = float(f1_score(y, (p >= cuts[j]).astype(int), zero_division=0))
+        metrics[f"f1_{name}"] = float(f1_score(y, decide(p, cuts[j]).astype(int), zero_division=0))
     for kind in ("auroc", "auprc", "f1"):
         values = [metrics[f"{kind}_{n}"] for n in labels if f"{kind}_{n}" in metrics]
         metrics[f"macro_{kind}"] = float(np.mean(values)) if values else float("nan")

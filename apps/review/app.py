@@ -17,6 +17,7 @@ import numpy as np
 import streamlit as st
 
 from medfusion.errors import InputRejected, MedfusionError
+from medfusion.results import ResultRow, labels_of
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
 from medfusion.review.comment_guard import comment_findings
 from medfusion.review.comment_guard import describe as describe_findings
@@ -42,7 +43,6 @@ from medfusion.review.worklist import (
     STATES,
     WorklistQuery,
     build_worklist,
-    labels_of,
 )
 
 from medfusion.privacy import install_log_redaction  # noqa: E402
@@ -298,7 +298,7 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown_methods: list[str], opacity: float | None,
+def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_methods: list[str], opacity: float | None,
                    uid: str, results_dir: str) -> None:
     current = {r.label: r for r in store.current(uid)}
     held = st.session_state.get(f"cflag_{uid}")  # (digest, warning) of a save held back for its comment
@@ -306,9 +306,8 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
         choices = {}
-        for label in labels:
-            p, t = float(row[f"prob_{label}"]), float(row[f"threshold_{label}"])
-            call = "positive" if p >= t else "negative"
+        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions):
+            p, t, call = float(p), float(t), "positive" if positive else "negative"
             c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")
             before = current.get(label)
             c1.markdown(f"**{label}**  \nmodel: {call} ({p:.2f})" + (f"  \n_saved: {before.decision}_" if before else ""))
@@ -336,7 +335,7 @@ def _decision_form(user: User, row, labels: list[str], store: ReviewStore, shown
             continue
         decisions.append(Decision(
             study_uid=uid, label=label, decision=kind, reviewer=user.name,
-            model_name=str(row["model_name"]), model_version=str(row["model_version"]),
+            model_name=result.provenance.model_name, model_version=result.provenance.model_version,
             shown=Shown(p, t, tuple(shown_methods), opacity),
             corrected_value=None if kind != "corrected" or value is None else value == "present",
             comment=comment,
@@ -372,31 +371,31 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
     if matches.empty:
         st.error("This study is not in the scoring output.")
         return
-    row = matches.iloc[0]
     try:
+        result = ResultRow.from_record(matches.iloc[0], labels)
         model = _model(model_uri_for(settings, results), settings.tracking_uri, str(settings.results_dir / "model"))
         ex = _explanation(model, str(settings.results_dir), uid)
         image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing.frame_policy)
     except (InputRejected, MedfusionError) as err:
         st.error(f"Cannot show this study: {err}")
         return
-    if (model.name, model.version) != (str(row["model_name"]), str(row["model_version"])):
-        st.warning(f"Explanations use {model.name} v{model.version}; the scores come from {row['model_name']} v{row['model_version']}.")
+    scored_by = result.provenance
+    if (model.name, model.version) != (scored_by.model_name, scored_by.model_version):
+        st.warning(f"Explanations use {model.name} v{model.version}; the scores come from {scored_by.model_name} v{scored_by.model_version}.")
 
     left, right = st.columns([1.25, 1], gap="large")
     with left:
         shown_maps, opacity = _image_panel(ex, image, labels, uid)
     with right:
         st.markdown("##### Probabilities vs thresholds")
-        st.markdown(probability_table_html(labels, [float(row[f"prob_{l}"]) for l in labels],
-                                           [float(row[f"threshold_{l}"]) for l in labels]), unsafe_allow_html=True)
-        st.caption(f"Model {row['model_name']} v{row['model_version']} · scored {row.get('scored_at', '')} · "
-                   f"{row.get('status', 'UNVERIFIED')}")
+        st.markdown(probability_table_html(labels, result.probabilities, result.thresholds), unsafe_allow_html=True)
+        st.caption(f"Model {scored_by.model_name} v{scored_by.model_version} ({scored_by.model_id}) · "
+                   f"scored {result.scored_at} · {scored_by.status}")
         st.markdown("##### Report")
         shown_tokens = _report_panel(ex, labels, uid)
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
-    _decision_form(user, row, labels, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
+    _decision_form(user, result, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
     history = store.audit(uid)
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):

@@ -65,14 +65,10 @@ from medfusion.data.demo_images import Anatomy, render_frontal, render_lateral, 
 from medfusion.data.demo_reports import GeneratedReport, generate_report
 from medfusion.data.dicom_writer import DicomSpec, write_dicom
 from medfusion.data.records import Rejection
-from medfusion.data.reports import (
-    DICOM_UID_SYSTEM,
-    report_from_text,
-    report_to_fhir,
-    write_fhir_bundle,
-    write_fhir_ndjson,
-)
+from medfusion.data.report_text import report_from_text
 from medfusion.errors import ConfigError
+from medfusion.fhir.codes import study_identifier
+from medfusion.fhir.write import report_to_fhir, write_fhir_bundle, write_fhir_ndjson
 from medfusion.salt import demo_salt
 
 logger = logging.getLogger(__name__)
@@ -477,26 +473,23 @@ def _report_resources(
     report = report_from_text(generated.text, source=f"demo study {study.index}", status=status)
     accession = study.accession if study.link in ("accession", "both") else None
     study_uid = study.study_uid if study.link in ("uid", "both") else None
+    imaging_id = f"imaging-{study.index:04d}" if study.link == "reference" else None
     resource = report_to_fhir(
         report,
         accession=accession,
         study_uid=study_uid,
+        study_reference_to=f"ImagingStudy/{imaging_id}" if imaging_id else None,
         patient_reference=f"Patient/{study.patient.patient_id}",
         resource_id=f"report-{study.index:04d}{suffix}",
     )
-    if study.link != "reference":
+    if imaging_id is None:
         return [resource]
-    imaging_id = f"imaging-{study.index:04d}"
-    data = resource.model_dump(mode="json", exclude_none=True)
-    data["study"] = [{"reference": f"ImagingStudy/{imaging_id}"}]
     imaging = ImagingStudy.model_validate(
         {
             "resourceType": "ImagingStudy",
             "id": imaging_id,
             "status": "available",
-            "identifier": [
-                {"system": DICOM_UID_SYSTEM, "value": f"urn:oid:{study.study_uid}"},
-            ],
+            "identifier": [study_identifier(study.study_uid)],
             "subject": {"reference": f"Patient/{study.patient.patient_id}"},
             "numberOfSeries": 1 + int(study.two_views),
             "numberOfInstances": 1 + int(study.two_views),
@@ -505,7 +498,7 @@ def _report_resources(
             ],
         }
     )
-    return [imaging, DiagnosticReport.model_validate(data)]
+    return [imaging, resource]
 
 
 def _orphan_resources(rng: np.random.Generator, k: int, used: set[str]) -> DiagnosticReport:

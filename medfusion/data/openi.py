@@ -38,9 +38,9 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from medfusion.data.assets import open_openi_archive
 from medfusion.data.manifest import SPLITS, assign_splits
 from medfusion.data.records import LABEL_PREFIX, Report
-from medfusion.data.reports import report_to_fhir, write_fhir_ndjson
 from medfusion.data.sections import split_sections
 from medfusion.errors import ReportParseError
+from medfusion.fhir.write import report_to_fhir, write_fhir_ndjson
 from medfusion.privacy import pseudonym
 
 log = logging.getLogger(__name__)
@@ -506,18 +506,18 @@ def label_counts(reports: Sequence[OpenIReport], labels: Sequence[str] = OPENI_L
 
 
 def openi_to_fhir(report: OpenIReport) -> DiagnosticReport:
-    """A FHIR R5 DiagnosticReport (via :func:`medfusion.data.reports.report_to_fhir`): id ``openi-<uid>``,
+    """A FHIR R5 DiagnosticReport (:func:`medfusion.fhir.write.report_to_fhir`): id ``openi-<uid>``,
     study ``urn:oid:2.25...`` (:func:`openi_study_uid`), the major MeSH terms as ``conclusionCode`` texts."""
-    resource = report_to_fhir(report.report, study_uid=openi_study_uid(report.uid), resource_id=f"openi-{report.uid}")
-    if not report.mesh_major:
-        return resource
-    data = resource.model_dump(mode="json", exclude_none=True)
-    data["conclusionCode"] = [{"text": term} for term in report.mesh_major]  # R5: CodeableConcept
-    return DiagnosticReport.model_validate(data)
+    return report_to_fhir(
+        report.report,
+        study_uid=openi_study_uid(report.uid),
+        resource_id=f"openi-{report.uid}",
+        conclusion_codes=report.mesh_major,
+    )
 
 
 def export_openi_fhir(reports: Iterable[OpenIReport], path: str | Path) -> Path:
-    """Write the reports as FHIR NDJSON (:func:`medfusion.data.reports.write_fhir_ndjson`)."""
+    """Write the reports as FHIR NDJSON (:func:`medfusion.fhir.write.write_fhir_ndjson`)."""
     return write_fhir_ndjson((openi_to_fhir(r) for r in reports), path)
 
 

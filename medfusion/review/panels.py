@@ -7,6 +7,8 @@ from collections.abc import Mapping, Sequence
 
 import numpy as np
 
+from medfusion.results import decide
+
 _POS, _NEG = "#e5484d", "#3e9b4f"
 
 
@@ -19,8 +21,7 @@ def probability_table_html(labels: Sequence[str], probabilities: Sequence[float]
         thresholds: (L,) decision thresholds.
     """
     rows = []
-    for label, p, t in zip(labels, probabilities, thresholds):
-        positive = p >= t
+    for label, p, t, positive in zip(labels, probabilities, thresholds, decide(probabilities, thresholds)):
         colour = _POS if positive else _NEG
         bar = (
             '<div style="position:relative;height:12px;background:rgba(128,128,128,0.25);border-radius:3px">'

@@ -29,6 +29,7 @@ from typing import Literal
 import pandas as pd
 
 from medfusion.errors import InputRejected
+from medfusion.results import decide
 
 DecisionKind = Literal["agree", "disagree", "corrected"]
 DECISIONS: tuple[str, ...] = ("agree", "disagree", "corrected")
@@ -80,8 +81,8 @@ class Shown:
 
     @property
     def model_decision(self) -> bool:
-        """The model's decision shown: ``probability >= threshold``."""
-        return self.probability >= self.threshold
+        """The model's decision shown (:func:`medfusion.results.decide`: ``probability >= threshold``)."""
+        return bool(decide(self.probability, self.threshold))
 
 
 @dataclass(frozen=True)

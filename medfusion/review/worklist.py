@@ -25,14 +25,11 @@ from typing import Literal
 import numpy as np
 import pandas as pd
 
+from medfusion.results import decide, labels_of
+
 ReviewState = Literal["unreviewed", "partial", "reviewed"]
 STATES: tuple[str, ...] = ("unreviewed", "partial", "reviewed")
 SORTS: tuple[str, ...] = ("priority", "uncertain", "probability", "study")
-
-
-def labels_of(results: pd.DataFrame) -> list[str]:
-    """Label names of a scoring output, in column order (``prob_<label>`` columns)."""
-    return [c[len("prob_"):] for c in results.columns if c.startswith("prob_")]
 
 
 @dataclass(frozen=True)
@@ -75,8 +72,8 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
         raise ValueError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
     probs = results[[f"prob_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
     thresholds = results[[f"threshold_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
-    excess = probs - thresholds  # (S, L), >= 0 where positive
-    positive = excess >= 0
+    excess = probs - thresholds  # (S, L), how far above (> 0) or below (< 0) its threshold
+    positive = decide(probs, thresholds)  # (S, L) bool
 
     table = results[["study_uid"] + [c for c in ("model_name", "model_version", "scored_at") if c in results]].copy()
     for i, label in enumerate(labels):
@@ -94,7 +91,8 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
     table["top_label"] = [labels[i] for i in focus]
     table["top_prob"] = probs[rows, focus]
     table["_excess"] = excess[rows, focus]
-    table["_positive"] = positive[rows, focus] if query.label is not None else positive.any(1)
+    focus_positive = positive[rows, focus] if query.label is not None else positive.any(axis=1)  # (S,)
+    table["_positive"] = np.asarray(focus_positive, dtype=bool)
 
     n_done = current[current["label"].isin(labels)].groupby("study_uid")["label"].nunique() if len(current) else None
     done = table["study_uid"].map(n_done).fillna(0).astype(int) if n_done is not None else pd.Series(0, index=table.index)

@@ -20,8 +20,9 @@ if TYPE_CHECKING:
 def read_results(out_dir: str | Path) -> pd.DataFrame:
     """The results of a job: exactly one row per scored study (committed parts only).
 
-    Columns: ``study_uid``, ``prob_<label>``..., ``decision_<label>``..., ``threshold_<label>``...,
-    ``model_name``, ``model_version``, ``scored_at`` (UTC ISO), ``status`` (``UNVERIFIED``).
+    Columns: those of :func:`medfusion.results.result_columns`: ``study_uid``, ``prob_<label>``...,
+    ``decision_<label>``..., ``threshold_<label>``..., ``model_name``, ``model_version``, ``model_id``,
+    ``medfusion_version``, ``scored_at`` (UTC ISO), ``status`` (``UNVERIFIED``).
 
     Raises:
         MedfusionError: ``out_dir`` holds no scoring ledger, or a study appears twice (a bug).

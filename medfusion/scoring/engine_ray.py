@@ -203,7 +203,6 @@ def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresho
             prediction = Prediction(
                 labels=list(labels),
                 probabilities=probs,
-                decisions=probs >= thresholds,
                 thresholds=thresholds.copy(),
             )
             ctx.scored_prediction(row.study_uid, prediction)

@@ -22,10 +22,11 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfusion.data.reports import join_locator, split_locator
+from medfusion.data.records import join_locator, split_locator
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.models.card import ModelCard
+from medfusion.results import ResultRow
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
 from medfusion.scoring.lock import OutputLock
 from medfusion.scoring.resolve import ResolvedModel, resolve_model
@@ -35,7 +36,7 @@ from medfusion.scoring.sources import (
     StudySource,
     open_source,
 )
-from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, PartWriter, result_row
+from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, PartWriter
 
 log = logging.getLogger(__name__)
 
@@ -206,15 +207,11 @@ class EngineContext:
         """Workers are up: throughput is measured from now on."""
         self.started_at = time.perf_counter()
 
-    def scored_row(self, row: dict[str, Any]) -> None:
-        """Hand a result row to the writer."""
-        self.writer.add(row)
+    def scored_prediction(self, study_uid: str, prediction: Prediction) -> None:
+        """Hand a prediction to the writer, as a result row with the model's provenance."""
+        self.writer.add(ResultRow.from_prediction(prediction, self.model.provenance, study_uid=study_uid))
         self.scored += 1
         self.advance()
-
-    def scored_prediction(self, study_uid: str, prediction: Prediction) -> None:
-        """Hand a prediction to the writer."""
-        self.scored_row(result_row(study_uid, prediction, self.model))
 
     def rejected(self, study_uid: str, file: str | None, reason: str, stage: str) -> None:
         """Dead-letter a study; the job carries on."""
@@ -286,7 +283,7 @@ def _run_locked(
             ledger.dead_letter_file(rejection.source, rejection.reason, "discover")
         discovery_s = time.perf_counter() - started
         log.info("discovered %d study(ies); %d pending", discovered, ledger.count(PENDING))
-        writer = PartWriter(out, ledger, model, labels, part_size=options.part_size, fhir=options.fhir)
+        writer = PartWriter(out, ledger, part_size=options.part_size, fhir=options.fhir)
         ctx = EngineContext(source, ledger, writer, model, labels, reports, options)
         scoring_started = time.perf_counter()
         with _progress(options.progress, ledger.count(PENDING)) as advance:

@@ -15,6 +15,7 @@ from pathlib import Path
 
 from medfusion.errors import MedfusionError
 from medfusion.models.card import META_FILE, ModelCard
+from medfusion.results import Provenance
 
 log = logging.getLogger(__name__)
 
@@ -40,6 +41,11 @@ class ResolvedModel:
     name: str
     version: str
     model_id: str
+
+    @property
+    def provenance(self) -> Provenance:
+        """What every result scored with this model says about it (:class:`medfusion.results.Provenance`)."""
+        return Provenance(model_name=self.name, model_version=self.version, model_id=self.model_id)
 
 
 def resolve_model(uri: str, *, tracking_uri: str | None = None, cache_dir: str | Path | None = None) -> ResolvedModel:

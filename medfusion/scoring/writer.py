@@ -1,9 +1,12 @@
-"""Results rows and the part writer: Parquet (and FHIR NDJSON) parts committed to the ledger.
+"""The part writer: result rows (:class:`~medfusion.results.ResultRow`) -> Parquet (and FHIR NDJSON) parts.
 
 A part is made durable before the ledger hears of it: the file is written under a temporary name
 (``.part-N...``), fsynced, renamed to ``part-N.parquet`` and the folder fsynced; only then does
 :meth:`~medfusion.scoring.ledger.Ledger.commit_part` mark its studies done. With ``fhir`` the
-matching ``fhir/part-N.ndjson`` is written the same way, before the Parquet part.
+matching ``fhir/part-N.ndjson`` (:func:`medfusion.fhir.write.result_resources`,
+:func:`medfusion.fhir.write.ndjson_text`) is written the same way, before the Parquet part.
+
+Imports: pandas, :mod:`medfusion.results`, :mod:`medfusion.fhir.write`, :mod:`medfusion.scoring.ledger`.
 """
 
 from __future__ import annotations
@@ -11,35 +14,15 @@ from __future__ import annotations
 import os
 import re
 from pathlib import Path
-from typing import Any
 
 import pandas as pd
 
-from medfusion.inference import STATUS, Prediction
-from medfusion.scoring.ledger import Ledger, utc_now
-from medfusion.scoring.resolve import ResolvedModel
+from medfusion.results import ResultRow
+from medfusion.scoring.ledger import Ledger
 
 RESULTS_DIR = "results"
 FHIR_DIR = "fhir"
 _PART = re.compile(r"^part-(\d{6})\.")
-
-
-def result_row(study_uid: str, prediction: Prediction, model: ResolvedModel) -> dict[str, Any]:
-    """One results row: ``study_uid``, ``prob_/decision_/threshold_<label>``, provenance, ``scored_at``, status."""
-    row: dict[str, Any] = {"study_uid": study_uid}
-    for j, label in enumerate(prediction.labels):
-        row[f"prob_{label}"] = float(prediction.probabilities[j])
-    for j, label in enumerate(prediction.labels):
-        row[f"decision_{label}"] = bool(prediction.decisions[j])
-    for j, label in enumerate(prediction.labels):
-        row[f"threshold_{label}"] = float(prediction.thresholds[j])
-    row.update(
-        model_name=model.name,
-        model_version=model.version,
-        scored_at=utc_now(),
-        status=STATUS,
-    )
-    return row
 
 
 def _fsync_dir(folder: Path) -> None:
@@ -63,37 +46,26 @@ class PartWriter:
     Args:
         out_dir: The job's output folder.
         ledger: The job's ledger (already reconciled).
-        model: The scoring model (provenance of the FHIR resources).
-        labels: Label names.
         part_size: Studies per part file.
         fhir: Also write FHIR NDJSON parts.
     """
 
-    def __init__(
-        self,
-        out_dir: Path,
-        ledger: Ledger,
-        model: ResolvedModel,
-        labels: list[str],
-        *,
-        part_size: int = 256,
-        fhir: bool = False,
-    ) -> None:
+    def __init__(self, out_dir: Path, ledger: Ledger, *, part_size: int = 256, fhir: bool = False) -> None:
         self.results_dir = out_dir / RESULTS_DIR
         self.fhir_dir = out_dir / FHIR_DIR
         self.results_dir.mkdir(parents=True, exist_ok=True)
         if fhir:
             self.fhir_dir.mkdir(parents=True, exist_ok=True)
-        self.ledger, self.model, self.labels = ledger, model, labels
+        self.ledger = ledger
         self.part_size = max(1, part_size)
         self.fhir = fhir
-        self.rows: list[dict[str, Any]] = []
+        self.rows: list[ResultRow] = []
         self.written = 0
         existing = [int(m[1]) for p in self.results_dir.iterdir() if (m := _PART.match(p.name))]
         self.next_index = max(existing, default=-1) + 1
 
-    def add(self, row: dict[str, Any]) -> None:
-        """Buffer one row; commit a part when the buffer is full."""
+    def add(self, row: ResultRow) -> None:
+        """Buffer one scored study's row; commit a part when the buffer is full."""
         self.rows.append(row)
         if len(self.rows) >= self.part_size:
             self.flush()
@@ -104,12 +76,12 @@ class PartWriter:
             return
         name = f"part-{self.next_index:06d}"
         if self.fhir:
-            from medfusion.data.reports import write_fhir_ndjson
-            from medfusion.scoring.fhir import result_resources
+            from medfusion.fhir.write import ndjson_text, result_resources
 
-            resources = [r for row in self.rows for r in result_resources(row, self.labels, self.model.model_id)]
-            write_fhir_ndjson(resources, self.fhir_dir / f"{name}.ndjson")  # atomic (temp + rename)
-        frame = pd.DataFrame(self.rows)
+            tmp_fhir = self.fhir_dir / f".{name}.ndjson.tmp"
+            tmp_fhir.write_text(ndjson_text(r for row in self.rows for r in result_resources(row)), encoding="utf-8")
+            _durable_replace(tmp_fhir, self.fhir_dir / f"{name}.ndjson")
+        frame = pd.DataFrame([row.to_record() for row in self.rows])
         tmp = self.results_dir / f".{name}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         _durable_replace(tmp, self.results_dir / f"{name}.parquet")

@@ -11,6 +11,8 @@ import numpy as np  # noqa: E402
 from matplotlib.figure import Figure  # noqa: E402
 from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
 
+from medfusion.results import decide  # noqa: E402
+
 
 def _valid(y: np.ndarray) -> np.ndarray:
     return ~np.isnan(y)
@@ -77,7 +79,7 @@ def confusion_figure(probs: np.ndarray, targets: np.ndarray, labels: list[str], 
     for j, (name, ax) in enumerate(zip(labels, axes[0])):
         keep = _valid(targets[:, j])
         y = targets[keep, j].astype(int)
-        d = (probs[keep, j] >= thresholds[j]).astype(int)
+        d = decide(probs[keep, j], thresholds[j]).astype(int)
         matrix = np.array([[np.sum((y == t) & (d == p)) for p in (0, 1)] for t in (0, 1)])
         ax.imshow(matrix, cmap="Blues")
         for (r, c), v in np.ndenumerate(matrix):

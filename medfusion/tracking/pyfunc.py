@@ -10,8 +10,11 @@ Input columns:
     ``report_text``: report text; may be empty.
     ``fhir_report``: optional FHIR DiagnosticReport JSON; used when ``report_text`` is empty.
 
-Output columns: ``prob_<label>`` and ``decision_<label>`` per label, ``model_name``, ``model_version``,
-``error`` (empty, or why the row could not be scored: the other rows are still scored).
+Output: one row per input row, in order, built by :class:`medfusion.results.ResultRow` (the same
+schema as batch scoring's Parquet rows, less ``study_uid``): ``prob_<label>``, ``decision_<label>``
+and ``threshold_<label>`` per label, then the provenance ``model_name``, ``model_version``,
+``model_id``, ``medfusion_version``, ``scored_at``, ``status`` (``UNVERIFIED``), then ``error``
+(empty, or why the row could not be scored: its probabilities are NaN, the other rows are still scored).
 """
 
 from __future__ import annotations
@@ -50,7 +53,7 @@ def _report_text(row: pd.Series) -> str:
         return text
     fhir_json = row.get("fhir_report")
     if isinstance(fhir_json, str) and fhir_json.strip():
-        from medfusion.data.reports import report_from_fhir_json
+        from medfusion.fhir.read import report_from_fhir_json
 
         return report_from_fhir_json(fhir_json, source="fhir_report column").text
     return ""
@@ -72,9 +75,10 @@ class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
     ) -> pd.DataFrame:
         from medfusion.errors import MedfusionError
         from medfusion.inference import StudyInput
+        from medfusion.results import Provenance, ResultRow, result_columns
 
         labels = self.predictor.labels
-        rows: list[dict[str, Any]] = []
+        provenance = Provenance(self.model_name, self.model_version, str(self.predictor.provenance["model_id"]))
         inputs, positions, errors = [], [], {}
         for i, (_, row) in enumerate(model_input.iterrows()):
             try:
@@ -83,17 +87,12 @@ class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
             except MedfusionError as exc:
                 errors[i] = str(exc)
         predictions = dict(zip(positions, self.predictor.predict(inputs))) if inputs else {}
+        rows: list[dict[str, Any]] = []
         for i in range(len(model_input)):
-            out: dict[str, Any] = {"model_name": self.model_name, "model_version": self.model_version}
-            pred = predictions.get(i)
-            error = errors.get(i) or (pred.error if pred is not None else None)
-            for j, name in enumerate(labels):
-                ok = pred is not None and not error
-                out[f"prob_{name}"] = float(pred.probabilities[j]) if ok else float("nan")
-                out[f"decision_{name}"] = bool(pred.decisions[j]) if ok else False
-            out["error"] = error or ""
-            rows.append(out)
-        return pd.DataFrame(rows)
+            pred = predictions[i] if i in predictions else self.predictor.failed(errors[i])
+            rows.append(ResultRow.from_prediction(pred, provenance).to_record(with_error=True))
+        columns = [name for name, _ in result_columns(labels, study_uid=False, error=True)]
+        return pd.DataFrame(rows, columns=columns)
 
 
 def _registry_version(model_dir: Path, model_name: str) -> str:
@@ -121,11 +120,13 @@ def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tup
     """The pyfunc's input/output signature and an input example.
 
     Args:
-        labels: Label names (one prob/decision column each).
+        labels: Label names (prob/decision/threshold columns each, :func:`medfusion.results.result_columns`).
         example_row: ``{"image_paths": [...], "report_text": "..."}`` of one real study.
     """
     from mlflow.models import ModelSignature
     from mlflow.types.schema import Array, ColSpec, Schema
+
+    from medfusion.results import result_columns
 
     inputs = Schema(
         [
@@ -134,11 +135,7 @@ def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tup
             ColSpec("string", "fhir_report", required=False),
         ]
     )
-    outputs = Schema(
-        [ColSpec("double", f"prob_{n}") for n in labels]
-        + [ColSpec("boolean", f"decision_{n}") for n in labels]
-        + [ColSpec("string", "model_name"), ColSpec("string", "model_version"), ColSpec("string", "error")]
-    )
+    outputs = Schema([ColSpec(kind, name) for name, kind in result_columns(labels, study_uid=False, error=True)])
     example = pd.DataFrame([{"image_paths": list(example_row["image_paths"]), "report_text": example_row["report_text"]}])
     return ModelSignature(inputs=inputs, outputs=outputs), example
 

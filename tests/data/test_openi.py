@@ -32,8 +32,9 @@ from medfusion.data.openi import (
     remove_label_words,
     write_openi_splits,
 )
-from medfusion.data.reports import is_dicom_uid, read_fhir_reports
+from medfusion.data.records import is_dicom_uid
 from medfusion.errors import ReportParseError
+from medfusion.fhir.read import read_fhir_reports
 
 ARCHIVE = find_openi_archive()
 needs_archive = pytest.mark.skipif(
@@ -175,6 +176,18 @@ def test_remove_label_words(text: str, labels: list[str] | None, expected: str) 
 def test_remove_label_words_unknown_label() -> None:
     with pytest.raises(ValueError, match="no label words"):
         remove_label_words("text", ["nodule"])
+
+
+def test_fhir_export_of_the_sample_reads_back(tmp_path) -> None:
+    sample = parse_openi_xml(SAMPLE_XML, source="sample.xml")
+    path = export_openi_fhir([sample], tmp_path / "sample.ndjson")
+    [line] = path.read_text(encoding="utf-8").splitlines()
+    assert '"conclusionCode":[{"text":"Pleural Effusion/left/small"}]' in line
+    batch = read_fhir_reports(path)  # validates with fhir.resources (R5)
+    assert batch.rejected == [] and len(batch.reports) == 1
+    back = batch.reports[0]
+    assert (back.text, back.report_id) == (sample.report.text, "openi-CXR90001")
+    assert back.study_uid == openi_study_uid("CXR90001")
 
 
 def test_manifest_needs_a_split_for_every_report() -> None:

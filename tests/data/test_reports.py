@@ -12,24 +12,13 @@ from fhir.resources.bundle import Bundle
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 
-from medfusion.data.records import Report
-from medfusion.data.reports import (
-    ACCESSION_PSEUDONYM_SYSTEM,
-    ReportBatch,
-    join_locator,
-    read_csv_reports,
-    read_fhir_reports,
-    read_reports,
-    read_text_reports,
-    record_locator,
-    report_from_fhir_json,
-    report_from_text,
-    report_to_fhir,
-    split_locator,
-    write_fhir_bundle,
-    write_fhir_ndjson,
-)
+from medfusion.data.records import Report, ReportBatch, join_locator, record_locator, split_locator
+from medfusion.data.report_text import report_from_text
+from medfusion.data.reports import read_csv_reports, read_reports, read_text_reports
 from medfusion.errors import ReportParseError
+from medfusion.fhir.codes import ACCESSION_PSEUDONYM_SYSTEM
+from medfusion.fhir.read import read_fhir_reports, report_from_fhir_json
+from medfusion.fhir.write import report_to_fhir, write_fhir_bundle, write_fhir_ndjson
 from medfusion.privacy import pseudonym
 
 TEXT = "HISTORY: cough\nFINDINGS: Small left effusion.\nIMPRESSION: Left pleural effusion."

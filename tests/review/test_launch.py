@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import json
+
 import pytest
 from typer.testing import CliRunner
 
@@ -70,7 +72,8 @@ def test_cli_export_writes_labels_and_fhir(review_project, tmp_path) -> None:
     csv = (tmp_path / "out" / "reviewed_labels.csv").read_text().splitlines()
     assert csv[0] == "study_uid,nodule,cardiomegaly,effusion,fracture,pneumonia"
     assert csv[1] == f"{uid},0,,,,"
-    assert '"status": "amended"' in (tmp_path / "out" / "reviewed_labels.ndjson").read_text()
+    lines = (tmp_path / "out" / "reviewed_labels.ndjson").read_text().splitlines()
+    assert [json.loads(line)["status"] for line in lines] == ["amended", "amended"]  # the report, its observation
 
 
 def test_cli_export_leaves_comments_out_unless_asked(review_project, tmp_path) -> None:

@@ -5,8 +5,9 @@ from __future__ import annotations
 import pandas as pd
 import pytest
 
+from medfusion.results import labels_of
 from medfusion.review.store import Decision, ReviewStore, Shown
-from medfusion.review.worklist import WorklistQuery, build_worklist, labels_of
+from medfusion.review.worklist import WorklistQuery, build_worklist
 
 
 def scoring_output() -> pd.DataFrame:

@@ -97,7 +97,7 @@ def _read_reports(path: Path) -> tuple[str, str]:
 
 def _read_fhir_string(path: Path) -> tuple[str, str]:
     """The pyfunc's ``fhir_report`` column path: one JSON document given as a string."""
-    from medfusion.data.reports import report_from_fhir_json
+    from medfusion.fhir.read import report_from_fhir_json
 
     source = f"{path}:fhir_report"
     report_from_fhir_json(path.read_bytes(), source=source)

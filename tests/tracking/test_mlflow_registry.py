@@ -134,3 +134,5 @@ print(json.dumps(out.to_dict(orient="records")))
         for label in config.labels:
             assert 0.0 <= row[f"prob_{label}"] <= 1.0
             assert isinstance(row[f"decision_{label}"], bool)
+            assert row[f"decision_{label}"] == (row[f"prob_{label}"] >= row[f"threshold_{label}"])
+        assert row["status"] == "UNVERIFIED" and row["model_id"] and row["model_name"] == name

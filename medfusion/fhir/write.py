@@ -1,0 +1,378 @@
+"""Every FHIR R5 resource medfusion writes, validated with ``fhir.resources``, and the files holding them.
+
+- :func:`report_to_fhir`: a radiology report (:class:`~medfusion.data.records.Report`) as a
+  DiagnosticReport (the demo cohort, OpenI).
+- :func:`result_resources`: a model result (:class:`~medfusion.results.ResultRow`) as a
+  ``preliminary`` DiagnosticReport and one Observation per label, tagged ``UNVERIFIED`` and carrying
+  the model's provenance (batch scoring ``--fhir``).
+- :func:`reviewed_resources`: clinicians' reviewed labels (:class:`ReviewedLabel`) as ``final`` /
+  ``amended`` DiagnosticReports and Observations (the review export).
+- :func:`ndjson_text`, :func:`write_fhir_ndjson`, :func:`write_fhir_bundle`: serialisation.
+
+Resource ids that must be stable across runs come from :func:`stable_id` only. Model results and
+reviewed labels carry no patient data: no subject, no accession number, the study by its
+StudyInstanceUID, reviewers by pseudonym.
+
+Imports: ``fhir.resources``, :mod:`medfusion.fhir.codes`, :mod:`medfusion.results`,
+:mod:`medfusion.data.records`, :mod:`medfusion.data.sections`, :mod:`medfusion.privacy`.
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import os
+import re
+import tempfile
+from collections import defaultdict
+from collections.abc import Iterable, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from fhir.resources.bundle import Bundle, BundleEntry
+from fhir.resources.diagnosticreport import DiagnosticReport
+from fhir.resources.observation import Observation
+from fhir.resources.resource import Resource
+
+from medfusion.data.records import Report, is_dicom_uid
+from medfusion.data.sections import split_sections
+from medfusion.fhir.codes import (
+    ACCESSION_PSEUDONYM_SYSTEM,
+    FHIR_STATUSES,
+    MODEL_SYSTEM,
+    REVIEWER_SYSTEM,
+    UNVERIFIED_TAG,
+    V2_0203_SYSTEM,
+    imaging_report_code,
+    interpretation,
+    label_code,
+    radiology_category,
+    study_reference,
+)
+from medfusion.privacy import pseudonym
+from medfusion.results import ResultRow
+
+_FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
+
+
+def stable_id(*parts: str) -> str:
+    """A FHIR id that is the same on every run for the same parts: ``mf-<24 hex>`` (SHA-256).
+
+    Args:
+        parts: Non-identifying parts (a StudyInstanceUID, a model code, a label, a kind).
+    """
+    return "mf-" + hashlib.sha256("\x00".join(parts).encode()).hexdigest()[:24]
+
+
+# ------------------------------------------------------------------------------------------ reports
+
+
+def report_to_fhir(
+    report: Report,
+    *,
+    accession: str | None = None,
+    study_uid: str | None = None,
+    study_reference_to: str | None = None,
+    patient_reference: str | None = None,
+    resource_id: str | None = None,
+    conclusion_codes: Sequence[str] = (),
+) -> DiagnosticReport:
+    """Build a valid FHIR R5 DiagnosticReport from a report.
+
+    The resource has LOINC code 18748-4 "Diagnostic imaging study", category RAD, the full text as a
+    base64 ``text/plain`` presentedForm and, when the report has one, its IMPRESSION as ``conclusion``.
+    Its status is the report's when that is a FHIR DiagnosticReport status, else ``final``.
+
+    Args:
+        report: The report.
+        accession: Accession number in clear, written as an ``ACSN`` identifier. When None and the
+            report has an accession pseudonym, that pseudonym is written under
+            :data:`~medfusion.fhir.codes.ACCESSION_PSEUDONYM_SYSTEM` so that reading the resource back
+            gives it again.
+        study_uid: StudyInstanceUID for ``study`` (an identifier reference ``urn:dicom:uid`` /
+            ``urn:oid:<uid>``); default the report's own.
+        study_reference_to: A literal ``study`` reference instead (``ImagingStudy/<id>`` of the same
+            Bundle or NDJSON file), for reports that know their study only that way.
+        patient_reference: ``subject`` reference (``Patient/<id>``), when wanted.
+        resource_id: Resource id; default the report's id when that is a valid FHIR id.
+        conclusion_codes: Texts of coded conclusions (``conclusionCode``), e.g. MeSH terms.
+
+    Returns:
+        The validated resource.
+
+    Raises:
+        ValueError: ``accession`` or ``study_uid`` contradict the report's own, or ``study_uid`` is
+            not a DICOM UID, or ``resource_id`` is not a valid FHIR id, or both ``study_uid`` and
+            ``study_reference_to`` are given.
+    """
+    acc = (accession or "").strip() or None
+    if acc and report.accession_pseudonym and pseudonym(acc, kind="acc") != report.accession_pseudonym:
+        raise ValueError("accession number does not match the report's accession pseudonym")
+    uid = study_uid or report.study_uid
+    if study_uid and report.study_uid and study_uid != report.study_uid:
+        raise ValueError("study_uid does not match the report's study UID")
+    if uid is not None and not is_dicom_uid(uid):
+        raise ValueError("study_uid is not a valid DICOM UID")
+    if uid is not None and study_reference_to is not None:
+        raise ValueError("give the study as a UID or as a reference, not both")
+    if resource_id is not None and not _FHIR_ID.match(resource_id):
+        raise ValueError("resource_id is not a valid FHIR id ([A-Za-z0-9-.]{1,64})")
+    rid = resource_id or (report.report_id if report.report_id and _FHIR_ID.match(report.report_id) else None)
+
+    data: dict[str, Any] = {
+        "resourceType": "DiagnosticReport",
+        "status": report.status if report.status in FHIR_STATUSES else "final",
+        "category": radiology_category(),
+        "code": imaging_report_code(),
+        "presentedForm": [
+            {"contentType": "text/plain", "data": base64.b64encode(report.text.encode("utf-8")).decode("ascii")}
+        ],
+    }
+    if rid:
+        data["id"] = rid
+    if acc:
+        acsn = {"coding": [{"system": V2_0203_SYSTEM, "code": "ACSN", "display": "Accession ID"}]}
+        data["identifier"] = [{"type": acsn, "value": acc}]
+    elif report.accession_pseudonym:
+        data["identifier"] = [{"system": ACCESSION_PSEUDONYM_SYSTEM, "value": report.accession_pseudonym}]
+    if uid:
+        data["study"] = [study_reference(uid)]
+    elif study_reference_to:
+        data["study"] = [{"reference": study_reference_to}]
+    if patient_reference:
+        data["subject"] = {"reference": patient_reference}
+    impression = (report.sections or split_sections(report.text)).get("IMPRESSION")
+    if impression:
+        data["conclusion"] = impression
+    if conclusion_codes:
+        data["conclusionCode"] = [{"text": text} for text in conclusion_codes]  # R5: CodeableConcept
+    return DiagnosticReport.model_validate(data)
+
+
+# ---------------------------------------------------------------------------------- model results
+
+
+def _provenance_note(row: ResultRow) -> list[dict[str, str]]:
+    p = row.provenance
+    return [
+        {
+            "text": f"Generated by the model {p.model_name} version {p.model_version} (model id {p.model_id}) "
+            "for research use. NOT VERIFIED BY A CLINICIAN."
+        }
+    ]
+
+
+def result_resources(row: ResultRow) -> list[Resource]:
+    """The DiagnosticReport and per-label Observations of one model result.
+
+    Every resource is ``preliminary``, tagged ``UNVERIFIED`` and with the model (``<name>/<version>``,
+    display the model id) in ``meta.tag``, and carries a note saying who made it and that it is not
+    verified. Observations hold the probability (``valueQuantity``), the decision
+    (``interpretation`` POS/NEG, :attr:`ResultRow.decisions`) and the threshold (``referenceRange``).
+
+    Args:
+        row: A scored study (``study_uid`` set, no ``error``).
+
+    Returns:
+        ``[DiagnosticReport, Observation x L]``, validated.
+
+    Raises:
+        ValueError: The row has no study UID or holds an error.
+    """
+    if row.study_uid is None or row.error:
+        raise ValueError("only scored studies (with a study UID and no error) become FHIR results")
+    uid, model = row.study_uid, row.provenance.model_version_code
+    meta = {"tag": [UNVERIFIED_TAG, {"system": MODEL_SYSTEM, "code": model, "display": row.provenance.model_id}]}
+    note = _provenance_note(row)
+    observations = [
+        Observation.model_validate(
+            {
+                "resourceType": "Observation",
+                "id": stable_id(uid, model, label),
+                "meta": meta,
+                "status": "preliminary",
+                "code": label_code(label),
+                "valueQuantity": {"value": round(float(p), 6), "unit": "probability"},
+                "interpretation": interpretation(bool(positive)),
+                "referenceRange": [{"text": f"decision threshold {float(t):.6g}"}],
+                "note": note,
+            }
+        )
+        for label, p, t, positive in zip(row.labels, row.probabilities, row.thresholds, row.decisions)
+    ]
+    found = [label for label, positive in zip(row.labels, row.decisions) if positive]
+    report = DiagnosticReport.model_validate(
+        {
+            "resourceType": "DiagnosticReport",
+            "id": stable_id(uid, model),
+            "meta": meta,
+            "status": "preliminary",
+            "category": radiology_category(),
+            "code": imaging_report_code("Diagnostic imaging study (model output, unverified)"),
+            "study": [study_reference(uid)],
+            "result": [{"reference": f"Observation/{o.id}"} for o in observations],
+            "conclusion": "Model flags: " + (", ".join(found) if found else "none") + ". Not verified by a clinician.",
+            "note": note,
+        }
+    )
+    return [report, *observations]
+
+
+# --------------------------------------------------------------------------------- reviewed labels
+
+
+@dataclass(frozen=True)
+class ReviewedLabel:
+    """A clinician's current decision on one label of one study, as exported.
+
+    Attributes:
+        study_uid: StudyInstanceUID.
+        label: Label name.
+        value: The reviewed value (present or absent).
+        decision: ``agree`` (status ``final``), ``disagree`` or ``corrected`` (status ``amended``).
+        reviewer: Reviewer's pseudonym (never the login name).
+        decided_at: When it was decided (ISO 8601 with time zone).
+        model_name: The model that scored.
+        model_version: Its version.
+        probability: The model probability the reviewer saw.
+        threshold: The threshold the reviewer saw.
+        comment: The reviewer's comment to export, or None (not exported).
+    """
+
+    study_uid: str
+    label: str
+    value: bool
+    decision: str
+    reviewer: str
+    decided_at: str
+    model_name: str
+    model_version: str
+    probability: float
+    threshold: float
+    comment: str | None = None
+
+    @property
+    def status(self) -> str:
+        """``final`` when the reviewer agreed with the model, else ``amended``."""
+        return "final" if self.decision == "agree" else "amended"
+
+
+def _reviewer(reviewed: ReviewedLabel) -> dict[str, Any]:
+    return {"type": "Practitioner", "identifier": {"system": REVIEWER_SYSTEM, "value": reviewed.reviewer}}
+
+
+def _reviewed_observation(reviewed: ReviewedLabel) -> Observation:
+    notes = [
+        {
+            "text": f"Reviewed by a clinician ({reviewed.decision}); model probability {reviewed.probability:.3f}"
+            f" at threshold {reviewed.threshold:.3f}."
+        }
+    ]
+    if reviewed.comment:
+        notes.append({"text": reviewed.comment})
+    return Observation.model_validate(
+        {
+            "resourceType": "Observation",
+            "id": stable_id("reviewed", reviewed.study_uid, reviewed.label),
+            "status": reviewed.status,
+            "code": label_code(reviewed.label),
+            "valueBoolean": reviewed.value,
+            "interpretation": interpretation(reviewed.value),
+            "issued": reviewed.decided_at,
+            "performer": [_reviewer(reviewed)],
+            "device": {
+                "type": "Device",
+                "identifier": {"system": MODEL_SYSTEM, "value": f"{reviewed.model_name}/{reviewed.model_version}"},
+                "display": f"medfusion model {reviewed.model_name} v{reviewed.model_version}",
+            },
+            "note": notes,
+        }
+    )
+
+
+def reviewed_resources(reviewed: Iterable[ReviewedLabel]) -> list[Resource]:
+    """Reviewed labels as FHIR: per study (by UID), its DiagnosticReport then its Observations by label.
+
+    A report is ``amended`` when any of its labels is, else ``final``; its conclusion lists the
+    labels reviewed as present.
+
+    Returns:
+        Validated resources.
+    """
+    by_study: dict[str, list[ReviewedLabel]] = defaultdict(list)
+    for item in reviewed:
+        by_study[item.study_uid].append(item)
+    resources: list[Resource] = []
+    for uid in sorted(by_study):
+        items = sorted(by_study[uid], key=lambda r: r.label)
+        observations = [_reviewed_observation(r) for r in items]
+        positives = [r.label for r in items if r.value]
+        report = DiagnosticReport.model_validate(
+            {
+                "resourceType": "DiagnosticReport",
+                "id": stable_id("reviewed", uid),
+                "status": "amended" if any(r.status == "amended" for r in items) else "final",
+                "category": radiology_category(),
+                "code": imaging_report_code("medfusion reviewed findings"),
+                "study": [study_reference(uid)],
+                "issued": max(r.decided_at for r in items),
+                "resultsInterpreter": [_reviewer(r) for r in {r.reviewer: r for r in items}.values()],
+                "result": [{"reference": f"Observation/{o.id}"} for o in observations],
+                "conclusion": ("Positive: " + ", ".join(positives)) if positives else "No reviewed finding positive.",
+            }
+        )
+        resources += [report, *observations]
+    return resources
+
+
+# ------------------------------------------------------------------------------------------- files
+
+
+def ndjson_text(resources: Iterable[Resource]) -> str:
+    """Resources as NDJSON: one compact JSON resource per line (empty fields left out)."""
+    return "".join(r.model_dump_json() + "\n" for r in resources)
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file in the same folder, then rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as handle:
+            handle.write(text)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def write_fhir_ndjson(resources: Iterable[Resource], path: str | Path) -> Path:
+    """Write FHIR resources as NDJSON (:func:`ndjson_text`).
+
+    Args:
+        resources: Validated ``fhir.resources`` resources (DiagnosticReport, ImagingStudy...).
+        path: Output file (folders are created; the file is replaced atomically).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    _write_atomic(path, ndjson_text(resources))
+    return path
+
+
+def write_fhir_bundle(resources: Iterable[Resource], path: str | Path) -> Path:
+    """Write FHIR resources as one ``collection`` Bundle (pretty-printed JSON).
+
+    Args:
+        resources: Validated ``fhir.resources`` resources.
+        path: Output file (folders are created; the file is replaced atomically).
+
+    Returns:
+        The path written.
+    """
+    path = Path(path)
+    bundle = Bundle(type="collection", entry=[BundleEntry(resource=r) for r in resources] or None)
+    _write_atomic(path, bundle.model_dump_json(indent=2) + "\n")
+    return path
