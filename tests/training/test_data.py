@@ -5,8 +5,7 @@ from __future__ import annotations
 import torch
 
 from medfusion.training.data import Collator, StudyDataset, image_transform_for, report_text
-
-from .conftest import fast_config
+from tests.support.synthetic import fast_config
 
 
 def _dataset(records: list[dict], *, train: bool = False, cache: bool = True, in_channels: int = 1) -> StudyDataset:

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from medfusion.inference import STATUS, Predictor, StudyInput
-from medfusion.training.engine import TrainResult
-
-from .conftest import LABELS, Recorder
+from tests.support.synthetic import LABELS
 
 
 def _studies(records: dict) -> list[StudyInput]:
@@ -26,8 +26,8 @@ def _studies(records: dict) -> list[StudyInput]:
 
 
 @pytest.fixture(scope="module")
-def predictor(trained: tuple[TrainResult, Recorder]) -> Predictor:
-    return Predictor.from_dir(trained[0].model_dir, device="cpu", batch_size=4)
+def predictor(tiny_model_dir: Path) -> Predictor:
+    return Predictor.from_dir(tiny_model_dir, device="cpu", batch_size=4)
 
 
 def test_predictions_for_every_kind_of_input(predictor: Predictor, synthetic_records: dict) -> None:
