@@ -7,6 +7,7 @@ Measurements on the demo champion live in ``benchmarks/faithfulness.py``.
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -27,13 +28,13 @@ from tests.support.synthetic import Record, fast_config, train_quietly
 
 
 @pytest.mark.parametrize("n,m,k", [(10, 3, 2), (7, 1, 3), (6, 6, 1), (5, 0, 2), (4, 2, 9)])
-def test_random_topk_baseline_is_the_exact_enumerated_rate(n, m, k):
+def test_random_topk_baseline_is_the_exact_enumerated_rate(n: int, m: int, k: int) -> None:
     inside = np.arange(n) < m
     draws = list(itertools.combinations(range(n), min(k, n)))
     assert random_topk_hit(n, m, k) == pytest.approx(np.mean([inside[list(d)].any() for d in draws]))
 
 
-def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps():
+def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps() -> None:
     mask = np.zeros((16, 16), bool)
     mask[10:13, 2:5] = True
     heat = np.zeros((8, 8), np.float32)
@@ -47,7 +48,7 @@ def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps():
     assert grown[8, 3] and not grown[7, 3] and grown.sum() > mask.sum()
 
 
-def test_token_hits_and_span_location():
+def test_token_hits_and_span_location() -> None:
     report = "EXAMINATION: Chest.\nFINDINGS: No pneumothorax. Small left pleural effusion."
     model_text = report.strip()
     start = report.index("Small")
@@ -96,21 +97,39 @@ def _evidence_cohort(seed: int = 0) -> tuple[dict[str, list[Record]], dict[str, 
     return records, evidence
 
 
+@dataclass(frozen=True)
+class EvidenceModel:
+    """A model trained on :func:`_evidence_cohort`.
+
+    Attributes:
+        predictor: The model.
+        positives: The test split's positive records.
+        evidence: The cohort's evidence (study UID -> ``{"spans": [...]}``).
+        auroc: The label's test AUROC.
+    """
+
+    predictor: Predictor
+    positives: list[Record]
+    evidence: dict[str, dict]
+    auroc: float
+
+
 @pytest.fixture(scope="module")
-def evidence_model(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, list[Record], dict[str, dict], float]:
-    """A text-only tiny BERT trained on :func:`_evidence_cohort` (seconds): the model, the test split's
-    positives, the evidence, and the test AUROC."""
+def evidence_model(tmp_path_factory: pytest.TempPathFactory) -> EvidenceModel:
+    """A text-only tiny BERT trained on :func:`_evidence_cohort` (seconds on a quiet CPU)."""
     records, evidence = _evidence_cohort()
     result = train_quietly(fast_config("text_only", labels=[LABEL]), records, tmp_path_factory.mktemp("evidence_run"))
     positives = [r for r in records["test"] if r["label"][0] == 1]
     predictor = Predictor.from_dir(result.model_dir, device="cpu")
-    return predictor, positives, evidence, float(result.test_metrics[f"auroc_{LABEL}"])
+    return EvidenceModel(predictor, positives, evidence, float(result.test_metrics[f"auroc_{LABEL}"]))
 
 
 @pytest.mark.slow
-def test_gradient_tokens_hit_the_known_evidence_far_above_the_exact_random_baseline(evidence_model) -> None:
-    predictor, positives, evidence, auroc = evidence_model
-    assert auroc > 0.95  # the model found the sentence: it is the only evidence there is
+def test_gradient_tokens_hit_the_known_evidence_far_above_the_exact_random_baseline(
+    evidence_model: EvidenceModel,
+) -> None:
+    predictor, positives, evidence = evidence_model.predictor, evidence_model.positives, evidence_model.evidence
+    assert evidence_model.auroc > 0.95  # the model found the sentence: it is the only evidence there is
     rows = evaluate(predictor, positives, evidence, methods=("gradient",), ks=(1, 3))
     for k in (1, 3):
         row = pooled(rows, "gradient", f"top{k}_token_hit")
@@ -130,9 +149,11 @@ def _logit_without(predictor: Predictor, study: StudyInput, spans: list[tuple[in
 
 
 @pytest.mark.slow
-def test_deleting_the_top_gradient_tokens_moves_the_logit_more_than_the_bottom_ones(evidence_model) -> None:
+def test_deleting_the_top_gradient_tokens_moves_the_logit_more_than_the_bottom_ones(
+    evidence_model: EvidenceModel,
+) -> None:
     """Deletion check: the 3 best vs the 3 worst gradient tokens of each positive blanked out."""
-    predictor, positives, _, _ = evidence_model
+    predictor, positives = evidence_model.predictor, evidence_model.positives
     top, bottom = [], []
     for record in positives:
         study = StudyInput(record["image"], record["report"])

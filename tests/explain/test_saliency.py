@@ -21,6 +21,8 @@ from tests.support.synthetic import LABELS, Record, fast_config, train_quietly
 
 pytestmark = pytest.mark.slow
 SIDE, SQUARE = 32, 6
+#: The detector, the test split, and the square's test AUROC.
+SquareDetector = tuple[Predictor, list[Record], float]
 
 
 def _square_cohort(root: Path, seed: int = 0) -> dict[str, list[Record]]:
@@ -54,7 +56,7 @@ def _square_cohort(root: Path, seed: int = 0) -> dict[str, list[Record]]:
 
 
 @pytest.fixture(scope="module")
-def square_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor, list[Record], float]:
+def square_detector(tmp_path_factory: pytest.TempPathFactory) -> SquareDetector:
     """An image-only ResNet-18 trained to detect the square (about 15 s on one CPU thread): the model,
     the test split, and the square's test AUROC."""
     records = _square_cohort(tmp_path_factory.mktemp("square_cohort"))
@@ -65,7 +67,7 @@ def square_detector(tmp_path_factory: pytest.TempPathFactory) -> tuple[Predictor
     return predictor, records["test"], float(result.test_metrics[f"auroc_{LABELS[0]}"])
 
 
-def test_saliency_points_at_the_square_far_above_chance(square_detector) -> None:
+def test_saliency_points_at_the_square_far_above_chance(square_detector: SquareDetector) -> None:
     """Pointing game (:func:`~medfusion.explain.faithfulness.evaluate`) against its exact random baseline."""
     predictor, test, auroc = square_detector
     assert auroc > 0.85  # the model detects the square, so its evidence is the square
@@ -75,7 +77,7 @@ def test_saliency_points_at_the_square_far_above_chance(square_detector) -> None
     assert row.hit_rate >= row.baseline + 0.4, row
 
 
-def test_saliency_is_seeded_and_leaves_the_global_rng_alone(square_detector) -> None:
+def test_saliency_is_seeded_and_leaves_the_global_rng_alone(square_detector: SquareDetector) -> None:
     predictor, test, _ = square_detector
     positive = next(r for r in test if r["label"][0] == 1)
     study = StudyInput(image_paths=positive["image"], report_text=positive["report"])

@@ -60,7 +60,7 @@ def test_attention_maps_cover_real_tokens_only(predictor: Predictor, synthetic_r
 def test_batching_does_not_change_results(predictor: Predictor, synthetic_records: dict) -> None:
     studies = _studies(synthetic_records)
     batched = predictor.predict(studies)
-    for study, expected in zip(studies, batched):
+    for study, expected in zip(studies, batched, strict=True):
         [alone] = predictor.predict([study])
         np.testing.assert_allclose(alone.probabilities, expected.probabilities, atol=1e-5)
 

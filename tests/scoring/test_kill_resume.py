@@ -37,14 +37,30 @@ def _state(out: Path) -> tuple[int, set[str], set[str]]:
 def _killed_score(cohort: Cohort, out: Path, project: DemoProject) -> subprocess.CompletedProcess[str]:
     """``medfusion score`` (4 studies a part) in a process group SIGKILLed right after renaming
     :data:`KILLED_PART` into place (see :mod:`tests.scoring.die_after_rename`)."""
-    args = ["score", str(cohort.dicom), "--reports", str(cohort.reports), "--model", project.model_uri,
-            "--out", str(out), "--part-size", "4", "--workers", "1", "--batch-size", "4", "--no-progress"]  # fmt: skip
+    args = [
+        "score",
+        str(cohort.dicom),
+        "--reports",
+        str(cohort.reports),
+        "--model",
+        project.model_uri,
+        "--out",
+        str(out),
+        "--part-size",
+        "4",
+        "--workers",
+        "1",
+        "--batch-size",
+        "4",
+        "--no-progress",
+    ]
     env = {**os.environ, "MLFLOW_TRACKING_URI": project.tracking_uri, "OMP_NUM_THREADS": "1"}
     cmd = [sys.executable, "-m", "tests.scoring.die_after_rename", KILLED_PART, *args]
-    proc = subprocess.Popen(cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True,
-                            start_new_session=True)  # fmt: skip
+    proc = subprocess.Popen(
+        cmd, cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
     try:
-        _, stderr = proc.communicate(timeout=300)
+        _, stderr = proc.communicate(timeout=600)
     finally:
         if proc.poll() is None:  # timed out: take the job's workers along
             os.killpg(proc.pid, signal.SIGKILL)
