@@ -200,11 +200,6 @@ def demo(config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = None
         raise typer.Exit(code=3)
 
 
-def _not_yet(what: str, issue: int) -> None:
-    typer.secho(f"'medfusion {what}' is not available in this version yet (tracked in issue #{issue}).", err=True)
-    raise typer.Exit(code=2)
-
-
 @app.command()
 @_friendly_errors
 def score(

@@ -1,4 +1,5 @@
-"""Session fixtures shared across test packages: one small demo project with a promoted champion.
+"""Session fixtures shared across test packages: a small demo project with a promoted champion, and the
+synthetic cohort with a tiny model trained on it (helpers: :mod:`tests.support`).
 
 Training a model is the slow part of many tests (scoring, explanations, the review app), so it is
 done once per session here and shared. Tests must not modify what these fixtures return; copy the
@@ -10,21 +11,34 @@ from __future__ import annotations
 import os
 import shutil
 import tempfile
-from dataclasses import dataclass
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
-import torch
 
-from medfusion.config import Config, load_config
-
-ROOT = Path(__file__).resolve().parents[1]
+from medfusion.training.engine import TrainResult
+from tests.support.demo import DemoProject, small_demo_config
+from tests.support.synthetic import Record, Recorder, fast_config, make_records, train_quietly
+from tests.support.threads import single_thread
 
 #: When set to 1 (CI does), a test that skips because a system package (Orthanc, Chromium) or a
 #: real-data asset (OpenI, MiniLM, pydicom-data) is missing fails instead: CI must run everything.
 #: Tests marked ``gpu`` may still skip on a machine without CUDA.
 REQUIRE_ALL = "MEDFUSION_REQUIRE_SYSTEM_TESTS"
+
+#: Session fixtures that train models or run whole pipelines. A test that uses one (directly or through
+#: another fixture) is marked ``slow`` whatever its own duration: the fast loop, ``pytest -m "not slow"``,
+#: must not pay for them.
+SLOW_FIXTURES = frozenset({"demo_project", "trained"})
+
+
+@pytest.hookimpl(tryfirst=True)  # before ``-m`` deselects
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Mark ``slow`` every test that needs one of :data:`SLOW_FIXTURES`."""
+    for item in items:
+        if SLOW_FIXTURES.intersection(getattr(item, "fixturenames", ())):
+            item.add_marker(pytest.mark.slow)
 
 
 def pytest_configure(config: pytest.Config) -> None:
@@ -55,65 +69,24 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
         report.longrepr = f"skipped, but {REQUIRE_ALL}=1 requires it to run: {reason}"
 
 
-def small_demo_config(project_dir: Path, **overrides: Any) -> Config:
-    """``configs/demo.yaml`` shrunk to CPU seconds: 160 studies, 32x32 inputs, ResNet-18, tiny BERT.
-
-    Args:
-        project_dir: Where the cohort, the MLflow store and runs go.
-        **overrides: ``section__key=value`` overrides, e.g. ``fusion__name="late"``.
-    """
-    base: dict[str, Any] = {
-        "project_dir": str(project_dir),
-        "data": {"image_size": [32, 32], "max_tokens": 128, "demo": {"n_studies": 160, "image_size": 64}},
-        "image_encoder": {"name": "resnet18"},
-        "text_encoder": {"pooling": "mean"},
-        "training": {"epochs": 8, "early_stopping_patience": 8, "lr": 0.003},
-        "promotion": {"max_ece": 0.35, "max_latency_ms": 5000, "max_label_auroc_drop": 0.2},
-    }
-    for key, value in overrides.items():
-        section, _, leaf = key.partition("__")
-        if leaf:
-            base.setdefault(section, {})[leaf] = value
-        else:
-            base[key] = value
-    return load_config(ROOT / "configs" / "demo.yaml", base)
-
-
-@dataclass(frozen=True)
-class DemoProject:
-    """A trained, registered and promoted demo project (read-only for tests).
-
-    Attributes:
-        config: The configuration it was made with.
-        cohort_dir: The generated demo cohort (``dicom/``, ``reports/``, ``masks/``, ``evidence.json``).
-        manifest_path: The cohort's manifest.
-        model_dir: The champion's model folder (``medfusion_model.json`` + weights).
-        model_uri: ``models:/<name>@champion``.
-        tracking_uri: The sqlite MLflow store's URI.
-    """
-
-    config: Config
-    cohort_dir: Path
-    manifest_path: Path
-    model_dir: Path
-    model_uri: str
-    tracking_uri: str
+@pytest.fixture(autouse=True)
+def one_thread() -> Iterator[None]:
+    """Tiny models: one torch intra-op thread is faster than two fighting over a busy 2-core machine."""
+    with single_thread():
+        yield
 
 
 @pytest.fixture(scope="session")
 def demo_project(tmp_path_factory: pytest.TempPathFactory) -> DemoProject:
-    """Demo cohort -> hybrid model -> MLflow run -> ``@champion`` (about a minute on 2 CPU cores)."""
+    """Demo cohort -> hybrid model -> MLflow run -> ``@champion`` (about a minute on 2 CPU cores; its
+    tests are ``slow``)."""
     from medfusion.tracking.promotion import promote_challenger
     from medfusion.workflow import train_and_register
 
     config = small_demo_config(tmp_path_factory.mktemp("demo_project"))
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         outcome = train_and_register(config)
         decision = promote_challenger(config)
-    finally:
-        torch.set_num_threads(before)
     assert decision.promoted, decision.summary()
     cohort = config.project_dir / "demo_cohort"
     return DemoProject(
@@ -124,3 +97,30 @@ def demo_project(tmp_path_factory: pytest.TempPathFactory) -> DemoProject:
         model_uri=f"models:/{config.tracking.registered_model}@champion",
         tracking_uri=outcome.tracking_uri,
     )
+
+
+@pytest.fixture(scope="session")
+def synthetic_records(tmp_path_factory: pytest.TempPathFactory) -> dict[str, list[Record]]:
+    """The synthetic cohort (:mod:`tests.support.synthetic`), written once per session (read-only)."""
+    return make_records(tmp_path_factory.mktemp("synthetic_cohort"))
+
+
+@pytest.fixture(scope="session")
+def trained(
+    synthetic_records: dict[str, list[Record]], tmp_path_factory: pytest.TempPathFactory
+) -> tuple[TrainResult, Recorder]:
+    """A hybrid model trained for 8 epochs on the synthetic cohort (5-40 s on a quiet to a busy CPU; its
+    tests are ``slow``), with the callback's record."""
+    recorder = Recorder()
+    result = train_quietly(
+        fast_config("hybrid"), synthetic_records, tmp_path_factory.mktemp("run"), callbacks=[recorder]
+    )
+    return result, recorder
+
+
+@pytest.fixture(scope="session")
+def tiny_model_dir(synthetic_records: dict[str, list[Record]], tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A hybrid model (ViT 32x32 + tiny BERT) trained for one epoch on the synthetic cohort: a model folder
+    exactly as training writes it, in seconds, for tests of the plumbing (not of what the model learned)."""
+    result = train_quietly(fast_config("hybrid", epochs=1), synthetic_records, tmp_path_factory.mktemp("tiny_run"))
+    return Path(result.model_dir)

@@ -13,10 +13,10 @@ from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
-from tests.conftest import DemoProject, small_demo_config
-from tests.phi_scan import Needle, cohort_needles, find_phi, format_hits, output_files
+from tests.support.demo import DemoProject, small_demo_config
+from tests.support.phi_scan import Needle, cohort_needles, find_phi, format_hits, output_files
+from tests.support.threads import single_thread
 
 #: Folders of the demo cohort that are the input itself (they hold PHI by construction).
 COHORT_INPUTS = ("dicom", "reports")
@@ -84,9 +84,7 @@ def test_full_flow_logs_and_outputs_hold_no_phi(tmp_path: Path, caplog: pytest.L
         training__early_stopping_patience=2,
     )
     caplog.set_level(logging.DEBUG)
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
+    with single_thread():
         outcome = train_and_register(config)
         promote_challenger(config)
         cohort = config.project_dir / "demo_cohort"
@@ -98,8 +96,6 @@ def test_full_flow_logs_and_outputs_hold_no_phi(tmp_path: Path, caplog: pytest.L
             model=f"models:/{outcome.registered_model}/{outcome.version}", tracking_uri=outcome.tracking_uri,
             fhir=True, workers=1,
         ))
-    finally:
-        torch.set_num_threads(before)
     assert (scored["error"] != "").any()  # the broken files were scored too (errors are outputs)
     assert summary.scored > 0 and summary.failed + summary.rejected_files > 0  # dead letters are outputs too
     assert list((config.project_dir / "scores" / "fhir").glob("*.ndjson"))

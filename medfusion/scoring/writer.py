@@ -85,20 +85,10 @@ class PartWriter:
         tmp = self.results_dir / f".{name}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         _durable_replace(tmp, self.results_dir / f"{name}.parquet")
-        _slow_down_for_tests()
         self.ledger.commit_part(name, [str(u) for u in frame["study_uid"]])
         self.written += len(self.rows)
         self.rows = []
         self.next_index += 1
-
-
-def _slow_down_for_tests() -> None:
-    """``MEDFUSION_SCORING_COMMIT_DELAY`` seconds between a part's rename and its commit (kill tests)."""
-    delay = float(os.environ.get("MEDFUSION_SCORING_COMMIT_DELAY", "0") or 0)
-    if delay > 0:
-        import time
-
-        time.sleep(delay)
 
 
 def read_parts(results_dir: Path, committed: set[str] | None = None) -> pd.DataFrame:

@@ -17,6 +17,7 @@ encoding end to end through :class:`medfusion.inference.Predictor`. Skips withou
 from __future__ import annotations
 
 import math
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -27,8 +28,7 @@ from medfusion.data.dicom import read_dicom
 from medfusion.inference import STATUS, Predictor, StudyInput
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.spec import PreprocessingSpec
-from medfusion.training.engine import train
-from tests.training.conftest import fast_config, make_records
+from tests.support.synthetic import fast_config
 
 FILES = find_pydicom_data_files()
 pytestmark = pytest.mark.skipif(
@@ -86,16 +86,9 @@ def test_image_transform_output_agrees(decoded) -> None:
 
 
 @pytest.fixture(scope="module")
-def predictor(tmp_path_factory: pytest.TempPathFactory) -> Predictor:
-    """A tiny hybrid model (ViT 32x32 + tiny BERT) trained for two epochs on the synthetic cohort."""
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    try:
-        records = make_records(tmp_path_factory.mktemp("cohort"))
-        result = train(fast_config("hybrid", epochs=2), records, tmp_path_factory.mktemp("run"), progress=False)
-    finally:
-        torch.set_num_threads(before)
-    return Predictor.from_dir(result.model_dir, device="cpu")
+def predictor(tiny_model_dir: Path) -> Predictor:
+    """A tiny hybrid model (ViT 32x32 + tiny BERT) trained on the synthetic cohort."""
+    return Predictor.from_dir(tiny_model_dir, device="cpu")
 
 
 def test_tiny_model_scores_every_encoding_end_to_end(predictor: Predictor) -> None:

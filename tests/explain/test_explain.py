@@ -91,10 +91,8 @@ def test_unreadable_image_is_rejected(demo_predictor, tmp_path):
     assert "broken.dcm" in str(info.value)
 
 
-def test_late_fusion_vit_has_saliency_but_no_cross_attention_and_no_gradcam(late_vit_predictor, tmp_path):
-    from tests.training.conftest import make_records
-
-    record = next(r for r in make_records(tmp_path)["test"] if r["image"] and r["report"])
+def test_late_fusion_vit_has_saliency_but_no_cross_attention_and_no_gradcam(late_vit_predictor, synthetic_records):
+    record = next(r for r in synthetic_records["test"] if r["image"] and r["report"])
     ex = explain_study(late_vit_predictor, _study(record), METHODS)
     assert ex.image is not None and set(ex.heatmaps) == {"saliency"}
     assert set(ex.token_scores) == {"attention", "gradient"}

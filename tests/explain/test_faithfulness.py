@@ -1,8 +1,13 @@
-"""Faithfulness on the demo champion's test split, and the exactness of the random baselines."""
+"""Faithfulness metrics: the exactness of the random baselines, and the metrics on a model whose evidence
+is known by construction (a text-only model trained to find one sentence among neutral fillers).
+
+Measurements on the demo champion live in ``benchmarks/faithfulness.py``.
+"""
 
 from __future__ import annotations
 
 import itertools
+from dataclasses import dataclass
 
 import numpy as np
 import pytest
@@ -11,7 +16,6 @@ from medfusion.explain import explain_study
 from medfusion.explain.faithfulness import (
     dilate,
     evaluate,
-    load_evidence,
     locate_spans,
     pointing_hit,
     pooled,
@@ -19,17 +23,18 @@ from medfusion.explain.faithfulness import (
     tokens_inside,
     topk_hit,
 )
-from medfusion.inference import StudyInput
+from medfusion.inference import Predictor, StudyInput
+from tests.support.synthetic import Record, fast_config, train_quietly
 
 
 @pytest.mark.parametrize("n,m,k", [(10, 3, 2), (7, 1, 3), (6, 6, 1), (5, 0, 2), (4, 2, 9)])
-def test_random_topk_baseline_is_the_exact_enumerated_rate(n, m, k):
+def test_random_topk_baseline_is_the_exact_enumerated_rate(n: int, m: int, k: int) -> None:
     inside = np.arange(n) < m
     draws = list(itertools.combinations(range(n), min(k, n)))
     assert random_topk_hit(n, m, k) == pytest.approx(np.mean([inside[list(d)].any() for d in draws]))
 
 
-def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps():
+def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps() -> None:
     mask = np.zeros((16, 16), bool)
     mask[10:13, 2:5] = True
     heat = np.zeros((8, 8), np.float32)
@@ -43,7 +48,7 @@ def test_pointing_hit_uses_the_peak_and_misses_on_flat_maps():
     assert grown[8, 3] and not grown[7, 3] and grown.sum() > mask.sum()
 
 
-def test_token_hits_and_span_location():
+def test_token_hits_and_span_location() -> None:
     report = "EXAMINATION: Chest.\nFINDINGS: No pneumothorax. Small left pleural effusion."
     model_text = report.strip()
     start = report.index("Small")
@@ -57,44 +62,107 @@ def test_token_hits_and_span_location():
     assert topk_hit(np.array([0.0, 0.9, 0.1, 0.2, 0.0]), inside, real, 2) is True
 
 
-def test_deleting_the_top_gradient_tokens_moves_the_logit_more_than_the_bottom_ones(demo_predictor, demo_test_records):
-    """Deletion check: text-label positives, the 3 best vs the 3 worst gradient tokens blanked out."""
-    labels = demo_predictor.labels
-    temperature = demo_predictor.loaded.temperature
-    top, bottom = [], []
-    for record in demo_test_records:
-        for label in ("effusion", "fracture"):
-            i = labels.index(label)
-            if record["label"][i] != 1 or not record["report"]:
-                continue
-            ex = explain_study(demo_predictor, StudyInput(record["image"], record["report"]), ("gradient",))
-            real = np.flatnonzero([a < b for a, b in ex.token_spans])
-            order = real[np.argsort(-ex.token_scores["gradient"][i][real], kind="stable")]
+#: Neutral sentences: none shares a word with :data:`EVIDENCE`.
+FILLERS = (
+    "Heart size normal.", "No pneumothorax.", "Mild degenerative change.", "Lines unchanged.", "Trachea midline.",
+    "Bones intact.", "Mediastinum stable.", "No free air.", "Lungs expanded.", "Old rib fracture.",
+)  # fmt: skip
+#: The only sentence that says anything about the label.
+EVIDENCE = "Small effusion is seen."
+LABEL = "effusion"
 
-            def logit_without(tokens) -> float:
-                chars = list(ex.report_text)
-                for t in tokens:
-                    a, b = ex.token_spans[t]
-                    chars[a:b] = " " * (b - a)
-                [p] = demo_predictor.predict([StudyInput(record["image"], "".join(chars))])
-                return float(np.log(p.probabilities[i] / (1 - p.probabilities[i])) * temperature)
 
-            base = logit_without([])
-            top.append(abs(base - logit_without(order[:3])))
-            bottom.append(abs(base - logit_without(order[-3:])))
-    assert len(top) >= 8
-    # measured on the demo champion: 0.281 vs 0.155 (1.8x); plain gradient x input gave 0.135 vs 0.173
-    assert np.mean(top) > 1.5 * np.mean(bottom), (np.mean(top), np.mean(bottom))
+def _evidence_cohort(seed: int = 0) -> tuple[dict[str, list[Record]], dict[str, dict]]:
+    """Report-only records (positive: 3 fillers and :data:`EVIDENCE` in random order; negative: 4 fillers)
+    and their ``evidence.json`` (the evidence sentence of each positive, as the demo cohort stores it)."""
+    rng = np.random.default_rng(seed)
+    records: dict[str, list[Record]] = {}
+    evidence: dict[str, dict] = {}
+    k = 0
+    for split, n in {"train": 128, "val": 32, "test": 48}.items():
+        records[split] = []
+        for _ in range(n):
+            positive = bool(rng.integers(0, 2))
+            sentences = [str(x) for x in rng.choice(FILLERS, 3 if positive else 4, replace=False)]
+            if positive:
+                sentences.insert(int(rng.integers(0, 4)), EVIDENCE)
+            report = "FINDINGS: " + " ".join(sentences)
+            uid = f"2.25.{k}"
+            if positive:
+                span = {"text": EVIDENCE, "start": report.index(EVIDENCE), "label": LABEL, "assertion": "positive"}
+                evidence[uid] = {"spans": [span]}
+            label = np.array([positive], dtype=np.float32)
+            records[split].append({"image": [], "report": report, "label": label, "meta": {"study_uid": uid}})
+            k += 1
+    return records, evidence
+
+
+@dataclass(frozen=True)
+class EvidenceModel:
+    """A model trained on :func:`_evidence_cohort`.
+
+    Attributes:
+        predictor: The model.
+        positives: The test split's positive records.
+        evidence: The cohort's evidence (study UID -> ``{"spans": [...]}``).
+        auroc: The label's test AUROC.
+    """
+
+    predictor: Predictor
+    positives: list[Record]
+    evidence: dict[str, dict]
+    auroc: float
 
 
 @pytest.fixture(scope="module")
-def faithfulness_rows(demo_project, demo_predictor, demo_test_records):
-    """Token hit rates only: the image methods are not asserted here, and cost most of the time."""
-    return evaluate(demo_predictor, demo_test_records, load_evidence(demo_project.cohort_dir), methods=("gradient",), ks=(1, 5))
+def evidence_model(tmp_path_factory: pytest.TempPathFactory) -> EvidenceModel:
+    """A text-only tiny BERT trained on :func:`_evidence_cohort` (seconds on a quiet CPU)."""
+    records, evidence = _evidence_cohort()
+    result = train_quietly(fast_config("text_only", labels=[LABEL]), records, tmp_path_factory.mktemp("evidence_run"))
+    positives = [r for r in records["test"] if r["label"][0] == 1]
+    predictor = Predictor.from_dir(result.model_dir, device="cpu")
+    return EvidenceModel(predictor, positives, evidence, float(result.test_metrics[f"auroc_{LABEL}"]))
 
 
-def test_gradient_tokens_hit_the_evidence_more_often_than_random_tokens(faithfulness_rows):
-    for k, margin in ((1, 0.25), (5, 0.05)):
-        row = pooled(faithfulness_rows, "gradient", f"top{k}_token_hit")
-        assert row.n >= 20
-        assert row.hit_rate > row.baseline + margin, row
+@pytest.mark.slow
+def test_gradient_tokens_hit_the_known_evidence_far_above_the_exact_random_baseline(
+    evidence_model: EvidenceModel,
+) -> None:
+    predictor, positives, evidence = evidence_model.predictor, evidence_model.positives, evidence_model.evidence
+    assert evidence_model.auroc > 0.95  # the model found the sentence: it is the only evidence there is
+    rows = evaluate(predictor, positives, evidence, methods=("gradient",), ks=(1, 3))
+    for k in (1, 3):
+        row = pooled(rows, "gradient", f"top{k}_token_hit")
+        assert row.n == len(positives) >= 16
+        assert 0.1 < row.baseline < 0.8  # the evidence is a minority of the tokens: chance is far from 1
+        assert row.hit_rate >= row.baseline + 0.5 * (1 - row.baseline), row  # at least half the room above chance
+
+
+def _logit_without(predictor: Predictor, study: StudyInput, spans: list[tuple[int, int]], tokens: np.ndarray) -> float:
+    """The temperature-free logit of label 0 with the characters of ``tokens`` blanked out of the report."""
+    chars = list(study.report_text)
+    for t in tokens:
+        a, b = spans[t]
+        chars[a:b] = " " * (b - a)
+    [p] = predictor.predict([StudyInput(study.image_paths, "".join(chars))])
+    return float(np.log(p.probabilities[0] / (1 - p.probabilities[0])) * predictor.loaded.temperature)
+
+
+@pytest.mark.slow
+def test_deleting_the_top_gradient_tokens_moves_the_logit_more_than_the_bottom_ones(
+    evidence_model: EvidenceModel,
+) -> None:
+    """Deletion check: the 3 best vs the 3 worst gradient tokens of each positive blanked out."""
+    predictor, positives = evidence_model.predictor, evidence_model.positives
+    top, bottom = [], []
+    for record in positives:
+        study = StudyInput(record["image"], record["report"])
+        ex = explain_study(predictor, study, ("gradient",))
+        real = np.flatnonzero([a < b for a, b in ex.token_spans])
+        order = real[np.argsort(-ex.token_scores["gradient"][0][real], kind="stable")]
+        base = _logit_without(predictor, study, ex.token_spans, order[:0])
+        top.append(base - _logit_without(predictor, study, ex.token_spans, order[:3]))
+        bottom.append(abs(base - _logit_without(predictor, study, ex.token_spans, order[-3:])))
+    top_, bottom_ = np.array(top), np.array(bottom)
+    assert (top_ > 0).all()  # the evidence gone, the label is less likely in every study
+    assert (top_ > bottom_).mean() >= 0.8 and top_.mean() > 2 * bottom_.mean(), (top_.mean(), bottom_.mean())

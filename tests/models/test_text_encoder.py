@@ -11,8 +11,7 @@ import torch
 from medfusion.errors import MedfusionError
 from medfusion.models.text_encoder import TextEncoder, load_tokenizer, load_transformer, offline_for
 from medfusion.models.tokenizer import train_wordpiece_tokenizer
-
-from .conftest import REPORTS
+from tests.support.text import REPORTS
 
 
 def _encoder(text_dir: Path, pooling: str, freeze: bool = False) -> TextEncoder:

@@ -11,6 +11,9 @@ import pytest
 
 from .cli_process import error_lines, run_cli
 
+#: 17 CLI processes: torch, MONAI and MLflow imports take about 20 s of CPU each (6 minutes in all).
+pytestmark = pytest.mark.slow
+
 
 @dataclass(frozen=True)
 class Paths:

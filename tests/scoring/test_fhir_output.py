@@ -8,8 +8,7 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.observation import Observation
 
 from medfusion.scoring import read_results
-
-from .conftest import ScoredJob
+from tests.support.scoring import ScoredJob
 
 
 def test_fhir_output_validates_and_is_marked_unverified(scored_demo: ScoredJob) -> None:

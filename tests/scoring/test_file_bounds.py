@@ -21,10 +21,10 @@ from medfusion.errors import DicomReadError
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
 from medfusion.scoring.ledger import Ledger
-from tests.conftest import DemoProject
 from tests.robustness import fuzz
+from tests.support.demo import DemoProject
+from tests.support.scoring import Cohort, copy_cohort, score_job
 
-from .conftest import Cohort, copy_cohort, score_job
 from .crashing_source import HangingSource
 
 #: Generous wall-time bound of a whole small job on a busy 2-core box (a hang never ends).

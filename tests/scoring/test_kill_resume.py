@@ -1,5 +1,6 @@
 """kill -9 at the worst moment (a part renamed into place, its ledger commit not yet done), then resume:
-every study exactly once, none lost, none duplicated."""
+every study exactly once, none lost, none duplicated. The moment is hit exactly, not by timing: the job
+runs under :mod:`tests.scoring.die_after_rename`, which kills it from inside the rename."""
 
 from __future__ import annotations
 
@@ -8,43 +9,35 @@ import signal
 import sqlite3
 import subprocess
 import sys
-import time
+from contextlib import closing
 from pathlib import Path
 
 import pandas as pd
 import pytest
-import torch
 
 from medfusion.data.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
-from tests.conftest import ROOT, DemoProject
+from tests.support.demo import ROOT, DemoProject
+from tests.support.scoring import Cohort, copy_cohort
 
-from .conftest import Cohort, copy_cohort
+#: The part whose rename is the last thing the killed job does (its second: the first is committed).
+KILLED_PART = "part-000001"
 
 
 def _state(out: Path) -> tuple[int, set[str], set[str]]:
-    """(studies done, committed part names, part files on disk)."""
-    on_disk = {p.stem for p in (out / "results").glob("part-*.parquet")} if (out / "results").is_dir() else set()
-    if not (out / "ledger.sqlite").exists():
-        return 0, set(), on_disk
-    try:
-        db = sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True, timeout=5)
-        try:
-            done = db.execute("SELECT COUNT(*) FROM studies WHERE status = 'done'").fetchone()[0]
-            parts = {r[0] for r in db.execute("SELECT DISTINCT part FROM studies WHERE part IS NOT NULL")}
-        finally:
-            db.close()
-    except sqlite3.OperationalError:  # tables not created yet
-        return 0, set(), on_disk
+    """(studies done, committed part names, part files on disk), read from the job's files."""
+    on_disk = {p.stem for p in (out / "results").glob("part-*.parquet")}
+    with closing(sqlite3.connect(f"file:{out / 'ledger.sqlite'}?mode=ro", uri=True, timeout=5)) as db:
+        done = db.execute("SELECT COUNT(*) FROM studies WHERE status = 'done'").fetchone()[0]
+        parts = {r[0] for r in db.execute("SELECT DISTINCT part FROM studies WHERE part IS NOT NULL")}
     return done, parts, on_disk
 
 
-def _score_cmd(cohort: Cohort, out: Path, project: DemoProject) -> list[str]:
-    return [
-        sys.executable,
-        "-m",
-        "medfusion.cli",
+def _killed_score(cohort: Cohort, out: Path, project: DemoProject) -> subprocess.CompletedProcess[str]:
+    """``medfusion score`` (4 studies a part) in a process group SIGKILLed right after renaming
+    :data:`KILLED_PART` into place (see :mod:`tests.scoring.die_after_rename`)."""
+    args = [
         "score",
         str(cohort.dicom),
         "--reports",
@@ -60,7 +53,22 @@ def _score_cmd(cohort: Cohort, out: Path, project: DemoProject) -> list[str]:
         "--batch-size",
         "4",
         "--no-progress",
+        "--config",
+        str(ROOT / "configs" / "demo.yaml"),
     ]
+    pythonpath = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
+    env = {**os.environ, "MLFLOW_TRACKING_URI": project.tracking_uri, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}
+    cmd = [sys.executable, "-m", "tests.scoring.die_after_rename", KILLED_PART, *args]
+    proc = subprocess.Popen(
+        cmd, cwd=out.parent, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True, start_new_session=True
+    )
+    try:
+        _, stderr = proc.communicate(timeout=600)
+    finally:
+        if proc.poll() is None:  # timed out: take the job's workers along
+            os.killpg(proc.pid, signal.SIGKILL)
+            proc.wait()
+    return subprocess.CompletedProcess(cmd, proc.returncode, "", stderr)
 
 
 @pytest.mark.slow
@@ -70,40 +78,13 @@ def test_kill_9_between_rename_and_commit_then_resume(
     cohort = copy_cohort(demo_cohort, tmp_path / "cohort", 16)
     uids = set(scan_dicom_folder(cohort.dicom).studies)
     out = tmp_path / "out"
-    env = {
-        **os.environ,
-        "MLFLOW_TRACKING_URI": demo_project.tracking_uri,
-        "OMP_NUM_THREADS": "1",
-        "MEDFUSION_SCORING_COMMIT_DELAY": "0.4",
-    }
-    proc = subprocess.Popen(
-        _score_cmd(cohort, out, demo_project),
-        cwd=ROOT,
-        env=env,
-        stdout=subprocess.DEVNULL,
-        stderr=subprocess.PIPE,
-        start_new_session=True,
-    )
-    deadline = time.monotonic() + 150
-    killed_state = None
-    while time.monotonic() < deadline and proc.poll() is None:
-        done, committed, on_disk = _state(out)
-        if done >= 4 and on_disk - committed:  # a part is in place but not committed: kill now
-            os.killpg(proc.pid, signal.SIGKILL)  # the job and its worker processes, as a scheduler would
-            killed_state = (done, committed, on_disk)
-            break
-        time.sleep(0.02)
-    proc.wait(timeout=30)
-    assert killed_state is not None, (
-        f"never caught the rename-commit window (rc={proc.returncode}): {proc.stderr.read()[-2000:]!r}"
-    )
-    assert proc.returncode == -signal.SIGKILL
+    killed = _killed_score(cohort, out, demo_project)
+    assert killed.returncode == -signal.SIGKILL, f"rc={killed.returncode}: {killed.stderr[-2000:]!r}"
     done, committed, on_disk = _state(out)  # as the killed job left it
     orphans = on_disk - committed
-    assert orphans and 4 <= done < len(uids)
+    assert orphans == {KILLED_PART} and committed == {"part-000000"} and done == 4
 
     # resume (in-process: the same job, minus the interpreter start-up)
-    torch.set_num_threads(1)
     summary = run_score(
         ScoreOptions(
             source=str(cohort.dicom),

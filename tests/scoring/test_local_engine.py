@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import hashlib
 import json
 import shutil
 from pathlib import Path
 
+import mlflow
 import numpy as np
 import pandas as pd
 import pytest
@@ -13,11 +15,11 @@ import pytest
 from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import MedfusionError
 from medfusion.inference import STATUS, Predictor, StudyInput
+from medfusion.models.model import WEIGHTS_FILE
 from medfusion.scoring import read_results, study_inputs
 from medfusion.scoring.ledger import Ledger
-from tests.conftest import DemoProject
-
-from .conftest import Cohort, ScoredJob, copy_cohort, score_job
+from tests.support.demo import DemoProject
+from tests.support.scoring import Cohort, ScoredJob, copy_cohort, score_job
 
 LABELS = ["nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"]
 
@@ -63,17 +65,23 @@ def test_broken_demo_files_are_dead_lettered_with_file_and_reason(
     assert len(not_dicom) == 1 and not_dicom[0]["study_uid"] is None and "not a DICOM file" in not_dicom[0]["reason"]
 
 
-def test_summary_counts(scored_demo: ScoredJob) -> None:
+def test_summary_counts(scored_demo: ScoredJob, demo_project: DemoProject) -> None:
     saved = json.loads((scored_demo.out / "summary.json").read_text())
     assert saved["scored"] == saved["scored_this_run"] == len(read_results(scored_demo.out)) == 160
     assert saved["failed"] == 2 and saved["pending"] == 0 and saved["rejected_files"] == 1
     assert sum(n for reasons in saved["dead_letters"].values() for n in reasons.values()) == 3
     assert saved["report_rejections"] == [] and "reports" not in saved["dead_letters"]  # the demo reports are valid
+    # provenance from independent sources: the registry's champion, and the id of the trained weights
+    # (``<config name>-<first 16 hex of their SHA-256>``)
+    uri = demo_project.tracking_uri
+    registry = mlflow.MlflowClient(tracking_uri=uri, registry_uri=uri)
+    champion = registry.get_model_version_by_alias(demo_project.config.tracking.registered_model, "champion")
+    digest = hashlib.sha256((demo_project.model_dir / WEIGHTS_FILE).read_bytes()).hexdigest()
     assert saved["model"] == {
-        "name": "medfusion",
-        "version": "1",
-        "id": saved["model"]["id"],
-        "uri": "models:/medfusion@champion",
+        "name": champion.name,
+        "version": str(champion.version),
+        "id": f"{demo_project.config.name}-{digest[:16]}",
+        "uri": demo_project.model_uri,
     }
     assert saved["studies_per_s"] > 0
 

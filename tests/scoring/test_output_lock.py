@@ -18,10 +18,10 @@ from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import MedfusionError
 from medfusion.scoring import read_results
 from medfusion.scoring.lock import LOCK_FILE, OutputLock
-from tests.conftest import ROOT, DemoProject
+from tests.support.demo import ROOT, DemoProject
+from tests.support.scoring import Cohort, score_job
 
 from .cli_process import cli_command, cli_env, error_lines, run_cli
-from .conftest import Cohort, score_job
 
 _HOLD = (
     "import sys, time\n"

@@ -8,9 +8,8 @@ import numpy as np
 import pytest
 
 from medfusion.scoring import read_results
-from tests.conftest import DemoProject
-
-from .conftest import Cohort, ScoredJob, score_job
+from tests.support.demo import DemoProject
+from tests.support.scoring import Cohort, ScoredJob, score_job
 
 
 @pytest.mark.slow

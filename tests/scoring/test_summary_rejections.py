@@ -12,10 +12,10 @@ import pytest
 
 from medfusion.data.studies import scan_dicom_folder
 from medfusion.scoring.job import PRINTED_REPORT_REJECTIONS
-from tests.conftest import DemoProject
+from tests.support.demo import DemoProject
+from tests.support.scoring import Cohort, copy_cohort
 
 from .cli_process import parse_dead_letter_table, run_cli
-from .conftest import Cohort, copy_cohort
 
 PHI = ("Smith", "Jane", "12345")
 BAD_NDJSON = [

@@ -10,10 +10,9 @@ from medfusion.data.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
 from medfusion.scoring.ledger import Ledger
-from tests.conftest import DemoProject
-
-from .conftest import Cohort
-from .crashing_source import CrashingSource
+from tests.scoring.crashing_source import CrashingSource
+from tests.support.demo import DemoProject
+from tests.support.scoring import Cohort
 
 
 def test_worker_crash_is_retried_then_dead_lettered(

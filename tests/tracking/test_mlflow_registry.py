@@ -13,29 +13,19 @@ from typing import Any
 import mlflow
 import pytest
 
-from medfusion.config import Config, load_config
-from medfusion.tracking.promotion import CHALLENGER, CHAMPION, promote_challenger
+from medfusion.config import Config
+from medfusion.tracking.promotion import CHALLENGER, CHAMPION, default_manifest_path, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
-from medfusion.tracking.promotion import default_manifest_path
 from medfusion.workflow import TrainOutcome, train_and_register
+from tests.support.demo import small_demo_config
 
-ROOT = Path(__file__).resolve().parents[2]
 pytestmark = pytest.mark.slow
 
 
 def _config(project_dir: Path, **overrides: object) -> Config:
-    base = {
-        "project_dir": str(project_dir),
-        "data": {"image_size": [32, 32], "max_tokens": 128},
-        "image_encoder": {"name": "resnet18"},
-        "text_encoder": {"pooling": "mean"},
-        "training": {"epochs": 8, "early_stopping_patience": 8, "lr": 0.003},
-        "promotion": {"max_ece": 0.3, "max_latency_ms": 5000, "max_label_auroc_drop": 0.2},
-    }
-    for key, value in overrides.items():
-        section, _, leaf = key.partition("__")
-        base.setdefault(section, {})[leaf] = value
-    return load_config(ROOT / "configs" / "demo.yaml", base)
+    """The small demo configuration on the full-size demo cohort (240 studies), with a stricter ECE gate."""
+    cohort = {"n_studies": 240, "image_size": 128}
+    return small_demo_config(project_dir, data__demo=cohort, promotion__max_ece=0.3, **overrides)
 
 
 @pytest.fixture(scope="module")

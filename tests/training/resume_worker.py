@@ -15,7 +15,7 @@ from pathlib import Path
 
 import torch
 
-from tests.conftest import small_demo_config
+from tests.support.demo import small_demo_config
 
 EPOCHS = 4
 

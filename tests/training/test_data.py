@@ -10,8 +10,7 @@ from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
 from medfusion.processing.spec import PreprocessingSpec
 from medfusion.training.data import StudyDataset
-
-from .conftest import LABELS, fast_config
+from tests.support.synthetic import LABELS, fast_config
 
 
 def _dataset(

@@ -12,20 +12,13 @@ from pathlib import Path
 
 import pytest
 
-from medfusion.training.run import demo_manifest, resolve_config, train_from_config
-
-OVERRIDES = {
-    "data": {"image_size": [32, 32], "max_tokens": 128},
-    "image_encoder": {"name": "resnet18"},
-    "text_encoder": {"pooling": "mean"},
-    "training": {"epochs": 8, "early_stopping_patience": 8, "lr": 0.003},
-}
+from medfusion.training.run import demo_manifest, train_from_config
+from tests.support.demo import small_demo_config
 
 
 @pytest.mark.slow
 def test_fusion_beats_single_modalities_on_demo_cohort(tmp_path: Path) -> None:
-    repo = Path(__file__).resolve().parents[2]
-    config = resolve_config(repo / "configs" / "demo.yaml", {**OVERRIDES, "project_dir": str(tmp_path)})
+    config = small_demo_config(tmp_path, data__demo={"n_studies": 240, "image_size": 128})  # the full demo cohort
     manifest = demo_manifest(config, progress=False)
     assert demo_manifest(config, progress=False) == manifest  # generated once, then reused
     auroc = {}

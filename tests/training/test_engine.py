@@ -21,8 +21,7 @@ from medfusion.training.engine import (
     train,
     warmup_cosine,
 )
-
-from .conftest import LABELS, Recorder, fast_config
+from tests.support.synthetic import LABELS, Recorder, fast_config
 
 
 def test_train_result_and_model_folder(trained: tuple[TrainResult, Recorder]) -> None:
@@ -54,6 +53,7 @@ def test_same_seed_same_results(trained: tuple[TrainResult, Recorder], synthetic
     np.testing.assert_array_equal(again.test_probabilities, first.test_probabilities)
 
 
+@pytest.mark.slow
 def test_early_stopping(synthetic_records: dict, tmp_path: Path) -> None:
     # A learning rate this small cannot move the validation AUROC: patience 1 stops after epoch 2.
     result = train(fast_config("late", lr=1e-12, epochs=6, early_stopping_patience=1), synthetic_records, tmp_path, progress=False)

@@ -2,14 +2,14 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import numpy as np
 import pytest
 import torch
 
 from medfusion.inference import STATUS, Predictor, StudyInput
-from medfusion.training.engine import TrainResult
-
-from .conftest import LABELS, Recorder
+from tests.support.synthetic import LABELS
 
 
 def _studies(records: dict) -> list[StudyInput]:
@@ -26,8 +26,8 @@ def _studies(records: dict) -> list[StudyInput]:
 
 
 @pytest.fixture(scope="module")
-def predictor(trained: tuple[TrainResult, Recorder]) -> Predictor:
-    return Predictor.from_dir(trained[0].model_dir, device="cpu", batch_size=4)
+def predictor(tiny_model_dir: Path) -> Predictor:
+    return Predictor.from_dir(tiny_model_dir, device="cpu", batch_size=4)
 
 
 def test_predictions_for_every_kind_of_input(predictor: Predictor, synthetic_records: dict) -> None:
@@ -60,7 +60,7 @@ def test_attention_maps_cover_real_tokens_only(predictor: Predictor, synthetic_r
 def test_batching_does_not_change_results(predictor: Predictor, synthetic_records: dict) -> None:
     studies = _studies(synthetic_records)
     batched = predictor.predict(studies)
-    for study, expected in zip(studies, batched):
+    for study, expected in zip(studies, batched, strict=True):
         [alone] = predictor.predict([study])
         np.testing.assert_allclose(alone.probabilities, expected.probabilities, atol=1e-5)
 

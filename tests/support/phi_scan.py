@@ -81,7 +81,11 @@ def cohort_needles(dicom_root: Path, *, min_surname: int = 5, placeholder_names:
                 found.add(Needle("patient_name", f"{parts[0]}, {parts[1]}"))
             if parts and len(parts[0]) >= min_surname and name not in placeholders:
                 found.add(Needle("patient_surname", parts[0]))
-        for keyword, kind in (("PatientID", "patient_id"), ("AccessionNumber", "accession"), ("OtherPatientIDs", "patient_id")):
+        for keyword, kind in (
+            ("PatientID", "patient_id"),
+            ("AccessionNumber", "accession"),
+            ("OtherPatientIDs", "patient_id"),
+        ):
             value = ds.get(keyword)
             for v in value if isinstance(value, (list, pydicom.multival.MultiValue)) else [value]:
                 if v is not None and str(v).strip():
