@@ -236,6 +236,22 @@ def _worker_init(worker_id: int) -> None:
         preprocessor.set_random_state(seed)
 
 
+def drop_singleton_batch(n_samples: int, batch_size: int) -> bool:
+    """Whether the training loader drops its trailing batch: only when that batch would hold one sample.
+
+    BatchNorm in train mode cannot normalise a batch of one (``Expected more than 1 value per channel``)
+    and a one-sample step is the noisiest of the epoch. Since the training loader shuffles, the sample
+    left out differs from one epoch to the next, so every study is still seen; any other remainder (2 or
+    more) is kept. A split of one study, or ``batch_size`` 1, has no other batch to fall back on and is
+    left as it is. Validation and test loaders never drop (they run in eval mode and must score every study).
+
+    Args:
+        n_samples: Studies in the training split.
+        batch_size: The configured batch size.
+    """
+    return batch_size > 1 and n_samples > batch_size and n_samples % batch_size == 1
+
+
 def _loaders(
     card: ModelCard, config: Config, records: dict[str, list[dict]], tokenizer: Any, device: torch.device,
     *, images: bool = True,
@@ -257,6 +273,7 @@ def _loaders(
             dataset,
             batch_size=t.batch_size,
             shuffle=train,
+            drop_last=train and drop_singleton_batch(len(dataset), t.batch_size),
             collate_fn=collate,
             num_workers=d.num_workers,
             generator=generator,

@@ -14,6 +14,7 @@ from medfusion.errors import ConfigError, MedfusionError
 from medfusion.models.model import load_model_dir
 from medfusion.training.engine import (
     TrainResult,
+    drop_singleton_batch,
     masked_bce,
     modality_dropout,
     pos_weights,
@@ -21,7 +22,7 @@ from medfusion.training.engine import (
     train,
     warmup_cosine,
 )
-from tests.support.synthetic import LABELS, Recorder, fast_config
+from tests.support.synthetic import LABELS, Recorder, fast_config, train_quietly
 
 
 def test_train_result_and_model_folder(trained: tuple[TrainResult, Recorder]) -> None:
@@ -64,6 +65,26 @@ def test_early_stopping(synthetic_records: dict, tmp_path: Path) -> None:
 def test_training_needs_train_and_val(synthetic_records: dict, tmp_path: Path) -> None:
     with pytest.raises(MedfusionError, match="no val studies"):
         train(fast_config(), {"train": synthetic_records["train"]}, tmp_path)
+
+
+def test_batchnorm_encoder_trains_when_one_study_is_left_over(synthetic_records: dict, tmp_path: Path) -> None:
+    """9 train studies in batches of 4 leave a batch of one, which BatchNorm (ResNet) cannot train on:
+    it is dropped, while validation and test still score every study (5 each, also 1 over a batch)."""
+    records = {"train": synthetic_records["train"][:9], "val": synthetic_records["val"][:5],
+               "test": synthetic_records["test"][:5]}  # fmt: skip
+    config = fast_config("late", epochs=1, batch_size=4)
+    config = config.model_copy(update={"image_encoder": config.image_encoder.model_copy(update={"name": "resnet18"})})
+    result = train_quietly(config, records, tmp_path)
+    assert result.test_probabilities.shape == (5, len(LABELS))
+    assert math.isfinite(result.history[0]["train_loss"]) and math.isfinite(result.history[0]["val_loss"])
+
+
+@pytest.mark.parametrize(
+    "n, batch_size, drop",
+    [(9, 4, True), (17, 16, True), (10, 4, False), (8, 4, False), (1, 4, False), (5, 4, True), (4, 1, False), (2, 1, False)],
+)
+def test_only_a_trailing_batch_of_one_is_dropped(n: int, batch_size: int, drop: bool) -> None:
+    assert drop_singleton_batch(n, batch_size) is drop
 
 
 # (fusion, label that must be learned)
