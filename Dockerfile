@@ -23,7 +23,6 @@ COPY --chown=medfusion:medfusion pyproject.toml README.md ./
 COPY --chown=medfusion:medfusion medfusion ./medfusion
 RUN pip install .
 COPY --chown=medfusion:medfusion configs ./configs
-COPY --chown=medfusion:medfusion pipelines ./pipelines
 COPY --chown=medfusion:medfusion apps ./apps
 
 USER medfusion
