@@ -7,8 +7,12 @@ every process (:func:`medfusion.salt.resolve_salt`); the public demo salt only f
 
 A second line of defence for logs: readers :func:`remember_phi` the identifiers they see, and
 :func:`install_log_redaction` rewrites every log record of the process with :func:`redact`, so an
-identifier quoted by an error message or a third-party library becomes ``[PHI]``. DICOM datasets
-that leave the process are de-identified by :mod:`medfusion.deid`.
+identifier quoted by an error message or a third-party library becomes ``[PHI]``.
+
+No DICOM dataset leaves the process: outputs are result rows, FHIR resources and review exports keyed
+by StudyInstanceUID and these pseudonyms, and instances retrieved from a PACS live in a scratch folder
+deleted after each study. What protects outputs is therefore the pseudonyms, the redaction and
+``tests/test_phi_scan.py``, which scans every output of a full demo run for the cohort's identifiers.
 """
 
 from __future__ import annotations
