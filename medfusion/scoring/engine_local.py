@@ -41,7 +41,7 @@ from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wai
 from concurrent.futures.process import BrokenProcessPool
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfusion.data.dicom import read_dicom, watch_files
 from medfusion.data.records import Rejection
@@ -52,6 +52,9 @@ from medfusion.processes import worker_context
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
+
+if TYPE_CHECKING:  # job.py imports the engines lazily; the engines need the context type only
+    from medfusion.scoring.job import EngineContext
 
 log = logging.getLogger(__name__)
 
@@ -106,7 +109,7 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
         shutil.rmtree(workdir, ignore_errors=True)
 
 
-def record_set_aside(ctx: Any, prepared: Prepared) -> None:
+def record_set_aside(ctx: EngineContext, prepared: Prepared) -> None:
     """Dead-letter the copies a study did not use, as files of that study (main side, both engines)."""
     for rejection in prepared.set_aside:
         ctx.ledger.dead_letter_file(rejection.source, rejection.reason, "decode", study_uid=prepared.study_uid)
@@ -210,8 +213,8 @@ def _stop(pid: int) -> None:
             return
 
 
-def run_local(ctx: Any) -> None:
-    """Score every pending study of ``ctx.ledger`` (an :class:`~medfusion.scoring.job.EngineContext`)."""
+def run_local(ctx: EngineContext) -> None:
+    """Score every pending study of ``ctx.ledger``."""
     options = ctx.options
     predictor = Predictor.from_dir(
         ctx.model.model_dir,
@@ -354,14 +357,14 @@ def run_local(ctx: Any) -> None:
         pool.shutdown(wait=True, cancel_futures=True)
 
 
-def _timed_out(ctx: Any, ref: StudyRef, late: Overdue, bound_s: float) -> None:
+def _timed_out(ctx: EngineContext, ref: StudyRef, late: Overdue, bound_s: float) -> None:
     """Dead-letter a study whose worker was stopped on a step over the per-file bound."""
     stage = "materialize" if late.file is None else "decode"
     reason = f"{stage} exceeded {bound_s:g} s on one file (stopped after {late.seconds:.0f} s)"
     ctx.rejected(ref.study_uid, late.file or (ref.locator[0] if ref.locator else None), reason, stage)
 
 
-def _crashed(ctx: Any, ref: StudyRef, *, alone: bool, suspects: deque[StudyRef]) -> None:
+def _crashed(ctx: EngineContext, ref: StudyRef, *, alone: bool, suspects: deque[StudyRef]) -> None:
     """A worker died with ``ref`` in flight: retry it alone, or dead-letter it after ``max_attempts``."""
     if not alone:
         suspects.append(ref)

@@ -31,7 +31,7 @@ import itertools
 import json
 import logging
 import warnings
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import pandas as pd
@@ -42,6 +42,9 @@ from medfusion.models.card import ModelCard
 from medfusion.processing.sample import Sample
 from medfusion.scoring.engine_local import Prepared, record_set_aside
 from medfusion.scoring.sources import StudyRef, StudySource
+
+if TYPE_CHECKING:  # job.py imports the engines lazily; the engines need the context type only
+    from medfusion.scoring.job import EngineContext
 
 log = logging.getLogger(__name__)
 
@@ -115,7 +118,7 @@ class ScorerActor:
         )
 
 
-def run_ray(ctx: Any) -> None:
+def run_ray(ctx: EngineContext) -> None:
     """Score every pending study of ``ctx.ledger`` on Ray Data (see the module docstring)."""
     import ray
     import torch
@@ -150,7 +153,7 @@ def run_ray(ctx: Any) -> None:
             ray.shutdown()
 
 
-def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresholds: np.ndarray) -> None:
+def _run_chunk(ctx: EngineContext, chunk: list[StudyRef], scorers: int, gpus: int, thresholds: np.ndarray) -> None:
     import ray
 
     options = ctx.options
@@ -194,10 +197,11 @@ def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresho
     labels = ctx.labels
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
         for row in batch.itertuples(index=False):
+            study_uid = str(row.study_uid)  # the columns are strings (see preprocess_batch)
             set_aside = [Rejection(source, reason) for source, reason in json.loads(str(row.set_aside))]
-            record_set_aside(ctx, Prepared(str(row.study_uid), set_aside=set_aside))
+            record_set_aside(ctx, Prepared(study_uid, set_aside=set_aside))
             if row.error:
-                ctx.rejected(row.study_uid, row.file or None, row.error, row.stage or "decode")
+                ctx.rejected(study_uid, str(row.file) or None, str(row.error), str(row.stage) or "decode")
                 continue
             probs = np.asarray(row.probabilities, dtype=np.float64)
             prediction = Prediction(
@@ -205,4 +209,4 @@ def _run_chunk(ctx: Any, chunk: list[StudyRef], scorers: int, gpus: int, thresho
                 probabilities=probs,
                 thresholds=thresholds.copy(),
             )
-            ctx.scored_prediction(row.study_uid, prediction)
+            ctx.scored_prediction(study_uid, prediction)
