@@ -3,9 +3,15 @@
 * :func:`explain_study` -> :class:`StudyExplanation`: image heatmaps (``cross_attention``, ``gradcam``),
   report token scores (``attention``, ``gradient``) and per-modality logit contributions.
 * :func:`overlay_rgb`, :func:`explanation_figure`: rendering for the review app and MLflow.
-* :mod:`medfusion.explain.faithfulness`: pointing game and top-k token hit rate on the demo cohort.
+* :mod:`medfusion.explain.faithfulness`: pointing game and top-k token hit rate against exact random
+  baselines (measured on the demo cohort by ``python benchmarks/faithfulness.py``).
+* :mod:`.image`, :mod:`.text`: the image heatmap and token score methods; :mod:`.workspace`: private
+  model copies and one lock per model, so explanations never disturb the scoring model and can be
+  abandoned between steps.
 
-See ``docs/explanations.md``.
+May import: :mod:`medfusion.inference` (``Predictor``, ``StudyInput``), :mod:`medfusion.models`,
+:mod:`medfusion.processing`, :mod:`medfusion.errors`. Never scoring, training, tracking or review (the
+review app imports this package). See ``docs/explanations.md``.
 """
 
 from medfusion.explain.explanation import METHODS, StudyExplanation, explain_study, modality_contributions

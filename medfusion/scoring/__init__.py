@@ -2,6 +2,23 @@
 
 Readers of a job's output folder (e.g. the review app) use :func:`read_results` and
 :func:`study_inputs`; :func:`medfusion.scoring.job.run_score` runs a job. See ``docs/scoring.md``.
+
+* :mod:`.sources` (DICOM folder trees, reports) and :mod:`.dicomweb` (QIDO-RS / WADO-RS): where studies
+  come from; :mod:`.resolve`: a model URI or folder -> a model folder and its provenance.
+* :mod:`.ledger`: the exactly-once record of the job (pending, done, dead letters); :mod:`.lock`: one
+  job per output folder.
+* :mod:`.engine_local` (process pool) and :mod:`.engine_ray` (Ray Data): decode and preprocess with the
+  model's :class:`~medfusion.processing.preprocessor.Preprocessor`, batched inference; both take an
+  :class:`~medfusion.scoring.job.EngineContext`.
+* :mod:`.writer`: :class:`~medfusion.results.ResultRow` -> Parquet parts (and FHIR NDJSON through
+  :mod:`medfusion.fhir.write`); :mod:`.job`: the job end to end and its summary.
+
+May import: :mod:`medfusion.ingest` (DICOM, reports, linkage, records), :mod:`medfusion.processing`,
+:mod:`medfusion.models.card`, :mod:`medfusion.inference`, :mod:`medfusion.results`,
+:mod:`medfusion.fhir.write`, :mod:`medfusion.tracking.store` (MLflow model URIs),
+:mod:`medfusion.privacy`, :mod:`medfusion.processes`, :mod:`medfusion.errors`. Never training, explain
+or review (the review app imports this package). Only the two readers below are defined here; their
+imports are lazy so that ``import medfusion.scoring`` stays cheap.
 """
 
 from __future__ import annotations

@@ -62,6 +62,8 @@ def _names_file(source: str, path: Path) -> bool:
 
 
 def _read_dicom(path: Path) -> tuple[str, str]:
+    import torch
+
     from medfusion.data.dicom import read_dicom, read_dicom_header
     from medfusion.errors import DicomReadError
 
@@ -70,9 +72,16 @@ def _read_dicom(path: Path) -> tuple[str, str]:
     except DicomReadError:
         pass
     image = read_dicom(path)
-    pixels = image.pixels
-    if pixels.ndim != 4 or not bool(pixels.isfinite().all()) or float(pixels.min()) < 0 or float(pixels.max()) > 1:
-        return CRASHED, f"invalid image {tuple(pixels.shape)}"
+    pixels = image.pixels  # (frames, channels, rows, cols) float32 in [0, 1]
+    if (
+        pixels.dtype != torch.float32
+        or pixels.ndim != 4
+        or pixels.shape[1] not in (1, 3)
+        or not bool(pixels.isfinite().all())
+        or float(pixels.min()) < 0
+        or float(pixels.max()) > 1
+    ):
+        return CRASHED, f"invalid image {pixels.dtype} {tuple(pixels.shape)}"
     return HANDLED, f"{tuple(pixels.shape)}"
 
 
