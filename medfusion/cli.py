@@ -13,12 +13,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
 from medfusion.errors import ConfigError, MedfusionError
+
+if TYPE_CHECKING:
+    from medfusion.config import Config
 
 app = typer.Typer(
     name="medfusion",
@@ -67,7 +70,7 @@ def _parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def _load(config: Path, overrides: list[str] | None):
+def _load(config: Path, overrides: list[str] | None) -> Config:
     from medfusion.config import load_config
 
     return load_config(config, _parse_overrides(overrides))

@@ -225,8 +225,8 @@ def _resolve_paths(config: Config, root: Path) -> Config:
     def absolute(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (root / p)
 
-    updates = {"project_dir": absolute(config.project_dir) or config.project_dir}
-    data_updates = {}
+    updates: dict[str, object] = {"project_dir": absolute(config.project_dir) or config.project_dir}
+    data_updates: dict[str, object] = {}
     if config.data.manifest is not None and not config.data.manifest.is_absolute():
         data_updates["manifest"] = absolute(config.data.manifest)
     if data_updates:

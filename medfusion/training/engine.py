@@ -28,7 +28,8 @@ import random
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from collections.abc import Callable, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -177,7 +178,7 @@ def modality_dropout(batch: dict[str, torch.Tensor], p: float, generator: torch.
     return out
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float):
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
     """LR multiplier: linear warmup over ``warmup_fraction`` of the steps, then cosine decay to 0."""
     warmup = int(round(total_steps * warmup_fraction))
 
@@ -200,7 +201,7 @@ def param_groups(model: MedFusionModel, config: Config) -> list[dict[str, Any]]:
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        lr = t.text_lr if id(p) in text_ids else t.lr
+        lr = t.text_lr if id(p) in text_ids and t.text_lr is not None else t.lr
         decay = t.weight_decay if p.ndim > 1 else 0.0
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]
