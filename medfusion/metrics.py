@@ -106,7 +106,7 @@ def evaluate(
     probs: np.ndarray,
     targets: np.ndarray,
     labels: Sequence[str],
-    thresholds: Sequence[float] | None = None,
+    thresholds: Sequence[float] | np.ndarray | None = None,
     n_bins: int = ECE_BINS,
 ) -> EvalReport:
     """Per-label and macro metrics.

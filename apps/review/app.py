@@ -12,11 +12,13 @@ import hashlib
 import time
 from datetime import datetime, timezone
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import streamlit as st
 
 from medfusion.errors import InputRejected, MedfusionError
+from medfusion.processing.spec import FramePolicy
 from medfusion.results import ResultRow, labels_of
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
 from medfusion.review.comment_guard import comment_findings
@@ -31,7 +33,7 @@ from medfusion.review.explanations import ExplanationCache, explain_cached
 from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.settings import ReviewSettings
-from medfusion.review.store import DECISIONS, Decision, ReviewStore, Shown
+from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
 from medfusion.review.view import (
     apply_window,
     highlighted_report_html,
@@ -57,6 +59,8 @@ st.markdown(
 
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
 TOKEN_NAMES = {"gradient": "Integrated gradients", "attention": "Attention rollout"}
+SORT_NAMES = {"priority": "Priority (most suspicious first)", "uncertain": "Closest to threshold",
+              "probability": "Highest probability", "study": "Study UID"}
 
 
 # ---------------------------------------------------------------------------------- resources
@@ -98,7 +102,7 @@ def _explanation(model, results_dir: str, uid: str):
     if found is not None:
         return found
     bar = st.progress(0.0, text="Computing explanations...")
-    shown = {"at": 0.0, "state": ("", -1.0)}
+    shown: dict[str, Any] = {"at": 0.0, "state": ("", -1.0)}  # last progress update: time, (step, fraction)
 
     def checkpoint(step: str, done: float) -> None:
         if st.session_state.get("study") != uid:
@@ -119,7 +123,7 @@ def _explanation(model, results_dir: str, uid: str):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _display_image(results_dir: str, study_uid: str, frame_policy: str):
+def _display_image(results_dir: str, study_uid: str, frame_policy: FramePolicy):
     paths = study_input(results_dir, study_uid).image_paths
     return load_display_image(paths, frame_policy) if paths else None
 
@@ -171,12 +175,11 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         st.subheader("Worklist")
         label = st.selectbox("Label", ["all labels", *labels], key="f_label")
         prob = st.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.05, key="f_prob")
-        states = st.multiselect("Review state", list(STATES), default=["unreviewed", "partial"], key="f_states")
+        states: list[str] = st.multiselect("Review state", list(STATES), default=["unreviewed", "partial"], key="f_states")
         positive = st.checkbox("Positive calls only", key="f_positive")
         sort = st.selectbox(
             "Sort", list(SORTS), key="f_sort",
-            format_func={"priority": "Priority (most suspicious first)", "uncertain": "Closest to threshold",
-                         "probability": "Highest probability", "study": "Study UID"}.get,
+            format_func=lambda key: str(SORT_NAMES.get(key)),
         )
         if user.can_decide:
             st.divider()
@@ -193,7 +196,7 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         st.caption(f"Results: `{settings.results_dir.name}` · store: `{settings.store_path.name}`")
     return WorklistQuery(
         label=None if label == "all labels" else label, prob_min=prob[0], prob_max=prob[1],
-        states=tuple(states), positive_only=positive, sort=sort,
+        states=tuple(states), positive_only=positive, sort=sort if sort is not None else SORTS[0],
     )
 
 
@@ -305,7 +308,7 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
-        choices = {}
+        choices: dict[str, tuple[DecisionKind | None, str | None, float, float]] = {}
         for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions):
             p, t, call = float(p), float(t), "positive" if positive else "negative"
             c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")

@@ -69,8 +69,8 @@ class FaithfulnessRow:
 def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
     """Peak ``(row, col)`` of a (H, W) heatmap upsampled bilinearly to ``shape`` (ties: nearest their centroid)."""
     up = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=shape, mode="bilinear", align_corners=False)
-    up = up[0, 0].numpy()
-    tied = np.argwhere(up >= up.max() - 1e-6)  # (K, 2)
+    grid = up[0, 0].numpy()  # (H, W) at ``shape``
+    tied = np.argwhere(grid >= grid.max() - 1e-6)  # (K, 2)
     centre = tied.mean(0)
     r, c = tied[np.argmin(((tied - centre) ** 2).sum(1))]
     return int(r), int(c)

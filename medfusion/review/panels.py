@@ -12,7 +12,9 @@ from medfusion.results import decide
 _POS, _NEG = "#e5484d", "#3e9b4f"
 
 
-def probability_table_html(labels: Sequence[str], probabilities: Sequence[float], thresholds: Sequence[float]) -> str:
+def probability_table_html(
+    labels: Sequence[str], probabilities: Sequence[float] | np.ndarray, thresholds: Sequence[float] | np.ndarray
+) -> str:
     """A compact table: label, a probability bar with the threshold as a tick, the value, the call.
 
     Args:

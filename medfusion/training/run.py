@@ -138,7 +138,7 @@ def train_from_config(
             raise MedfusionError(
                 f"resume: nothing to resume in {cfg.project_dir / 'training'} (no {pattern} folder with an epoch checkpoint)"
             )
-    elif resume and not has_checkpoint(out_dir):  # the engine refuses too; here before the data is read
+    elif resume and out_dir is not None and not has_checkpoint(out_dir):  # the engine refuses too; before reading data
         raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
     data = load_records(cfg, progress=progress)
     if out_dir is None:
