@@ -345,7 +345,10 @@ def review_export(
         bool, typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default).")
     ] = False,
 ) -> None:
-    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining; no comments unless asked."""
+    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining.
+
+    Comments are left out unless asked for.
+    """
     from medfusion.results import labels_of
     from medfusion.review.data import read_scores
     from medfusion.review.export import export_csv, export_fhir

@@ -114,7 +114,7 @@ class TextEncoderConfig(_Strict):
     freeze: bool = False
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TextEncoderConfig":
+    def _one_source(self) -> TextEncoderConfig:
         if (self.name_or_path is None) == (self.tiny is None):
             raise ValueError("set exactly one of 'name_or_path' and 'tiny'")
         return self

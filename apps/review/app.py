@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
 
@@ -18,6 +18,7 @@ import numpy as np
 import streamlit as st
 
 from medfusion.errors import InputRejected, MedfusionError
+from medfusion.privacy import install_log_redaction
 from medfusion.processing.spec import FramePolicy
 from medfusion.results import ResultRow, labels_of
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
@@ -46,8 +47,6 @@ from medfusion.review.worklist import (
     WorklistQuery,
     build_worklist,
 )
-
-from medfusion.privacy import install_log_redaction  # noqa: E402
 
 install_log_redaction()  # Streamlit runs the app in its own process: redact identifiers in its logs too
 st.set_page_config(page_title="medfusion review", page_icon=":material/radiology:", layout="wide")
@@ -184,7 +183,7 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         if user.can_decide:
             st.divider()
             st.subheader("Export reviewed labels")
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             st.download_button(
                 "Labels (CSV)", labels_frame(store, labels).to_csv(index=False), f"reviewed_labels_{stamp}.csv",
                 "text/csv", key="export_csv", width="stretch",
@@ -291,7 +290,8 @@ def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
     scores = ex.token_scores[method][labels.index(tok_label)] if method != "none" else None
     st.markdown(
         '<div style="line-height:1.6;font-size:0.95rem;padding:0.6rem 0.8rem;border:1px solid rgba(128,128,128,0.35);'
-        f'border-radius:6px;max-height:260px;overflow-y:auto">{highlighted_report_html(ex.report_text, ex.token_spans, scores)}</div>',
+        'border-radius:6px;max-height:260px;overflow-y:auto">'
+        f"{highlighted_report_html(ex.report_text, ex.token_spans, scores)}</div>",
         unsafe_allow_html=True,
     )
     return [method] if method != "none" else []
@@ -309,7 +309,7 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
         choices: dict[str, tuple[DecisionKind | None, str | None, float, float]] = {}
-        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions):
+        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions, strict=True):
             p, t, call = float(p), float(t), "positive" if positive else "negative"
             c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")
             before = current.get(label)
@@ -384,7 +384,10 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
         return
     scored_by = result.provenance
     if (model.name, model.version) != (scored_by.model_name, scored_by.model_version):
-        st.warning(f"Explanations use {model.name} v{model.version}; the scores come from {scored_by.model_name} v{scored_by.model_version}.")
+        st.warning(
+            f"Explanations use {model.name} v{model.version}; "
+            f"the scores come from {scored_by.model_name} v{scored_by.model_version}."
+        )
 
     left, right = st.columns([1.25, 1], gap="large")
     with left:

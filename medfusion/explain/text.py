@@ -43,7 +43,7 @@ def token_spans(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, i
         max_tokens: The model's token limit (truncation as in training).
     """
     enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True, return_special_tokens_mask=True)
-    return [(0, 0) if special else (int(a), int(b)) for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"])]
+    return [(0, 0) if special else (int(a), int(b)) for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
 
 
 def normalize_rows(scores: torch.Tensor, real: torch.Tensor) -> np.ndarray:

@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -175,7 +175,7 @@ class ReviewStore:
         """Append several decisions in one transaction (a study's labels saved together)."""
         for d in decisions:
             _validate(d)
-        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
         stored = []
         with closing(self._connect()) as con:
             con.execute("BEGIN IMMEDIATE")

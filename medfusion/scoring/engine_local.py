@@ -253,7 +253,7 @@ def run_local(ctx: Any) -> None:
 
     def score(n: int) -> None:
         batch, ready[:] = ready[:n], ready[n:]
-        for (study_uid, _), prediction in zip(batch, predictor.score_samples([sample for _, sample in batch])):
+        for (study_uid, _), prediction in zip(batch, predictor.score_samples([sample for _, sample in batch]), strict=True):
             ctx.scored_prediction(study_uid, prediction)
 
     refs = ctx.ledger.iter_pending()
@@ -334,7 +334,8 @@ def run_local(ctx: Any) -> None:
                 pool.shutdown(wait=True, cancel_futures=True)
                 if stopped:
                     log.warning(
-                        "stopped a worker over the %g s per-file bound; restarting the pool (%d study(ies) resubmitted)",
+                        "stopped a worker over the %g s per-file bound; "
+                        "restarting the pool (%d study(ies) resubmitted)",
                         bound_s,
                         len(requeue),
                     )

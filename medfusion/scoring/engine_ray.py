@@ -102,7 +102,7 @@ class ScorerActor:
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         samples = [Sample.from_bytes(batch["sample"].iloc[i]) for i in ok]
         probs = [[float("nan")] * n] * len(batch)
-        for i, prediction in zip(ok, self.predictor.score_samples(samples)):
+        for i, prediction in zip(ok, self.predictor.score_samples(samples), strict=True):
             probs[i] = [float(p) for p in prediction.probabilities]
         return pd.DataFrame(
             {

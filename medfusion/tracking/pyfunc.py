@@ -87,7 +87,7 @@ class MedFusionPyfunc(PythonModel):
                 positions.append(i)
             except MedfusionError as exc:
                 errors[i] = str(exc)
-        predictions = dict(zip(positions, self.predictor.predict(inputs))) if inputs else {}
+        predictions = dict(zip(positions, self.predictor.predict(inputs), strict=True)) if inputs else {}
         rows: list[dict[str, Any]] = []
         for i in range(len(model_input)):
             pred = predictions[i] if i in predictions else self.predictor.failed(errors[i])

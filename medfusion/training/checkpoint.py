@@ -136,7 +136,7 @@ class EpochCheckpoints:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "dropout": p["dropout_rng"].get_state(),
-                "loaders": {s: l.generator.get_state() for s, l in sorted(p["loaders"].items()) if l.generator is not None},
+                "loaders": {s: ld.generator.get_state() for s, ld in sorted(p["loaders"].items()) if ld.generator is not None},
                 "transforms": transforms,
             },
         }
