@@ -12,7 +12,7 @@ import hashlib
 import time
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
@@ -25,6 +25,7 @@ from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, Us
 from medfusion.review.comment_guard import comment_findings
 from medfusion.review.comment_guard import describe as describe_findings
 from medfusion.review.data import (
+    ReviewModel,
     load_review_model,
     model_uri_for,
     read_scores,
@@ -36,6 +37,7 @@ from medfusion.review.panels import contributions_table_html, probability_table_
 from medfusion.review.settings import ReviewSettings
 from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
 from medfusion.review.view import (
+    DisplayImage,
     apply_window,
     highlighted_report_html,
     load_display_image,
@@ -47,6 +49,11 @@ from medfusion.review.worklist import (
     WorklistQuery,
     build_worklist,
 )
+
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medfusion.explain.explanation import StudyExplanation
 
 install_log_redaction()  # Streamlit runs the app in its own process: redact identifiers in its logs too
 st.set_page_config(page_title="medfusion review", page_icon=":material/radiology:", layout="wide")
@@ -75,12 +82,12 @@ def _throttle() -> LoginThrottle:
 
 
 @st.cache_resource(show_spinner="Loading the model...")
-def _model(uri: str, tracking_uri: str | None, cache_dir: str):
+def _model(uri: str, tracking_uri: str | None, cache_dir: str) -> ReviewModel:
     return load_review_model(uri, tracking_uri, Path(cache_dir))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _scores(results_dir: str):
+def _scores(results_dir: str) -> pd.DataFrame:
     return read_scores(results_dir)
 
 
@@ -89,7 +96,7 @@ def _explanations() -> ExplanationCache:
     return ExplanationCache()  # shared by every session, bounded
 
 
-def _explanation(model, results_dir: str, uid: str):
+def _explanation(model: ReviewModel, results_dir: str, uid: str) -> StudyExplanation:
     """The study's explanation: from the shared cache, else computed here behind a progress bar.
 
     Abandoned (``st.stop``) as soon as this session has moved to another study, and stopped by
@@ -122,7 +129,7 @@ def _explanation(model, results_dir: str, uid: str):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _display_image(results_dir: str, study_uid: str, frame_policy: FramePolicy):
+def _display_image(results_dir: str, study_uid: str, frame_policy: FramePolicy) -> DisplayImage | None:
     paths = study_input(results_dir, study_uid).image_paths
     return load_display_image(paths, frame_policy) if paths else None
 
@@ -202,7 +209,7 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
 # ---------------------------------------------------------------------------------- worklist
 
 
-def _worklist_page(worklist, labels: list[str], total: int, store: ReviewStore) -> None:
+def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore) -> None:
     st.title("Worklist")
     current = store.current_frame()
     reviewed = current["study_uid"].nunique() if len(current) else 0
@@ -242,12 +249,14 @@ def _worklist_page(worklist, labels: list[str], total: int, store: ReviewStore) 
 # ------------------------------------------------------------------------------------- study
 
 
-def _focus(ex) -> int:
+def _focus(ex: StudyExplanation) -> int:
     """Index of the label furthest above (or least below) its threshold: the one to look at first."""
     return int(np.argmax(np.asarray(ex.probabilities) - np.asarray(ex.thresholds)))
 
 
-def _image_panel(ex, image, labels: list[str], uid: str) -> tuple[list[str], float | None]:
+def _image_panel(
+    ex: StudyExplanation, image: DisplayImage | None, labels: list[str], uid: str
+) -> tuple[list[str], float | None]:
     """Draws the image with overlay controls; returns (heatmap methods shown, opacity or None)."""
     methods = [m for m in HEATMAP_NAMES if m in ex.heatmaps]
     c1, c2, c3 = st.columns([1.2, 1, 1])
@@ -278,7 +287,7 @@ def _image_panel(ex, image, labels: list[str], uid: str) -> tuple[list[str], flo
     return shown
 
 
-def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
+def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str]:
     methods = [m for m in ("gradient", "attention") if m in ex.token_scores]
     if not ex.report_text:
         st.info("This study has no report.")
@@ -355,7 +364,9 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
-def _study_page(user: User, settings: ReviewSettings, results, labels: list[str], store: ReviewStore) -> None:
+def _study_page(
+    user: User, settings: ReviewSettings, results: pd.DataFrame, labels: list[str], store: ReviewStore
+) -> None:
     uid = st.session_state["study"]
     queue = st.session_state.get("queue", [uid])
     pos = queue.index(uid) if uid in queue else 0

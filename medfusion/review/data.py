@@ -12,7 +12,7 @@ from medfusion.errors import MedfusionError
 from medfusion.review.settings import ReviewSettings
 
 if TYPE_CHECKING:
-    from medfusion.inference import StudyInput
+    from medfusion.inference import Predictor, StudyInput
 
 
 def read_scores(results_dir: str | Path) -> pd.DataFrame:
@@ -59,7 +59,7 @@ def model_uri_for(settings: ReviewSettings, results: pd.DataFrame) -> str:
 class ReviewModel:
     """The loaded model and its registry identity."""
 
-    predictor: object  # medfusion.inference.Predictor
+    predictor: Predictor
     name: str
     version: str
     uri: str
