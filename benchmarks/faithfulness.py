@@ -49,7 +49,10 @@ def main(argv: list[str] | None = None) -> int:
     if model_dir is None:
         result = train_from_config(config)
         model_dir = Path(result.model_dir)
-        print(f"trained {model_dir} in {time.perf_counter() - started:.0f} s; test macro AUROC {result.test_metrics['macro_auroc']:.3f}")
+        print(
+            f"trained {model_dir} in {time.perf_counter() - started:.0f} s; "
+            f"test macro AUROC {result.test_metrics['macro_auroc']:.3f}"
+        )
     manifest = demo_manifest(config, progress=False)
     predictor = Predictor.from_dir(model_dir, device="cpu" if not torch.cuda.is_available() else "auto")
     df = read_manifest(manifest, predictor.labels)

@@ -85,12 +85,16 @@ def subsample(reports: list, splits: dict[str, str], args: argparse.Namespace) -
 
 
 def fmt_table(rows: list[dict]) -> str:
-    head = "| encoder | report text | test macro AUROC | val macro AUROC | test labels scored | best/ran epochs | train s |"
+    head = (
+        "| encoder | report text | test macro AUROC | val macro AUROC | test labels scored "
+        "| best/ran epochs | train s |"
+    )
     lines = [head, "|---|---|---|---|---|---|---|"]
     for r in rows:
         lines.append(
             f"| {r['encoder']} | label words {r['text']} | {r['test_macro_auroc']:.3f} | {r['val_macro_auroc']:.3f} | "
-            f"{r['test_labels_scored']}/{len(OPENI_LABELS)} | {r['best_epoch']}/{r['epochs_run']} | {r['train_seconds']:.0f} |"
+            f"{r['test_labels_scored']}/{len(OPENI_LABELS)} | {r['best_epoch']}/{r['epochs_run']} | "
+            f"{r['train_seconds']:.0f} |"
         )
     return "\n".join(lines)
 

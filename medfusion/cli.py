@@ -13,12 +13,15 @@ import logging
 import sys
 from collections.abc import Callable
 from pathlib import Path
-from typing import Annotated, Any
+from typing import TYPE_CHECKING, Annotated, Any
 
 import typer
 import yaml
 
 from medfusion.errors import ConfigError, MedfusionError
+
+if TYPE_CHECKING:
+    from medfusion.config import Config
 
 app = typer.Typer(
     name="medfusion",
@@ -67,7 +70,7 @@ def _parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def _load(config: Path, overrides: list[str] | None):
+def _load(config: Path, overrides: list[str] | None) -> Config:
     from medfusion.config import load_config
 
     return load_config(config, _parse_overrides(overrides))
@@ -342,7 +345,10 @@ def review_export(
         bool, typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default).")
     ] = False,
 ) -> None:
-    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining; no comments unless asked."""
+    """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining.
+
+    Comments are left out unless asked for.
+    """
     from medfusion.results import labels_of
     from medfusion.review.data import read_scores
     from medfusion.review.export import export_csv, export_fhir

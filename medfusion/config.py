@@ -114,7 +114,7 @@ class TextEncoderConfig(_Strict):
     freeze: bool = False
 
     @model_validator(mode="after")
-    def _one_source(self) -> "TextEncoderConfig":
+    def _one_source(self) -> TextEncoderConfig:
         if (self.name_or_path is None) == (self.tiny is None):
             raise ValueError("set exactly one of 'name_or_path' and 'tiny'")
         return self
@@ -225,8 +225,8 @@ def _resolve_paths(config: Config, root: Path) -> Config:
     def absolute(p: Path | None) -> Path | None:
         return None if p is None or p.is_absolute() else (root / p)
 
-    updates = {"project_dir": absolute(config.project_dir) or config.project_dir}
-    data_updates = {}
+    updates: dict[str, object] = {"project_dir": absolute(config.project_dir) or config.project_dir}
+    data_updates: dict[str, object] = {}
     if config.data.manifest is not None and not config.data.manifest.is_absolute():
         data_updates["manifest"] = absolute(config.data.manifest)
     if data_updates:

@@ -172,7 +172,7 @@ class Predictor:
                     log.warning("study %d not scored: %s", i, exc)
                     results[i] = self.failed(str(exc))
             if samples:
-                for i, prediction in zip(positions, self.score_samples(samples)):
+                for i, prediction in zip(positions, self.score_samples(samples), strict=True):
                     results[i] = prediction
         return results  # type: ignore[return-value]
 

@@ -12,8 +12,8 @@ known entries of all labels pooled).
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass, field
-from typing import Sequence
 
 import numpy as np
 from sklearn.metrics import average_precision_score, f1_score, precision_recall_curve, roc_auc_score
@@ -106,7 +106,7 @@ def evaluate(
     probs: np.ndarray,
     targets: np.ndarray,
     labels: Sequence[str],
-    thresholds: Sequence[float] | None = None,
+    thresholds: Sequence[float] | np.ndarray | None = None,
     n_bins: int = ECE_BINS,
 ) -> EvalReport:
     """Per-label and macro metrics.

@@ -11,6 +11,7 @@ child: ``ECHILD``). The child forgets the inherited record at fork time and star
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing
 import multiprocessing.context
 import multiprocessing.forkserver
@@ -38,10 +39,8 @@ def _forget_inherited_forkserver() -> None:
         return
     alive_fd = getattr(server, "_forkserver_alive_fd", None)
     if alive_fd is not None:
-        try:
+        with contextlib.suppress(OSError):
             os.close(alive_fd)  # the child's copy only: the server lives while the parent's copy is open
-        except OSError:
-            pass
     server._forkserver_alive_fd = None
     server._forkserver_address = None
     server._forkserver_pid = None

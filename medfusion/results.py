@@ -161,9 +161,9 @@ class ResultRow:
     def to_record(self, *, with_error: bool = False) -> dict[str, Any]:
         """The flat record (columns of :func:`result_columns`; ``study_uid`` only when set)."""
         record: dict[str, Any] = {} if self.study_uid is None else {"study_uid": self.study_uid}
-        record.update({f"{PROB}{label}": float(p) for label, p in zip(self.labels, self.probabilities)})
-        record.update({f"{DECISION}{label}": bool(d) for label, d in zip(self.labels, self.decisions)})
-        record.update({f"{THRESHOLD}{label}": float(t) for label, t in zip(self.labels, self.thresholds)})
+        record.update({f"{PROB}{label}": float(p) for label, p in zip(self.labels, self.probabilities, strict=True)})
+        record.update({f"{DECISION}{label}": bool(d) for label, d in zip(self.labels, self.decisions, strict=True)})
+        record.update({f"{THRESHOLD}{label}": float(t) for label, t in zip(self.labels, self.thresholds, strict=True)})
         p = self.provenance
         record.update(
             model_name=p.model_name,

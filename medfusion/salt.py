@@ -204,7 +204,8 @@ def _read_salt_file(path: Path) -> str:
             raise
         except OSError as exc:
             raise SiteSaltError(
-                f"{path}: cannot read the site pseudonym salt: {exc.strerror}; set {SALT_FILE_ENV} to the site's salt file"
+                f"{path}: cannot read the site pseudonym salt: {exc.strerror}; "
+                f"set {SALT_FILE_ENV} to the site's salt file"
             ) from None
         try:
             info = os.fstat(fd)

@@ -57,7 +57,7 @@ def test_overrides_merge_and_validate(tmp_path: Path) -> None:
     path = _write(tmp_path, "labels: [a]\nfusion: {name: hybrid, hidden_dim: 32}\n")
     config = load_config(path, {"fusion": {"name": "late"}})
     assert config.fusion.name == "late" and config.fusion.hidden_dim == 32
-    with pytest.raises(ConfigError, match="fusion.bogus: unknown key"):
+    with pytest.raises(ConfigError, match=r"fusion\.bogus: unknown key"):
         load_config(path, {"fusion": {"bogus": 1}})
 
 
@@ -71,7 +71,7 @@ def test_data_source_is_explicit_in_the_shipped_configs(tmp_path: Path) -> None:
     assert (demo.data.source, demo.data.manifest) == ("demo", None)
     assert site.data.source == "manifest" and site.data.manifest is not None
     path = _write(tmp_path, "labels: [a]\ndata: {source: demo, manifest: m.parquet}\n")
-    with pytest.raises(ConfigError, match="data: Value error, data.source is 'demo' but data.manifest is set"):
+    with pytest.raises(ConfigError, match=r"data: Value error, data\.source is 'demo' but data\.manifest is set"):
         load_config(path)
-    with pytest.raises(ConfigError, match="data.source"):
+    with pytest.raises(ConfigError, match=r"data\.source"):
         load_config(_write(tmp_path, "labels: [a]\ndata: {source: synthetic}\n"))

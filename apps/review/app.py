@@ -10,18 +10,22 @@ from __future__ import annotations
 
 import hashlib
 import time
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
 
 from medfusion.errors import InputRejected, MedfusionError
+from medfusion.privacy import install_log_redaction
+from medfusion.processing.spec import FramePolicy
 from medfusion.results import ResultRow, labels_of
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
 from medfusion.review.comment_guard import comment_findings
 from medfusion.review.comment_guard import describe as describe_findings
 from medfusion.review.data import (
+    ReviewModel,
     load_review_model,
     model_uri_for,
     read_scores,
@@ -31,8 +35,9 @@ from medfusion.review.explanations import ExplanationCache, explain_cached
 from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.settings import ReviewSettings
-from medfusion.review.store import DECISIONS, Decision, ReviewStore, Shown
+from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
 from medfusion.review.view import (
+    DisplayImage,
     apply_window,
     highlighted_report_html,
     load_display_image,
@@ -45,7 +50,10 @@ from medfusion.review.worklist import (
     build_worklist,
 )
 
-from medfusion.privacy import install_log_redaction  # noqa: E402
+if TYPE_CHECKING:
+    import pandas as pd
+
+    from medfusion.explain.explanation import StudyExplanation
 
 install_log_redaction()  # Streamlit runs the app in its own process: redact identifiers in its logs too
 st.set_page_config(page_title="medfusion review", page_icon=":material/radiology:", layout="wide")
@@ -57,6 +65,8 @@ st.markdown(
 
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
 TOKEN_NAMES = {"gradient": "Integrated gradients", "attention": "Attention rollout"}
+SORT_NAMES = {"priority": "Priority (most suspicious first)", "uncertain": "Closest to threshold",
+              "probability": "Highest probability", "study": "Study UID"}
 
 
 # ---------------------------------------------------------------------------------- resources
@@ -72,12 +82,12 @@ def _throttle() -> LoginThrottle:
 
 
 @st.cache_resource(show_spinner="Loading the model...")
-def _model(uri: str, tracking_uri: str | None, cache_dir: str):
+def _model(uri: str, tracking_uri: str | None, cache_dir: str) -> ReviewModel:
     return load_review_model(uri, tracking_uri, Path(cache_dir))
 
 
 @st.cache_data(ttl=30, show_spinner=False)
-def _scores(results_dir: str):
+def _scores(results_dir: str) -> pd.DataFrame:
     return read_scores(results_dir)
 
 
@@ -86,7 +96,7 @@ def _explanations() -> ExplanationCache:
     return ExplanationCache()  # shared by every session, bounded
 
 
-def _explanation(model, results_dir: str, uid: str):
+def _explanation(model: ReviewModel, results_dir: str, uid: str) -> StudyExplanation:
     """The study's explanation: from the shared cache, else computed here behind a progress bar.
 
     Abandoned (``st.stop``) as soon as this session has moved to another study, and stopped by
@@ -98,7 +108,7 @@ def _explanation(model, results_dir: str, uid: str):
     if found is not None:
         return found
     bar = st.progress(0.0, text="Computing explanations...")
-    shown = {"at": 0.0, "state": ("", -1.0)}
+    shown: dict[str, Any] = {"at": 0.0, "state": ("", -1.0)}  # last progress update: time, (step, fraction)
 
     def checkpoint(step: str, done: float) -> None:
         if st.session_state.get("study") != uid:
@@ -119,7 +129,7 @@ def _explanation(model, results_dir: str, uid: str):
 
 
 @st.cache_data(max_entries=16, show_spinner=False)
-def _display_image(results_dir: str, study_uid: str, frame_policy: str):
+def _display_image(results_dir: str, study_uid: str, frame_policy: FramePolicy) -> DisplayImage | None:
     paths = study_input(results_dir, study_uid).image_paths
     return load_display_image(paths, frame_policy) if paths else None
 
@@ -171,17 +181,16 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         st.subheader("Worklist")
         label = st.selectbox("Label", ["all labels", *labels], key="f_label")
         prob = st.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.05, key="f_prob")
-        states = st.multiselect("Review state", list(STATES), default=["unreviewed", "partial"], key="f_states")
+        states: list[str] = st.multiselect("Review state", list(STATES), default=["unreviewed", "partial"], key="f_states")
         positive = st.checkbox("Positive calls only", key="f_positive")
         sort = st.selectbox(
             "Sort", list(SORTS), key="f_sort",
-            format_func={"priority": "Priority (most suspicious first)", "uncertain": "Closest to threshold",
-                         "probability": "Highest probability", "study": "Study UID"}.get,
+            format_func=lambda key: str(SORT_NAMES.get(key)),
         )
         if user.can_decide:
             st.divider()
             st.subheader("Export reviewed labels")
-            stamp = datetime.now(timezone.utc).strftime("%Y%m%dT%H%M%SZ")
+            stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             st.download_button(
                 "Labels (CSV)", labels_frame(store, labels).to_csv(index=False), f"reviewed_labels_{stamp}.csv",
                 "text/csv", key="export_csv", width="stretch",
@@ -193,14 +202,14 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         st.caption(f"Results: `{settings.results_dir.name}` · store: `{settings.store_path.name}`")
     return WorklistQuery(
         label=None if label == "all labels" else label, prob_min=prob[0], prob_max=prob[1],
-        states=tuple(states), positive_only=positive, sort=sort,
+        states=tuple(states), positive_only=positive, sort=sort if sort is not None else SORTS[0],
     )
 
 
 # ---------------------------------------------------------------------------------- worklist
 
 
-def _worklist_page(worklist, labels: list[str], total: int, store: ReviewStore) -> None:
+def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore) -> None:
     st.title("Worklist")
     current = store.current_frame()
     reviewed = current["study_uid"].nunique() if len(current) else 0
@@ -240,12 +249,14 @@ def _worklist_page(worklist, labels: list[str], total: int, store: ReviewStore) 
 # ------------------------------------------------------------------------------------- study
 
 
-def _focus(ex) -> int:
+def _focus(ex: StudyExplanation) -> int:
     """Index of the label furthest above (or least below) its threshold: the one to look at first."""
     return int(np.argmax(np.asarray(ex.probabilities) - np.asarray(ex.thresholds)))
 
 
-def _image_panel(ex, image, labels: list[str], uid: str) -> tuple[list[str], float | None]:
+def _image_panel(
+    ex: StudyExplanation, image: DisplayImage | None, labels: list[str], uid: str
+) -> tuple[list[str], float | None]:
     """Draws the image with overlay controls; returns (heatmap methods shown, opacity or None)."""
     methods = [m for m in HEATMAP_NAMES if m in ex.heatmaps]
     c1, c2, c3 = st.columns([1.2, 1, 1])
@@ -276,7 +287,7 @@ def _image_panel(ex, image, labels: list[str], uid: str) -> tuple[list[str], flo
     return shown
 
 
-def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
+def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str]:
     methods = [m for m in ("gradient", "attention") if m in ex.token_scores]
     if not ex.report_text:
         st.info("This study has no report.")
@@ -288,7 +299,8 @@ def _report_panel(ex, labels: list[str], uid: str) -> list[str]:
     scores = ex.token_scores[method][labels.index(tok_label)] if method != "none" else None
     st.markdown(
         '<div style="line-height:1.6;font-size:0.95rem;padding:0.6rem 0.8rem;border:1px solid rgba(128,128,128,0.35);'
-        f'border-radius:6px;max-height:260px;overflow-y:auto">{highlighted_report_html(ex.report_text, ex.token_spans, scores)}</div>',
+        'border-radius:6px;max-height:260px;overflow-y:auto">'
+        f"{highlighted_report_html(ex.report_text, ex.token_spans, scores)}</div>",
         unsafe_allow_html=True,
     )
     return [method] if method != "none" else []
@@ -305,8 +317,8 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
-        choices = {}
-        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions):
+        choices: dict[str, tuple[DecisionKind | None, str | None, float, float]] = {}
+        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions, strict=True):
             p, t, call = float(p), float(t), "positive" if positive else "negative"
             c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")
             before = current.get(label)
@@ -352,7 +364,9 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
-def _study_page(user: User, settings: ReviewSettings, results, labels: list[str], store: ReviewStore) -> None:
+def _study_page(
+    user: User, settings: ReviewSettings, results: pd.DataFrame, labels: list[str], store: ReviewStore
+) -> None:
     uid = st.session_state["study"]
     queue = st.session_state.get("queue", [uid])
     pos = queue.index(uid) if uid in queue else 0
@@ -381,7 +395,10 @@ def _study_page(user: User, settings: ReviewSettings, results, labels: list[str]
         return
     scored_by = result.provenance
     if (model.name, model.version) != (scored_by.model_name, scored_by.model_version):
-        st.warning(f"Explanations use {model.name} v{model.version}; the scores come from {scored_by.model_name} v{scored_by.model_version}.")
+        st.warning(
+            f"Explanations use {model.name} v{model.version}; "
+            f"the scores come from {scored_by.model_name} v{scored_by.model_version}."
+        )
 
     left, right = st.columns([1.25, 1], gap="large")
     with left:

@@ -170,7 +170,7 @@ def _explain(
         image = batch["image"][0].float().mean(0)  # (H, W), z-scored model input
         lo, hi = image.min(), image.max()
         explanation.image = ((image - lo) / (hi - lo).clamp(min=1e-12)).cpu().numpy().astype(np.float32)
-        size = tuple(image.shape)
+        size = (int(image.shape[0]), int(image.shape[1]))
         if "cross_attention" in methods and out.attentions is not None and sample.text_present:
             mask = batch["attention_mask"][0].bool()
             explanation.heatmaps["cross_attention"] = cross_attention_heatmaps(
@@ -191,6 +191,8 @@ def _explain(
             raise MedfusionError(f"tokenizer gave {len(real)} spans for {batch['input_ids'].shape[1]} tokens")
         if "attention" in methods:
             step("attention")(0)
+            if model.text_encoder is None:  # has_text says otherwise
+                raise MedfusionError("attention rollout needs a model with a text encoder")
             explanation.token_scores["attention"] = attention_rollout(
                 ws.eager_transformer(), model.text_encoder.pooling, batch["input_ids"], batch["attention_mask"], real,
                 n_labels,

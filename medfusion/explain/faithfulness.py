@@ -18,10 +18,11 @@ from __future__ import annotations
 
 import json
 import logging
+from collections.abc import Iterable, Sequence
 from dataclasses import dataclass
 from math import comb
 from pathlib import Path
-from typing import Any, Iterable, Sequence
+from typing import Any
 
 import numpy as np
 import torch
@@ -69,8 +70,8 @@ class FaithfulnessRow:
 def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
     """Peak ``(row, col)`` of a (H, W) heatmap upsampled bilinearly to ``shape`` (ties: nearest their centroid)."""
     up = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=shape, mode="bilinear", align_corners=False)
-    up = up[0, 0].numpy()
-    tied = np.argwhere(up >= up.max() - 1e-6)  # (K, 2)
+    grid = up[0, 0].numpy()  # (H, W) at ``shape``
+    tied = np.argwhere(grid >= grid.max() - 1e-6)  # (K, 2)
     centre = tied.mean(0)
     r, c = tied[np.argmin(((tied - centre) ** 2).sum(1))]
     return int(r), int(c)
@@ -78,7 +79,7 @@ def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]
 
 def tolerance_px(shape: tuple[int, ...]) -> int:
     """Pointing-game tolerance in pixels of a mask grid: :data:`TOLERANCE` of its longer side."""
-    return int(round(TOLERANCE * max(shape)))
+    return round(TOLERANCE * max(shape))
 
 
 def dilate(mask: np.ndarray, radius: int) -> np.ndarray:
@@ -180,7 +181,7 @@ def evaluate(
 
         iterator = track(records, description="faithfulness")
     for record in iterator:
-        positives = [lab for lab, y in zip(labels, record["label"]) if y == 1]
+        positives = [lab for lab, y in zip(labels, record["label"], strict=True) if y == 1]
         if not positives:
             continue
         meta = record["meta"]

@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
 from medfusion.errors import MedfusionError
+
+if TYPE_CHECKING:
+    from matplotlib.figure import Figure
 
 #: Colormap of heatmap overlays.
 COLORMAP = "inferno"
@@ -46,7 +49,9 @@ def top_tokens(explanation: Any, method: str, label: str, k: int = 10) -> list[t
     return [(explanation.report_text[slice(*spans[i])], float(scores[i]), spans[i]) for i in order[:k] if scores[i] > 0]
 
 
-def explanation_figure(explanation: Any, label: str, *, heatmap: str = "gradcam", tokens: str = "gradient", k: int = 12):
+def explanation_figure(
+    explanation: Any, label: str, *, heatmap: str = "gradcam", tokens: str = "gradient", k: int = 12
+) -> Figure:
     """A matplotlib figure of one label: image + heatmap, the top report tokens, the modality contributions.
 
     Args:

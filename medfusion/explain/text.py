@@ -20,11 +20,18 @@ from __future__ import annotations
 
 import copy
 from collections.abc import Callable
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
 from torch import nn
+
+from medfusion.errors import MedfusionError
+
+if TYPE_CHECKING:
+    from transformers import PreTrainedModel
+
+    from medfusion.models.model import MedFusionModel
 
 
 def token_spans(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, int]]:
@@ -36,7 +43,7 @@ def token_spans(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, i
         max_tokens: The model's token limit (truncation as in training).
     """
     enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True, return_special_tokens_mask=True)
-    return [(0, 0) if special else (int(a), int(b)) for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"])]
+    return [(0, 0) if special else (int(a), int(b)) for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
 
 
 def normalize_rows(scores: torch.Tensor, real: torch.Tensor) -> np.ndarray:
@@ -46,7 +53,7 @@ def normalize_rows(scores: torch.Tensor, real: torch.Tensor) -> np.ndarray:
     return torch.where(peak > 0, scores / peak.clamp(min=1e-12), torch.zeros_like(scores)).cpu().numpy().astype(np.float32)
 
 
-def eager_copy(transformer: nn.Module) -> nn.Module:
+def eager_copy(transformer: PreTrainedModel) -> PreTrainedModel:
     """A copy of a HF transformer with eager attention (SDPA returns no attention weights); eval mode."""
     twin = copy.deepcopy(transformer).eval()
     twin.set_attn_implementation("eager")
@@ -97,7 +104,7 @@ class ScaledEmbeddings:
     leaf tensor (with grad, also when the transformer is frozen), ``raw`` the unscaled embeddings.
     """
 
-    def __init__(self, transformer: nn.Module, alphas: torch.Tensor) -> None:
+    def __init__(self, transformer: PreTrainedModel, alphas: torch.Tensor) -> None:
         self.module = transformer.get_input_embeddings()
         self.alphas = alphas
         self.raw: torch.Tensor | None = None
@@ -117,7 +124,7 @@ class ScaledEmbeddings:
 
 
 def integrated_gradients(
-    model: nn.Module, batch: dict[str, torch.Tensor], real: torch.Tensor, steps: int = IG_STEPS,
+    model: MedFusionModel, batch: dict[str, torch.Tensor], real: torch.Tensor, steps: int = IG_STEPS,
     on_label: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Integrated gradients of each label's logit on the word embeddings of a one-study batch.
@@ -137,6 +144,8 @@ def integrated_gradients(
     Returns:
         (L, T) scores.
     """
+    if model.text_encoder is None:
+        raise MedfusionError("integrated gradients need a model with a text encoder")
     alphas = (torch.arange(steps, dtype=torch.float32) + 0.5) / steps
     repeated = {k: v.expand(steps, *v.shape[1:]) for k, v in batch.items()}
     with torch.enable_grad(), ScaledEmbeddings(model.text_encoder.transformer, alphas) as path:
@@ -145,6 +154,8 @@ def integrated_gradients(
         for label in range(logits.shape[1]):
             if on_label is not None:
                 on_label(label)
+            if path.scaled is None or path.raw is None:
+                raise MedfusionError("the word-embedding hook did not run: the model never used its text encoder")
             (grad,) = torch.autograd.grad(logits[:, label].sum(), path.scaled, retain_graph=label + 1 < logits.shape[1])
             rows.append((path.raw[0] * grad.mean(0)).sum(-1).abs())  # (T,)
     return normalize_rows(torch.stack(rows), real)

@@ -199,9 +199,9 @@ def result_resources(row: ResultRow) -> list[Resource]:
                 "note": note,
             }
         )
-        for label, p, t, positive in zip(row.labels, row.probabilities, row.thresholds, row.decisions)
+        for label, p, t, positive in zip(row.labels, row.probabilities, row.thresholds, row.decisions, strict=True)
     ]
-    found = [label for label, positive in zip(row.labels, row.decisions) if positive]
+    found = [label for label, positive in zip(row.labels, row.decisions, strict=True) if positive]
     report = DiagnosticReport.model_validate(
         {
             "resourceType": "DiagnosticReport",

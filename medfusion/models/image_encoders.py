@@ -24,7 +24,7 @@ from pathlib import Path
 
 import torch
 from monai.networks.blocks import PatchEmbeddingBlock
-from monai.networks.nets import DenseNet121, resnet18, resnet34, resnet50
+from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet34, resnet50
 from torch import nn
 
 from medfusion.config import ImageEncoderConfig
@@ -82,7 +82,10 @@ class DenseNetTrunk(nn.Module):
         super().__init__()
         self.features = net.features
         self.act = nn.ReLU()
-        self.channels = net.class_layers.out.in_features
+        head = net.class_layers.out
+        if not isinstance(head, nn.Linear):
+            raise TypeError(f"DenseNet121 classifier head is {type(head).__name__}, expected Linear")
+        self.channels = head.in_features
         self.source = type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -92,13 +95,16 @@ class DenseNetTrunk(nn.Module):
 class ResNetTrunk(nn.Module):
     """MONAI ResNet up to ``layer4`` (no average pool, no fc)."""
 
-    def __init__(self, net: nn.Module) -> None:
+    def __init__(self, net: ResNet) -> None:
         super().__init__()
         self.conv1, self.bn1, self.act, self.maxpool = net.conv1, net.bn1, net.act, net.maxpool
         self.no_max_pool = net.no_max_pool
         self.layer1, self.layer2, self.layer3, self.layer4 = net.layer1, net.layer2, net.layer3, net.layer4
         last = net.layer4[-1]
-        self.channels = (last.conv3 if hasattr(last, "conv3") else last.conv2).out_channels
+        conv = last.get_submodule("conv3" if hasattr(last, "conv3") else "conv2")  # bottleneck or basic block
+        if not isinstance(conv, nn.Conv1d | nn.Conv2d | nn.Conv3d):
+            raise TypeError(f"{type(net).__name__} ends in a {type(conv).__name__}, expected a convolution")
+        self.channels = conv.out_channels
         self.source = type(net).__name__
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -195,7 +201,7 @@ def densenet121(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEnco
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
 
 
-def _resnet(factory: Callable[..., nn.Module], cfg: ImageEncoderConfig) -> ImageEncoder:
+def _resnet(factory: Callable[..., ResNet], cfg: ImageEncoderConfig) -> ImageEncoder:
     # conv1 stride 2 as in torchvision / MedicalNet; MONAI's default of 1 quadruples the compute.
     net = factory(
         spatial_dims=cfg.spatial_dims, n_input_channels=cfg.in_channels, conv1_t_stride=2, feed_forward=False

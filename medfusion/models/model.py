@@ -193,7 +193,7 @@ def save_model_dir(model: MedFusionModel, model_dir: str | Path, *, card: ModelC
         update={
             "model_id": f"{card.name}-{digest[:16]}",
             "medfusion_version": medfusion.__version__,
-            "created": dt.datetime.now(dt.timezone.utc).isoformat(timespec="seconds"),
+            "created": dt.datetime.now(dt.UTC).isoformat(timespec="seconds"),
             "tokenizer": TokenizerInfo.of(tokenizer, card.tokenizer.source),
         }
     )

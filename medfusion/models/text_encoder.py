@@ -102,7 +102,7 @@ class TextEncoder(nn.Module):
         if freeze:
             self.transformer.requires_grad_(False)
 
-    def train(self, mode: bool = True) -> "TextEncoder":
+    def train(self, mode: bool = True) -> TextEncoder:
         super().train(mode)
         if self.freeze:
             self.transformer.eval()

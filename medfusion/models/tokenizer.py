@@ -12,11 +12,11 @@ from __future__ import annotations
 
 import logging
 from collections import Counter
+from collections.abc import Iterable, Sequence
 from pathlib import Path
-from typing import Iterable, Sequence
 
 from tokenizers import Tokenizer, decoders, models, normalizers, pre_tokenizers, processors
-from transformers import BertConfig, BertModel, BertTokenizerFast
+from transformers import BertConfig, BertModel, BertTokenizer
 
 from medfusion.config import TinyBertConfig
 from medfusion.errors import MedfusionError
@@ -63,7 +63,7 @@ def wordpiece_vocabulary(
 
 def train_wordpiece_tokenizer(
     texts: Iterable[str], vocab_size: int, out_dir: str | Path, *, lowercase: bool = True, min_reports: int = 1
-) -> BertTokenizerFast:
+) -> BertTokenizer:
     """Build a BERT WordPiece tokenizer for ``texts`` and save it as a Hugging Face tokenizer folder.
 
     ``tokenizers`` pipeline: ``BertNormalizer`` (lower-casing per ``lowercase``), ``BertPreTokenizer``,
@@ -97,7 +97,7 @@ def train_wordpiece_tokenizer(
         pair="[CLS]:0 $A:0 [SEP]:0 $B:1 [SEP]:1",
         special_tokens=[("[CLS]", cls_id), ("[SEP]", sep_id)],
     )
-    tokenizer = BertTokenizerFast(
+    tokenizer = BertTokenizer(  # the tokenizers-backed class (transformers 5 names it BertTokenizer)
         tokenizer_object=backend, do_lower_case=lowercase, model_max_length=TINY_MAX_POSITIONS
     )
     Path(out_dir).mkdir(parents=True, exist_ok=True)
@@ -105,7 +105,7 @@ def train_wordpiece_tokenizer(
     return tokenizer
 
 
-def build_tiny_bert(tokenizer: BertTokenizerFast, cfg: TinyBertConfig) -> BertModel:
+def build_tiny_bert(tokenizer: BertTokenizer, cfg: TinyBertConfig) -> BertModel:
     """A randomly initialised small BERT sized to ``tokenizer``'s vocabulary.
 
     The caller saves it with ``save_pretrained`` next to the tokenizer; training then loads it from

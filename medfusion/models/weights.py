@@ -43,6 +43,7 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
         raise UnsafeModelFile(path, "pickle files can run arbitrary code when loaded; refusing (convert the weights to .safetensors)")
     if not path.is_file():
         raise MedfusionError(f"{path}: weights file not found")
+    state: object
     if suffix in SAFETENSORS_SUFFIXES:
         from safetensors import SafetensorError
         from safetensors.torch import load_file

@@ -32,7 +32,7 @@ import secrets
 import threading
 import time
 from collections import defaultdict, deque
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Literal
@@ -171,7 +171,13 @@ class LoginThrottle:
         clock: Time source (seconds), for tests.
     """
 
-    def __init__(self, max_failures: int = 5, window_s: float = 900.0, lockout_s: float = 300.0, clock=time.monotonic):
+    def __init__(
+        self,
+        max_failures: int = 5,
+        window_s: float = 900.0,
+        lockout_s: float = 300.0,
+        clock: Callable[[], float] = time.monotonic,
+    ) -> None:
         self.max_failures, self.window_s, self.lockout_s, self.clock = max_failures, window_s, lockout_s, clock
         self._failures: dict[str, deque[float]] = defaultdict(deque)
         self._locked_until: dict[str, float] = {}

@@ -127,7 +127,7 @@ def _header_values(paths: Sequence[str | Path]) -> tuple[list[str], list[str]]:
                 value = ds.get(tag)
                 values = list(value) if isinstance(value, (MultiValue, list, tuple)) else [value]
                 into.extend(str(v) for v in values if v is not None and str(v).strip())
-        except Exception:  # noqa: BLE001, S112 - a header we cannot parse adds no names; the patterns still apply
+        except Exception:  # noqa: BLE001 - a header we cannot parse adds no names; the patterns still apply
             continue
     return names, ids
 

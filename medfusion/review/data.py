@@ -4,11 +4,15 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import pandas as pd
 
 from medfusion.errors import MedfusionError
 from medfusion.review.settings import ReviewSettings
+
+if TYPE_CHECKING:
+    from medfusion.inference import Predictor, StudyInput
 
 
 def read_scores(results_dir: str | Path) -> pd.DataFrame:
@@ -18,7 +22,7 @@ def read_scores(results_dir: str | Path) -> pd.DataFrame:
     return read_results(results_dir)
 
 
-def study_input(results_dir: str | Path, study_uid: str):
+def study_input(results_dir: str | Path, study_uid: str) -> StudyInput:
     """The study's local DICOM paths and report text (:func:`medfusion.scoring.study_inputs`)."""
     from medfusion.scoring import study_inputs
 
@@ -55,7 +59,7 @@ def model_uri_for(settings: ReviewSettings, results: pd.DataFrame) -> str:
 class ReviewModel:
     """The loaded model and its registry identity."""
 
-    predictor: object  # medfusion.inference.Predictor
+    predictor: Predictor
     name: str
     version: str
     uri: str

@@ -47,12 +47,12 @@ def labels_frame(store: ReviewStore, labels: Sequence[str], *, include_comments:
     extra = ["comment"] if include_comments else []
     table = pd.DataFrame(
         [
-            {"study_uid": uid, **{l: values.get(l) for l in labels}, **{c: " | ".join(comments[uid]) for c in extra}}
+            {"study_uid": uid, **{lab: values.get(lab) for lab in labels}, **{c: " | ".join(comments[uid]) for c in extra}}
             for uid, values in sorted(rows.items())
         ],
         columns=["study_uid", *labels, *extra],
     )
-    return table.astype({l: "Int64" for l in labels})
+    return table.astype({lab: "Int64" for lab in labels})
 
 
 def export_csv(store: ReviewStore, labels: Sequence[str], path: str | Path, *, include_comments: bool = False) -> Path:

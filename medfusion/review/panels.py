@@ -12,7 +12,9 @@ from medfusion.results import decide
 _POS, _NEG = "#e5484d", "#3e9b4f"
 
 
-def probability_table_html(labels: Sequence[str], probabilities: Sequence[float], thresholds: Sequence[float]) -> str:
+def probability_table_html(
+    labels: Sequence[str], probabilities: Sequence[float] | np.ndarray, thresholds: Sequence[float] | np.ndarray
+) -> str:
     """A compact table: label, a probability bar with the threshold as a tick, the value, the call.
 
     Args:
@@ -21,7 +23,7 @@ def probability_table_html(labels: Sequence[str], probabilities: Sequence[float]
         thresholds: (L,) decision thresholds.
     """
     rows = []
-    for label, p, t, positive in zip(labels, probabilities, thresholds, decide(probabilities, thresholds)):
+    for label, p, t, positive in zip(labels, probabilities, thresholds, decide(probabilities, thresholds), strict=True):
         colour = _POS if positive else _NEG
         bar = (
             '<div style="position:relative;height:12px;background:rgba(128,128,128,0.25);border-radius:3px">'
@@ -65,7 +67,8 @@ def contributions_table_html(labels: Sequence[str], contributions: Mapping[str, 
             cells.append(
                 '<td style="padding:2px 6px;min-width:90px"><div style="position:relative;height:10px;'
                 'background:rgba(128,128,128,0.15)">'
-                f'<div style="position:absolute;left:{left:.1f}%;width:{width:.1f}%;height:100%;background:{colour}"></div>'
+                f'<div style="position:absolute;left:{left:.1f}%;width:{width:.1f}%;height:100%;'
+                f'background:{colour}"></div>'
                 '<div style="position:absolute;left:50%;width:1px;height:100%;background:gray"></div></div>'
                 f'<span style="font-size:0.75rem;font-variant-numeric:tabular-nums">{v:+.2f}</span></td>'
             )

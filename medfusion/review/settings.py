@@ -85,7 +85,10 @@ class ReviewSettings:
         """
         env = os.environ if env is None else env
         if not env.get(ENV_RESULTS):
-            raise ConfigError(f"{ENV_RESULTS} is not set: start the app with 'medfusion review' (or set it to a scoring output folder)")
+            raise ConfigError(
+                f"{ENV_RESULTS} is not set: start the app with 'medfusion review' "
+                "(or set it to a scoring output folder)"
+            )
         try:
             delay = float(env.get(ENV_DELAY, "1.0"))
         except ValueError:

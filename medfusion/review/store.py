@@ -22,7 +22,7 @@ import sqlite3
 from collections.abc import Iterator, Sequence
 from contextlib import closing
 from dataclasses import dataclass, field
-from datetime import datetime, timezone
+from datetime import UTC, datetime
 from pathlib import Path
 from typing import Literal
 
@@ -32,7 +32,7 @@ from medfusion.errors import InputRejected
 from medfusion.results import decide
 
 DecisionKind = Literal["agree", "disagree", "corrected"]
-DECISIONS: tuple[str, ...] = ("agree", "disagree", "corrected")
+DECISIONS: tuple[DecisionKind, ...] = ("agree", "disagree", "corrected")
 
 _SCHEMA = """
 CREATE TABLE IF NOT EXISTS decisions (
@@ -175,7 +175,7 @@ class ReviewStore:
         """Append several decisions in one transaction (a study's labels saved together)."""
         for d in decisions:
             _validate(d)
-        at = datetime.now(timezone.utc).isoformat(timespec="milliseconds")
+        at = datetime.now(UTC).isoformat(timespec="milliseconds")
         stored = []
         with closing(self._connect()) as con:
             con.execute("BEGIN IMMEDIATE")
@@ -193,7 +193,7 @@ class ReviewStore:
                             json.dumps(list(d.shown.methods)), d.shown.heatmap_opacity,
                         ),
                     )
-                    stored.append(DecisionRecord(**_fields(d), id=int(cur.lastrowid or 0), decided_at=at))
+                    stored.append(_stored(d, int(cur.lastrowid or 0), at))
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -229,12 +229,13 @@ class ReviewStore:
             yield _record(row)
 
 
-def _fields(d: Decision) -> dict[str, object]:
-    return {
-        "study_uid": d.study_uid, "label": d.label, "decision": d.decision, "reviewer": d.reviewer,
-        "model_name": d.model_name, "model_version": d.model_version, "shown": d.shown,
-        "corrected_value": d.corrected_value, "comment": d.comment,
-    }
+def _stored(d: Decision, row_id: int, decided_at: str) -> DecisionRecord:
+    """``d`` as stored: its fields plus the row id and the UTC time."""
+    return DecisionRecord(
+        study_uid=d.study_uid, label=d.label, decision=d.decision, reviewer=d.reviewer,
+        model_name=d.model_name, model_version=d.model_version, shown=d.shown,
+        corrected_value=d.corrected_value, comment=d.comment, id=row_id, decided_at=decided_at,
+    )
 
 
 def _record(row: sqlite3.Row) -> DecisionRecord:

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 
 import numpy as np
 
+from medfusion.processing.spec import FramePolicy
 from medfusion.processing.transforms import LoadDicomd
 
 
@@ -35,7 +36,7 @@ class DisplayImage:
         return self.window or (0.5, 1.0)
 
 
-def load_display_image(paths: Sequence[str], frame_policy: str = "middle") -> DisplayImage:
+def load_display_image(paths: Sequence[str], frame_policy: FramePolicy = "middle") -> DisplayImage:
     """Read the instance the model reads (same selection rules as training), full resolution.
 
     Raises:
@@ -70,7 +71,7 @@ def resize_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     if heatmap.shape == shape:
         return heatmap.astype(np.float32)
-    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.BILINEAR)
+    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 

@@ -70,8 +70,8 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
         raise ValueError(f"unknown label {query.label!r}; the scoring output has {', '.join(labels)}")
     if query.sort not in SORTS:
         raise ValueError(f"unknown sort {query.sort!r}; use one of {', '.join(SORTS)}")
-    probs = results[[f"prob_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
-    thresholds = results[[f"threshold_{l}" for l in labels]].to_numpy(dtype=float)  # (S, L)
+    probs = results[[f"prob_{lab}" for lab in labels]].to_numpy(dtype=float)  # (S, L)
+    thresholds = results[[f"threshold_{lab}" for lab in labels]].to_numpy(dtype=float)  # (S, L)
     excess = probs - thresholds  # (S, L), how far above (> 0) or below (< 0) its threshold
     positive = decide(probs, thresholds)  # (S, L) bool
 
@@ -79,7 +79,7 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
     for i, label in enumerate(labels):
         table[f"prob_{label}"] = probs[:, i]
         table[f"threshold_{label}"] = thresholds[:, i]
-    table["positives"] = [", ".join(l for l, p in zip(labels, row) if p) for row in positive]
+    table["positives"] = [", ".join(lab for lab, p in zip(labels, row, strict=True) if p) for row in positive]
     table["n_positive"] = positive.sum(1)
     if query.label is None:
         focus = np.nanargmax(np.where(np.isnan(excess), -np.inf, excess), axis=1) if len(labels) else np.zeros(0, int)

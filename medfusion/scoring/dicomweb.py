@@ -132,12 +132,12 @@ class DicomwebSource:
         seen: set[str] = set()
         offset = 0
         while True:
-            page = self._request(
-                f"{self.url}/studies",
-                lambda offset=offset: self._client().search_for_studies(
+            def search(offset: int = offset) -> list[dict[str, Any]]:
+                return self._client().search_for_studies(
                     offset=offset, limit=self.page_size, fields=("StudyInstanceUID", "AccessionNumber")
-                ),
-            )
+                )
+
+            page = self._request(f"{self.url}/studies", search)
             fresh = 0
             for item in page:
                 study_uid = _first_value(item, _STUDY_UID_TAG)

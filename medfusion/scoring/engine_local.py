@@ -240,7 +240,7 @@ def run_local(ctx: EngineContext) -> None:
             initargs=(ctx.source, str(ctx.model.model_dir), steps),
         )
 
-    ready: list[Prepared] = []
+    ready: list[tuple[str, Sample]] = []  # (study_uid, sample) waiting for a full batch
 
     def take(prepared: Prepared) -> None:
         record_set_aside(ctx, prepared)
@@ -252,15 +252,15 @@ def run_local(ctx: EngineContext) -> None:
                 prepared.stage or "decode",
             )
         else:
-            ready.append(prepared)
+            ready.append((prepared.study_uid, prepared.sample))
 
     def score(n: int) -> None:
         batch, ready[:] = ready[:n], ready[n:]
-        for prepared, prediction in zip(batch, predictor.score_samples([p.sample for p in batch])):
-            ctx.scored_prediction(prepared.study_uid, prediction)
+        for (study_uid, _), prediction in zip(batch, predictor.score_samples([sample for _, sample in batch]), strict=True):
+            ctx.scored_prediction(study_uid, prediction)
 
     refs = ctx.ledger.iter_pending()
-    inflight: dict[Future, StudyRef] = {}
+    inflight: dict[Future[Prepared], StudyRef] = {}
     requeue: deque[StudyRef] = deque()  # never started, or interrupted by the stop of another's worker
     suspects: deque[StudyRef] = deque()  # in flight when a worker died: retried one at a time
     solo: StudyRef | None = None  # the suspect running alone, if any
@@ -276,8 +276,8 @@ def run_local(ctx: EngineContext) -> None:
 
     try:
         # Start every worker before timing starts (process start-up is not throughput).
-        for fut in [pool.submit(_ready) for _ in range(options.workers)]:
-            fut.result()
+        for started in [pool.submit(_ready) for _ in range(options.workers)]:
+            started.result()
     except BrokenProcessPool:
         pool.shutdown(wait=True, cancel_futures=True)
         pool = new_pool()
@@ -337,7 +337,8 @@ def run_local(ctx: EngineContext) -> None:
                 pool.shutdown(wait=True, cancel_futures=True)
                 if stopped:
                     log.warning(
-                        "stopped a worker over the %g s per-file bound; restarting the pool (%d study(ies) resubmitted)",
+                        "stopped a worker over the %g s per-file bound; "
+                        "restarting the pool (%d study(ies) resubmitted)",
                         bound_s,
                         len(requeue),
                     )

@@ -66,8 +66,9 @@ def preprocess_batch(batch: pd.DataFrame, source: StudySource, model_dir: str) -
         _PREPROCESSORS[model_dir] = load_preprocessor(model_dir)
     rows = []
     for item in batch.itertuples(index=False):
-        ref = StudyRef(item.study_uid, tuple(json.loads(item.locator)), item.report_key or None)
-        prepared = prepare_study(source, _PREPROCESSORS[model_dir], ref, item.report_text)
+        # Every column holds strings (see _run_chunk); str() only tells the type checker so.
+        ref = StudyRef(str(item.study_uid), tuple(json.loads(str(item.locator))), str(item.report_key) or None)
+        prepared = prepare_study(source, _PREPROCESSORS[model_dir], ref, str(item.report_text))
         rows.append(
             {
                 "study_uid": prepared.study_uid,
@@ -104,7 +105,7 @@ class ScorerActor:
         ok = [i for i, e in enumerate(batch["error"]) if not e]
         samples = [Sample.from_bytes(batch["sample"].iloc[i]) for i in ok]
         probs = [[float("nan")] * n] * len(batch)
-        for i, prediction in zip(ok, self.predictor.score_samples(samples)):
+        for i, prediction in zip(ok, self.predictor.score_samples(samples), strict=True):
             probs[i] = [float(p) for p in prediction.probabilities]
         return pd.DataFrame(
             {
@@ -167,13 +168,13 @@ def _run_chunk(ctx: EngineContext, chunk: list[StudyRef], scorers: int, gpus: in
         for r in chunk
     ]
     blocks = max(1, min(len(items), options.workers * 4))
-    ds = ray.data.from_items(items, override_num_blocks=blocks)
+    ds: ray.data.Dataset = ray.data.from_items(items, override_num_blocks=blocks)
     with warnings.catch_warnings():
         # Ray 2.60 deprecates remote args without a named replacement for max_retries; Ray Data's
         # default (-1: retry forever) would loop on a study that crashes its worker every time.
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ds.map_batches(
-            preprocess_batch,
+            preprocess_batch,  # type: ignore[arg-type]  # ray's stub wants a one-argument fn; fn_kwargs fills the rest
             fn_kwargs={"source": ctx.source, "model_dir": str(ctx.model.model_dir)},
             batch_format="pandas",
             batch_size=max(1, options.batch_size // 2),
@@ -196,6 +197,8 @@ def _run_chunk(ctx: EngineContext, chunk: list[StudyRef], scorers: int, gpus: in
     )
     labels = ctx.labels
     for batch in ds.iter_batches(batch_format="pandas", batch_size=None):
+        if not isinstance(batch, pd.DataFrame):  # batch_format="pandas" gives DataFrames
+            raise TypeError(f"ray returned a {type(batch).__name__} batch, expected a pandas DataFrame")
         for row in batch.itertuples(index=False):
             study_uid = str(row.study_uid)  # the columns are strings (see preprocess_batch)
             set_aside = [Rejection(source, reason) for source, reason in json.loads(str(row.set_aside))]

@@ -149,7 +149,8 @@ class ScoreSummary:
                 f"studies: {self.discovered} found, {self.scored} scored ({self.scored_this_run} this run), "
                 f"{self.failed} dead-lettered, {self.pending} pending"
             ),
-            f"throughput: {self.studies_per_s:.1f} studies/s ({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
+            f"throughput: {self.studies_per_s:.1f} studies/s "
+            f"({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
         ]
         lines += dead_letter_table(self.dead_letters)
         if self.report_rejections:

@@ -198,7 +198,8 @@ class Ledger:
         with self._tx():
             for uid in study_uids:
                 cur = self.db.execute(
-                    "UPDATE studies SET status = 'done', part = ?, updated_at = ? WHERE study_uid = ? AND status = 'pending'",
+                    "UPDATE studies SET status = 'done', part = ?, updated_at = ? "
+                    "WHERE study_uid = ? AND status = 'pending'",
                     (part, now, uid),
                 )
                 if cur.rowcount != 1:
@@ -238,7 +239,8 @@ class Ledger:
         with self._tx():
             self.db.execute(
                 "INSERT INTO dead_letter(study_uid, file, reason, stage, at) SELECT ?, ?, ?, ?, ? "
-                "WHERE NOT EXISTS (SELECT 1 FROM dead_letter WHERE study_uid IS ? AND file = ? AND reason = ? AND stage = ?)",
+                "WHERE NOT EXISTS "
+                "(SELECT 1 FROM dead_letter WHERE study_uid IS ? AND file = ? AND reason = ? AND stage = ?)",
                 (study_uid, file, reason, stage, utc_now(), study_uid, file, reason, stage),
             )
 
@@ -253,7 +255,7 @@ class Ledger:
             query, args = query + " LIMIT ?", (*args, limit)
         cur = self.db.execute(query, args)
         names = [d[0] for d in cur.description]
-        return [dict(zip(names, row)) for row in cur.fetchall()]
+        return [dict(zip(names, row, strict=True)) for row in cur.fetchall()]
 
     def rejected_by_stage(self) -> dict[str, dict[str, int]]:
         """Dead-letter counts by stage, then by reason: stages in order of first appearance, reasons by

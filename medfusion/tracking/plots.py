@@ -6,12 +6,12 @@ import matplotlib
 
 matplotlib.use("Agg")
 
-import matplotlib.pyplot as plt  # noqa: E402
-import numpy as np  # noqa: E402
-from matplotlib.figure import Figure  # noqa: E402
-from sklearn.metrics import roc_auc_score, roc_curve  # noqa: E402
+import matplotlib.pyplot as plt
+import numpy as np
+from matplotlib.figure import Figure
+from sklearn.metrics import roc_auc_score, roc_curve
 
-from medfusion.results import decide  # noqa: E402
+from medfusion.results import decide
 
 
 def _valid(y: np.ndarray) -> np.ndarray:
@@ -76,7 +76,7 @@ def confusion_figure(probs: np.ndarray, targets: np.ndarray, labels: list[str], 
         thresholds: L decision thresholds.
     """
     fig, axes = plt.subplots(1, len(labels), figsize=(2.6 * len(labels), 2.8), squeeze=False)
-    for j, (name, ax) in enumerate(zip(labels, axes[0])):
+    for j, (name, ax) in enumerate(zip(labels, axes[0], strict=True)):
         keep = _valid(targets[:, j])
         y = targets[keep, j].astype(int)
         d = decide(probs[keep, j], thresholds[j]).astype(int)

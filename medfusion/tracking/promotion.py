@@ -20,8 +20,8 @@ from medfusion.config import Config, PromotionGates
 from medfusion.data.manifest import manifest_hash, read_manifest
 from medfusion.data.records import LABEL_PREFIX
 from medfusion.errors import MedfusionError
-from medfusion.tracking.store import connect
 from medfusion.metrics import compute_metrics
+from medfusion.tracking.store import connect
 
 log = logging.getLogger(__name__)
 
@@ -59,7 +59,10 @@ class PromotionDecision:
             f"p95 latency {c.latency_p95_ms:.0f} ms"
         )
         if self.champion is not None:
-            head += f"\nchampion   v{self.champion.version}: macro AUROC {self.champion.macro_auroc:.3f}, ECE {self.champion.ece:.3f}"
+            head += (
+                f"\nchampion   v{self.champion.version}: "
+                f"macro AUROC {self.champion.macro_auroc:.3f}, ECE {self.champion.ece:.3f}"
+            )
         if self.promoted:
             return f"{head}\nPROMOTED: v{c.version} is now @champion (evidence: MLflow run {self.run_id})"
         return f"{head}\nREJECTED: " + "; ".join(self.failures) + f" (evidence: MLflow run {self.run_id})"
@@ -135,7 +138,8 @@ def check_gates(challenger: ModelEvaluation, champion: ModelEvaluation | None, g
     floor = champion.macro_auroc - gates.auroc_margin
     if challenger.macro_auroc < floor:
         failures.append(
-            f"macro AUROC {challenger.macro_auroc:.3f} < champion {champion.macro_auroc:.3f} - margin {gates.auroc_margin}"
+            f"macro AUROC {challenger.macro_auroc:.3f} < champion {champion.macro_auroc:.3f} "
+            f"- margin {gates.auroc_margin}"
         )
     for name, auroc in champion.label_auroc.items():
         drop = auroc - challenger.label_auroc.get(name, 0.0)

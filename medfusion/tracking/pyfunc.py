@@ -26,6 +26,7 @@ from typing import Any
 
 import mlflow
 import pandas as pd
+from mlflow.pyfunc import PythonModel, PythonModelContext
 
 log = logging.getLogger(__name__)
 
@@ -59,10 +60,10 @@ def _report_text(row: pd.Series) -> str:
     return ""
 
 
-class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
+class MedFusionPyfunc(PythonModel):
     """pyfunc wrapper around :class:`medfusion.inference.Predictor`."""
 
-    def load_context(self, context: mlflow.pyfunc.PythonModelContext) -> None:
+    def load_context(self, context: PythonModelContext) -> None:
         from medfusion.inference import Predictor
 
         self.predictor = Predictor.from_dir(context.artifacts[MODEL_DIR_ARTIFACT])
@@ -71,7 +72,7 @@ class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
         self.model_version = _registry_version(Path(context.artifacts[MODEL_DIR_ARTIFACT]), self.model_name)
 
     def predict(
-        self, context: mlflow.pyfunc.PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
+        self, context: PythonModelContext, model_input: pd.DataFrame, params: dict | None = None
     ) -> pd.DataFrame:
         from medfusion.errors import MedfusionError
         from medfusion.inference import StudyInput
@@ -86,7 +87,7 @@ class MedFusionPyfunc(mlflow.pyfunc.PythonModel):
                 positions.append(i)
             except MedfusionError as exc:
                 errors[i] = str(exc)
-        predictions = dict(zip(positions, self.predictor.predict(inputs))) if inputs else {}
+        predictions = dict(zip(positions, self.predictor.predict(inputs), strict=True)) if inputs else {}
         rows: list[dict[str, Any]] = []
         for i in range(len(model_input)):
             pred = predictions[i] if i in predictions else self.predictor.failed(errors[i])
@@ -162,7 +163,12 @@ def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str, exa
     )
     client = mlflow.MlflowClient()
     versions = client.search_model_versions(f"name='{registered_model}'")
-    run_id = mlflow.active_run().info.run_id
+    from medfusion.errors import MedfusionError
+
+    run = mlflow.active_run()
+    if run is None:
+        raise MedfusionError("log_pyfunc must run inside an active MLflow run")
+    run_id = run.info.run_id
     return max((v for v in versions if v.run_id == run_id), key=lambda v: int(v.version), default=info)
 
 

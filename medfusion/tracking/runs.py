@@ -84,7 +84,7 @@ def log_training_result(config: Config, result: Any) -> None:
     mlflow.log_metrics({f"val_calibrated_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature})
-    mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds))), "model_card/thresholds.json")
+    mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds), strict=True)), "model_card/thresholds.json")
     probs, targets = result.test_probabilities, result.test_targets
     for name, fig in (
         ("roc_curves.png", roc_figure(probs, targets, config.labels)),

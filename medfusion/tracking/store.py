@@ -53,7 +53,7 @@ def use_store(uri: str) -> None:
             os.environ[key] = value
 
 
-def connect(config: Config, experiment: str | None = None) -> "MlflowClient":
+def connect(config: Config, experiment: str | None = None) -> MlflowClient:
     """Point MLflow at the configured store and make sure the experiment exists.
 
     Args:

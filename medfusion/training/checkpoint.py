@@ -89,7 +89,11 @@ def _random_states(obj: Any, prefix: str = "", seen: set[int] | None = None, dep
 
 
 def _np_state(rs: np.random.RandomState | None = None) -> list[Any]:
-    kind, keys, pos, has_gauss, cached = rs.get_state() if rs is not None else np.random.get_state()
+    # legacy=True is numpy's default (the stubs' overloads say otherwise): the MT19937 5-tuple.
+    state = rs.get_state(legacy=True) if rs is not None else np.random.get_state(legacy=True)
+    if isinstance(state, dict):
+        raise TypeError(f"expected an MT19937 random state, got bit generator {state.get('bit_generator')!r}")
+    kind, keys, pos, has_gauss, cached = state
     return [kind, keys.tolist(), int(pos), int(has_gauss), float(cached)]
 
 
@@ -132,7 +136,7 @@ class EpochCheckpoints:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "dropout": p["dropout_rng"].get_state(),
-                "loaders": {s: l.generator.get_state() for s, l in sorted(p["loaders"].items()) if l.generator is not None},
+                "loaders": {s: ld.generator.get_state() for s, ld in sorted(p["loaders"].items()) if ld.generator is not None},
                 "transforms": transforms,
             },
         }

@@ -26,9 +26,10 @@ import logging
 import math
 import random
 import time
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Protocol, Sequence
+from typing import Any, Protocol
 
 import numpy as np
 import torch
@@ -62,7 +63,7 @@ class Callback(Protocol):
 
     def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None: ...
 
-    def on_train_end(self, result: "TrainResult") -> None: ...
+    def on_train_end(self, result: TrainResult) -> None: ...
 
 
 @dataclass
@@ -135,7 +136,7 @@ def pos_weights(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> tor
     y = np.stack([np.asarray(r["label"], dtype=np.float64) for r in records])  # (N, L)
     pos, neg = np.nansum(y == 1, axis=0), np.nansum(y == 0, axis=0)
     weights = np.where(pos > 0, neg / np.maximum(pos, 1), 1.0)
-    for name, p in zip(labels, pos):
+    for name, p in zip(labels, pos, strict=True):
         if p == 0:
             log.warning("label %s has no positive training example; pos_weight 1.0", name)
     return torch.as_tensor(weights, dtype=torch.float32)
@@ -177,9 +178,9 @@ def modality_dropout(batch: dict[str, torch.Tensor], p: float, generator: torch.
     return out
 
 
-def warmup_cosine(total_steps: int, warmup_fraction: float):
+def warmup_cosine(total_steps: int, warmup_fraction: float) -> Callable[[int], float]:
     """LR multiplier: linear warmup over ``warmup_fraction`` of the steps, then cosine decay to 0."""
-    warmup = int(round(total_steps * warmup_fraction))
+    warmup = round(total_steps * warmup_fraction)
 
     def factor(step: int) -> float:
         if step < warmup:
@@ -200,7 +201,7 @@ def param_groups(model: MedFusionModel, config: Config) -> list[dict[str, Any]]:
     for p in model.parameters():
         if not p.requires_grad:
             continue
-        lr = t.text_lr if id(p) in text_ids else t.lr
+        lr = t.text_lr if id(p) in text_ids and t.text_lr is not None else t.lr
         decay = t.weight_decay if p.ndim > 1 else 0.0
         groups.setdefault((lr, decay), []).append(p)
     return [{"params": ps, "lr": lr, "weight_decay": wd} for (lr, wd), ps in groups.items()]

@@ -1,13 +1,14 @@
-"""Train from a config file: read the manifest (or the demo cohort, if asked), split it into records, call the engine."""
+"""Train from a config file: read the manifest (or the demo cohort, if asked), split it into records, run the engine."""
 
 from __future__ import annotations
 
 import datetime as dt
 import json
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 import pandas as pd
 
@@ -136,13 +137,14 @@ def train_from_config(
         out_dir = latest_resumable(cfg.project_dir / "training", pattern)
         if out_dir is None:
             raise MedfusionError(
-                f"resume: nothing to resume in {cfg.project_dir / 'training'} (no {pattern} folder with an epoch checkpoint)"
+                f"resume: nothing to resume in {cfg.project_dir / 'training'} "
+                f"(no {pattern} folder with an epoch checkpoint)"
             )
-    elif resume and not has_checkpoint(out_dir):  # the engine refuses too; here before the data is read
+    elif resume and out_dir is not None and not has_checkpoint(out_dir):  # the engine refuses too; before reading data
         raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
     data = load_records(cfg, progress=progress)
     if out_dir is None:
-        stamp = dt.datetime.now(dt.timezone.utc).strftime("%Y%m%d-%H%M%S")
+        stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
     log.info("manifest %s -> %s", data.manifest_path, out_dir)
     return train(cfg, data.records, out_dir, callbacks=callbacks, progress=progress, resume=resume)

@@ -9,10 +9,12 @@
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any
 
 from medfusion.config import Config
+from medfusion.errors import ConfigError
 from medfusion.models.text_encoder import load_tokenizer
 from medfusion.models.tokenizer import build_tiny_bert, train_wordpiece_tokenizer
 
@@ -32,6 +34,8 @@ def prepare_text_encoder(config: Config, train_reports: Sequence[str], out_dir: 
     """
     tc = config.text_encoder
     if tc.tiny is None:
+        if tc.name_or_path is None:  # TextEncoderConfig's validator requires one of the two
+            raise ConfigError("text_encoder: set exactly one of 'name_or_path' and 'tiny'")
         return tc.name_or_path, load_tokenizer(tc.name_or_path)
     text_dir = Path(out_dir) / "text_encoder"
     tokenizer = train_wordpiece_tokenizer(train_reports, tc.tiny.vocab_size, text_dir, min_reports=tc.tiny.min_word_reports)

@@ -100,7 +100,7 @@ def test_four_threads_on_one_model_give_the_single_thread_results_and_leave_the_
         _assert_same_explanation(ex, reference)
     _assert_same_state(before, _state(model))
     private = workspace(model).model  # the copies the passes ran on share no storage with the model
-    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(model.parameters(), private.parameters()))
+    assert all(p.data_ptr() != q.data_ptr() for p, q in zip(model.parameters(), private.parameters(), strict=True))
 
 
 def test_a_checkpoint_that_raises_abandons_the_explanation_and_frees_the_model(fresh, study, reference):

@@ -94,7 +94,7 @@ def test_pretrained_weights_mismatch_is_a_clear_error(tmp_path: Path) -> None:
     with pytest.raises(MedfusionError, match=r"do not match ResNet: .*shape mismatches .*conv1.weight.*in_channels"):
         _pretrained(cfg, (64, 64))
     densenet = ImageEncoderConfig(name="densenet121", pretrained_path=path)
-    with pytest.raises(MedfusionError, match="do not match DenseNet121: .*missing keys"):
+    with pytest.raises(MedfusionError, match=r"do not match DenseNet121: .*missing keys"):
         _pretrained(densenet, (64, 64))
 
 

@@ -69,7 +69,7 @@ def test_trusted_header_is_opt_in(tmp_path) -> None:
 def test_malformed_users_file_names_the_entry(tmp_path) -> None:
     users = tmp_path / "users.yaml"
     users.write_text("users:\n  eve: {password: plaintext, role: reviewer}\n")
-    with pytest.raises(ConfigError, match="users.eve.password"):
+    with pytest.raises(ConfigError, match=r"users\.eve\.password"):
         read_users(users)
     with pytest.raises(ConfigError, match="not found"):
         read_users(tmp_path / "missing.yaml")

@@ -27,7 +27,10 @@ def test_app_in_chromium_logs_in_opens_a_study_and_shows_no_error(review_project
     if not Path(CHROMIUM).exists():
         if REQUIRED:
             pytest.fail(f"MEDFUSION_REQUIRE_SYSTEM_TESTS=1 but {CHROMIUM} is missing (apt-get install chromium)")
-        pytest.skip(f"{CHROMIUM} not installed (Debian package 'chromium'); set MEDFUSION_REQUIRE_SYSTEM_TESTS=1 to fail instead")
+        pytest.skip(
+            f"{CHROMIUM} not installed (Debian package 'chromium'); "
+            "set MEDFUSION_REQUIRE_SYSTEM_TESTS=1 to fail instead"
+        )
     settings = review_project.settings(tmp_path / "review.sqlite")
     profile = tmp_path / "chromium-profile"
     profile.mkdir()

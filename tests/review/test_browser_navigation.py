@@ -83,7 +83,7 @@ def test_rapid_navigation_from_two_sessions_keeps_the_server_up(review_project, 
         start = threading.Barrier(len(pages))
         clicked: list[list[str]] = [[] for _ in pages]
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_navigate, args=(p, start, c, errors)) for p, c in zip(pages, clicked)]
+        threads = [threading.Thread(target=_navigate, args=(p, start, c, errors)) for p, c in zip(pages, clicked, strict=True)]
         began = time.monotonic()
         for t in threads:
             t.start()
@@ -101,7 +101,7 @@ def test_rapid_navigation_from_two_sessions_keeps_the_server_up(review_project, 
             assert sum(x.startswith("Next") for x in navigations) >= min(20, max(queue - 1, 0)), (queue, c)
         assert storm_s <= CLICKS * (INTERVAL_S + 1.0) + 5, f"clicks took {storm_s:.1f} s: not rapid"
 
-        for name, page in zip("ab", pages):
+        for name, page in zip("ab", pages, strict=True):
             page.wait_idle(240)
             page.wait_for("document.body.innerText.includes('Probabilities vs thresholds')", 240)
             page.wait_idle(240)

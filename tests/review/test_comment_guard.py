@@ -1,4 +1,7 @@
-"""The comment check: identifiers (header names and IDs, MRN-like numbers, dates, phones, e-mails) flagged, clinical text not."""
+"""The comment check: identifiers (header names and IDs, MRN-like numbers, dates, phones, e-mails) flagged.
+
+Clinical text is not.
+"""
 
 from __future__ import annotations
 

@@ -71,4 +71,4 @@ def test_current_frame_feeds_the_worklist(tmp_path) -> None:
     store.record_many([_decision(), _decision(label="effusion", kind="disagree")])
     frame = store.current_frame()
     assert sorted(frame["label"]) == ["effusion", "nodule"]
-    assert dict(zip(frame["label"], frame["reviewed_value"])) == {"nodule": True, "effusion": False}
+    assert dict(zip(frame["label"], frame["reviewed_value"], strict=True)) == {"nodule": True, "effusion": False}

@@ -27,7 +27,7 @@ def test_resize_map_keeps_the_peak_location() -> None:
     small = np.zeros((8, 8), np.float32)
     small[2, 6] = 1.0
     big = resize_map(small, (64, 80))
-    assert big.shape == (64, 80) and 0.0 <= big.min() and big.max() <= 1.0
+    assert big.shape == (64, 80) and big.min() >= 0.0 and big.max() <= 1.0
     r, c = np.unravel_index(np.argmax(big), big.shape)
     assert abs(r / 64 - 2.5 / 8) < 0.1 and abs(c / 80 - 6.5 / 8) < 0.1
 

@@ -63,7 +63,7 @@ def test_review_state_comes_from_the_store(tmp_path) -> None:
     store.record_many([decide("1.1", "nodule"), decide("1.1", "effusion"), decide("1.3", "effusion")])
     store.record(decide("1.3", "effusion"))  # re-decided: still one label reviewed
     wl = build_worklist(scoring_output(), store.current_frame())
-    state = dict(zip(wl["study_uid"], zip(wl["state"], wl["reviewed"])))
+    state = dict(zip(wl["study_uid"], zip(wl["state"], wl["reviewed"], strict=True), strict=True))
     assert state == {"1.1": ("reviewed", "2/2"), "1.3": ("partial", "1/2"), "1.2": ("unreviewed", "0/2"), "1.4": ("unreviewed", "0/2")}
     todo = build_worklist(scoring_output(), store.current_frame(), WorklistQuery(states=("unreviewed", "partial")))
     assert list(todo["study_uid"]) == ["1.3", "1.2", "1.4"]

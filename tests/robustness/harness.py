@@ -18,6 +18,7 @@ falling back to ``ru_maxrss`` where that is not allowed.
 
 from __future__ import annotations
 
+import contextlib
 import multiprocessing as mp
 import os
 import resource
@@ -67,10 +68,9 @@ def _read_dicom(path: Path) -> tuple[str, str]:
     from medfusion.data.dicom import read_dicom, read_dicom_header
     from medfusion.errors import DicomReadError
 
-    try:  # the header reader must also end cleanly; anything but DicomReadError propagates as a crash
+    # The header reader must also end cleanly; anything but DicomReadError propagates as a crash.
+    with contextlib.suppress(DicomReadError):
         read_dicom_header(path)
-    except DicomReadError:
-        pass
     image = read_dicom(path)
     pixels = image.pixels  # (frames, channels, rows, cols) float32 in [0, 1]
     if (

@@ -128,7 +128,7 @@ def test_predictions_over_dicomweb_equal_the_folder(pacs: Pacs, materialized: di
     folder = predictor.predict([StudyInput([str(p) for p in pacs.stored_paths(u)], REPORT) for u in uids])
     dicomweb = predictor.predict([StudyInput([str(p) for p in materialized[u]], REPORT) for u in uids])
     scored = 0
-    for uid, a, b in zip(uids, folder, dicomweb):
+    for uid, a, b in zip(uids, folder, dicomweb, strict=True):
         assert (a.error is None) == (b.error is None), uid
         if a.error is None:
             np.testing.assert_allclose(b.probabilities, a.probabilities, rtol=0, atol=1e-6)

@@ -59,7 +59,7 @@ def test_another_model_is_refused(tmp_path: Path) -> None:
             {"model_name": "m", "model_version": "1", "source": "/a"},
             identity=("model_name", "model_version"),
         )
-        with pytest.raises(MedfusionError, match="model_version=1.*model_version=2"):
+        with pytest.raises(MedfusionError, match=r"model_version=1.*model_version=2"):
             ledger.bind_job(
                 {"model_name": "m", "model_version": "2"},
                 identity=("model_name", "model_version"),

@@ -151,7 +151,7 @@ def _blobs(path: Path) -> list[tuple[str, bytes]]:
             blobs += _zip_members(path, data)
         elif data.startswith(b"\x1f\x8b"):
             blobs.append((f"{path}::gunzip", gzip.decompress(data)))
-    except Exception as exc:  # noqa: BLE001 - an unreadable container is reported, not skipped silently
+    except Exception as exc:
         raise AssertionError(f"{path}: cannot open for the PHI scan: {exc}") from exc
     return blobs
 

@@ -21,7 +21,7 @@ def test_pyfunc_rows_carry_the_result_schema_and_provenance(demo_project: DemoPr
     rows = pd.DataFrame(
         {
             "image_paths": [list(p) for p in studies["image_paths"]] + [[]],
-            "report_text": list(studies["report_text"]) + [""],
+            "report_text": [*studies["report_text"], ""],
             "fhir_report": ["", "", '{"resourceType": "DiagnosticReport"}'],  # the last one is not a valid report
         }
     )

@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
-from medfusion.models.calibration import apply_temperature, fit_temperature, nll
 from medfusion.metrics import compute_metrics, evaluate, expected_calibration_error, tune_thresholds
+from medfusion.models.calibration import apply_temperature, fit_temperature, nll
 
 LABELS = ["a", "b", "c"]
 

@@ -75,7 +75,7 @@ def test_sigkilled_training_resumes_to_the_uninterrupted_result(tmp_path: Path) 
     b = json.loads((killed / "result.json").read_text())
     assert len(b["history"]) == len(a["history"]) == EPOCHS
     assert b["best_epoch"] == a["best_epoch"]
-    for row_a, row_b in zip(a["history"], b["history"]):
+    for row_a, row_b in zip(a["history"], b["history"], strict=True):
         assert row_b.keys() == row_a.keys()
         for key in row_a:
             assert row_b[key] == pytest.approx(row_a[key], rel=1e-6, abs=1e-6), (row_a["epoch"], key)
@@ -94,8 +94,9 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
 
     model = torch.nn.Linear(2, 1)
     optimizer = torch.optim.AdamW(model.parameters())
-    parts = dict(model=model, optimizer=optimizer, scheduler=torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0),
-                 scaler=torch.amp.GradScaler("cpu", enabled=False), dropout_rng=torch.Generator(), loaders={})  # fmt: skip
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
+    scaler = torch.amp.GradScaler("cpu", enabled=False)
+    parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dropout_rng=torch.Generator(), loaders={})
     cfg = config_for(tmp_path)
     EpochCheckpoints(tmp_path, cfg, **parts).commit(ResumeState(epoch=1, best_score=0.5, best_epoch=1), improved=True)
     assert EpochCheckpoints(tmp_path, cfg, **parts).restore().epoch == 1
