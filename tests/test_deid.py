@@ -60,7 +60,7 @@ def test_dataset_basic_profile_subset() -> None:
 
 
 def test_deidentified_dataset_still_writes_and_reads(tmp_path) -> None:
-    from medfusion.data.dicom import read_dicom
+    from medfusion.ingest.dicom.read import read_dicom
 
     path = tmp_path / "deid.dcm"
     deidentify_dataset(_identified()).save_as(path, enforce_file_format=True)

@@ -14,7 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from tests.data.test_pydicom_corpus import corpus_files
+from tests.ingest.test_pydicom_corpus import corpus_files
 from tests.robustness import fuzz
 from tests.robustness.harness import (
     CRASHED,
@@ -52,8 +52,8 @@ def _check(title: str, tally: Tally) -> dict[str, int]:
 
 def _valid_dicom_seeds(cohort: Path, n: int) -> list[Path]:
     """``n`` demo files that read, spread over the cohort's folders and transfer syntaxes."""
-    from medfusion.data.dicom import read_dicom
     from medfusion.errors import DicomReadError
+    from medfusion.ingest.dicom.read import read_dicom
 
     good = []
     for path in sorted(p for p in (cohort / "dicom").rglob("*") if p.is_file()):

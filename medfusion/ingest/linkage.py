@@ -19,7 +19,7 @@ import logging
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 
-from medfusion.data.records import Rejection, Report
+from medfusion.ingest.records import Rejection, Report
 
 logger = logging.getLogger(__name__)
 

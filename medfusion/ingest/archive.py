@@ -3,19 +3,19 @@
 :func:`build_manifest` is what a site runs on its own export (``medfusion build-manifest``) and what
 the demo cohort runs on its generated files. Steps:
 
-1. :func:`~medfusion.data.studies.scan_dicom_folder`: group files by StudyInstanceUID (any layout);
-2. optionally decode every image once (:func:`~medfusion.data.dicom.read_dicom`), so that files whose
+1. :func:`~medfusion.ingest.dicom.studies.scan_dicom_folder`: group files by StudyInstanceUID (any layout);
+2. optionally decode every image once (:func:`~medfusion.ingest.dicom.read.read_dicom`), so that files whose
    header reads but whose pixels do not (truncated, no pixel data, broken codestream) are rejected
    here rather than crash training later; a study left with no readable image is dropped. An
    instance held by several files (same SOPInstanceUID) uses the first copy that decodes
-   (:func:`~medfusion.data.studies.choose_copy`); the others are rejected with the reason. Without
+   (:func:`~medfusion.ingest.dicom.studies.choose_copy`); the others are rejected with the reason. Without
    decoding, the largest copy is used and the others are rejected as not verified;
-3. read the reports (:func:`~medfusion.data.reports.read_reports`) and link them to studies
-   (:func:`~medfusion.data.linkage.link_reports`); a study without a report keeps ``report_text ""``;
+3. read the reports (:func:`~medfusion.ingest.reports.read.read_reports`) and link them to studies
+   (:func:`~medfusion.ingest.linkage.link_reports`); a study without a report keeps ``report_text ""``;
 4. join the label file (``study_uid`` + one column per label; cells 1, 0 or empty = unknown);
 5. pseudonymise the patient (PatientID, read from the DICOM header) and assign patient-level
-   splits (:func:`~medfusion.data.manifest.assign_splits`);
-6. write the manifest (:func:`~medfusion.data.manifest.write_manifest`).
+   splits (:func:`~medfusion.ingest.manifest.assign_splits`);
+6. write the manifest (:func:`~medfusion.ingest.manifest.write_manifest`).
 
 Every input that cannot be used ends up in :attr:`ManifestBuild.rejected` with a reason free of
 patient data; nothing is dropped silently. Image paths are stored absolute, frontal views
@@ -33,14 +33,24 @@ import numpy as np
 import pandas as pd
 import pydicom
 
-from medfusion.data.csv_table import read_text_csv
-from medfusion.data.dicom import read_dicom
-from medfusion.data.linkage import link_reports
-from medfusion.data.manifest import LESION_MASK_COLUMN, assign_splits, validate_manifest, write_manifest
-from medfusion.data.records import LABEL_PREFIX, Rejection, Report
-from medfusion.data.reports import read_reports
-from medfusion.data.studies import InstanceRef, StudyFiles, choose_copy, scan_dicom_folder
 from medfusion.errors import ManifestError, ReportParseError
+from medfusion.ingest.csv_table import read_text_csv
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.dicom.studies import (
+    InstanceRef,
+    StudyFiles,
+    choose_copy,
+    scan_dicom_folder,
+)
+from medfusion.ingest.linkage import link_reports
+from medfusion.ingest.manifest import (
+    LESION_MASK_COLUMN,
+    assign_splits,
+    validate_manifest,
+    write_manifest,
+)
+from medfusion.ingest.records import LABEL_PREFIX, Rejection, Report
+from medfusion.ingest.reports.read import read_reports
 from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)

@@ -34,7 +34,7 @@ class DicomImage:
             a reader would see them on screen: modality LUT (rescale) applied, then the VOI LUT or
             window, then MONOCHROME1 inverted so that higher is always brighter. ``channels`` is 1
             for grayscale and 3 for colour (RGB; YBR converted to RGB).
-        meta: PHI-free metadata (see :func:`medfusion.data.dicom.read_dicom` for the keys).
+        meta: PHI-free metadata (see :func:`medfusion.ingest.dicom.read.read_dicom` for the keys).
         source: Path of the file it came from.
     """
 

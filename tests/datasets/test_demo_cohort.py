@@ -19,12 +19,12 @@ import pytest
 from sklearn.metrics import roc_auc_score
 
 from medfusion.config import DemoCohortConfig
-from medfusion.data.cohort import build_manifest, read_label_file
-from medfusion.data.demo_cohort import DEMO_LABELS, generate_demo_cohort
-from medfusion.data.dicom import read_dicom
-from medfusion.data.linkage import NO_STUDY
-from medfusion.data.manifest import manifest_hash, read_manifest
+from medfusion.datasets.demo.cohort import DEMO_LABELS, generate_demo_cohort
 from medfusion.errors import ConfigError, ManifestError
+from medfusion.ingest.archive import build_manifest, read_label_file
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.linkage import NO_STUDY
+from medfusion.ingest.manifest import manifest_hash, read_manifest
 
 N_STUDIES = 40
 SIZE = 64

@@ -1,6 +1,6 @@
 """Read DICOM headers in a child process, within a wall-time bound per file.
 
-Header reads are bounded in bytes (:func:`~medfusion.data.dicom.read_dicom_header`), but a crafted
+Header reads are bounded in bytes (:func:`~medfusion.ingest.dicom.read.read_dicom_header`), but a crafted
 header can still keep pydicom busy for minutes (millions of tiny elements in a few hundred MB).
 :class:`BoundedHeaderReader` reads each header in one long-lived child process and waits at most
 ``timeout_s`` for it; beyond that the file is rejected and the child is killed and replaced, so no
@@ -22,7 +22,7 @@ START_TIMEOUT_S = 600.0
 
 def _serve(conn: Connection, max_bytes: int | None) -> None:
     """Child loop: a path in, ``(True, meta)`` or ``(False, reason)`` out; None ends it."""
-    from medfusion.data.dicom import read_dicom_header
+    from medfusion.ingest.dicom.read import read_dicom_header
     from medfusion.privacy import install_log_redaction
 
     install_log_redaction()  # identifiers this child reads never reach a log line
@@ -35,7 +35,7 @@ def _serve(conn: Connection, max_bytes: int | None) -> None:
 
 
 class BoundedHeaderReader:
-    """:func:`~medfusion.data.dicom.read_dicom_header` with a wall-time bound per file.
+    """:func:`~medfusion.ingest.dicom.read.read_dicom_header` with a wall-time bound per file.
 
     Use as a context manager (the child is stopped on exit). Not thread-safe: one caller at a time.
 
@@ -53,7 +53,7 @@ class BoundedHeaderReader:
         self._conn: Connection | None = None
 
     def __call__(self, path: str | Path) -> dict[str, Any]:
-        """The header meta of ``path`` (see :func:`~medfusion.data.dicom.read_dicom_header`).
+        """The header meta of ``path`` (see :func:`~medfusion.ingest.dicom.read.read_dicom_header`).
 
         Raises:
             DicomReadError: The header cannot be read, its read exceeded ``timeout_s`` (the child was

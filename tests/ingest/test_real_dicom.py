@@ -3,7 +3,7 @@
 RG1 is a computed radiograph of the chest, PA, 1955 x 1841, 15 bits stored, MONOCHROME1, stored as:
 ``UNCR`` uncompressed original, ``J2KR`` JPEG 2000 lossless, ``J2KI`` JPEG 2000 lossy (10:1) and ``UNCI``
 the lossy result stored uncompressed. Codec tolerance, on the display-ready pixels in [0, 1] that
-:func:`~medfusion.data.dicom.read_dicom` returns:
+:func:`~medfusion.ingest.dicom.read.read_dicom` returns:
 
 * lossless (``J2KR``) and the lossy file against its own uncompressed decompression (``UNCI``):
   identical, bit for bit;
@@ -23,9 +23,9 @@ import numpy as np
 import pytest
 import torch
 
-from medfusion.data.assets import RG1_ENCODINGS, find_pydicom_data_files
-from medfusion.data.dicom import read_dicom
+from medfusion.datasets.assets import RG1_ENCODINGS, find_pydicom_data_files
 from medfusion.inference import STATUS, Predictor, StudyInput
+from medfusion.ingest.dicom.read import read_dicom
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.spec import PreprocessingSpec
 from tests.support.synthetic import fast_config

@@ -11,7 +11,8 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medfusion.data.manifest import (
+from medfusion.errors import ManifestError
+from medfusion.ingest.manifest import (
     assign_splits,
     manifest_hash,
     manifest_labels,
@@ -19,7 +20,6 @@ from medfusion.data.manifest import (
     rows_to_records,
     write_manifest,
 )
-from medfusion.errors import ManifestError
 
 
 def make_manifest(n: int = 6) -> pd.DataFrame:

@@ -18,8 +18,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from medfusion.data.dicom import read_dicom, read_dicom_header
 from medfusion.errors import DicomReadError
+from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
 from tests.robustness import fuzz
 
 OK = "ok"
@@ -146,7 +146,7 @@ def test_a_bomb_is_refused_at_the_bound_given(tmp_path: Path) -> None:
 
 def test_inflated_stream_reads_and_seeks_like_the_bytes_it_inflates() -> None:
     """Random reads and seeks (back up to the window, forward past it) return the same bytes as BytesIO."""
-    from medfusion.data import deflate
+    from medfusion.ingest.dicom import deflate
 
     rng = random.Random(0)
     data = rng.randbytes(20_000) + bytes(50_000) + rng.randbytes(20_000)
@@ -175,7 +175,7 @@ def test_inflated_stream_reads_and_seeks_like_the_bytes_it_inflates() -> None:
 
 @pytest.mark.parametrize("limit", [0, 10, 89_999, 90_000])
 def test_inflated_stream_limit_is_exact(limit: int) -> None:
-    from medfusion.data import deflate
+    from medfusion.ingest.dicom import deflate
 
     data = bytes(90_000)
     comp = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)

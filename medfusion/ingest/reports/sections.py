@@ -13,7 +13,7 @@ from __future__ import annotations
 import logging
 import re
 
-from medfusion.data.records import Report
+from medfusion.ingest.records import Report
 
 logger = logging.getLogger(__name__)
 

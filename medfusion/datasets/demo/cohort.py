@@ -29,7 +29,7 @@ Written under ``root``:
 * ``masks/<study_uid>.npz``: lesion masks of the PA image (for a multi-frame file: its ``frame``).
 * ``evidence.json``: per study, the report character spans that state or negate each text finding.
 * ``labels.csv``: the ground truth per study (the "curated label file").
-* ``manifest.parquet`` (built from the files above by :func:`medfusion.data.cohort.build_manifest`),
+* ``manifest.parquet`` (built from the files above by :func:`medfusion.ingest.archive.build_manifest`),
   ``rejected.csv`` and ``cohort.json`` (generation settings; marks the folder as a demo cohort).
 
 The same ``config`` (seed included) gives byte-identical files, UIDs included; only
@@ -60,15 +60,20 @@ from fhir.resources.imagingstudy import ImagingStudy
 from fhir.resources.resource import Resource
 
 from medfusion.config import DemoCohortConfig
-from medfusion.data.cohort import build_manifest
-from medfusion.data.demo_images import Anatomy, render_frontal, render_lateral, sample_anatomy
-from medfusion.data.demo_reports import GeneratedReport, generate_report
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
-from medfusion.data.records import Rejection
-from medfusion.data.report_text import report_from_text
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.images import (
+    Anatomy,
+    render_frontal,
+    render_lateral,
+    sample_anatomy,
+)
+from medfusion.datasets.demo.reports import GeneratedReport, generate_report
 from medfusion.errors import ConfigError
 from medfusion.fhir.codes import study_identifier
 from medfusion.fhir.write import report_to_fhir, write_fhir_bundle, write_fhir_ndjson
+from medfusion.ingest.archive import build_manifest
+from medfusion.ingest.records import Rejection
+from medfusion.ingest.reports.text import report_from_text
 from medfusion.salt import demo_salt
 
 logger = logging.getLogger(__name__)
@@ -539,7 +544,13 @@ def _progress(enabled: bool, total: int, description: str) -> Iterator[Any]:
     if not enabled:
         yield lambda: None
         return
-    from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn, TimeElapsedColumn
+    from rich.progress import (
+        BarColumn,
+        MofNCompleteColumn,
+        Progress,
+        TextColumn,
+        TimeElapsedColumn,
+    )
 
     with Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(), TimeElapsedColumn()) as bar:
         task = bar.add_task(description, total=total)

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medfusion.data.records import Report
-from medfusion.data.sections import select_sections, split_sections
+from medfusion.ingest.records import Report
+from medfusion.ingest.reports.sections import select_sections, split_sections
 
 REPORT = """EXAM: CHEST PA AND LATERAL
 Clinical History: cough for two weeks.

@@ -4,8 +4,8 @@ from __future__ import annotations
 
 import pytest
 
-from medfusion.data.linkage import KEY_MISMATCH, NO_KEY, NO_STUDY, link_reports
-from medfusion.data.records import Report
+from medfusion.ingest.linkage import KEY_MISMATCH, NO_KEY, NO_STUDY, link_reports
+from medfusion.ingest.records import Report
 from medfusion.privacy import pseudonym
 
 ACC1, ACC2, ACC3 = (pseudonym(a, kind="acc") for a in ("A1", "A2", "A3"))

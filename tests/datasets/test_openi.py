@@ -13,9 +13,8 @@ import re
 import numpy as np
 import pytest
 
-from medfusion.data.assets import find_openi_archive
-from medfusion.data.manifest import read_manifest, rows_to_records, write_manifest
-from medfusion.data.openi import (
+from medfusion.datasets.assets import find_openi_archive
+from medfusion.datasets.openi import (
     LABEL_WORDS,
     MESH_RULES,
     OPENI_LABELS,
@@ -32,9 +31,10 @@ from medfusion.data.openi import (
     remove_label_words,
     write_openi_splits,
 )
-from medfusion.data.records import is_dicom_uid
 from medfusion.errors import ReportParseError
 from medfusion.fhir.read import read_fhir_reports
+from medfusion.ingest.manifest import read_manifest, rows_to_records, write_manifest
+from medfusion.ingest.records import is_dicom_uid
 
 ARCHIVE = find_openi_archive()
 needs_archive = pytest.mark.skipif(

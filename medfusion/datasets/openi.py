@@ -2,7 +2,7 @@
 
 The archive (``NLMCXR_reports.tgz``, 3,955 XML reports, CC BY-NC-ND 4.0: use as is, do not
 republish modified copies; see ``docs/openi.md``) is located by
-:func:`medfusion.data.assets.find_openi_archive`. Each ``ecgen-radiology/<n>.xml`` gives:
+:func:`medfusion.datasets.assets.find_openi_archive`. Each ``ecgen-radiology/<n>.xml`` gives:
 
 * ``uId`` (``CXR<n>``): the report id; OpenI has one report per patient, so it is also the unit of
   the patient-level split;
@@ -35,12 +35,12 @@ import numpy as np
 import pandas as pd
 from fhir.resources.diagnosticreport import DiagnosticReport
 
-from medfusion.data.assets import open_openi_archive
-from medfusion.data.manifest import SPLITS, assign_splits
-from medfusion.data.records import LABEL_PREFIX, Report
-from medfusion.data.sections import split_sections
+from medfusion.datasets.assets import open_openi_archive
 from medfusion.errors import ReportParseError
 from medfusion.fhir.write import report_to_fhir, write_fhir_ndjson
+from medfusion.ingest.manifest import SPLITS, assign_splits
+from medfusion.ingest.records import LABEL_PREFIX, Report
+from medfusion.ingest.reports.sections import split_sections
 from medfusion.privacy import pseudonym
 
 log = logging.getLogger(__name__)
@@ -358,7 +358,7 @@ def iter_openi_archive(path: str | Path, limit: int | None = None) -> Iterator[O
     """Reports of the archive (``.tgz`` or a torchxrayvision wheel), in file-number order.
 
     Args:
-        path: See :func:`medfusion.data.assets.find_openi_archive`.
+        path: See :func:`medfusion.datasets.assets.find_openi_archive`.
         limit: Stop after this many reports (the first by file number).
 
     Raises:
@@ -398,7 +398,7 @@ def assign_openi_splits(
     val_fraction: float = DEFAULT_SPLIT["val_fraction"],
     test_fraction: float = DEFAULT_SPLIT["test_fraction"],
 ) -> dict[str, str]:
-    """Patient-level split of OpenI ids with :func:`medfusion.data.manifest.assign_splits`.
+    """Patient-level split of OpenI ids with :func:`medfusion.ingest.manifest.assign_splits`.
 
     The group key is the OpenI id itself (one report per patient; a public dataset id, not a
     pseudonym), so the split does not depend on the site's pseudonym salt.
@@ -463,7 +463,7 @@ def openi_manifest(
         remove_words: Write ``report_text`` with :func:`remove_label_words` applied (all 14 labels).
 
     Returns:
-        The manifest (:mod:`medfusion.data.manifest` columns) plus ``openi_uid``, ``openi_image_ids``
+        The manifest (:mod:`medfusion.ingest.manifest` columns) plus ``openi_uid``, ``openi_image_ids``
         and ``mesh_major`` (``|``-joined).
 
     Raises:

@@ -1,18 +1,18 @@
 """A report's text: decoded, normalised and checked, then split into sections (one :class:`Report`).
 
-Every report reader (plain text and CSV in :mod:`medfusion.data.reports`, FHIR in
+Every report reader (plain text and CSV in :mod:`medfusion.ingest.reports.read`, FHIR in
 :mod:`medfusion.fhir.read`) turns raw text into a report through this module, so the same limits
 and the same cleaning apply to all of them.
 
-Imports: :mod:`medfusion.data.records`, :mod:`medfusion.data.sections`, :mod:`medfusion.errors`,
+Imports: :mod:`medfusion.ingest.records`, :mod:`medfusion.ingest.reports.sections`, :mod:`medfusion.errors`,
 :mod:`medfusion.privacy`.
 """
 
 from __future__ import annotations
 
-from medfusion.data.records import Report, is_dicom_uid
-from medfusion.data.sections import split_sections
 from medfusion.errors import ReportParseError
+from medfusion.ingest.records import Report, is_dicom_uid
+from medfusion.ingest.reports.sections import split_sections
 from medfusion.privacy import pseudonym
 
 #: Longest report text accepted, in characters (after stripping surrounding whitespace).

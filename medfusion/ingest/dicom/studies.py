@@ -2,7 +2,7 @@
 
 Any layout works: the walk is recursive, files may have any extension or none. Hidden files and
 folders (name starting with ``.``) and ``DICOMDIR`` files are skipped. Files that are not usable
-images are kept as :class:`~medfusion.data.records.Rejection` with the reason.
+images are kept as :class:`~medfusion.ingest.records.Rejection` with the reason.
 
 Several files may hold the same instance (same StudyInstanceUID and SOPInstanceUID: a re-sent or
 partly transferred copy). Discovery reads headers only, so it cannot tell which copy is intact: it
@@ -24,10 +24,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfusion.data.dicom import read_dicom_header
-from medfusion.data.header_reader import BoundedHeaderReader
-from medfusion.data.records import DicomImage, Rejection
 from medfusion.errors import DicomReadError
+from medfusion.ingest.dicom.header_reader import BoundedHeaderReader
+from medfusion.ingest.dicom.read import read_dicom_header
+from medfusion.ingest.records import DicomImage, Rejection
 
 logger = logging.getLogger(__name__)
 
@@ -143,9 +143,9 @@ def scan_dicom_folder(
         root: Folder to walk recursively (or a single file).
         progress: Show a rich progress bar on the terminal.
         max_bytes: Bound on each file's size, checked before reading it (and on a deflated header's
-            inflated bytes); None: the reader's default (:func:`~medfusion.data.dicom.byte_limit`).
+            inflated bytes); None: the reader's default (:func:`~medfusion.ingest.dicom.read.byte_limit`).
         file_timeout_s: Bound on the wall time of each header read: headers are then read in a child
-            process (:class:`~medfusion.data.header_reader.BoundedHeaderReader`) and a file over the
+            process (:class:`~medfusion.ingest.dicom.header_reader.BoundedHeaderReader`) and a file over the
             bound is rejected. None: read in this process, bounded in bytes only.
 
     Returns:
@@ -251,7 +251,7 @@ def choose_copy(candidates: Sequence[Path], decode: Callable[[Path], DicomImage]
 
     Args:
         candidates: Files holding the same instance, in trial order (:func:`copy_order`).
-        decode: Reads one file (e.g. :func:`~medfusion.data.dicom.read_dicom` with the caller's bounds);
+        decode: Reads one file (e.g. :func:`~medfusion.ingest.dicom.read.read_dicom` with the caller's bounds);
             raises :class:`~medfusion.errors.DicomReadError` when it cannot.
 
     Returns:

@@ -1,7 +1,7 @@
 """Copies of one instance (same SOPInstanceUID in several files): the copy that decodes is used,
 whatever the path order and the file sizes; every other copy is recorded with its reason.
 
-Real files written by :func:`medfusion.data.dicom_writer.write_dicom`, broken the way partial
+Real files written by :func:`medfusion.datasets.demo.dicom_writer.write_dicom`, broken the way partial
 transfers and re-sends break them (cut short, overwritten codestream).
 """
 
@@ -15,10 +15,15 @@ import pydicom
 import pytest
 from pydicom.uid import RLELossless
 
-from medfusion.data.cohort import build_manifest
-from medfusion.data.dicom import read_dicom
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
-from medfusion.data.studies import choose_copy, copy_order, resolve_copies, scan_dicom_folder
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
+from medfusion.ingest.archive import build_manifest
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.dicom.studies import (
+    choose_copy,
+    copy_order,
+    resolve_copies,
+    scan_dicom_folder,
+)
 
 STUDY = "1.2.826.0.1.3680043.8.498.77"
 SERIES = STUDY + ".1"

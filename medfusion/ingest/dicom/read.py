@@ -6,7 +6,7 @@ Pipeline of :func:`read_dicom` (PS3.4 Annex N grayscale pipeline, then colour ha
    reading them. Parse the header without pixel data and refuse images larger than ``max_pixels``
    (``rows * cols * frames * samples``) before any pixel byte is read or decoded. Deflated files
    are inflated only as far as the parser reads and never beyond ``max_bytes``
-   (:mod:`medfusion.data.deflate`): a header read inflates the header only, and a small "deflate
+   (:mod:`medfusion.ingest.dicom.deflate`): a header read inflates the header only, and a small "deflate
    bomb" is refused while inflating.
 2. Decode with pydicom's pixel decoders (native, deflate, RLE, JPEG baseline/extended/lossless via
    pylibjpeg-libjpeg or Pillow, JPEG-LS via pyjpegls, JPEG 2000 via pylibjpeg-openjpeg).
@@ -59,12 +59,18 @@ import pydicom.uid
 import torch
 from pydicom.dataset import Dataset
 from pydicom.errors import BytesLengthException, InvalidDicomError
-from pydicom.pixels import apply_color_lut, apply_modality_lut, apply_voi, get_decoder, pixel_array
+from pydicom.pixels import (
+    apply_color_lut,
+    apply_modality_lut,
+    apply_voi,
+    get_decoder,
+    pixel_array,
+)
 from pydicom.uid import UID
 
-from medfusion.data.deflate import deflated_start, read_deflated
-from medfusion.data.records import DicomImage
 from medfusion.errors import DicomReadError, InputRejected, MedfusionError
+from medfusion.ingest.dicom.deflate import deflated_start, read_deflated
+from medfusion.ingest.records import DicomImage
 from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
@@ -429,7 +435,7 @@ def _read_dataset(path: Path, *, pixels: bool, max_bytes: int, tags: list[str] |
 
     ``tags`` limits parsing to those elements (pydicom ``specific_tags``). ``max_bytes`` bounds the
     file's size (checked before reading) and, for deflated files, the inflated dataset (checked
-    while inflating, which goes only as far as the parser reads: see :mod:`medfusion.data.deflate`).
+    while inflating, which goes only as far as the parser reads: see :mod:`medfusion.ingest.dicom.deflate`).
 
     Raises:
         DicomReadError: Empty or too large file, not DICOM, deflate bomb or broken deflate stream, or

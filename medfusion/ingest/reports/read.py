@@ -1,7 +1,7 @@
 """Radiology reports in: plain text, CSV and (through :mod:`medfusion.fhir.read`) FHIR R5 DiagnosticReports.
 
-Readers return a :class:`~medfusion.data.records.ReportBatch`: the reports that could be used and a
-:class:`~medfusion.data.records.Rejection` for each one that could not, so that a batch job loses
+Readers return a :class:`~medfusion.ingest.records.ReportBatch`: the reports that could be used and a
+:class:`~medfusion.ingest.records.Rejection` for each one that could not, so that a batch job loses
 nothing and one bad record never stops the others. A file that cannot be read at all (missing, not
 UTF-8, not JSON, not a CSV with a report column) raises :class:`~medfusion.errors.ReportParseError`.
 :func:`read_reports` picks the reader by file extension.
@@ -9,8 +9,8 @@ UTF-8, not JSON, not a CSV with a report column) raises :class:`~medfusion.error
 Accession numbers are pseudonymised with :func:`medfusion.privacy.pseudonym` (``kind="acc"``) as soon
 as they are read; neither they nor any report content appear in logs or rejection reasons.
 
-Imports: :mod:`medfusion.data.records`, :mod:`medfusion.data.report_text`,
-:mod:`medfusion.data.csv_table`, :mod:`medfusion.fhir.read`, :mod:`medfusion.errors`.
+Imports: :mod:`medfusion.ingest.records`, :mod:`medfusion.ingest.reports.text`,
+:mod:`medfusion.ingest.csv_table`, :mod:`medfusion.fhir.read`, :mod:`medfusion.errors`.
 """
 
 from __future__ import annotations
@@ -18,11 +18,16 @@ from __future__ import annotations
 import logging
 from pathlib import Path
 
-from medfusion.data.csv_table import read_text_csv
-from medfusion.data.records import Rejection, ReportBatch, is_dicom_uid, record_locator
-from medfusion.data.report_text import DEFAULT_MAX_CHARS, report_from_text
 from medfusion.errors import ReportParseError
 from medfusion.fhir.read import FHIR_SUFFIXES, read_fhir_reports
+from medfusion.ingest.csv_table import read_text_csv
+from medfusion.ingest.records import (
+    Rejection,
+    ReportBatch,
+    is_dicom_uid,
+    record_locator,
+)
+from medfusion.ingest.reports.text import DEFAULT_MAX_CHARS, report_from_text
 
 logger = logging.getLogger(__name__)
 

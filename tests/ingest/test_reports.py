@@ -12,13 +12,23 @@ from fhir.resources.bundle import Bundle
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 
-from medfusion.data.records import Report, ReportBatch, join_locator, record_locator, split_locator
-from medfusion.data.report_text import report_from_text
-from medfusion.data.reports import read_csv_reports, read_reports, read_text_reports
 from medfusion.errors import ReportParseError
 from medfusion.fhir.codes import ACCESSION_PSEUDONYM_SYSTEM
 from medfusion.fhir.read import read_fhir_reports, report_from_fhir_json
 from medfusion.fhir.write import report_to_fhir, write_fhir_bundle, write_fhir_ndjson
+from medfusion.ingest.records import (
+    Report,
+    ReportBatch,
+    join_locator,
+    record_locator,
+    split_locator,
+)
+from medfusion.ingest.reports.read import (
+    read_csv_reports,
+    read_reports,
+    read_text_reports,
+)
+from medfusion.ingest.reports.text import report_from_text
 from medfusion.privacy import pseudonym
 
 TEXT = "HISTORY: cough\nFINDINGS: Small left effusion.\nIMPRESSION: Left pleural effusion."

@@ -5,7 +5,7 @@ Each file must either give a finite float32 4-D image in ``[0, 1]`` or raise
 file, fails. Run this module as a script for the summary (read / rejected / crashed and the
 rejection reasons grouped)::
 
-    python tests/data/test_pydicom_corpus.py
+    python tests/ingest/test_pydicom_corpus.py
 """
 
 from __future__ import annotations
@@ -20,8 +20,8 @@ import pydicom.data
 import pytest
 import torch
 
-from medfusion.data.dicom import read_dicom
 from medfusion.errors import DicomReadError
+from medfusion.ingest.dicom.read import read_dicom
 
 #: Per-file bound on reading time, seconds.
 TIME_LIMIT_S = 20.0

@@ -25,13 +25,13 @@ from pydicom.uid import (
     RLELossless,
 )
 
-import medfusion.data.dicom as dicom_module
-from medfusion.data.dicom import read_dicom, read_dicom_header, read_series
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
-from medfusion.data.studies import scan_dicom_folder
-from medfusion.processing.transforms import LoadDicomd, image_transforms, input_error
+import medfusion.ingest.dicom.read as dicom_module
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.errors import DicomReadError
+from medfusion.ingest.dicom.read import read_dicom, read_dicom_header, read_series
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.privacy import pseudonym
+from medfusion.processing.transforms import LoadDicomd, image_transforms, input_error
 
 STUDY = "1.2.826.0.1.3680043.8.498.1"
 SERIES = "1.2.826.0.1.3680043.8.498.1.1"

@@ -33,9 +33,9 @@ import pandas as pd
 import pyarrow as pa
 import pyarrow.parquet as pq
 
-from medfusion.data.csv_table import first_line
-from medfusion.data.records import LABEL_PREFIX
 from medfusion.errors import ManifestError
+from medfusion.ingest.csv_table import first_line
+from medfusion.ingest.records import LABEL_PREFIX
 
 logger = logging.getLogger(__name__)
 
