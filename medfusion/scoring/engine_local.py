@@ -17,7 +17,7 @@ the pool is rebuilt and the studies that were in flight are retried one at a tim
 kills its worker alone ``max_attempts`` times is dead-lettered (stage ``worker-crash``).
 
 Wall time is bounded per file: a worker reports each step it starts (materializing the study, then
-every file it reads, through :func:`medfusion.ingest.dicom.read.watch_files`) to the main process, which
+every file it reads, through :func:`medfusion.ingest.dicom.watch.watch_files`) to the main process, which
 stops a worker whose step has run longer than ``options.file_timeout_s``. That study is
 dead-lettered with the file and the reason (``decode exceeded 60 s ...``, stage ``decode`` or
 ``materialize``), and the studies the stop interrupted on the other workers are submitted again.
@@ -45,8 +45,9 @@ from typing import Any
 
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.inference import Predictor, StudyInput, load_preprocessor
-from medfusion.ingest.dicom.read import read_dicom, watch_files
+from medfusion.ingest.dicom.read import read_dicom
 from medfusion.ingest.dicom.studies import resolve_copies
+from medfusion.ingest.dicom.watch import watch_files
 from medfusion.ingest.records import Rejection
 from medfusion.processes import worker_context
 from medfusion.processing.preprocessor import Preprocessor

@@ -25,10 +25,12 @@ from pydicom.uid import (
     RLELossless,
 )
 
-import medfusion.ingest.dicom.read as dicom_module
+import medfusion.ingest.dicom.decode as decode_module
 from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.errors import DicomReadError
-from medfusion.ingest.dicom.read import read_dicom, read_dicom_header, read_series
+from medfusion.ingest.dicom.limits import DEFLATE_MARGIN_BYTES, byte_limit
+from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
+from medfusion.ingest.dicom.series import read_series
 from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.privacy import pseudonym
 from medfusion.processing.transforms import LoadDicomd, image_transforms, input_error
@@ -332,8 +334,8 @@ def test_max_pixels_refusal_happens_before_decoding(tmp_path: Path, monkeypatch:
             full_reads.append(args)
         return real_dcmread(*args, **kwargs)
 
-    monkeypatch.setattr(dicom_module, "pixel_array", lambda *a, **k: decoded.append(a))
-    monkeypatch.setattr(dicom_module.pydicom, "dcmread", spy_dcmread)
+    monkeypatch.setattr(decode_module, "pixel_array", lambda *a, **k: decoded.append(a))
+    monkeypatch.setattr(pydicom, "dcmread", spy_dcmread)
 
     with pytest.raises(DicomReadError) as info:
         read_dicom(path)
@@ -368,7 +370,7 @@ def test_files_over_the_byte_bound_are_refused_before_reading(tmp_path: Path) ->
         with pytest.raises(DicomReadError, match=f"file too large: {size} bytes > max_bytes {size - 1}"):
             read(path, max_bytes=size - 1)
     assert read_dicom(path, max_bytes=size).pixels.shape == (1, 1, 48, 64)
-    assert dicom_module.byte_limit(1000) == 8000 + dicom_module.DEFLATE_MARGIN_BYTES
+    assert byte_limit(1000) == 8000 + DEFLATE_MARGIN_BYTES
 
 
 def _no_pixel_data(path: Path) -> Path:

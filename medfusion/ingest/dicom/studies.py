@@ -143,7 +143,7 @@ def scan_dicom_folder(
         root: Folder to walk recursively (or a single file).
         progress: Show a rich progress bar on the terminal.
         max_bytes: Bound on each file's size, checked before reading it (and on a deflated header's
-            inflated bytes); None: the reader's default (:func:`~medfusion.ingest.dicom.read.byte_limit`).
+            inflated bytes); None: the reader's default (:func:`~medfusion.ingest.dicom.limits.byte_limit`).
         file_timeout_s: Bound on the wall time of each header read: headers are then read in a child
             process (:class:`~medfusion.ingest.dicom.header_reader.BoundedHeaderReader`) and a file over the
             bound is rejected. None: read in this process, bounded in bytes only.
