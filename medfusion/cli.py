@@ -123,7 +123,7 @@ def demo_data(
     overrides: OverrideOption = None,
 ) -> None:
     """Generate the seeded synthetic demo cohort (DICOM + FHIR reports + labels + manifest)."""
-    from medfusion.data.demo_cohort import generate_demo_cohort
+    from medfusion.datasets.demo.cohort import generate_demo_cohort
 
     cfg = _load(config, overrides)
     root = out or cfg.project_dir / "demo_cohort"
@@ -143,7 +143,7 @@ def build_manifest_cmd(
     overrides: OverrideOption = None,
 ) -> None:
     """Build a manifest from a raw archive: DICOM tree + reports + a label file."""
-    from medfusion.data.cohort import build_manifest
+    from medfusion.ingest.archive import build_manifest
 
     cfg = _load(config, overrides)
     build = build_manifest(

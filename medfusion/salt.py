@@ -61,7 +61,7 @@ _warned_public = False
 def demo_salt() -> Iterator[None]:
     """Pseudonymise with :data:`PUBLIC_SALT` inside this block (this thread or task only).
 
-    Only for the synthetic demo cohort (:func:`medfusion.data.demo_cohort.generate_demo_cohort`): its
+    Only for the synthetic demo cohort (:func:`medfusion.datasets.demo.cohort.generate_demo_cohort`): its
     patients are invented, and a fixed salt gives the same patient-level splits, hence the same
     figures, on every machine. Never use it for real data.
     """

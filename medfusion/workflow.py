@@ -8,7 +8,7 @@ from pathlib import Path
 from typing import Any
 
 from medfusion.config import Config
-from medfusion.data.manifest import manifest_hash
+from medfusion.ingest.manifest import manifest_hash
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri

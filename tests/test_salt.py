@@ -18,9 +18,9 @@ import pandas as pd
 import pydicom
 import pytest
 
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
-from medfusion.data.studies import scan_dicom_folder
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.errors import SiteSaltError
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.privacy import pseudonym
 from medfusion.salt import (
     ALLOW_PUBLIC_SALT_ENV,

@@ -6,7 +6,7 @@
   stable resource ids (:func:`medfusion.fhir.write.stable_id`), NDJSON and Bundle files.
 
 May import ``fhir.resources``, pydantic, :mod:`medfusion.results`, :mod:`medfusion.privacy`,
-:mod:`medfusion.errors` and the report records of :mod:`medfusion.data` (records, report_text,
-sections); nothing from scoring, review, tracking or training, which import this package instead.
+:mod:`medfusion.errors` and the report records of :mod:`medfusion.ingest` (records, reports.text,
+reports.sections); nothing from scoring, review, tracking or training, which import this package instead.
 Import the submodules directly; this ``__init__`` imports nothing.
 """

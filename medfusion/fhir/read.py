@@ -1,7 +1,7 @@
 """Read FHIR R5 DiagnosticReports (JSON resource, Bundle, NDJSON / Bulk Data export) into reports.
 
-Readers return a :class:`~medfusion.data.records.ReportBatch`: the reports that could be used and a
-:class:`~medfusion.data.records.Rejection` for each resource that could not, so that one bad resource
+Readers return a :class:`~medfusion.ingest.records.ReportBatch`: the reports that could be used and a
+:class:`~medfusion.ingest.records.Rejection` for each resource that could not, so that one bad resource
 never stops the others. Every DiagnosticReport and ImagingStudy is validated with ``fhir.resources``
 on its own. A file that cannot be read at all raises :class:`~medfusion.errors.ReportParseError`.
 Accession numbers are pseudonymised as soon as they are read.
@@ -18,8 +18,8 @@ Conventions:
   ``urn:oid:<uid>``, or ``study[].reference`` (``ImagingStudy/<id>`` or a Bundle ``fullUrl``) resolved
   through an ImagingStudy of the same Bundle / NDJSON file carrying such an identifier.
 
-Imports: ``fhir.resources``, pydantic, :mod:`medfusion.fhir.codes`, :mod:`medfusion.data.records`,
-:mod:`medfusion.data.report_text`, :mod:`medfusion.data.sections`, :mod:`medfusion.errors`,
+Imports: ``fhir.resources``, pydantic, :mod:`medfusion.fhir.codes`, :mod:`medfusion.ingest.records`,
+:mod:`medfusion.ingest.reports.text`, :mod:`medfusion.ingest.reports.sections`, :mod:`medfusion.errors`,
 :mod:`medfusion.privacy`.
 """
 
@@ -40,9 +40,9 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 from pydantic import ValidationError
 
-from medfusion.data.records import Rejection, Report, ReportBatch, is_dicom_uid, record_locator
-from medfusion.data.report_text import DEFAULT_MAX_CHARS, clean_report_text
-from medfusion.data.sections import split_sections
+from medfusion.ingest.records import Rejection, Report, ReportBatch, is_dicom_uid, record_locator
+from medfusion.ingest.reports.text import DEFAULT_MAX_CHARS, clean_report_text
+from medfusion.ingest.reports.sections import split_sections
 from medfusion.errors import ReportParseError
 from medfusion.fhir.codes import (
     ACCESSION_PSEUDONYM_SYSTEM,

@@ -1,6 +1,6 @@
 """Every FHIR R5 resource medfusion writes, validated with ``fhir.resources``, and the files holding them.
 
-- :func:`report_to_fhir`: a radiology report (:class:`~medfusion.data.records.Report`) as a
+- :func:`report_to_fhir`: a radiology report (:class:`~medfusion.ingest.records.Report`) as a
   DiagnosticReport (the demo cohort, OpenI).
 - :func:`result_resources`: a model result (:class:`~medfusion.results.ResultRow`) as a
   ``preliminary`` DiagnosticReport and one Observation per label, tagged ``UNVERIFIED`` and carrying
@@ -14,7 +14,7 @@ reviewed labels carry no patient data: no subject, no accession number, the stud
 StudyInstanceUID, reviewers by pseudonym.
 
 Imports: ``fhir.resources``, :mod:`medfusion.fhir.codes`, :mod:`medfusion.results`,
-:mod:`medfusion.data.records`, :mod:`medfusion.data.sections`, :mod:`medfusion.privacy`.
+:mod:`medfusion.ingest.records`, :mod:`medfusion.ingest.reports.sections`, :mod:`medfusion.privacy`.
 """
 
 from __future__ import annotations
@@ -35,8 +35,6 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.observation import Observation
 from fhir.resources.resource import Resource
 
-from medfusion.data.records import Report, is_dicom_uid
-from medfusion.data.sections import split_sections
 from medfusion.fhir.codes import (
     ACCESSION_PSEUDONYM_SYSTEM,
     FHIR_STATUSES,
@@ -50,6 +48,8 @@ from medfusion.fhir.codes import (
     radiology_category,
     study_reference,
 )
+from medfusion.ingest.records import Report, is_dicom_uid
+from medfusion.ingest.reports.sections import split_sections
 from medfusion.privacy import pseudonym
 from medfusion.results import ResultRow
 

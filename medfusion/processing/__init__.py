@@ -19,7 +19,7 @@ study is turned into tensors in exactly one way:
   study (the only place the channel check and MONAI's error unwrapping live).
 
 May import: :mod:`medfusion.errors`, :mod:`medfusion.config` (to read a spec off a run config) and the
-readers of :mod:`medfusion.data` (DICOM, report sections). Must not import models, training, inference,
+readers of :mod:`medfusion.ingest` (DICOM, report sections). Must not import models, training, inference,
 scoring, explain, review or tracking: they import this package. Nothing is imported here, so that
 ``import medfusion.processing.spec`` stays free of MONAI.
 """

@@ -23,9 +23,9 @@ from typing import Any
 import torch
 from monai.transforms import Compose
 
-from medfusion.data.records import Report
-from medfusion.data.sections import select_sections
 from medfusion.errors import InputRejected
+from medfusion.ingest.records import Report
+from medfusion.ingest.reports.sections import select_sections
 from medfusion.processing.sample import Sample, StudyInput
 from medfusion.processing.spec import PreprocessingSpec
 from medfusion.processing.transforms import image_transforms, input_error

@@ -45,8 +45,10 @@ from monai.transforms import (
     Resized,
 )
 
-from medfusion.data.dicom import DEFAULT_MAX_PIXELS, read_dicom, read_dicom_header, read_series
 from medfusion.errors import DicomReadError, InputRejected
+from medfusion.ingest.dicom.limits import DEFAULT_MAX_PIXELS
+from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
+from medfusion.ingest.dicom.series import read_series
 from medfusion.processing.spec import FramePolicy
 
 logger = logging.getLogger(__name__)
@@ -98,7 +100,7 @@ class LoadDicomd(MapTransform):
     the ``mean`` of all frames). Output ``(C, H, W)``.
 
     3D (``spatial_dims=3``): all paths are read as one series with
-    :func:`~medfusion.data.dicom.read_series` (sorted by slice position; a single multi-frame file
+    :func:`~medfusion.ingest.dicom.series.read_series` (sorted by slice position; a single multi-frame file
     gives its frames as depth). Output ``(C, D, H, W)``.
 
     ``C`` is 1 for grayscale sources, or with ``grayscale=True`` (RGB -> BT.601 luminance); 3 for

@@ -49,7 +49,7 @@ def has_scores(results_dir: Path) -> bool:
 
 def link_split(manifest_path: Path, labels: list[str], split: str, folder: Path) -> int:
     """Symlink the DICOM files of one manifest split into ``folder`` (a scoring source); returns the count."""
-    from medfusion.data.manifest import read_manifest
+    from medfusion.ingest.manifest import read_manifest
 
     manifest = read_manifest(manifest_path, labels)
     rows = manifest[manifest["split"] == split]

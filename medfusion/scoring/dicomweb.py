@@ -5,13 +5,13 @@
 
 * :meth:`~DicomwebSource.discover` lists studies with QIDO-RS *SearchForStudies*, page by page
   (``limit``/``offset``), so a large archive streams. Each study's AccessionNumber is pseudonymised
-  on arrival (:func:`medfusion.privacy.pseudonym`, as :func:`medfusion.data.dicom.read_dicom_header`
+  on arrival (:func:`medfusion.privacy.pseudonym`, as :func:`medfusion.ingest.dicom.read.read_dicom_header`
   does for files) and becomes the report key, exactly as for a folder source.
 * :meth:`~DicomwebSource.materialize` retrieves the study's instances with WADO-RS *RetrieveStudy*
   in their stored transfer syntax (``Accept: multipart/related; type="application/dicom";
   transfer-syntax=*``), streaming one instance at a time, and writes each as a DICOM Part-10 file.
   The files then go through the same header checks as a folder scan
-  (:func:`medfusion.data.studies.scan_dicom_folder`), so both sources hand the model the same images.
+  (:func:`medfusion.ingest.dicom.studies.scan_dicom_folder`), so both sources hand the model the same images.
 
 Credentials come from the arguments, else from ``MEDFUSION_DICOMWEB_USER`` /
 ``MEDFUSION_DICOMWEB_PASSWORD`` (HTTP basic auth), or from a ready ``requests.Session`` (tokens, client
@@ -38,8 +38,8 @@ import pydicom
 import pydicom.errors
 import requests
 
-from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import InputRejected
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.privacy import pseudonym
 from medfusion.scoring.sources import StudyRef
 

@@ -17,13 +17,13 @@ the pool is rebuilt and the studies that were in flight are retried one at a tim
 kills its worker alone ``max_attempts`` times is dead-lettered (stage ``worker-crash``).
 
 Wall time is bounded per file: a worker reports each step it starts (materializing the study, then
-every file it reads, through :func:`medfusion.data.dicom.watch_files`) to the main process, which
+every file it reads, through :func:`medfusion.ingest.dicom.watch.watch_files`) to the main process, which
 stops a worker whose step has run longer than ``options.file_timeout_s``. That study is
 dead-lettered with the file and the reason (``decode exceeded 60 s ...``, stage ``decode`` or
 ``materialize``), and the studies the stop interrupted on the other workers are submitted again.
 
 Copies of one instance (same SOPInstanceUID in several files) are chosen in the worker by what
-decodes (:func:`medfusion.data.studies.resolve_copies`); each copy set aside is dead-lettered as a
+decodes (:func:`medfusion.ingest.dicom.studies.resolve_copies`); each copy set aside is dead-lettered as a
 file of its study (stage ``decode``) while the study goes on.
 """
 
@@ -43,11 +43,12 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from medfusion.data.dicom import read_dicom, watch_files
-from medfusion.data.records import Rejection
-from medfusion.data.studies import resolve_copies
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.inference import Predictor, StudyInput, load_preprocessor
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.dicom.studies import resolve_copies
+from medfusion.ingest.dicom.watch import watch_files
+from medfusion.ingest.records import Rejection
 from medfusion.processes import worker_context
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample

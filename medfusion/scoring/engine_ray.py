@@ -36,8 +36,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import pandas as pd
 
-from medfusion.data.records import Rejection
 from medfusion.inference import Prediction
+from medfusion.ingest.records import Rejection
 from medfusion.models.card import ModelCard
 from medfusion.processing.sample import Sample
 from medfusion.scoring.engine_local import Prepared, record_set_aside

@@ -22,9 +22,9 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
 
-from medfusion.data.records import join_locator, split_locator
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
+from medfusion.ingest.records import join_locator, split_locator
 from medfusion.models.card import ModelCard
 from medfusion.results import ResultRow
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger

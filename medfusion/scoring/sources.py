@@ -9,7 +9,7 @@ A source may also expose ``rejected: list[Rejection]``, files found during disco
 used (filled while :meth:`~StudySource.discover` runs); the job dead-letters them.
 
 Reports are looked up in a :class:`ReportIndex` by study UID, then by accession pseudonym, with the
-linkage rules of :func:`medfusion.data.linkage.link_reports` (most final status wins, then the later
+linkage rules of :func:`medfusion.ingest.linkage.link_reports` (most final status wins, then the later
 report; a report whose study UID and accession number disagree is refused).
 """
 
@@ -22,11 +22,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from medfusion.data.linkage import link_reports
-from medfusion.data.records import Rejection, Report
-from medfusion.data.reports import read_reports
-from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import DicomReadError, InputRejected, ReportParseError
+from medfusion.ingest.dicom.studies import scan_dicom_folder
+from medfusion.ingest.linkage import link_reports
+from medfusion.ingest.records import Rejection, Report
+from medfusion.ingest.reports.read import read_reports
 
 log = logging.getLogger(__name__)
 
@@ -65,7 +65,7 @@ class StudySource(Protocol):
 class FolderSource:
     """Studies in a folder tree of DICOM files, any layout, grouped by StudyInstanceUID.
 
-    Only headers are read during discovery (:func:`medfusion.data.studies.scan_dicom_folder`), in a
+    Only headers are read during discovery (:func:`medfusion.ingest.dicom.studies.scan_dicom_folder`), in a
     child process that spends at most ``file_timeout_s`` on one file; files that are not usable
     DICOM images, or whose header read runs over the bound, land in :attr:`rejected`. A study's
     locator lists every file of it, copies of one instance included (the worker chooses the copy
@@ -191,7 +191,7 @@ class ReportIndex:
         candidates = sorted(set(self._by_uid.get(study_uid, [])) | set(self._by_acc.get(report_key or "", [])))
         if not candidates:
             return None
-        linkage_log = logging.getLogger("medfusion.data.linkage")
+        linkage_log = logging.getLogger("medfusion.ingest.linkage")
         level = linkage_log.level
         linkage_log.setLevel(logging.WARNING)  # its per-call INFO summary would be one line per study
         try:

@@ -17,8 +17,8 @@ import numpy as np
 import pandas as pd
 
 from medfusion.config import Config, PromotionGates
-from medfusion.data.manifest import manifest_hash, read_manifest
-from medfusion.data.records import LABEL_PREFIX
+from medfusion.ingest.manifest import manifest_hash, read_manifest
+from medfusion.ingest.records import LABEL_PREFIX
 from medfusion.errors import MedfusionError
 from medfusion.metrics import compute_metrics
 from medfusion.tracking.store import connect
@@ -82,7 +82,7 @@ def frozen_eval_set(config: Config, manifest_path: Path) -> pd.DataFrame:
     eval_set = manifest[manifest["split"] == "test"].reset_index(drop=True)
     if eval_set.empty:
         raise MedfusionError(f"{manifest_path}: manifest has no 'test' split to freeze an evaluation set from")
-    from medfusion.data.manifest import write_manifest
+    from medfusion.ingest.manifest import write_manifest
 
     write_manifest(eval_set, path)
     log.info("froze evaluation set: %d studies -> %s", len(eval_set), path)

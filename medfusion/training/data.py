@@ -1,6 +1,6 @@
 """Study records -> samples for training: a torch Dataset that caches the deterministic preprocessing.
 
-Records are the MONAI-style dicts of :func:`medfusion.data.manifest.rows_to_records`:
+Records are the MONAI-style dicts of :func:`medfusion.ingest.manifest.rows_to_records`:
 ``{"image": [paths], "report": str, "label": (L,) float32 with NaN = unknown, "meta": {...}}``.
 
 Each record becomes a :class:`~medfusion.processing.sample.Sample` through the model's
@@ -22,8 +22,8 @@ import numpy as np
 import torch
 from torch.utils.data import Dataset
 
-from medfusion.data.records import Rejection
 from medfusion.errors import InputRejected
+from medfusion.ingest.records import Rejection
 from medfusion.processing.preprocessor import Decoded, Preprocessor
 from medfusion.processing.sample import Sample, StudyInput
 

@@ -38,7 +38,7 @@ from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 
 from medfusion.config import Config
-from medfusion.data.records import Rejection
+from medfusion.ingest.records import Rejection
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.metrics import evaluate, tune_thresholds
 from medfusion.models.calibration import apply_temperature, fit_temperature
@@ -299,7 +299,7 @@ def train(
     Args:
         config: Run configuration.
         records: Split name (``train``, ``val``, ``test``) -> study records
-            (see :func:`medfusion.data.manifest.rows_to_records`). ``train`` and ``val`` are required.
+            (see :func:`medfusion.ingest.manifest.rows_to_records`). ``train`` and ``val`` are required.
         out_dir: Run folder: ``text_encoder/`` (tiny BERT), ``checkpoints/best.safetensors``, ``model/``.
         callbacks: Objects with ``on_epoch_end(epoch, metrics)`` and/or ``on_train_end(result)``.
         progress: Log one line per epoch at INFO (else DEBUG).

@@ -38,7 +38,7 @@ def resolve_config(config: str | Path | Config, overrides: dict[str, Any] | None
 
 def demo_manifest(config: Config, *, progress: bool = True) -> Path:
     """The demo cohort's manifest under ``project_dir/demo_cohort``, generated unless an identical one exists."""
-    from medfusion.data.demo_cohort import MARKER, generate_demo_cohort
+    from medfusion.datasets.demo.cohort import MARKER, generate_demo_cohort
 
     root = config.project_dir / "demo_cohort"
     manifest = root / "manifest.parquet"
@@ -96,7 +96,7 @@ def training_manifest(config: Config, *, progress: bool = True) -> Path:
 
 def load_records(config: Config, *, progress: bool = True) -> TrainingData:
     """The manifest (:func:`training_manifest`) and records of a config."""
-    from medfusion.data.manifest import read_manifest, rows_to_records
+    from medfusion.ingest.manifest import read_manifest, rows_to_records
 
     manifest = training_manifest(config, progress=progress)
     df = read_manifest(manifest, config.labels)

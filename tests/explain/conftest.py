@@ -21,7 +21,7 @@ def demo_predictor(demo_project: DemoProject) -> Predictor:
 @pytest.fixture(scope="session")
 def demo_test_records(demo_project: DemoProject, demo_predictor: Predictor) -> list[dict[str, Any]]:
     """The demo cohort's test split as records (``meta`` has ``study_uid`` and ``lesion_mask_path``)."""
-    from medfusion.data.manifest import read_manifest, rows_to_records
+    from medfusion.ingest.manifest import read_manifest, rows_to_records
 
     df = read_manifest(demo_project.manifest_path, demo_predictor.labels)
     return rows_to_records(df[df["split"] == "test"], demo_predictor.labels)

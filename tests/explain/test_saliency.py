@@ -13,7 +13,7 @@ import pytest
 import torch
 
 from medfusion.config import ImageEncoderConfig
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.explain import explain_study
 from medfusion.explain.faithfulness import evaluate, pooled
 from medfusion.inference import Predictor, StudyInput

@@ -12,7 +12,6 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 from fhir.resources.observation import Observation
 
-from medfusion.data.records import Report
 from medfusion.fhir.codes import study_identifier
 from medfusion.fhir.read import read_fhir_reports
 from medfusion.fhir.write import (
@@ -24,6 +23,7 @@ from medfusion.fhir.write import (
     stable_id,
     write_fhir_ndjson,
 )
+from medfusion.ingest.records import Report
 from medfusion.results import Provenance, ResultRow
 
 UID = "1.2.826.0.1.3680043.8.498.7"

@@ -16,7 +16,7 @@ import torch
 from safetensors.torch import load_file
 
 from medfusion.config import Config
-from medfusion.data.assets import find_minilm_dir
+from medfusion.datasets.assets import find_minilm_dir
 from medfusion.errors import MedfusionError
 from medfusion.models.card import ModelCard
 from medfusion.models.model import build_model, load_pretrained

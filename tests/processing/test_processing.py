@@ -9,7 +9,7 @@ import pytest
 import torch
 
 from medfusion.config import Config
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.models.tokenizer import train_wordpiece_tokenizer
 from medfusion.processing.preprocessor import Preprocessor

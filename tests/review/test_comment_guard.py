@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.review.comment_guard import (
     comment_findings,
     describe,

@@ -7,7 +7,7 @@ import json
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.observation import Observation
 
-from medfusion.data.cohort import read_label_file
+from medfusion.ingest.archive import read_label_file
 from medfusion.review.export import export_csv, export_fhir
 from medfusion.review.store import Decision, ReviewStore, Shown
 

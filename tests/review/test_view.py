@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.view import (
     DisplayImage,

@@ -17,7 +17,7 @@ N_STUDIES = 20
 def tiny_cohort(tmp_path_factory: pytest.TempPathFactory) -> Path:
     """A 20-study demo cohort (64 px images) generated for this package."""
     from medfusion.config import DemoCohortConfig
-    from medfusion.data.demo_cohort import generate_demo_cohort
+    from medfusion.datasets.demo.cohort import generate_demo_cohort
 
     root = tmp_path_factory.mktemp("robustness") / "cohort"
     generate_demo_cohort(root, DemoCohortConfig(n_studies=N_STUDIES, image_size=64), progress=False)

@@ -65,8 +65,8 @@ def _names_file(source: str, path: Path) -> bool:
 def _read_dicom(path: Path) -> tuple[str, str]:
     import torch
 
-    from medfusion.data.dicom import read_dicom, read_dicom_header
     from medfusion.errors import DicomReadError
+    from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
 
     # The header reader must also end cleanly; anything but DicomReadError propagates as a crash.
     with contextlib.suppress(DicomReadError):
@@ -86,14 +86,14 @@ def _read_dicom(path: Path) -> tuple[str, str]:
 
 
 def _read_dicom_header(path: Path) -> tuple[str, str]:
-    from medfusion.data.dicom import read_dicom_header
+    from medfusion.ingest.dicom.read import read_dicom_header
 
     meta = read_dicom_header(path)
     return HANDLED, f"{meta.get('rows')}x{meta.get('columns')}"
 
 
 def _read_reports(path: Path) -> tuple[str, str]:
-    from medfusion.data.reports import read_reports
+    from medfusion.ingest.reports.read import read_reports
 
     batch = read_reports(path)
     for rejection in batch.rejected:
@@ -123,8 +123,8 @@ def _load_config(path: Path) -> tuple[str, str]:
 def _read_study_folder(path: Path) -> tuple[str, str]:
     """A folder of one study's files, as a scoring worker reads it: the copy of each instance that
     decodes, then every kept file decoded. Detail: the names kept and the number set aside."""
-    from medfusion.data.dicom import read_dicom
-    from medfusion.data.studies import resolve_copies, scan_dicom_folder
+    from medfusion.ingest.dicom.read import read_dicom
+    from medfusion.ingest.dicom.studies import resolve_copies, scan_dicom_folder
 
     scan = scan_dicom_folder(path)
     kept_names, set_aside = [], 0
@@ -145,7 +145,7 @@ DISCOVERY_FILE_TIMEOUT_S = 5.0
 
 def _discover(path: Path) -> tuple[str, str]:
     """Discovery of a folder with time-bounded header reads (as the scoring folder source runs it)."""
-    from medfusion.data.studies import scan_dicom_folder
+    from medfusion.ingest.dicom.studies import scan_dicom_folder
 
     scan = scan_dicom_folder(path, file_timeout_s=DISCOVERY_FILE_TIMEOUT_S)
     if scan.rejected and not scan.studies:

@@ -54,8 +54,8 @@ def _check(title: str, tally: Tally) -> dict[str, int]:
 
 def _valid_dicom_seeds(cohort: Path, n: int) -> list[Path]:
     """``n`` demo files that read, spread over the cohort's folders and transfer syntaxes."""
-    from medfusion.data.dicom import read_dicom
     from medfusion.errors import DicomReadError
+    from medfusion.ingest.dicom.read import read_dicom
 
     good = []
     for path in sorted(p for p in (cohort / "dicom").rglob("*") if p.is_file()):

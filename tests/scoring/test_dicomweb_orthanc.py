@@ -14,10 +14,10 @@ import pydicom.uid
 import pytest
 import torch
 
-from medfusion.data.dicom import read_dicom
-from medfusion.data.studies import DicomScan, scan_dicom_folder
 from medfusion.errors import DicomReadError, InputRejected
 from medfusion.inference import Predictor, StudyInput
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.dicom.studies import DicomScan, scan_dicom_folder
 from medfusion.scoring.dicomweb import PASSWORD_ENV, USER_ENV, DicomwebSource
 from medfusion.scoring.sources import FolderSource, StudyRef
 from tests.scoring.orthanc_server import OrthancServer, free_port, running_orthanc

@@ -15,9 +15,9 @@ from pathlib import Path
 
 import pytest
 
-from medfusion.data.dicom import read_dicom
-from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import DicomReadError
+from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
 from medfusion.scoring.ledger import Ledger

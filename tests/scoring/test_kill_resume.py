@@ -15,7 +15,7 @@ from pathlib import Path
 import pandas as pd
 import pytest
 
-from medfusion.data.studies import scan_dicom_folder
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
 from tests.support.demo import ROOT, DemoProject

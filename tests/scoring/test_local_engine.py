@@ -12,9 +12,9 @@ import numpy as np
 import pandas as pd
 import pytest
 
-from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import MedfusionError
 from medfusion.inference import STATUS, Predictor, StudyInput
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.models.model import WEIGHTS_FILE
 from medfusion.scoring import read_results, study_inputs
 from medfusion.scoring.ledger import Ledger

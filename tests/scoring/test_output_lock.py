@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from medfusion.data.studies import scan_dicom_folder
 from medfusion.errors import MedfusionError
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.lock import LOCK_FILE, OutputLock
 from tests.support.demo import ROOT, DemoProject

@@ -10,7 +10,7 @@ from pathlib import Path
 
 import pytest
 
-from medfusion.data.studies import scan_dicom_folder
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring.job import PRINTED_REPORT_REJECTIONS
 from tests.support.demo import DemoProject
 from tests.support.scoring import Cohort, copy_cohort

@@ -6,7 +6,7 @@ from pathlib import Path
 
 import torch
 
-from medfusion.data.studies import scan_dicom_folder
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
 from medfusion.scoring.ledger import Ledger

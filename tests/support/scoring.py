@@ -9,7 +9,7 @@ from typing import Any
 
 import torch
 
-from medfusion.data.studies import scan_dicom_folder
+from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring.job import ScoreOptions, ScoreSummary, run_score
 from tests.support.demo import DemoProject
 

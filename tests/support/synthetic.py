@@ -18,7 +18,7 @@ from typing import Any
 import numpy as np
 
 from medfusion.config import Config
-from medfusion.data.dicom_writer import DicomSpec, write_dicom
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
 from medfusion.training.engine import TrainResult, train
 from tests.support.threads import single_thread
 

@@ -104,7 +104,7 @@ def test_champion_scores_new_studies_in_a_fresh_process(project: Path, promotion
     manifest = default_manifest_path(config)
     script = f"""
 import json, mlflow, pandas as pd
-from medfusion.data.manifest import read_manifest
+from medfusion.ingest.manifest import read_manifest
 df = read_manifest({str(manifest)!r}).head(3)
 rows = pd.DataFrame({{"image_paths": [list(p) for p in df["image_paths"]], "report_text": list(df["report_text"])}})
 rows.loc[1, "report_text"] = ""          # missing report

@@ -6,7 +6,7 @@ import mlflow
 import numpy as np
 import pandas as pd
 
-from medfusion.data.manifest import read_manifest
+from medfusion.ingest.manifest import read_manifest
 from medfusion.results import STATUS, decide, result_columns
 from medfusion.scoring.resolve import resolve_model
 from medfusion.tracking.store import use_store
