@@ -68,20 +68,29 @@ def main(argv: list[str] | None = None) -> int:
     for fusion in args.fusions:
         for seed in args.seeds:
             result = train_from_config(
-                base, overrides={"fusion": {"name": fusion}, "training": {"seed": seed}},
-                out_dir=out / f"{fusion}-seed{seed}", progress=False,
+                base,
+                overrides={"fusion": {"name": fusion}, "training": {"seed": seed}},
+                out_dir=out / f"{fusion}-seed{seed}",
+                progress=False,
             )
             epochs = [h["epoch_seconds"] for h in result.history]
             row = {
-                "fusion": fusion, "seed": seed, "best_epoch": result.best_epoch, "epochs": len(result.history),
-                "train_seconds": result.train_seconds, "seconds_per_epoch": float(np.mean(epochs)),
+                "fusion": fusion,
+                "seed": seed,
+                "best_epoch": result.best_epoch,
+                "epochs": len(result.history),
+                "train_seconds": result.train_seconds,
+                "seconds_per_epoch": float(np.mean(epochs)),
                 "macro_auroc": result.test_metrics.get("macro_auroc", float("nan")),
                 "ece": result.test_metrics.get("ece", float("nan")),
                 **{f"auroc_{n}": result.test_metrics.get(f"auroc_{n}", float("nan")) for n in base.labels},
             }
             rows.append(row)
-            print(f"{fusion:<11} seed {seed}: macro AUROC {row['macro_auroc']:.3f}  ECE {row['ece']:.3f}  "
-                  f"{row['train_seconds']:.0f}s ({row['epochs']} epochs)", flush=True)
+            print(
+                f"{fusion:<11} seed {seed}: macro AUROC {row['macro_auroc']:.3f}  ECE {row['ece']:.3f}  "
+                f"{row['train_seconds']:.0f}s ({row['epochs']} epochs)",
+                flush=True,
+            )
 
     out.mkdir(parents=True, exist_ok=True)
     (out / "ablation.json").write_text(json.dumps(rows, indent=1))
@@ -97,8 +106,11 @@ def main(argv: list[str] | None = None) -> int:
         rs = [r for r in rows if r["fusion"] == fusion]
         cells = [_fmt([r["macro_auroc"] for r in rs])]
         cells += [_fmt([r[f"auroc_{n}"] for r in rs]) for n in base.labels]
-        cells += [_fmt([r["ece"] for r in rs]), f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
-                  f"{np.mean([r['seconds_per_epoch'] for r in rs]):.1f}"]
+        cells += [
+            _fmt([r["ece"] for r in rs]),
+            f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
+            f"{np.mean([r['seconds_per_epoch'] for r in rs]):.1f}",
+        ]
         print(f"| {fusion} | " + " | ".join(cells) + " |")
     print(f"\nrows: {out / 'ablation.csv'}")
     return 0

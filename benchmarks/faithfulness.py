@@ -42,7 +42,10 @@ def main(argv: list[str] | None = None) -> int:
 
     config = resolve_config(args.config)
     if config.data.manifest is not None:
-        print("faithfulness needs the demo cohort (masks, evidence spans); the config names another manifest", file=sys.stderr)
+        print(
+            "faithfulness needs the demo cohort (masks, evidence spans); the config names another manifest",
+            file=sys.stderr,
+        )
         return 2
     started = time.perf_counter()
     model_dir = args.model_dir
@@ -61,13 +64,20 @@ def main(argv: list[str] | None = None) -> int:
     rows = evaluate(predictor, records, load_evidence(manifest.parent), ks=args.k, progress=True)
     seconds = time.perf_counter() - t0
     table = format_table(rows)
-    print(f"\nmodel {predictor.loaded.model_id} ({config.fusion.name}, {config.image_encoder.name}, "
-          f"{'x'.join(map(str, config.data.image_size))}), {args.split} split ({len(records)} studies), {seconds:.0f} s\n")
+    print(
+        f"\nmodel {predictor.loaded.model_id} ({config.fusion.name}, {config.image_encoder.name}, "
+        f"{'x'.join(map(str, config.data.image_size))}), {args.split} split ({len(records)} studies), {seconds:.0f} s\n"
+    )
     print(table)
     out = args.out or config.project_dir / "faithfulness"
     out.mkdir(parents=True, exist_ok=True)
-    payload = {"model_dir": str(model_dir), "model_id": predictor.loaded.model_id, "split": args.split, "k": args.k,
-               "rows": [asdict(r) | {"lift": r.lift} for r in rows]}
+    payload = {
+        "model_dir": str(model_dir),
+        "model_id": predictor.loaded.model_id,
+        "split": args.split,
+        "k": args.k,
+        "rows": [asdict(r) | {"lift": r.lift} for r in rows],
+    }
     (out / "faithfulness.json").write_text(json.dumps(payload, indent=1), encoding="utf-8")
     (out / "faithfulness.md").write_text(table + "\n", encoding="utf-8")
     print(f"\nwritten to {out}")

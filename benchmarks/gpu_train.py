@@ -26,7 +26,11 @@ def _bert_base_folder() -> str:
 
     folder = tempfile.mkdtemp(prefix="bert-base-shape-")
     BertConfig(
-        vocab_size=30522, hidden_size=768, num_hidden_layers=12, num_attention_heads=12, intermediate_size=3072,
+        vocab_size=30522,
+        hidden_size=768,
+        num_hidden_layers=12,
+        num_attention_heads=12,
+        intermediate_size=3072,
         max_position_embeddings=512,
     ).save_pretrained(folder)
     return folder
@@ -48,7 +52,9 @@ def _batch(batch_size: int, tokens: int, size: int, device: torch.device) -> dic
     return {k: v.to(device) for k, v in batch.items()}
 
 
-def run(fusion: str, batch_size: int, tokens: int, size: int, steps: int, warmup: int, text_dir: str) -> dict[str, float]:
+def run(
+    fusion: str, batch_size: int, tokens: int, size: int, steps: int, warmup: int, text_dir: str
+) -> dict[str, float]:
     from medfusion.config import Config
     from medfusion.models.card import ModelCard
     from medfusion.models.model import build_model
@@ -101,19 +107,27 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusions", nargs="+", default=["image_only", "text_only", "late", "hybrid"])
     args = parser.parse_args(argv)
     if not torch.cuda.is_available():
-        print("gpu_train: no CUDA device available (torch.cuda.is_available() is False); "
-              "run this benchmark on a machine with an NVIDIA GPU and a CUDA build of torch.", file=sys.stderr)
+        print(
+            "gpu_train: no CUDA device available (torch.cuda.is_available() is False); "
+            "run this benchmark on a machine with an NVIDIA GPU and a CUDA build of torch.",
+            file=sys.stderr,
+        )
         return 2
     if not torch.cuda.is_bf16_supported():
         print(f"gpu_train: {torch.cuda.get_device_name()} does not support bf16", file=sys.stderr)
         return 2
     text_dir = _bert_base_folder()
-    print(f"{torch.cuda.get_device_name()}, torch {torch.__version__}; DenseNet121 + BERT-base shape, "
-          f"{args.image_size}x{args.image_size}, {args.tokens} tokens, batch {args.batch_size}, bf16 autocast")
+    print(
+        f"{torch.cuda.get_device_name()}, torch {torch.__version__}; DenseNet121 + BERT-base shape, "
+        f"{args.image_size}x{args.image_size}, {args.tokens} tokens, batch {args.batch_size}, bf16 autocast"
+    )
     print("| fusion | params (M) | samples/s | step (ms) | peak memory (GiB) |\n|---|---|---|---|---|")
     for fusion in args.fusions:
         r = run(fusion, args.batch_size, args.tokens, args.image_size, args.steps, args.warmup, text_dir)
-        print(f"| {fusion} | {r['params_m']:.1f} | {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {r['peak_gib']:.2f} |", flush=True)
+        print(
+            f"| {fusion} | {r['params_m']:.1f} | {r['samples_per_s']:.1f} | {r['step_ms']:.0f} | {r['peak_gib']:.2f} |",
+            flush=True,
+        )
     return 0
 
 

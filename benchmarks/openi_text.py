@@ -57,18 +57,29 @@ def make_config(encoder: str, manifest: Path, args: argparse.Namespace, minilm: 
     else:
         text = {"name_or_path": str(minilm), "embed_dim": 128, "pooling": "mean"}
         training = {"epochs": args.epochs, "lr": 1e-3, "text_lr": args.text_lr}
-    return Config.model_validate({
-        "name": f"openi-{encoder}",
-        "project_dir": str(args.out),
-        "labels": OPENI_LABELS,
-        "data": {"manifest": str(manifest), "max_tokens": args.max_tokens, "report_sections": ["findings", "impression"]},
-        "text_encoder": text,
-        "fusion": {"name": "text_only", "hidden_dim": 128, "dropout": 0.1, "modality_dropout": 0.0},
-        "training": {
-            **training, "batch_size": args.batch_size, "warmup_fraction": 0.1, "early_stopping_patience": 3,
-            "device": args.device, "amp": "auto", "seed": args.seed,
-        },
-    })
+    return Config.model_validate(
+        {
+            "name": f"openi-{encoder}",
+            "project_dir": str(args.out),
+            "labels": OPENI_LABELS,
+            "data": {
+                "manifest": str(manifest),
+                "max_tokens": args.max_tokens,
+                "report_sections": ["findings", "impression"],
+            },
+            "text_encoder": text,
+            "fusion": {"name": "text_only", "hidden_dim": 128, "dropout": 0.1, "modality_dropout": 0.0},
+            "training": {
+                **training,
+                "batch_size": args.batch_size,
+                "warmup_fraction": 0.1,
+                "early_stopping_patience": 3,
+                "device": args.device,
+                "amp": "auto",
+                "seed": args.seed,
+            },
+        }
+    )
 
 
 def subsample(reports: list, splits: dict[str, str], args: argparse.Namespace) -> list:
@@ -103,7 +114,9 @@ def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Text-only macro AUROC on OpenI reports (tiny BERT vs MiniLM).")
     parser.add_argument("--archive", type=Path, default=None, help="NLMCXR_reports.tgz or torchxrayvision wheel")
     parser.add_argument(
-        "--minilm", type=Path, default=None,
+        "--minilm",
+        type=Path,
+        default=None,
         help="pretrained BERT folder for the minilm row (default: all-MiniLM-L6-v2 of the installed package)",
     )
     parser.add_argument("--out", type=Path, default=Path("runs/openi_text"))
@@ -120,7 +133,9 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--device", default="auto")
     parser.add_argument(
-        "--threads", type=int, default=1,
+        "--threads",
+        type=int,
+        default=1,
         help="torch CPU threads (1 is fastest on a busy shared machine; raise it on an idle one)",
     )
     args = parser.parse_args(argv)
@@ -146,10 +161,16 @@ def main(argv: list[str] | None = None) -> int:
     usable = [r for r in every if r.has_findings_or_impression]
     reports = subsample(usable, splits, args)
     by_split = {s: [r for r in reports if splits[r.uid] == s] for s in ("train", "val", "test")}
-    print(f"OpenI: {len(every)} reports, {len(usable)} with FINDINGS or IMPRESSION, {len(reports)} used: "
-          + ", ".join(f"{s} {len(v)}" for s, v in by_split.items()) + f"  (split stored in {args.out / SPLITS_FILE})")
-    print("test positives per label: " + ", ".join(
-        f"{k} {int(v)}" for k, v in label_counts(by_split["test"])["positive"].items()), flush=True)
+    print(
+        f"OpenI: {len(every)} reports, {len(usable)} with FINDINGS or IMPRESSION, {len(reports)} used: "
+        + ", ".join(f"{s} {len(v)}" for s, v in by_split.items())
+        + f"  (split stored in {args.out / SPLITS_FILE})"
+    )
+    print(
+        "test positives per label: "
+        + ", ".join(f"{k} {int(v)}" for k, v in label_counts(by_split["test"])["positive"].items()),
+        flush=True,
+    )
 
     rows = []
     for variant in args.variants:
@@ -161,7 +182,9 @@ def main(argv: list[str] | None = None) -> int:
             result = train_from_config(config, out_dir=args.out / f"{encoder}-{variant}", progress=False)
             test, val = result.test_metrics, result.val_metrics
             row = {
-                "encoder": "tiny BERT (scratch)" if encoder == "tiny" else f"{pretrained_name} (pretrained, fine-tuned)",
+                "encoder": "tiny BERT (scratch)"
+                if encoder == "tiny"
+                else f"{pretrained_name} (pretrained, fine-tuned)",
                 "text": variant,
                 "test_macro_auroc": test.get("macro_auroc", float("nan")),
                 "val_macro_auroc": val.get("macro_auroc", float("nan")),
@@ -169,12 +192,17 @@ def main(argv: list[str] | None = None) -> int:
                 "best_epoch": result.best_epoch,
                 "epochs_run": len(result.history),
                 "train_seconds": result.train_seconds,
-                "n_train": len(by_split["train"]), "n_val": len(by_split["val"]), "n_test": len(by_split["test"]),
+                "n_train": len(by_split["train"]),
+                "n_val": len(by_split["val"]),
+                "n_test": len(by_split["test"]),
                 **{f"test_auroc_{n}": test.get(f"auroc_{n}", float("nan")) for n in OPENI_LABELS},
             }
             rows.append(row)
-            print(f"{row['encoder']:<36} label words {variant:<7}: test macro AUROC {row['test_macro_auroc']:.3f} "
-                  f"(val {row['val_macro_auroc']:.3f}), {row['train_seconds']:.0f}s", flush=True)
+            print(
+                f"{row['encoder']:<36} label words {variant:<7}: test macro AUROC {row['test_macro_auroc']:.3f} "
+                f"(val {row['val_macro_auroc']:.3f}), {row['train_seconds']:.0f}s",
+                flush=True,
+            )
 
     print()
     print(fmt_table(rows))

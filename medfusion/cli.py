@@ -226,7 +226,9 @@ def score(
     file_timeout: Annotated[
         float, typer.Option(help="Longest time spent on one file (header read, decode step), seconds; 0: no bound.")
     ] = 60.0,
-    ray_address: Annotated[str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001); default local.")] = None,
+    ray_address: Annotated[
+        str | None, typer.Option(help="Ray cluster address (auto, ray://host:10001); default local.")
+    ] = None,
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: OverrideOption = None,
@@ -274,7 +276,9 @@ def review(
     results: Annotated[
         Path | None, typer.Option(help="Scoring output folder (default: <project_dir>/review/scores, scored if empty).")
     ] = None,
-    model: Annotated[str | None, typer.Option(help="Model for explanations (default: the version that scored).")] = None,
+    model: Annotated[
+        str | None, typer.Option(help="Model for explanations (default: the version that scored).")
+    ] = None,
     store: Annotated[Path | None, typer.Option(help="Review sqlite store (default: <results>/review.sqlite).")] = None,
     users: UsersOption = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
@@ -295,11 +299,18 @@ def review(
     results_dir = results or launch.default_results_dir(cfg)
     if not launch.has_scores(results_dir):
         if results is not None:
-            raise MedfusionError(f"{results_dir}: no scoring output here (run 'medfusion score ... --out {results_dir}')")
+            raise MedfusionError(
+                f"{results_dir}: no scoring output here (run 'medfusion score ... --out {results_dir}')"
+            )
         typer.echo(f"no scores yet: scoring the demo cohort's test split into {results_dir} ...")
         typer.echo(launch.score_demo_test_split(cfg, results_dir, model or launch.default_model_uri(cfg), uri))
     settings = ReviewSettings.create(
-        results_dir, model_uri=model, store_path=store, users_path=users, tracking_uri=uri, trusted_header=trusted_header
+        results_dir,
+        model_uri=model,
+        store_path=store,
+        users_path=users,
+        tracking_uri=uri,
+        trusted_header=trusted_header,
     )
     first = launch.ensure_users(settings.users_path)
     if first is not None:
@@ -342,7 +353,8 @@ def review_export(
     out: Annotated[Path, typer.Option(help="Folder to write reviewed_labels.csv and reviewed_labels.ndjson.")],
     store: Annotated[Path | None, typer.Option(help="Review store (default: <results>/review.sqlite).")] = None,
     include_comments: Annotated[
-        bool, typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default).")
+        bool,
+        typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default)."),
     ] = False,
 ) -> None:
     """Export reviewed labels (CSV for build-manifest --labels, FHIR R5 NDJSON) for retraining.

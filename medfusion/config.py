@@ -46,7 +46,9 @@ class DataConfig(_Strict):
         description="What training reads: 'manifest' (data.manifest, required to train) or 'demo' (the synthetic "
         "demo cohort, generated under project_dir). Never the demo by default.",
     )
-    manifest: Path | None = Field(None, description="Manifest (CSV or Parquet); required to train unless source is demo.")
+    manifest: Path | None = Field(
+        None, description="Manifest (CSV or Parquet); required to train unless source is demo."
+    )
     demo: DemoCohortConfig = DemoCohortConfig()
     image_size: tuple[int, int] = (128, 128)
     frame_policy: Literal["first", "middle", "mean"] = "middle"
@@ -134,7 +136,9 @@ class FusionConfig(_Strict):
         "bidirectional", description="hybrid only: text tokens attend to image tokens, or both ways."
     )
     aux_loss_weight: float = Field(
-        0.5, ge=0.0, description="Weight of each modality head's own loss (late, gated, hybrid), on samples that have it."
+        0.5,
+        ge=0.0,
+        description="Weight of each modality head's own loss (late, gated, hybrid), on samples that have it.",
     )
 
     @field_validator("name")

@@ -8,8 +8,8 @@ from pathlib import Path
 from typing import Any
 
 from medfusion.config import Config
-from medfusion.ingest.manifest import manifest_hash
 from medfusion.errors import ConfigError, MedfusionError
+from medfusion.ingest.manifest import manifest_hash
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 

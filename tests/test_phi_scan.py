@@ -90,19 +90,28 @@ def test_full_flow_logs_and_outputs_hold_no_phi(tmp_path: Path, caplog: pytest.L
         cohort = config.project_dir / "demo_cohort"
         dicoms = sorted(str(p) for p in (cohort / "dicom").rglob("*") if p.is_file())
         model = mlflow.pyfunc.load_model(f"models:/{outcome.registered_model}/{outcome.version}")
-        scored = model.predict(pd.DataFrame({"image_paths": [[p] for p in dicoms], "report_text": ["" for _ in dicoms]}))
-        summary = run_score(ScoreOptions(
-            source=str(cohort / "dicom"), out_dir=config.project_dir / "scores", reports=cohort / "reports",
-            model=f"models:/{outcome.registered_model}/{outcome.version}", tracking_uri=outcome.tracking_uri,
-            fhir=True, workers=1,
-        ))
+        scored = model.predict(
+            pd.DataFrame({"image_paths": [[p] for p in dicoms], "report_text": ["" for _ in dicoms]})
+        )
+        summary = run_score(
+            ScoreOptions(
+                source=str(cohort / "dicom"),
+                out_dir=config.project_dir / "scores",
+                reports=cohort / "reports",
+                model=f"models:/{outcome.registered_model}/{outcome.version}",
+                tracking_uri=outcome.tracking_uri,
+                fhir=True,
+                workers=1,
+            )
+        )
     assert (scored["error"] != "").any()  # the broken files were scored too (errors are outputs)
     assert summary.scored > 0 and summary.failed + summary.rejected_files > 0  # dead letters are outputs too
     assert list((config.project_dir / "scores" / "fhir").glob("*.ndjson"))
     scored.to_parquet(config.project_dir / "scored.parquet")
     log_file = config.project_dir / "captured.log"
     log_file.write_text(
-        "\n".join(f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records), encoding="utf-8"
+        "\n".join(f"{r.name} {r.levelname} {r.getMessage()} {r.exc_text or ''}" for r in caplog.records),
+        encoding="utf-8",
     )
     assert len(caplog.records) > 20  # the flow did log (at DEBUG), so an empty scan means something
 

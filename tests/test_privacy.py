@@ -19,7 +19,10 @@ def _clean_memory() -> Iterator[None]:
 
 def test_redact_whole_values_parts_and_paths() -> None:
     remember_phi("DOE^JANE", "MF1234567", "ACC7654321", None, "", "ab")
-    assert redact("patient DOE^JANE (jane doe) id MF1234567") == f"patient {REDACTED} ({REDACTED} {REDACTED}) id {REDACTED}"
+    assert (
+        redact("patient DOE^JANE (jane doe) id MF1234567")
+        == f"patient {REDACTED} ({REDACTED} {REDACTED}) id {REDACTED}"
+    )
     assert redact("/data/acc7654321_scan.dcm failed") == f"/data/{REDACTED}_scan.dcm failed"
     assert redact("ab is too short to remember") == "ab is too short to remember"
     assert redact("nothing to hide here") == "nothing to hide here"

@@ -65,8 +65,12 @@ st.markdown(
 
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
 TOKEN_NAMES = {"gradient": "Integrated gradients", "attention": "Attention rollout"}
-SORT_NAMES = {"priority": "Priority (most suspicious first)", "uncertain": "Closest to threshold",
-              "probability": "Highest probability", "study": "Study UID"}
+SORT_NAMES = {
+    "priority": "Priority (most suspicious first)",
+    "uncertain": "Closest to threshold",
+    "probability": "Highest probability",
+    "study": "Study UID",
+}
 
 
 # ---------------------------------------------------------------------------------- resources
@@ -181,10 +185,14 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
         st.subheader("Worklist")
         label = st.selectbox("Label", ["all labels", *labels], key="f_label")
         prob = st.slider("Probability", 0.0, 1.0, (0.0, 1.0), 0.05, key="f_prob")
-        states: list[str] = st.multiselect("Review state", list(STATES), default=["unreviewed", "partial"], key="f_states")
+        states: list[str] = st.multiselect(
+            "Review state", list(STATES), default=["unreviewed", "partial"], key="f_states"
+        )
         positive = st.checkbox("Positive calls only", key="f_positive")
         sort = st.selectbox(
-            "Sort", list(SORTS), key="f_sort",
+            "Sort",
+            list(SORTS),
+            key="f_sort",
             format_func=lambda key: str(SORT_NAMES.get(key)),
         )
         if user.can_decide:
@@ -192,17 +200,29 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
             st.subheader("Export reviewed labels")
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
             st.download_button(
-                "Labels (CSV)", labels_frame(store, labels).to_csv(index=False), f"reviewed_labels_{stamp}.csv",
-                "text/csv", key="export_csv", width="stretch",
+                "Labels (CSV)",
+                labels_frame(store, labels).to_csv(index=False),
+                f"reviewed_labels_{stamp}.csv",
+                "text/csv",
+                key="export_csv",
+                width="stretch",
             )
             st.download_button(
-                "FHIR R5 (NDJSON)", fhir_ndjson(store), f"reviewed_labels_{stamp}.ndjson",
-                "application/fhir+ndjson", key="export_fhir", width="stretch",
+                "FHIR R5 (NDJSON)",
+                fhir_ndjson(store),
+                f"reviewed_labels_{stamp}.ndjson",
+                "application/fhir+ndjson",
+                key="export_fhir",
+                width="stretch",
             )
         st.caption(f"Results: `{settings.results_dir.name}` · store: `{settings.store_path.name}`")
     return WorklistQuery(
-        label=None if label == "all labels" else label, prob_min=prob[0], prob_max=prob[1],
-        states=tuple(states), positive_only=positive, sort=sort if sort is not None else SORTS[0],
+        label=None if label == "all labels" else label,
+        prob_min=prob[0],
+        prob_max=prob[1],
+        states=tuple(states),
+        positive_only=positive,
+        sort=sort if sort is not None else SORTS[0],
     )
 
 
@@ -223,8 +243,13 @@ def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store:
         return
     table = worklist[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]]
     event = st.dataframe(
-        table, key="worklist_table", hide_index=True, on_select="rerun", selection_mode="single-row",
-        height=min(38 + 35 * len(table), 560), width="stretch",
+        table,
+        key="worklist_table",
+        hide_index=True,
+        on_select="rerun",
+        selection_mode="single-row",
+        height=min(38 + 35 * len(table), 560),
+        width="stretch",
         column_config={
             "study_uid": st.column_config.TextColumn("Study UID", width="medium"),
             "positives": st.column_config.TextColumn("Positive calls", width="medium"),
@@ -260,8 +285,13 @@ def _image_panel(
     """Draws the image with overlay controls; returns (heatmap methods shown, opacity or None)."""
     methods = [m for m in HEATMAP_NAMES if m in ex.heatmaps]
     c1, c2, c3 = st.columns([1.2, 1, 1])
-    method = c1.selectbox("Heatmap", ["none", *methods], index=1 if methods else 0, key=f"hm_{uid}",
-                          format_func=lambda m: HEATMAP_NAMES.get(m, "None"))
+    method = c1.selectbox(
+        "Heatmap",
+        ["none", *methods],
+        index=1 if methods else 0,
+        key=f"hm_{uid}",
+        format_func=lambda m: HEATMAP_NAMES.get(m, "None"),
+    )
     hm_label = c2.selectbox("For label", labels, index=_focus(ex), key=f"hml_{uid}")
     opacity = c3.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=f"op_{uid}", disabled=method == "none")
     if image is None:
@@ -277,12 +307,18 @@ def _image_panel(
         from medfusion.explain import overlay_rgb
 
         heat = resize_map(ex.heatmaps[method][labels.index(hm_label)], windowed.shape)
-        st.image(overlay_rgb(windowed, heat, opacity), width="stretch", caption=f"{HEATMAP_NAMES[method]} for {hm_label} · {caption}")
+        st.image(
+            overlay_rgb(windowed, heat, opacity),
+            width="stretch",
+            caption=f"{HEATMAP_NAMES[method]} for {hm_label} · {caption}",
+        )
         shown = ([method], opacity)
     else:
         st.image(windowed, clamp=True, width="stretch", caption=caption)
     w1, w2 = st.columns(2)
-    w1.slider("Window level", float(center0 - width0), float(center0 + width0), float(center0), key=f"wl_{uid}", format="%.4g")
+    w1.slider(
+        "Window level", float(center0 - width0), float(center0 + width0), float(center0), key=f"wl_{uid}", format="%.4g"
+    )
     w2.slider("Window width", float(width0 / 20), float(width0 * 2), float(width0), key=f"ww_{uid}", format="%.4g")
     return shown
 
@@ -293,8 +329,13 @@ def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str
         st.info("This study has no report.")
         return []
     c1, c2 = st.columns(2)
-    method = c1.selectbox("Token evidence", ["none", *methods], index=1 if methods else 0, key=f"tm_{uid}",
-                          format_func=lambda m: TOKEN_NAMES.get(m, "None"))
+    method = c1.selectbox(
+        "Token evidence",
+        ["none", *methods],
+        index=1 if methods else 0,
+        key=f"tm_{uid}",
+        format_func=lambda m: TOKEN_NAMES.get(m, "None"),
+    )
     tok_label = c2.selectbox("For label", labels, index=_focus(ex), key=f"tml_{uid}")
     scores = ex.token_scores[method][labels.index(tok_label)] if method != "none" else None
     st.markdown(
@@ -310,25 +351,52 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
-def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_methods: list[str], opacity: float | None,
-                   uid: str, results_dir: str) -> None:
+def _decision_form(
+    user: User,
+    result: ResultRow,
+    store: ReviewStore,
+    shown_methods: list[str],
+    opacity: float | None,
+    uid: str,
+    results_dir: str,
+) -> None:
     current = {r.label: r for r in store.current(uid)}
     held = st.session_state.get(f"cflag_{uid}")  # (digest, warning) of a save held back for its comment
     flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
     with st.form(f"decide_{uid}", border=True):
         st.markdown("**Your decision per label** (leave a label blank to skip it)")
         choices: dict[str, tuple[DecisionKind | None, str | None, float, float]] = {}
-        for label, p, t, positive in zip(result.labels, result.probabilities, result.thresholds, result.decisions, strict=True):
+        for label, p, t, positive in zip(
+            result.labels, result.probabilities, result.thresholds, result.decisions, strict=True
+        ):
             p, t, call = float(p), float(t), "positive" if positive else "negative"
             c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")
             before = current.get(label)
-            c1.markdown(f"**{label}**  \nmodel: {call} ({p:.2f})" + (f"  \n_saved: {before.decision}_" if before else ""))
-            kind = c2.radio(label, DECISIONS, index=None, horizontal=True, key=f"d_{uid}_{label}",
-                            label_visibility="collapsed", disabled=not user.can_decide)
-            value = c3.selectbox("Corrected value", ["present", "absent"], index=None, key=f"v_{uid}_{label}",
-                                 label_visibility="collapsed", placeholder="corrected value", disabled=not user.can_decide)
+            c1.markdown(
+                f"**{label}**  \nmodel: {call} ({p:.2f})" + (f"  \n_saved: {before.decision}_" if before else "")
+            )
+            kind = c2.radio(
+                label,
+                DECISIONS,
+                index=None,
+                horizontal=True,
+                key=f"d_{uid}_{label}",
+                label_visibility="collapsed",
+                disabled=not user.can_decide,
+            )
+            value = c3.selectbox(
+                "Corrected value",
+                ["present", "absent"],
+                index=None,
+                key=f"v_{uid}_{label}",
+                label_visibility="collapsed",
+                placeholder="corrected value",
+                disabled=not user.can_decide,
+            )
             choices[label] = (kind, value, p, t)
-        comment = st.text_area("Comment (no patient identifiers)", key=f"c_{uid}", height=70, disabled=not user.can_decide)
+        comment = st.text_area(
+            "Comment (no patient identifiers)", key=f"c_{uid}", height=70, disabled=not user.can_decide
+        )
         confirmed = False
         if flagged:
             st.warning(flagged, icon=":material/warning:")
@@ -345,13 +413,19 @@ def _decision_form(user: User, result: ResultRow, store: ReviewStore, shown_meth
     for label, (kind, value, p, t) in choices.items():
         if kind is None:
             continue
-        decisions.append(Decision(
-            study_uid=uid, label=label, decision=kind, reviewer=user.name,
-            model_name=result.provenance.model_name, model_version=result.provenance.model_version,
-            shown=Shown(p, t, tuple(shown_methods), opacity),
-            corrected_value=None if kind != "corrected" or value is None else value == "present",
-            comment=comment,
-        ))
+        decisions.append(
+            Decision(
+                study_uid=uid,
+                label=label,
+                decision=kind,
+                reviewer=user.name,
+                model_name=result.provenance.model_name,
+                model_version=result.provenance.model_version,
+                shown=Shown(p, t, tuple(shown_methods), opacity),
+                corrected_value=None if kind != "corrected" or value is None else value == "present",
+                comment=comment,
+            )
+        )
     if not decisions:
         st.warning("Choose agree, disagree or corrected for at least one label.")
         return
@@ -406,8 +480,10 @@ def _study_page(
     with right:
         st.markdown("##### Probabilities vs thresholds")
         st.markdown(probability_table_html(labels, result.probabilities, result.thresholds), unsafe_allow_html=True)
-        st.caption(f"Model {scored_by.model_name} v{scored_by.model_version} ({scored_by.model_id}) · "
-                   f"scored {result.scored_at} · {scored_by.status}")
+        st.caption(
+            f"Model {scored_by.model_name} v{scored_by.model_version} ({scored_by.model_id}) · "
+            f"scored {result.scored_at} · {scored_by.status}"
+        )
         st.markdown("##### Report")
         shown_tokens = _report_panel(ex, labels, uid)
         with st.expander("Modality contributions (signed logit)", expanded=True):
@@ -417,10 +493,21 @@ def _study_page(
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):
             st.dataframe(
-                [{"time (UTC)": r.decided_at, "reviewer": r.reviewer, "label": r.label, "decision": r.decision,
-                  "value": int(r.reviewed_value), "model": f"{r.model_name} v{r.model_version}",
-                  "shown p": round(r.shown.probability, 3), "comment": r.comment} for r in reversed(history)],
-                hide_index=True, width="stretch",
+                [
+                    {
+                        "time (UTC)": r.decided_at,
+                        "reviewer": r.reviewer,
+                        "label": r.label,
+                        "decision": r.decision,
+                        "value": int(r.reviewed_value),
+                        "model": f"{r.model_name} v{r.model_version}",
+                        "shown p": round(r.shown.probability, 3),
+                        "comment": r.comment,
+                    }
+                    for r in reversed(history)
+                ],
+                hide_index=True,
+                width="stretch",
             )
 
 

@@ -109,8 +109,20 @@ def _rule(heading: str, any_of: Iterable[str] = (), none_of: Iterable[str] = ())
 
 
 #: Locations that make an opacity or density something other than a lung opacity.
-_NOT_LUNG = ("ribs", "clavicle", "sternum", "humerus", "thoracic vertebrae", "adipose tissue", "breast",
-             "mediastinum", "paratracheal", "heart", "supracardiac", "mitral valve")
+_NOT_LUNG = (
+    "ribs",
+    "clavicle",
+    "sternum",
+    "humerus",
+    "thoracic vertebrae",
+    "adipose tissue",
+    "breast",
+    "mediastinum",
+    "paratracheal",
+    "heart",
+    "supracardiac",
+    "mitral valve",
+)
 
 #: Label -> the major MeSH terms that make it positive (see docs/openi.md for the reasons).
 MESH_RULES: dict[str, tuple[MeshRule, ...]] = {
@@ -119,7 +131,10 @@ MESH_RULES: dict[str, tuple[MeshRule, ...]] = {
     "consolidation": (_rule("Consolidation"),),
     "edema": (_rule("Pulmonary Edema"), _rule("Pulmonary Congestion"), _rule("Heart Failure")),
     "pleural_effusion": (
-        _rule("Pleural Effusion"), _rule("Hydropneumothorax"), _rule("Hemothorax"), _rule("Hemopneumothorax"),
+        _rule("Pleural Effusion"),
+        _rule("Hydropneumothorax"),
+        _rule("Hemothorax"),
+        _rule("Hemopneumothorax"),
     ),
     "pneumonia": (_rule("Pneumonia"),),
     "pneumothorax": (_rule("Pneumothorax"), _rule("Hydropneumothorax"), _rule("Hemopneumothorax")),
@@ -209,7 +224,9 @@ def mesh_labels(major_terms: Sequence[str], labels: Sequence[str] = OPENI_LABELS
 LABEL_WORDS: dict[str, tuple[str, ...]] = {
     "atelectasis": (r"atelecta\w*",),
     "cardiomegaly": (
-        r"cardiomegaly", r"cardiac enlargement", r"enlarged (?:heart|cardiac (?:silhouette|shadow))",
+        r"cardiomegaly",
+        r"cardiac enlargement",
+        r"enlarged (?:heart|cardiac (?:silhouette|shadow))",
         r"heart (?:is )?enlarged",
     ),
     "consolidation": (r"consolidat\w*",),
@@ -218,13 +235,26 @@ LABEL_WORDS: dict[str, tuple[str, ...]] = {
     "pneumonia": (r"\w*pneumonias?", r"pneumonitis"),
     "pneumothorax": (r"\w*pneumothora(?:x|ces)",),
     "lung_opacity": (
-        r"opaci\w*", r"infiltrat\w*", r"air[- ]?space (?:disease|opaci\w*)", r"densit(?:y|ies)", r"scar\w*",
-        r"interstitial (?:markings?|prominence|pattern|disease|lung disease)", r"reticula\w*", r"fibros\w*",
+        r"opaci\w*",
+        r"infiltrat\w*",
+        r"air[- ]?space (?:disease|opaci\w*)",
+        r"densit(?:y|ies)",
+        r"scar\w*",
+        r"interstitial (?:markings?|prominence|pattern|disease|lung disease)",
+        r"reticula\w*",
+        r"fibros\w*",
         r"fibrotic",
     ),
     "lung_lesion": (
-        r"nodul\w*", r"masse?s?", r"lesions?", r"cavit\w*", r"tumou?rs?", r"neoplas\w*", r"carcinoma\w*",
-        r"malignan\w*", r"cysts?",
+        r"nodul\w*",
+        r"masse?s?",
+        r"lesions?",
+        r"cavit\w*",
+        r"tumou?rs?",
+        r"neoplas\w*",
+        r"carcinoma\w*",
+        r"malignan\w*",
+        r"cysts?",
     ),
     "fracture": (r"fractur\w*", r"fx"),
     "enlarged_cardiomediastinum": (
@@ -235,12 +265,28 @@ LABEL_WORDS: dict[str, tuple[str, ...]] = {
     ),
     "pleural_other": (
         r"pleural[- ]parenchymal (?:scarring|scar|thickening)",
-        r"pleural (?:thickening|scarring|scar|plaques?|calcifications?)", r"blunt\w*", r"fibrothorax",
+        r"pleural (?:thickening|scarring|scar|plaques?|calcifications?)",
+        r"blunt\w*",
+        r"fibrothorax",
     ),
     "support_devices": (
-        r"catheters?", r"tubes?", r"picc", r"(?:central (?:venous )?)?lines?", r"pacemakers?", r"pacers?",
-        r"(?:pacing |pacemaker )?leads?", r"stents?", r"(?:surgical )?clips?", r"(?:sternotomy )?wires?",
-        r"sternotomy", r"devices?", r"ports?", r"hardware", r"defibrillators?", r"aicd", r"icd",
+        r"catheters?",
+        r"tubes?",
+        r"picc",
+        r"(?:central (?:venous )?)?lines?",
+        r"pacemakers?",
+        r"pacers?",
+        r"(?:pacing |pacemaker )?leads?",
+        r"stents?",
+        r"(?:surgical )?clips?",
+        r"(?:sternotomy )?wires?",
+        r"sternotomy",
+        r"devices?",
+        r"ports?",
+        r"hardware",
+        r"defibrillators?",
+        r"aicd",
+        r"icd",
     ),
     "no_finding": (
         r"no acute (?:cardiopulmonary |pulmonary |radiographic |intrathoracic |chest )?"
@@ -343,10 +389,15 @@ def parse_openi_xml(data: bytes | str, source: str = "<openi xml>") -> OpenIRepo
     auto = tuple(_clean(n.text) for n in (mesh.findall("automatic") if mesh is not None else []) if _clean(n.text))
     images = tuple(n.get("id", "") for n in root.findall("parentImage") if n.get("id"))
     report = Report(
-        text=text, sections=split_sections(text), report_id=f"openi-{uid}", status="final", source=source,
+        text=text,
+        sections=split_sections(text),
+        report_id=f"openi-{uid}",
+        status="final",
+        source=source,
     )
-    return OpenIReport(uid=uid, report=report, labels=mesh_labels(major), mesh_major=major,
-                       mesh_automatic=auto, image_ids=images)
+    return OpenIReport(
+        uid=uid, report=report, labels=mesh_labels(major), mesh_major=major, mesh_automatic=auto, image_ids=images
+    )
 
 
 def _member_order(name: str) -> tuple[int, str]:
@@ -365,8 +416,9 @@ def iter_openi_archive(path: str | Path, limit: int | None = None) -> Iterator[O
         ReportParseError: A member is not a valid report.
     """
     with open_openi_archive(path) as tar:
-        members = sorted((m for m in tar.getmembers() if m.isfile() and m.name.endswith(".xml")),
-                         key=lambda m: _member_order(m.name))
+        members = sorted(
+            (m for m in tar.getmembers() if m.isfile() and m.name.endswith(".xml")), key=lambda m: _member_order(m.name)
+        )
         for i, member in enumerate(members):
             if limit is not None and i >= limit:
                 return
@@ -404,9 +456,10 @@ def assign_openi_splits(
     pseudonym), so the split does not depend on the site's pseudonym salt.
     """
     frame = pd.DataFrame({"openi_uid": list(uids)})
-    split = assign_splits(frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction,
-                          group_column="openi_uid")
-    return dict(zip(split["openi_uid"], split["split"]))
+    split = assign_splits(
+        frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, group_column="openi_uid"
+    )
+    return dict(zip(split["openi_uid"], split["split"], strict=True))
 
 
 def write_openi_splits(splits: dict[str, str], path: str | Path) -> Path:
@@ -430,7 +483,7 @@ def read_openi_splits(path: str | Path) -> dict[str, str]:
     bad = sorted(set(frame["split"]) - set(SPLITS))
     if bad or frame["openi_uid"].duplicated().any():
         raise ValueError(f"{path}: bad split values {bad} or duplicate ids")
-    return dict(zip(frame["openi_uid"], frame["split"]))
+    return dict(zip(frame["openi_uid"], frame["split"], strict=True))
 
 
 def load_or_create_splits(uids: Sequence[str], path: str | Path, **fractions: float) -> dict[str, str]:
@@ -477,18 +530,20 @@ def openi_manifest(
     rows = []
     for r in reports:
         text = remove_label_words(r.report.text) if remove_words else r.report.text
-        rows.append({
-            "study_uid": openi_study_uid(r.uid),
-            "image_paths": [],
-            "report_text": text,
-            "split": splits[r.uid],
-            "patient_pseudonym": pseudonym(r.uid, kind="pat"),
-            "accession_pseudonym": None,
-            **{f"{LABEL_PREFIX}{label}": r.labels.get(label, np.nan) for label in labels},
-            "openi_uid": r.uid,
-            "openi_image_ids": "|".join(r.image_ids),
-            "mesh_major": "|".join(r.mesh_major),
-        })
+        rows.append(
+            {
+                "study_uid": openi_study_uid(r.uid),
+                "image_paths": [],
+                "report_text": text,
+                "split": splits[r.uid],
+                "patient_pseudonym": pseudonym(r.uid, kind="pat"),
+                "accession_pseudonym": None,
+                **{f"{LABEL_PREFIX}{label}": r.labels.get(label, np.nan) for label in labels},
+                "openi_uid": r.uid,
+                "openi_image_ids": "|".join(r.image_ids),
+                "mesh_major": "|".join(r.mesh_major),
+            }
+        )
     frame = pd.DataFrame(rows)
     frame["image_paths"] = pd.Series([[] for _ in rows], index=frame.index, dtype=object)
     return frame
@@ -522,8 +577,24 @@ def export_openi_fhir(reports: Iterable[OpenIReport], path: str | Path) -> Path:
 
 
 __all__ = [
-    "LABEL_WORDS", "MESH_RULES", "OPENI_LABELS", "MeshRule", "OpenIReport", "assign_openi_splits",
-    "export_openi_fhir", "iter_openi_archive", "label_counts", "load_or_create_splits", "mesh_labels",
-    "openi_manifest", "openi_study_uid", "openi_to_fhir", "parse_openi_xml", "read_openi_archive",
-    "read_openi_splits", "remove_label_words", "split_mesh_term", "write_openi_splits",
+    "LABEL_WORDS",
+    "MESH_RULES",
+    "OPENI_LABELS",
+    "MeshRule",
+    "OpenIReport",
+    "assign_openi_splits",
+    "export_openi_fhir",
+    "iter_openi_archive",
+    "label_counts",
+    "load_or_create_splits",
+    "mesh_labels",
+    "openi_manifest",
+    "openi_study_uid",
+    "openi_to_fhir",
+    "parse_openi_xml",
+    "read_openi_archive",
+    "read_openi_splits",
+    "remove_label_words",
+    "split_mesh_term",
+    "write_openi_splits",
 ]

@@ -194,7 +194,11 @@ def _explain(
             if model.text_encoder is None:  # has_text says otherwise
                 raise MedfusionError("attention rollout needs a model with a text encoder")
             explanation.token_scores["attention"] = attention_rollout(
-                ws.eager_transformer(), model.text_encoder.pooling, batch["input_ids"], batch["attention_mask"], real,
+                ws.eager_transformer(),
+                model.text_encoder.pooling,
+                batch["input_ids"],
+                batch["attention_mask"],
+                real,
                 n_labels,
             )
         if "gradient" in methods:

@@ -69,7 +69,9 @@ class FaithfulnessRow:
 
 def heatmap_peak(heatmap: np.ndarray, shape: tuple[int, int]) -> tuple[int, int]:
     """Peak ``(row, col)`` of a (H, W) heatmap upsampled bilinearly to ``shape`` (ties: nearest their centroid)."""
-    up = F.interpolate(torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=shape, mode="bilinear", align_corners=False)
+    up = F.interpolate(
+        torch.as_tensor(heatmap, dtype=torch.float32)[None, None], size=shape, mode="bilinear", align_corners=False
+    )
     grid = up[0, 0].numpy()  # (H, W) at ``shape``
     tied = np.argwhere(grid >= grid.max() - 1e-6)  # (K, 2)
     centre = tied.mean(0)
@@ -186,7 +188,9 @@ def evaluate(
             continue
         meta = record["meta"]
         try:
-            ex = explain_study(predictor, StudyInput(image_paths=record["image"], report_text=record["report"]), methods)
+            ex = explain_study(
+                predictor, StudyInput(image_paths=record["image"], report_text=record["report"]), methods
+            )
         except InputRejected as exc:
             log.warning("study skipped: %s", exc.reason)
             continue
@@ -197,20 +201,37 @@ def evaluate(
                 region = dilate(mask, tolerance_px(mask.shape))
                 baseline = float(region.mean())
                 for method, maps in ex.heatmaps.items():
-                    hits.setdefault((method, "pointing_game", label), []).append((pointing_hit(maps[i], region), baseline))
-            spans = [s for s in evidence.get(meta["study_uid"], {}).get("spans", []) if s["label"] == label and s["assertion"] in SUPPORTING]
+                    hits.setdefault((method, "pointing_game", label), []).append(
+                        (pointing_hit(maps[i], region), baseline)
+                    )
+            spans = [
+                s
+                for s in evidence.get(meta["study_uid"], {}).get("spans", [])
+                if s["label"] == label and s["assertion"] in SUPPORTING
+            ]
             if spans and ex.token_scores:
                 inside = tokens_inside(ex.token_spans, locate_spans(ex.report_text, record["report"], spans))
                 real = np.array([b > a for a, b in ex.token_spans])
                 for k in ks if inside.any() else ():
                     baseline = random_topk_hit(int(real.sum()), int(inside.sum()), k)
                     for method, scores in ex.token_scores.items():
-                        hits.setdefault((method, f"top{k}_token_hit", label), []).append((topk_hit(scores[i], inside, real, k), baseline))
+                        hits.setdefault((method, f"top{k}_token_hit", label), []).append(
+                            (topk_hit(scores[i], inside, real, k), baseline)
+                        )
     rows = []
     order = {m: n for n, m in enumerate(IMAGE_METHODS + TOKEN_METHODS)}
-    for (method, metric, label), values in sorted(hits.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], labels.index(kv[0][2]))):
+    for (method, metric, label), values in sorted(
+        hits.items(), key=lambda kv: (order[kv[0][0]], kv[0][1], labels.index(kv[0][2]))
+    ):
         rows.append(
-            FaithfulnessRow(method, metric, label, len(values), float(np.mean([h for h, _ in values])), float(np.mean([b for _, b in values])))
+            FaithfulnessRow(
+                method,
+                metric,
+                label,
+                len(values),
+                float(np.mean([h for h, _ in values])),
+                float(np.mean([b for _, b in values])),
+            )
         )
     return rows
 
@@ -231,8 +252,13 @@ def load_evidence(cohort_dir: str | Path) -> dict[str, Any]:
 
 def format_table(rows: Sequence[FaithfulnessRow]) -> str:
     """A Markdown table of the rows, with per-method pooled rows."""
-    lines = ["| method | metric | label | n | hit rate | random baseline | lift |", "| --- | --- | --- | --- | --- | --- | --- |"]
+    lines = [
+        "| method | metric | label | n | hit rate | random baseline | lift |",
+        "| --- | --- | --- | --- | --- | --- | --- |",
+    ]
     for method, metric in dict.fromkeys((r.method, r.metric) for r in rows):
         for r in [r for r in rows if (r.method, r.metric) == (method, metric)] + [pooled(rows, method, metric)]:
-            lines.append(f"| {r.method} | {r.metric} | {r.label} | {r.n} | {r.hit_rate:.3f} | {r.baseline:.3f} | {r.lift:+.3f} |")
+            lines.append(
+                f"| {r.method} | {r.metric} | {r.label} | {r.n} | {r.hit_rate:.3f} | {r.baseline:.3f} | {r.lift:+.3f} |"
+            )
     return "\n".join(lines)

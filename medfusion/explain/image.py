@@ -165,7 +165,9 @@ class GradCamExplainer:
         self.model: MedFusionModel | None = None
         if self.layer is not None:
             self.model = copy.deepcopy(model).eval()
-            self.cam = GradCAM(_ImageToLogits(self.model), target_layers=f"model.{self.layer}", postprocessing=lambda x: x)
+            self.cam = GradCAM(
+                _ImageToLogits(self.model), target_layers=f"model.{self.layer}", postprocessing=lambda x: x
+            )
 
     def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int, on_label: LabelStep | None = None) -> np.ndarray:
         """Grad-CAM per label for a one-study batch.
@@ -211,14 +213,18 @@ def _seeded_smoothgrad(model: nn.Module) -> Any:
             stdev = (self.stdev_spread * (x.max() - x.min())).item()
             total = torch.zeros_like(x)
             for _ in range(self.n_samples):
-                noise = torch.normal(0, stdev, size=x.shape, dtype=torch.float32, device=x.device, generator=self.generator)
+                noise = torch.normal(
+                    0, stdev, size=x.shape, dtype=torch.float32, device=x.device, generator=self.generator
+                )
                 grad = self.get_grad((x + noise).detach(), index, **kwargs)
                 total += (grad * grad) if self.magnitude else grad
             if self.magnitude:
                 total = total**0.5
             return total / self.n_samples
 
-    return SeededSmoothGrad(model, stdev_spread=SALIENCY_SPREAD, n_samples=SALIENCY_SAMPLES, magnitude=True, verbose=False)
+    return SeededSmoothGrad(
+        model, stdev_spread=SALIENCY_SPREAD, n_samples=SALIENCY_SAMPLES, magnitude=True, verbose=False
+    )
 
 
 class SaliencyExplainer:

@@ -42,15 +42,22 @@ def token_spans(tokenizer: Any, text: str, max_tokens: int) -> list[tuple[int, i
         text: The report text the model reads.
         max_tokens: The model's token limit (truncation as in training).
     """
-    enc = tokenizer(text, truncation=True, max_length=max_tokens, return_offsets_mapping=True, return_special_tokens_mask=True)
-    return [(0, 0) if special else (int(a), int(b)) for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)]
+    enc = tokenizer(
+        text, truncation=True, max_length=max_tokens, return_offsets_mapping=True, return_special_tokens_mask=True
+    )
+    return [
+        (0, 0) if special else (int(a), int(b))
+        for (a, b), special in zip(enc["offset_mapping"], enc["special_tokens_mask"], strict=True)
+    ]
 
 
 def normalize_rows(scores: torch.Tensor, real: torch.Tensor) -> np.ndarray:
     """(L, T) scores -> ``>= 0``, zero outside ``real`` (T,) bool, each row divided by its max."""
     scores = scores.detach().float().clamp(min=0) * real[None].float()
     peak = scores.max(1, keepdim=True).values
-    return torch.where(peak > 0, scores / peak.clamp(min=1e-12), torch.zeros_like(scores)).cpu().numpy().astype(np.float32)
+    return (
+        torch.where(peak > 0, scores / peak.clamp(min=1e-12), torch.zeros_like(scores)).cpu().numpy().astype(np.float32)
+    )
 
 
 def eager_copy(transformer: PreTrainedModel) -> PreTrainedModel:
@@ -62,7 +69,11 @@ def eager_copy(transformer: PreTrainedModel) -> PreTrainedModel:
 
 @torch.no_grad()
 def attention_rollout(
-    transformer: nn.Module, pooling: str, input_ids: torch.Tensor, attention_mask: torch.Tensor, real: torch.Tensor,
+    transformer: nn.Module,
+    pooling: str,
+    input_ids: torch.Tensor,
+    attention_mask: torch.Tensor,
+    real: torch.Tensor,
     n_labels: int,
 ) -> np.ndarray:
     """Attention rollout scores of one report.
@@ -124,7 +135,10 @@ class ScaledEmbeddings:
 
 
 def integrated_gradients(
-    model: MedFusionModel, batch: dict[str, torch.Tensor], real: torch.Tensor, steps: int = IG_STEPS,
+    model: MedFusionModel,
+    batch: dict[str, torch.Tensor],
+    real: torch.Tensor,
+    steps: int = IG_STEPS,
     on_label: Callable[[int], None] | None = None,
 ) -> np.ndarray:
     """Integrated gradients of each label's logit on the word embeddings of a one-study batch.

@@ -40,9 +40,6 @@ from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 from pydantic import ValidationError
 
-from medfusion.ingest.records import Rejection, Report, ReportBatch, is_dicom_uid, record_locator
-from medfusion.ingest.reports.text import DEFAULT_MAX_CHARS, clean_report_text
-from medfusion.ingest.reports.sections import split_sections
 from medfusion.errors import ReportParseError
 from medfusion.fhir.codes import (
     ACCESSION_PSEUDONYM_SYSTEM,
@@ -51,6 +48,9 @@ from medfusion.fhir.codes import (
     REJECTED_STATUSES,
     V2_0203_SYSTEM,
 )
+from medfusion.ingest.records import Rejection, Report, ReportBatch, is_dicom_uid, record_locator
+from medfusion.ingest.reports.sections import split_sections
+from medfusion.ingest.reports.text import DEFAULT_MAX_CHARS, clean_report_text
 from medfusion.privacy import pseudonym
 
 logger = logging.getLogger(__name__)

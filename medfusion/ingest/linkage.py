@@ -61,9 +61,7 @@ def _source(report: Report, index: int) -> str:
     return report.source or f"report {report.report_id or index}"
 
 
-def _targets(
-    report: Report, studies: Mapping[str, str | None], by_accession: dict[str, list[str]]
-) -> list[str] | str:
+def _targets(report: Report, studies: Mapping[str, str | None], by_accession: dict[str, list[str]]) -> list[str] | str:
     """The study UIDs a report belongs to, or the reason it belongs to none."""
     acc = report.accession_pseudonym
     if report.study_uid and report.study_uid in studies:

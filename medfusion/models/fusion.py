@@ -111,7 +111,9 @@ class Fusion(nn.Module):
         e = embeddings[m]
         return fill_missing(e.pooled, e.present, self.missing[m])
 
-    def mix(self, slots: dict[str, torch.Tensor], scores: torch.Tensor, mask: torch.Tensor) -> tuple[torch.Tensor, dict]:
+    def mix(
+        self, slots: dict[str, torch.Tensor], scores: torch.Tensor, mask: torch.Tensor
+    ) -> tuple[torch.Tensor, dict]:
         """Weighted sum of slots (each (B, H)) with ``masked_softmax(scores (B, K), mask (B, K))``."""
         w = masked_softmax(scores.float(), mask)  # (B, K)
         stacked = torch.stack(list(slots.values()), dim=1)  # (B, K, H)
@@ -172,8 +174,13 @@ class ConcatFusion(Fusion):
         super().__init__(cfg, dims)
         width = sum(dims[m] for m in self.modalities)
         self.mlp = nn.Sequential(
-            nn.LayerNorm(width), nn.Linear(width, cfg.hidden_dim), nn.GELU(), nn.Dropout(cfg.dropout),
-            nn.Linear(cfg.hidden_dim, cfg.hidden_dim), nn.GELU(), nn.Dropout(cfg.dropout),
+            nn.LayerNorm(width),
+            nn.Linear(width, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
+            nn.Linear(cfg.hidden_dim, cfg.hidden_dim),
+            nn.GELU(),
+            nn.Dropout(cfg.dropout),
         )
 
     def forward(self, embeddings: dict[str, ModalityEmbedding]) -> FusionOutput:
@@ -212,7 +219,9 @@ class HybridFusion(Fusion):
         super().__init__(cfg, dims)
         h = cfg.hidden_dim
         self.bidirectional = cfg.cross_attention == "bidirectional"
-        self.token_proj = nn.ModuleDict({m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], h)) for m in self.modalities})
+        self.token_proj = nn.ModuleDict(
+            {m: nn.Sequential(nn.LayerNorm(dims[m]), nn.Linear(dims[m], h)) for m in self.modalities}
+        )
         self.missing_token = nn.ParameterDict({m: nn.Parameter(torch.randn(h) * 0.02) for m in self.modalities})
         self.text_to_image = nn.MultiheadAttention(h, cfg.num_heads, dropout=cfg.dropout, batch_first=True)
         self.norm_text = nn.LayerNorm(h)
@@ -245,11 +254,18 @@ class HybridFusion(Fusion):
         img_tokens, img_mask = self._tokens(img, IMAGE)  # (B, N, H), (B, N)
         txt_tokens, txt_mask = self._tokens(txt, TEXT)  # (B, T, H), (B, T)
         attended, attn = self.text_to_image(
-            txt_tokens, img_tokens, img_tokens, key_padding_mask=~img_mask, need_weights=True, average_attn_weights=False
+            txt_tokens,
+            img_tokens,
+            img_tokens,
+            key_padding_mask=~img_mask,
+            need_weights=True,
+            average_attn_weights=False,
         )  # (B, T, H), (B, heads, T, N)
         pooled = [self._masked_mean(self.norm_text(txt_tokens + attended), txt_mask)]
         if self.bidirectional:
-            attended_img, _ = self.image_to_text(img_tokens, txt_tokens, txt_tokens, key_padding_mask=~txt_mask, need_weights=False)
+            attended_img, _ = self.image_to_text(
+                img_tokens, txt_tokens, txt_tokens, key_padding_mask=~txt_mask, need_weights=False
+            )
             pooled.append(self._masked_mean(self.norm_image(img_tokens + attended_img), img_mask))
         slots = {"joint": self.joint(torch.cat(pooled, dim=1))}  # (B, H)
         for m in self.modalities:
@@ -260,5 +276,8 @@ class HybridFusion(Fusion):
         keep = (txt_mask & both[:, None]).to(attn.dtype)  # (B, T)
         attentions = attn * keep[:, None, :, None]  # (B, heads, T, N)
         return FusionOutput(
-            fused=fused, modality_features={m: slots[m] for m in self.modalities}, weights=weights, attentions=attentions
+            fused=fused,
+            modality_features={m: slots[m] for m in self.modalities},
+            weights=weights,
+            attentions=attentions,
         )

@@ -135,8 +135,13 @@ class ViTTrunk(nn.Module):
             spatial_dims=cfg.spatial_dims,
         )
         layer = nn.TransformerEncoderLayer(
-            cfg.vit_hidden, cfg.vit_heads, 4 * cfg.vit_hidden, dropout=0.0, activation="gelu",
-            batch_first=True, norm_first=True,
+            cfg.vit_hidden,
+            cfg.vit_heads,
+            4 * cfg.vit_hidden,
+            dropout=0.0,
+            activation="gelu",
+            batch_first=True,
+            norm_first=True,
         )
         self.blocks = nn.TransformerEncoder(layer, cfg.vit_layers, enable_nested_tensor=False)
         self.norm = nn.LayerNorm(cfg.vit_hidden)
@@ -203,9 +208,7 @@ def densenet121(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEnco
 
 def _resnet(factory: Callable[..., ResNet], cfg: ImageEncoderConfig) -> ImageEncoder:
     # conv1 stride 2 as in torchvision / MedicalNet; MONAI's default of 1 quadruples the compute.
-    net = factory(
-        spatial_dims=cfg.spatial_dims, n_input_channels=cfg.in_channels, conv1_t_stride=2, feed_forward=False
-    )
+    net = factory(spatial_dims=cfg.spatial_dims, n_input_channels=cfg.in_channels, conv1_t_stride=2, feed_forward=False)
     trunk = ResNetTrunk(net)
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
 
@@ -258,4 +261,3 @@ def build_image_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> I
     from medfusion.models.registry import get_image_encoder
 
     return get_image_encoder(cfg.name)(cfg, image_size)
-

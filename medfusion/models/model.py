@@ -80,7 +80,9 @@ class MedFusionModel(nn.Module):
         super().__init__()
         for m, encoder in ((IMAGE, image_encoder), (TEXT, text_encoder)):
             if (m in fusion.modalities) != (encoder is not None):
-                raise MedfusionError(f"{type(fusion).__name__} uses {fusion.modalities}; {m} encoder must be given iff used")
+                raise MedfusionError(
+                    f"{type(fusion).__name__} uses {fusion.modalities}; {m} encoder must be given iff used"
+                )
         self.image_encoder = image_encoder
         self.text_encoder = text_encoder
         self.fusion = fusion
@@ -272,7 +274,9 @@ def load_model_dir(model_dir: str | Path, device: str | torch.device = "auto") -
     try:
         load_model(model, str(model_dir / WEIGHTS_FILE), strict=True)
     except (OSError, RuntimeError, SafetensorError) as exc:
-        raise MedfusionError(f"{model_dir / WEIGHTS_FILE}: weights do not load into the stored architecture: {exc}") from None
+        raise MedfusionError(
+            f"{model_dir / WEIGHTS_FILE}: weights do not load into the stored architecture: {exc}"
+        ) from None
     tokenizer = load_tokenizer(text_dir)
     expected = card.tokenizer.vocab_size
     if expected is not None and len(tokenizer) != expected:

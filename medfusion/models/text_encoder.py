@@ -90,7 +90,9 @@ class TextEncoder(nn.Module):
         freeze: Keep the transformer's weights fixed (and its dropout off); the projection still trains.
     """
 
-    def __init__(self, transformer: PreTrainedModel, embed_dim: int, pooling: str = "cls", freeze: bool = False) -> None:
+    def __init__(
+        self, transformer: PreTrainedModel, embed_dim: int, pooling: str = "cls", freeze: bool = False
+    ) -> None:
         super().__init__()
         if pooling not in ("cls", "mean"):
             raise MedfusionError(f"unknown text pooling {pooling!r}; use 'cls' or 'mean'")

@@ -56,7 +56,9 @@ def wordpiece_vocabulary(
     chars = sorted({c for word in counts for c in word})
     vocab = SPECIAL_TOKENS + chars + [f"##{c}" for c in chars]
     if len(vocab) > vocab_size:
-        log.warning("vocab_size %d is smaller than the alphabet (%d tokens); keeping the alphabet", vocab_size, len(vocab))
+        log.warning(
+            "vocab_size %d is smaller than the alphabet (%d tokens); keeping the alphabet", vocab_size, len(vocab)
+        )
     words = sorted((w for w in counts if len(w) > 1 and reports[w] >= min_reports), key=lambda w: (-counts[w], w))
     return vocab + words[: max(0, vocab_size - len(vocab))]
 

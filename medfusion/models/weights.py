@@ -40,7 +40,9 @@ def load_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     path = Path(path)
     suffix = path.suffix.lower()
     if suffix in PICKLE_SUFFIXES:
-        raise UnsafeModelFile(path, "pickle files can run arbitrary code when loaded; refusing (convert the weights to .safetensors)")
+        raise UnsafeModelFile(
+            path, "pickle files can run arbitrary code when loaded; refusing (convert the weights to .safetensors)"
+        )
     if not path.is_file():
         raise MedfusionError(f"{path}: weights file not found")
     state: object

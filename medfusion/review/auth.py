@@ -137,7 +137,9 @@ def read_users(path: str | Path) -> dict[str, UserEntry]:
             raise ConfigError(f"{path}: users.{name}: expected {{password: <hash>, role: {' | '.join(ROLES)}}}")
         password = entry.get("password")
         if password is not None and not str(password).startswith("scrypt$"):
-            raise ConfigError(f"{path}: users.{name}.password: not a scrypt hash (use 'medfusion review hash-password')")
+            raise ConfigError(
+                f"{path}: users.{name}.password: not a scrypt hash (use 'medfusion review hash-password')"
+            )
         entries[str(name)] = UserEntry(password_hash=password, role=entry.get("role", "reviewer"))
     return entries
 

@@ -29,8 +29,11 @@ MAX_BYTES = 512 * 2**20
 def explanation_nbytes(explanation: StudyExplanation) -> int:
     """Bytes held by an explanation's arrays (heatmaps, token scores, image, contributions)."""
     arrays = [
-        *explanation.heatmaps.values(), *explanation.token_scores.values(),
-        *explanation.modality_contributions.values(), explanation.probabilities, explanation.thresholds,
+        *explanation.heatmaps.values(),
+        *explanation.token_scores.values(),
+        *explanation.modality_contributions.values(),
+        explanation.probabilities,
+        explanation.thresholds,
     ]
     if explanation.image is not None:
         arrays.append(explanation.image)

@@ -39,7 +39,9 @@ def labels_frame(store: ReviewStore, labels: Sequence[str], *, include_comments:
     (then ``comment`` when ``include_comments``)."""
     rows: dict[str, dict[str, object]] = defaultdict(dict)
     comments: dict[str, dict[str, None]] = defaultdict(dict)  # insertion-ordered sets
-    for record in sorted(store.current(), key=lambda r: (r.study_uid, labels.index(r.label) if r.label in labels else 0)):
+    for record in sorted(
+        store.current(), key=lambda r: (r.study_uid, labels.index(r.label) if r.label in labels else 0)
+    ):
         if record.label in labels:
             rows[record.study_uid][record.label] = int(record.reviewed_value)
             if record.comment:
@@ -47,7 +49,11 @@ def labels_frame(store: ReviewStore, labels: Sequence[str], *, include_comments:
     extra = ["comment"] if include_comments else []
     table = pd.DataFrame(
         [
-            {"study_uid": uid, **{lab: values.get(lab) for lab in labels}, **{c: " | ".join(comments[uid]) for c in extra}}
+            {
+                "study_uid": uid,
+                **{lab: values.get(lab) for lab in labels},
+                **{c: " | ".join(comments[uid]) for c in extra},
+            }
             for uid, values in sorted(rows.items())
         ],
         columns=["study_uid", *labels, *extra],

@@ -83,8 +83,13 @@ def score_demo_test_split(config: Config, results_dir: Path, model_uri: str, tra
     reports = cohort / "reports"
     summary = run_score(
         ScoreOptions(
-            source=str(source), out_dir=results_dir, model=model_uri, reports=reports if reports.is_dir() else None,
-            workers=1, tracking_uri=tracking_uri, progress=True,
+            source=str(source),
+            out_dir=results_dir,
+            model=model_uri,
+            reports=reports if reports.is_dir() else None,
+            workers=1,
+            tracking_uri=tracking_uri,
+            progress=True,
         )
     )
     return summary.text()
@@ -110,7 +115,11 @@ def streamlit_command(port: int, address: str = "127.0.0.1", app_path: Path = AP
     if not app_path.is_file():
         raise MedfusionError(f"{app_path}: review app not found (run from a source checkout of medfusion)")
     return [
-        sys.executable, "-m", "streamlit", "run", str(app_path),
+        sys.executable,
+        "-m",
+        "streamlit",
+        "run",
+        str(app_path),
         "--server.headless=true",
         f"--server.address={address}",
         f"--server.port={port}",

@@ -75,5 +75,5 @@ def contributions_table_html(labels: Sequence[str], contributions: Mapping[str, 
         rows.append(f'<tr><td style="padding:2px 6px 2px 0"><b>{html.escape(label)}</b></td>{"".join(cells)}</tr>')
     return (
         '<table style="width:100%;border-collapse:collapse;font-size:0.85rem">'
-        f'<tr><th></th>{head}</tr>{"".join(rows)}</table>'
+        f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
     )

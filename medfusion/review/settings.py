@@ -111,7 +111,11 @@ class ReviewSettings:
             ENV_USERS: str(self.users_path),
             ENV_DELAY: str(self.login_delay_s),
         }
-        for key, value in ((ENV_MODEL, self.model_uri), (ENV_TRACKING, self.tracking_uri), (ENV_HEADER, self.trusted_header)):
+        for key, value in (
+            (ENV_MODEL, self.model_uri),
+            (ENV_TRACKING, self.tracking_uri),
+            (ENV_HEADER, self.trusted_header),
+        ):
             if value:
                 env[key] = value
         return env

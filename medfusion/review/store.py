@@ -186,11 +186,19 @@ class ReviewStore:
                         " decided_at, model_name, model_version, shown_probability, shown_threshold, shown_methods,"
                         " shown_opacity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
                         (
-                            d.study_uid, d.label, d.decision,
+                            d.study_uid,
+                            d.label,
+                            d.decision,
                             None if d.corrected_value is None else int(d.corrected_value),
-                            d.comment, d.reviewer, at, d.model_name, d.model_version,
-                            float(d.shown.probability), float(d.shown.threshold),
-                            json.dumps(list(d.shown.methods)), d.shown.heatmap_opacity,
+                            d.comment,
+                            d.reviewer,
+                            at,
+                            d.model_name,
+                            d.model_version,
+                            float(d.shown.probability),
+                            float(d.shown.threshold),
+                            json.dumps(list(d.shown.methods)),
+                            d.shown.heatmap_opacity,
                         ),
                     )
                     stored.append(_stored(d, int(cur.lastrowid or 0), at))
@@ -232,9 +240,17 @@ class ReviewStore:
 def _stored(d: Decision, row_id: int, decided_at: str) -> DecisionRecord:
     """``d`` as stored: its fields plus the row id and the UTC time."""
     return DecisionRecord(
-        study_uid=d.study_uid, label=d.label, decision=d.decision, reviewer=d.reviewer,
-        model_name=d.model_name, model_version=d.model_version, shown=d.shown,
-        corrected_value=d.corrected_value, comment=d.comment, id=row_id, decided_at=decided_at,
+        study_uid=d.study_uid,
+        label=d.label,
+        decision=d.decision,
+        reviewer=d.reviewer,
+        model_name=d.model_name,
+        model_version=d.model_version,
+        shown=d.shown,
+        corrected_value=d.corrected_value,
+        comment=d.comment,
+        id=row_id,
+        decided_at=decided_at,
     )
 
 
@@ -247,8 +263,15 @@ def _record(row: sqlite3.Row) -> DecisionRecord:
     )
     value = row["corrected_value"]
     return DecisionRecord(
-        study_uid=row["study_uid"], label=row["label"], decision=row["decision"], reviewer=row["reviewer"],
-        model_name=row["model_name"], model_version=row["model_version"], shown=shown,
-        corrected_value=None if value is None else bool(value), comment=row["comment"],
-        id=row["id"], decided_at=row["decided_at"],
+        study_uid=row["study_uid"],
+        label=row["label"],
+        decision=row["decision"],
+        reviewer=row["reviewer"],
+        model_name=row["model_name"],
+        model_version=row["model_version"],
+        shown=shown,
+        corrected_value=None if value is None else bool(value),
+        comment=row["comment"],
+        id=row["id"],
+        decided_at=row["decided_at"],
     )

@@ -71,11 +71,15 @@ def resize_map(heatmap: np.ndarray, shape: tuple[int, int]) -> np.ndarray:
 
     if heatmap.shape == shape:
         return heatmap.astype(np.float32)
-    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize((shape[1], shape[0]), Image.Resampling.BILINEAR)
+    resized = Image.fromarray(heatmap.astype(np.float32), mode="F").resize(
+        (shape[1], shape[0]), Image.Resampling.BILINEAR
+    )
     return np.clip(np.asarray(resized, dtype=np.float32), 0.0, 1.0)
 
 
-def highlighted_report_html(text: str, spans: Sequence[tuple[int, int]], scores: np.ndarray | None, top_k: int = 12) -> str:
+def highlighted_report_html(
+    text: str, spans: Sequence[tuple[int, int]], scores: np.ndarray | None, top_k: int = 12
+) -> str:
     """The report as HTML with the ``top_k`` highest-scoring tokens highlighted (opacity = score).
 
     Args:

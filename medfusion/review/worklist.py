@@ -54,7 +54,9 @@ class WorklistQuery:
     sort: str = "priority"
 
 
-def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: WorklistQuery = WorklistQuery()) -> pd.DataFrame:
+def build_worklist(
+    results: pd.DataFrame, current: pd.DataFrame, query: WorklistQuery = WorklistQuery()
+) -> pd.DataFrame:
     """Join scores with review state, filter and sort.
 
     Args:
@@ -95,7 +97,9 @@ def build_worklist(results: pd.DataFrame, current: pd.DataFrame, query: Worklist
     table["_positive"] = np.asarray(focus_positive, dtype=bool)
 
     n_done = current[current["label"].isin(labels)].groupby("study_uid")["label"].nunique() if len(current) else None
-    done = table["study_uid"].map(n_done).fillna(0).astype(int) if n_done is not None else pd.Series(0, index=table.index)
+    done = (
+        table["study_uid"].map(n_done).fillna(0).astype(int) if n_done is not None else pd.Series(0, index=table.index)
+    )
     table["reviewed"] = [f"{d}/{len(labels)}" for d in done]
     table["state"] = np.where(done == 0, "unreviewed", np.where(done >= len(labels), "reviewed", "partial"))
 

@@ -132,6 +132,7 @@ class DicomwebSource:
         seen: set[str] = set()
         offset = 0
         while True:
+
             def search(offset: int = offset) -> list[dict[str, Any]]:
                 return self._client().search_for_studies(
                     offset=offset, limit=self.page_size, fields=("StudyInstanceUID", "AccessionNumber")

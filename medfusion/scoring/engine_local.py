@@ -257,7 +257,9 @@ def run_local(ctx: EngineContext) -> None:
 
     def score(n: int) -> None:
         batch, ready[:] = ready[:n], ready[n:]
-        for (study_uid, _), prediction in zip(batch, predictor.score_samples([sample for _, sample in batch]), strict=True):
+        for (study_uid, _), prediction in zip(
+            batch, predictor.score_samples([sample for _, sample in batch]), strict=True
+        ):
             ctx.scored_prediction(study_uid, prediction)
 
     refs = ctx.ledger.iter_pending()

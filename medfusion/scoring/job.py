@@ -170,7 +170,7 @@ def dead_letter_table(table: dict[str, dict[str, int]]) -> list[str]:
     if not table:
         return ["dead letters: none"]
     width = max(len("stage"), *(len(stage) for stage in table))
-    lines = ["dead letters by stage and reason (rows of ledger.sqlite; \"dead_letters\" in summary.json):"]
+    lines = ['dead letters by stage and reason (rows of ledger.sqlite; "dead_letters" in summary.json):']
     lines.append(f"  {'stage':<{width}}  {'count':>6}  reason")
     for stage, reasons in table.items():
         lines += [f"  {stage:<{width}}  {n:>6}  {reason}" for reason, n in reasons.items()]
@@ -322,6 +322,8 @@ def _run_locked(
             discovery_s=round(discovery_s, 3),
             orphan_parts_deleted=len(orphans),
         )
+
+
 def _source_spec(spec: str | StudySource, source: StudySource) -> str:
     if isinstance(spec, str):
         return spec

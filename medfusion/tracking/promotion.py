@@ -17,9 +17,9 @@ import numpy as np
 import pandas as pd
 
 from medfusion.config import Config, PromotionGates
+from medfusion.errors import MedfusionError
 from medfusion.ingest.manifest import manifest_hash, read_manifest
 from medfusion.ingest.records import LABEL_PREFIX
-from medfusion.errors import MedfusionError
 from medfusion.metrics import compute_metrics
 from medfusion.tracking.store import connect
 
@@ -148,7 +148,9 @@ def check_gates(challenger: ModelEvaluation, champion: ModelEvaluation | None, g
     return failures
 
 
-def promote_challenger(config: Config, *, version: str | None = None, manifest_path: Path | None = None) -> PromotionDecision:
+def promote_challenger(
+    config: Config, *, version: str | None = None, manifest_path: Path | None = None
+) -> PromotionDecision:
     """Evaluate the challenger (or ``version``) against the champion; move ``@champion`` if gates pass.
 
     Args:
@@ -166,9 +168,13 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
     name = config.tracking.registered_model
     client = connect(config, experiment=f"{config.tracking.experiment}-promotions")
     try:
-        challenger_mv = client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+        challenger_mv = (
+            client.get_model_version(name, version) if version else client.get_model_version_by_alias(name, CHALLENGER)
+        )
     except MlflowException:
-        raise MedfusionError(f"registered model {name!r} has no {'version ' + version if version else '@challenger'}") from None
+        raise MedfusionError(
+            f"registered model {name!r} has no {'version ' + version if version else '@challenger'}"
+        ) from None
     try:
         champion_mv = client.get_model_version_by_alias(name, CHAMPION)
     except MlflowException:
@@ -177,7 +183,9 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
         raise MedfusionError(f"v{challenger_mv.version} of {name!r} is already @champion")
 
     eval_set = frozen_eval_set(config, manifest_path or default_manifest_path(config))
-    challenger = evaluate_version(f"models:/{name}/{challenger_mv.version}", challenger_mv.version, eval_set, config.labels)
+    challenger = evaluate_version(
+        f"models:/{name}/{challenger_mv.version}", challenger_mv.version, eval_set, config.labels
+    )
     champion = (
         evaluate_version(f"models:/{name}/{champion_mv.version}", champion_mv.version, eval_set, config.labels)
         if champion_mv is not None
@@ -198,9 +206,14 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
         )
         for role, ev in (("challenger", challenger), ("champion", champion)):
             if ev is not None:
-                mlflow.log_metrics({f"{role}_macro_auroc": ev.macro_auroc, f"{role}_ece": ev.ece,
-                                    f"{role}_latency_p95_ms": ev.latency_p95_ms,
-                                    **{f"{role}_auroc_{k}": v for k, v in ev.label_auroc.items()}})
+                mlflow.log_metrics(
+                    {
+                        f"{role}_macro_auroc": ev.macro_auroc,
+                        f"{role}_ece": ev.ece,
+                        f"{role}_latency_p95_ms": ev.latency_p95_ms,
+                        **{f"{role}_auroc_{k}": v for k, v in ev.label_auroc.items()},
+                    }
+                )
         mlflow.set_tags({"decision": "promoted" if promoted else "rejected", "failures": "; ".join(failures)[:4000]})
         mlflow.log_dict(_evidence(challenger, champion, failures), "promotion_evidence.json")
         run_id = run.info.run_id
@@ -214,8 +227,12 @@ def promote_challenger(config: Config, *, version: str | None = None, manifest_p
 
 
 def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, failures: list[str]) -> dict[str, Any]:
-    return {"challenger": challenger.__dict__, "champion": champion.__dict__ if champion else None,
-            "failures": failures, "promoted": not failures}
+    return {
+        "challenger": challenger.__dict__,
+        "champion": champion.__dict__ if champion else None,
+        "failures": failures,
+        "promoted": not failures,
+    }
 
 
 def default_manifest_path(config: Config) -> Path:

@@ -83,7 +83,9 @@ class MedFusionPyfunc(PythonModel):
         inputs, positions, errors = [], [], {}
         for i, (_, row) in enumerate(model_input.iterrows()):
             try:
-                inputs.append(StudyInput(image_paths=_image_paths(row.get("image_paths")), report_text=_report_text(row)))
+                inputs.append(
+                    StudyInput(image_paths=_image_paths(row.get("image_paths")), report_text=_report_text(row))
+                )
                 positions.append(i)
             except MedfusionError as exc:
                 errors[i] = str(exc)
@@ -137,7 +139,9 @@ def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tup
         ]
     )
     outputs = Schema([ColSpec(kind, name) for name, kind in result_columns(labels, study_uid=False, error=True)])
-    example = pd.DataFrame([{"image_paths": list(example_row["image_paths"]), "report_text": example_row["report_text"]}])
+    example = pd.DataFrame(
+        [{"image_paths": list(example_row["image_paths"]), "report_text": example_row["report_text"]}]
+    )
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 

@@ -21,7 +21,17 @@ from medfusion.tracking.plots import calibration_figure, confusion_figure, roc_f
 
 log = logging.getLogger(__name__)
 
-TRACKED_PACKAGES = ("medfusion", "torch", "monai", "transformers", "tokenizers", "pydicom", "fhir.resources", "mlflow", "numpy")
+TRACKED_PACKAGES = (
+    "medfusion",
+    "torch",
+    "monai",
+    "transformers",
+    "tokenizers",
+    "pydicom",
+    "fhir.resources",
+    "mlflow",
+    "numpy",
+)
 
 
 def flatten(tree: dict[str, Any], prefix: str = "") -> dict[str, Any]:
@@ -40,8 +50,12 @@ def git_commit(path: Path | None = None) -> str:
     """Commit of the source tree (with ``-dirty`` when it has uncommitted changes), or ``unknown``."""
     cwd = path or Path(__file__).resolve().parent
     try:
-        commit = subprocess.run(["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
-        dirty = subprocess.run(["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True).stdout.strip()
+        commit = subprocess.run(
+            ["git", "rev-parse", "HEAD"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
+        dirty = subprocess.run(
+            ["git", "status", "--porcelain"], cwd=cwd, capture_output=True, text=True, check=True
+        ).stdout.strip()
     except (OSError, subprocess.CalledProcessError):
         return "unknown"
     return f"{commit}-dirty" if dirty else commit
@@ -83,7 +97,9 @@ def log_training_result(config: Config, result: Any) -> None:
     """Final metrics, thresholds, plots and the checkpoint of a finished training run."""
     mlflow.log_metrics({f"val_calibrated_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if np.isfinite(v)})
-    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature})
+    mlflow.log_metrics(
+        {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature}
+    )
     mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds), strict=True)), "model_card/thresholds.json")
     probs, targets = result.test_probabilities, result.test_targets
     for name, fig in (

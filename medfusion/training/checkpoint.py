@@ -69,7 +69,9 @@ def _augmentations(loader: Any) -> Any:
     return getattr(getattr(loader.dataset, "preprocessor", None), "transform", None)
 
 
-def _random_states(obj: Any, prefix: str = "", seen: set[int] | None = None, depth: int = 0) -> dict[str, np.random.RandomState]:
+def _random_states(
+    obj: Any, prefix: str = "", seen: set[int] | None = None, depth: int = 0
+) -> dict[str, np.random.RandomState]:
     """Every ``numpy.random.RandomState`` reachable from ``obj`` (MONAI transforms keep theirs in ``R``)."""
     seen = set() if seen is None else seen
     if id(obj) in seen or depth > 6:
@@ -136,7 +138,9 @@ class EpochCheckpoints:
                 "torch": torch.get_rng_state(),
                 "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
                 "dropout": p["dropout_rng"].get_state(),
-                "loaders": {s: ld.generator.get_state() for s, ld in sorted(p["loaders"].items()) if ld.generator is not None},
+                "loaders": {
+                    s: ld.generator.get_state() for s, ld in sorted(p["loaders"].items()) if ld.generator is not None
+                },
                 "transforms": transforms,
             },
         }

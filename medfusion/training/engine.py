@@ -38,8 +38,8 @@ from safetensors.torch import load_model
 from torch.utils.data import DataLoader
 
 from medfusion.config import Config
-from medfusion.ingest.records import Rejection
 from medfusion.errors import ConfigError, MedfusionError
+from medfusion.ingest.records import Rejection
 from medfusion.metrics import evaluate, tune_thresholds
 from medfusion.models.calibration import apply_temperature, fit_temperature
 from medfusion.models.card import ModelCard
@@ -254,8 +254,13 @@ def drop_singleton_batch(n_samples: int, batch_size: int) -> bool:
 
 
 def _loaders(
-    card: ModelCard, config: Config, records: dict[str, list[dict]], tokenizer: Any, device: torch.device,
-    *, images: bool = True,
+    card: ModelCard,
+    config: Config,
+    records: dict[str, list[dict]],
+    tokenizer: Any,
+    device: torch.device,
+    *,
+    images: bool = True,
 ) -> tuple[dict[str, DataLoader], list[Rejection]]:
     d, t = config.data, config.training
     collate = Collator.for_tokenizer(tokenizer, card.preprocessing.image_shape)
@@ -344,11 +349,19 @@ def train(
 
     optimizer = torch.optim.AdamW(param_groups(model, config))
     steps_per_epoch = math.ceil(len(loaders["train"]) / t.grad_accum_steps)
-    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, warmup_cosine(steps_per_epoch * t.epochs, t.warmup_fraction))
+    scheduler = torch.optim.lr_scheduler.LambdaLR(
+        optimizer, warmup_cosine(steps_per_epoch * t.epochs, t.warmup_fraction)
+    )
     scaler = torch.amp.GradScaler(device.type, enabled=use_scaler)
     checkpoints = EpochCheckpoints(
-        out_dir, config, model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler,
-        dropout_rng=dropout_rng, loaders=loaders,
+        out_dir,
+        config,
+        model=model,
+        optimizer=optimizer,
+        scheduler=scheduler,
+        scaler=scaler,
+        dropout_rng=dropout_rng,
+        loaders=loaders,
     )
     if not resume:
         checkpoints.clear()
@@ -357,7 +370,11 @@ def train(
         say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
     say(
         "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
-        config.name, config.fusion.name, config.image_encoder.name, device, amp_dtype,
+        config.name,
+        config.fusion.name,
+        config.image_encoder.name,
+        device,
+        amp_dtype,
         {s: len(records.get(s) or []) for s in SPLITS},
     )
 
@@ -392,10 +409,13 @@ def train(
             raise MedfusionError(f"training loss is not finite at epoch {epoch}; lower training.lr or turn amp off")
 
         val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
-        val_loss = float(masked_bce(
-            torch.as_tensor(val_logits).float(), torch.as_tensor(val_targets).float(),
-            None if pos_weight is None else pos_weight.cpu(),
-        ))
+        val_loss = float(
+            masked_bce(
+                torch.as_tensor(val_logits).float(),
+                torch.as_tensor(val_targets).float(),
+                None if pos_weight is None else pos_weight.cpu(),
+            )
+        )
         report = evaluate(apply_temperature(val_logits, 1.0), val_targets, labels)
         row = {
             "epoch": float(epoch),
@@ -420,7 +440,12 @@ def train(
         checkpoints.commit(state, improved)
         say(
             "epoch %d/%d  train_loss %.4f  val_loss %.4f  val_macro_auroc %.4f  %.1fs%s",
-            epoch, t.epochs, row["train_loss"], val_loss, report.metrics["macro_auroc"], row["epoch_seconds"],
+            epoch,
+            t.epochs,
+            row["train_loss"],
+            val_loss,
+            report.metrics["macro_auroc"],
+            row["epoch_seconds"],
             "  *" if improved else "",
         )
         if stale >= t.early_stopping_patience:
@@ -467,7 +492,10 @@ def train(
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",
-        best_epoch, val_report.metrics["macro_auroc"], test_metrics.get("macro_auroc", float("nan")), temperature,
+        best_epoch,
+        val_report.metrics["macro_auroc"],
+        test_metrics.get("macro_auroc", float("nan")),
+        temperature,
     )
     for cb in callbacks:
         if hasattr(cb, "on_train_end"):

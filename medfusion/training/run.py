@@ -43,7 +43,12 @@ def demo_manifest(config: Config, *, progress: bool = True) -> Path:
     root = config.project_dir / "demo_cohort"
     manifest = root / "manifest.parquet"
     demo = config.data.demo
-    wanted = {"seed": demo.seed, "n_studies": demo.n_studies, "image_size": demo.image_size, "broken_files": demo.broken_files}
+    wanted = {
+        "seed": demo.seed,
+        "n_studies": demo.n_studies,
+        "image_size": demo.image_size,
+        "broken_files": demo.broken_files,
+    }
     if manifest.is_file() and (root / MARKER).is_file():
         marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
         if all(marker.get(k) == v for k, v in wanted.items()):

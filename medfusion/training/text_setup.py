@@ -38,7 +38,9 @@ def prepare_text_encoder(config: Config, train_reports: Sequence[str], out_dir: 
             raise ConfigError("text_encoder: set exactly one of 'name_or_path' and 'tiny'")
         return tc.name_or_path, load_tokenizer(tc.name_or_path)
     text_dir = Path(out_dir) / "text_encoder"
-    tokenizer = train_wordpiece_tokenizer(train_reports, tc.tiny.vocab_size, text_dir, min_reports=tc.tiny.min_word_reports)
+    tokenizer = train_wordpiece_tokenizer(
+        train_reports, tc.tiny.vocab_size, text_dir, min_reports=tc.tiny.min_word_reports
+    )
     build_tiny_bert(tokenizer, tc.tiny).save_pretrained(str(text_dir))
     log.info("tiny BERT with a %d-token vocabulary (train reports only) saved to %s", len(tokenizer), text_dir)
     return text_dir, load_tokenizer(text_dir)
@@ -59,6 +61,9 @@ def warn_if_truncated(tokenizer: Any, texts: Sequence[str], max_tokens: int, thr
         log.warning(
             "%.0f%% of train reports are longer than data.max_tokens=%d (median %d, max %d tokens) and will be "
             "truncated; raise data.max_tokens or narrow data.report_sections",
-            100 * fraction, max_tokens, sorted(lengths)[len(lengths) // 2], max(lengths),
+            100 * fraction,
+            max_tokens,
+            sorted(lengths)[len(lengths) // 2],
+            max(lengths),
         )
     return fraction

@@ -45,7 +45,7 @@ def cohort(tmp_path_factory: pytest.TempPathFactory):
 @pytest.fixture(scope="module")
 def frontal(cohort):
     """study_uid -> (display image of the frontal view (rows, cols), masks npz as a dict)."""
-    result, manifest = cohort
+    _result, manifest = cohort
     out = {}
     for row in manifest.itertuples():
         image = read_dicom(row.image_paths[0])
@@ -148,7 +148,7 @@ def test_dicom_variety(cohort) -> None:
 
 
 def test_layouts_are_mixed_and_grouping_is_by_uid(cohort) -> None:
-    result, manifest = cohort
+    _result, manifest = cohort
     paths = [Path(p) for paths in manifest["image_paths"] for p in paths]
     assert any(p.suffix == "" for p in paths)
     assert any(p.parent.name.startswith("series_") for p in paths)
@@ -209,7 +209,7 @@ def test_regenerating_in_place_is_byte_identical(tmp_path: Path) -> None:
 
 
 def test_other_seed_other_cohort(cohort, tmp_path: Path) -> None:
-    result, manifest = cohort
+    _result, manifest = cohort
     other = generate_demo_cohort(tmp_path / "seed1", CONFIG.model_copy(update={"seed": 1}), progress=False)
     assert not set(read_manifest(other.manifest_path)["study_uid"]) & set(manifest["study_uid"])
 

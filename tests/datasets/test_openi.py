@@ -45,9 +45,20 @@ needs_archive = pytest.mark.skipif(
 
 #: Positives per label over the 3,955 reports with MESH_RULES as documented in docs/openi.md.
 EXPECTED_POSITIVES = {
-    "atelectasis": 332, "cardiomegaly": 395, "consolidation": 30, "edema": 101, "pleural_effusion": 163,
-    "pneumonia": 42, "pneumothorax": 27, "lung_opacity": 793, "lung_lesion": 131, "fracture": 84,
-    "enlarged_cardiomediastinum": 27, "pleural_other": 128, "support_devices": 378, "no_finding": 1391,
+    "atelectasis": 332,
+    "cardiomegaly": 395,
+    "consolidation": 30,
+    "edema": 101,
+    "pleural_effusion": 163,
+    "pneumonia": 42,
+    "pneumothorax": 27,
+    "lung_opacity": 793,
+    "lung_lesion": 131,
+    "fracture": 84,
+    "enlarged_cardiomediastinum": 27,
+    "pleural_other": 128,
+    "support_devices": 378,
+    "no_finding": 1391,
 }
 #: SHA-256 of openi_splits.csv for the whole archive (seed 0, val 0.1, test 0.2): the split is fixed.
 EXPECTED_SPLIT_SHA256 = "2e00e8efe9a16f6e460997b26e9d60da0dd048afa0ca5c960548ec0b8f455198"
@@ -91,7 +102,9 @@ def test_parse_sample_xml() -> None:
     r = parse_openi_xml(SAMPLE_XML, source="sample.xml")
     assert r.uid == "CXR90001"
     assert r.report.text.splitlines() == [
-        "COMPARISON: None.", "INDICATION: Cough.", "FINDINGS: Small left pleural effusion. Heart size is normal.",
+        "COMPARISON: None.",
+        "INDICATION: Cough.",
+        "FINDINGS: Small left pleural effusion. Heart size is normal.",
         "IMPRESSION: Left effusion.",
     ]
     assert r.report.sections["FINDINGS"].startswith("Small left") and r.report.sections["HISTORY"] == "Cough."
@@ -104,7 +117,7 @@ def test_parse_sample_xml() -> None:
 
 @pytest.mark.parametrize("data", [b"<eCitation><uId", b"<eCitation><MeSH/></eCitation>"])
 def test_bad_xml_is_rejected_with_its_source(data: bytes) -> None:
-    with pytest.raises(ReportParseError, match="bad.xml"):
+    with pytest.raises(ReportParseError, match=r"bad\.xml"):
         parse_openi_xml(data, source="bad.xml")
 
 
@@ -166,7 +179,11 @@ def test_every_label_has_rules_or_words_documented() -> None:
         ("Mild cardiomegaly. Bibasilar atelectasis.", ["cardiomegaly"], "Mild. Bibasilar atelectasis."),
         ("Right PICC line tip in the SVC.", None, "Right tip in the SVC."),
         ("Healed left rib fractures. Calcified granuloma.", None, "Healed left rib. Calcified granuloma."),
-        ("FINDINGS: Heart size normal.\nIMPRESSION: Clear lungs.", None, "FINDINGS: Heart size normal.\nIMPRESSION: Clear lungs."),
+        (
+            "FINDINGS: Heart size normal.\nIMPRESSION: Clear lungs.",
+            None,
+            "FINDINGS: Heart size normal.\nIMPRESSION: Clear lungs.",
+        ),
     ],
 )
 def test_remove_label_words(text: str, labels: list[str] | None, expected: str) -> None:
@@ -201,7 +218,9 @@ def test_split_is_stable_and_stored(tmp_path) -> None:
     uids = [f"CXR{i}" for i in range(1, 301)]
     first = assign_openi_splits(uids)
     assert first == assign_openi_splits(list(reversed(uids)))  # order does not matter
-    assert first == {u: s for u, s in assign_openi_splits(uids + ["CXR9999"]).items() if u != "CXR9999"}  # adding moves none
+    assert first == {
+        u: s for u, s in assign_openi_splits([*uids, "CXR9999"]).items() if u != "CXR9999"
+    }  # adding moves none
     assert set(first.values()) == {"train", "val", "test"}
     path = tmp_path / "openi_splits.csv"
     stored = load_or_create_splits(uids, path)
@@ -211,7 +230,7 @@ def test_split_is_stable_and_stored(tmp_path) -> None:
     write_openi_splits(edited, path)
     assert load_or_create_splits(uids, path, test_fraction=0.5) == edited
     # New ids are assigned and appended; the old ones stay.
-    grown = load_or_create_splits(uids + ["CXR5000"], path)
+    grown = load_or_create_splits([*uids, "CXR5000"], path)
     assert {u: grown[u] for u in uids} == edited and "CXR5000" in read_openi_splits(path)
 
 
@@ -268,8 +287,9 @@ def test_manifest_round_trip(all_reports, tmp_path, remove_words: bool) -> None:
     assert len(back) == 40 and back["study_uid"].is_unique and back["patient_pseudonym"].is_unique
     assert all(is_dicom_uid(u) for u in back["study_uid"]) and back["study_uid"][0] == openi_study_uid("CXR1")
     assert all(list(p) == [] for p in back["image_paths"])  # text only
-    assert (back["report_text"] == [remove_label_words(r.report.text) if remove_words else r.report.text
-                                    for r in reports]).all()
+    assert (
+        back["report_text"] == [remove_label_words(r.report.text) if remove_words else r.report.text for r in reports]
+    ).all()
     records = rows_to_records(back, OPENI_LABELS)
     expected = np.array([[r.labels[x] for x in OPENI_LABELS] for r in reports], dtype=np.float32)
     np.testing.assert_array_equal(np.stack([rec["label"] for rec in records]), expected)

@@ -169,7 +169,9 @@ def test_exiting_while_an_explanation_runs_stops_it_instead_of_aborting(demo_pro
         print("exiting", flush=True)
     """)
     env = {**os.environ, "PYTHONFAULTHANDLER": "1", "OMP_NUM_THREADS": "1"}
-    proc = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, check=False)
+    proc = subprocess.run(
+        [sys.executable, "-c", code], capture_output=True, text=True, timeout=600, env=env, check=False
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     assert "exiting" in proc.stdout and "Fatal Python error" not in proc.stderr
     # stopped at its next step, within medfusion's exit hook's wait

@@ -47,7 +47,9 @@ def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, exp
 
 def test_token_spans_slice_the_report_into_the_model_tokens(demo_predictor, explanation):
     tokenizer = demo_predictor.loaded.tokenizer
-    ids = tokenizer(explanation.report_text, truncation=True, max_length=demo_predictor.loaded.preprocessing.max_tokens)["input_ids"]
+    ids = tokenizer(
+        explanation.report_text, truncation=True, max_length=demo_predictor.loaded.preprocessing.max_tokens
+    )["input_ids"]
     pieces = [p.removeprefix("##") for p in tokenizer.convert_ids_to_tokens(ids)[1:-1]]
     texts = [explanation.report_text[a:b].lower() for a, b in explanation.token_spans[1:-1]]
     assert texts == pieces
@@ -60,7 +62,9 @@ def test_probabilities_match_the_predictor_and_contributions_sum_to_the_logit(de
     contributions = explanation.modality_contributions
     assert set(contributions) == {"image", "text", "joint"}
     for m in ("image", "text"):  # weight x the modality's own logit, as defined
-        np.testing.assert_allclose(contributions[m], prediction.modality_weights[m] * prediction.modality_logits[m], rtol=1e-4, atol=1e-5)
+        np.testing.assert_allclose(
+            contributions[m], prediction.modality_weights[m] * prediction.modality_logits[m], rtol=1e-4, atol=1e-5
+        )
     p = prediction.probabilities
     logit = np.log(p / (1 - p)) * demo_predictor.loaded.temperature
     np.testing.assert_allclose(sum(contributions.values()), logit, rtol=1e-4, atol=1e-4)
@@ -109,7 +113,10 @@ def test_overlay_blends_by_opacity_and_figure_has_three_panels(explanation):
     np.testing.assert_array_equal(gray[..., 0], np.round(255 * image).astype(np.uint8))
     hot = overlay_rgb(image, heat, opacity=1.0)
     assert not np.array_equal(hot, gray)
-    assert hot[np.unravel_index(heat.argmax(), heat.shape)].astype(int).sum() > hot[np.unravel_index(heat.argmin(), heat.shape)].astype(int).sum()
+    assert (
+        hot[np.unravel_index(heat.argmax(), heat.shape)].astype(int).sum()
+        > hot[np.unravel_index(heat.argmin(), heat.shape)].astype(int).sum()
+    )
     with pytest.raises(MedfusionError):
         overlay_rgb(image, heat[:-1], 0.5)
     fig = explanation_figure(explanation, explanation.labels[2])

@@ -44,9 +44,16 @@ def _result(**changes: object) -> ResultRow:
 
 def _reviewed(label: str, decision: str, value: bool, **changes: object) -> ReviewedLabel:
     values: dict[str, object] = {
-        "study_uid": UID, "label": label, "value": value, "decision": decision, "reviewer": "reviewer-0a1b",
-        "decided_at": "2025-03-04T05:06:07.123+00:00", "model_name": "medfusion", "model_version": "7",
-        "probability": 0.91, "threshold": 0.5,
+        "study_uid": UID,
+        "label": label,
+        "value": value,
+        "decision": decision,
+        "reviewer": "reviewer-0a1b",
+        "decided_at": "2025-03-04T05:06:07.123+00:00",
+        "model_name": "medfusion",
+        "model_version": "7",
+        "probability": 0.91,
+        "threshold": 0.5,
     }
     values.update(changes)
     return ReviewedLabel(**values)  # type: ignore[arg-type]
@@ -93,8 +100,11 @@ def test_reviewed_resources_status_ids_and_comments() -> None:
     )
     kinds = [(r.get_resource_type(), getattr(r, "study", None) and r.study[0].identifier.value) for r in resources]
     assert kinds == [
-        ("DiagnosticReport", "urn:oid:1.2.3"), ("Observation", None),
-        ("DiagnosticReport", f"urn:oid:{UID}"), ("Observation", None), ("Observation", None),
+        ("DiagnosticReport", "urn:oid:1.2.3"),
+        ("Observation", None),
+        ("DiagnosticReport", f"urn:oid:{UID}"),
+        ("Observation", None),
+        ("Observation", None),
     ]
     first, second = resources[0], resources[2]
     assert (first.status, second.status) == ("final", "amended")
@@ -113,8 +123,13 @@ def test_report_to_fhir_with_conclusion_codes_and_a_study_reference(tmp_path: Pa
     assert [c.text for c in coded.conclusionCode] == ["normal", "Lung/hyperdistention"]
     linked = report_to_fhir(Report(text="x", report_id="r2"), study_reference_to="ImagingStudy/s1")
     study = ImagingStudy.model_validate(
-        {"resourceType": "ImagingStudy", "id": "s1", "status": "available", "identifier": [study_identifier(UID)],
-         "subject": {"reference": "Group/research"}}
+        {
+            "resourceType": "ImagingStudy",
+            "id": "s1",
+            "status": "available",
+            "identifier": [study_identifier(UID)],
+            "subject": {"reference": "Group/research"},
+        }
     )
     batch = read_fhir_reports(write_fhir_ndjson([study, coded, linked], tmp_path / "out.ndjson"))
     assert batch.rejected == [] and [(r.report_id, r.study_uid) for r in batch.reports] == [("r1", UID), ("r2", UID)]

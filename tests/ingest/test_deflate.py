@@ -96,7 +96,7 @@ def test_the_variants_cover_every_expected_case(variants: dict[str, Path]) -> No
 @pytest.mark.parametrize("case", sorted(EXPECTED))
 def test_every_end_of_stream_shape_ends_in_bounded_time(variants: dict[str, Path], case: str) -> None:
     path = variants[case]
-    for read, expected in zip((read_dicom_header, read_dicom), EXPECTED[case]):
+    for read, expected in zip((read_dicom_header, read_dicom), EXPECTED[case], strict=True):
         start = time.perf_counter()
         outcome = _outcome(read, path)
         seconds = time.perf_counter() - start

@@ -256,7 +256,7 @@ def test_palette_colour_becomes_rgb() -> None:
 
     assert image.pixels.shape[:2] == (1, 3)
     assert image.meta["photometric_interpretation"] == "PALETTE COLOR"
-    assert 0.0 <= float(image.pixels.min()) and float(image.pixels.max()) <= 1.0
+    assert float(image.pixels.min()) >= 0.0 and float(image.pixels.max()) <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------
@@ -474,7 +474,7 @@ def test_only_dicom_read_error_escapes_on_corrupted_bytes(tmp_path: Path) -> Non
             except DicomReadError:
                 continue
             assert torch.isfinite(image.pixels).all()
-            assert 0.0 <= float(image.pixels.min()) and float(image.pixels.max()) <= 1.0
+            assert float(image.pixels.min()) >= 0.0 and float(image.pixels.max()) <= 1.0
 
 
 # ---------------------------------------------------------------------------------------------

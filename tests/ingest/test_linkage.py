@@ -13,8 +13,14 @@ STUDIES = {"1.1": ACC1, "1.2": ACC2, "1.3": None, "1.4": ACC3}
 
 
 def rep(rid: str, *, uid: str | None = None, acc: str | None = None, status: str | None = "final") -> Report:
-    return Report(text=f"report {rid}", study_uid=uid, accession_pseudonym=acc, report_id=rid, status=status,
-                  source=f"reports.ndjson:{rid}")
+    return Report(
+        text=f"report {rid}",
+        study_uid=uid,
+        accession_pseudonym=acc,
+        report_id=rid,
+        status=status,
+        source=f"reports.ndjson:{rid}",
+    )
 
 
 def test_links_by_uid_then_accession() -> None:

@@ -27,7 +27,7 @@ def make_manifest(n: int = 6) -> pd.DataFrame:
         {
             "study_uid": [f"1.2.3.{i}" for i in range(n)],
             "image_paths": [[f"dicom/{i}/a.dcm", f"dicom/{i}/b.dcm"] if i % 3 else [] for i in range(n)],
-            "report_text": ["FINDINGS: x\nIMPRESSION: \"quoted\", y" if i % 2 else "" for i in range(n)],
+            "report_text": ['FINDINGS: x\nIMPRESSION: "quoted", y' if i % 2 else "" for i in range(n)],
             "split": ["train", "val", "test"] * (n // 3) + ["train"] * (n % 3),
             "patient_pseudonym": [f"pat-{i // 2}" for i in range(n)],
             "accession_pseudonym": [f"acc-{i:016x}" if i % 2 else None for i in range(n)],
@@ -128,7 +128,7 @@ def test_csv_validation_errors_name_file_and_reason(
 def test_parquet_validation_errors(tmp_path: Path, edit: Callable[[pd.DataFrame], pd.DataFrame], reason: str) -> None:
     path = tmp_path / "bad.parquet"
     df = edit(make_manifest())
-    with pytest.raises(ManifestError, match="bad.parquet"):
+    with pytest.raises(ManifestError, match=r"bad\.parquet"):
         write_manifest(df, path)  # the writer refuses invalid content too
     if df["image_paths"].map(lambda p: all(isinstance(x, str) for x in p)).all():
         df.to_parquet(path, index=False)
@@ -148,8 +148,12 @@ def test_parquet_labels_as_ints_and_bools_are_accepted(tmp_path: Path) -> None:
 
 @pytest.mark.parametrize(
     ("name", "reason"),
-    [("absent.csv", "manifest file not found"), ("absent.parquet", "manifest file not found"),
-     ("m.xlsx", "unknown manifest extension '.xlsx'"), ("manifest", "unknown manifest extension '(none)'")],
+    [
+        ("absent.csv", "manifest file not found"),
+        ("absent.parquet", "manifest file not found"),
+        ("m.xlsx", "unknown manifest extension '.xlsx'"),
+        ("manifest", "unknown manifest extension '(none)'"),
+    ],
 )
 def test_file_errors(tmp_path: Path, name: str, reason: str) -> None:
     (tmp_path / "m.xlsx").write_bytes(b"PK")
@@ -160,9 +164,11 @@ def test_file_errors(tmp_path: Path, name: str, reason: str) -> None:
 
 @pytest.mark.parametrize(
     ("name", "content", "reason"),
-    [("m.parquet", b"not parquet", "cannot read parquet manifest"),
-     ("m.csv", b"study_uid,report_text\n\xff\xfe,x\n", "not UTF-8"),
-     ("m.csv", b"", "empty CSV file")],
+    [
+        ("m.parquet", b"not parquet", "cannot read parquet manifest"),
+        ("m.csv", b"study_uid,report_text\n\xff\xfe,x\n", "not UTF-8"),
+        ("m.csv", b"", "empty CSV file"),
+    ],
 )
 def test_unreadable_files(tmp_path: Path, name: str, content: bytes, reason: str) -> None:
     (tmp_path / name).write_bytes(content)
@@ -245,7 +251,7 @@ def test_manifest_hash_ignores_row_and_column_order() -> None:
         lambda df: df.assign(report_text=df["report_text"].str.replace("y", "z")),
         lambda df: df.assign(y_nodule=[1.0] + [0.0] * 5),
         lambda df: df.assign(y_effusion=df["y_effusion"].fillna(0.0)),
-        lambda df: df.assign(image_paths=[["other.dcm"]] + df["image_paths"].tolist()[1:]),
+        lambda df: df.assign(image_paths=[["other.dcm"], *df["image_paths"].tolist()[1:]]),
         lambda df: df.drop(columns=["site"]),
         lambda df: df.iloc[1:],
     ],

@@ -54,13 +54,20 @@ def test_every_encoding_is_the_same_radiograph(decoded) -> None:
         m = image.meta
         assert tuple(image.pixels.shape) == (1, 1, 1955, 1841), code
         assert image.pixels.dtype == torch.float32 and bool(torch.isfinite(image.pixels).all()), code
-        assert 0.0 <= float(image.pixels.min()) and float(image.pixels.max()) <= 1.0, code
+        assert float(image.pixels.min()) >= 0.0 and float(image.pixels.max()) <= 1.0, code
         assert (m["modality"], m["body_part"], m["photometric_interpretation"], m["bits_stored"]) == (
-            "CR", "CHEST", "MONOCHROME1", 15), code
+            "CR",
+            "CHEST",
+            "MONOCHROME1",
+            15,
+        ), code
         assert m["window"] == (15000.0, 30000.0) and m["voi"] == "window", code
     assert len({image.meta["study_uid"] for image in decoded.values()}) == 1
     assert {image.meta["transfer_syntax"] for image in decoded.values()} == {
-        "1.2.840.10008.1.2.1", "1.2.840.10008.1.2.4.90", "1.2.840.10008.1.2.4.91"}
+        "1.2.840.10008.1.2.1",
+        "1.2.840.10008.1.2.4.90",
+        "1.2.840.10008.1.2.4.91",
+    }
 
 
 def test_lossless_decodes_identically(decoded) -> None:
@@ -103,7 +110,7 @@ def test_tiny_model_scores_every_encoding_end_to_end(predictor: Predictor) -> No
         assert np.all(np.isfinite(p.probabilities)) and np.all((p.probabilities >= 0) & (p.probabilities <= 1))
         assert p.decisions.dtype == bool and p.decisions.shape == p.probabilities.shape
         assert p.provenance["status"] == STATUS
-    by_code = dict(zip(codes, predictions))
+    by_code = dict(zip(codes, predictions, strict=True))
     assert by_code["UNCR"].text_present and not predictions[-1].text_present
     np.testing.assert_allclose(by_code["J2KR"].probabilities, by_code["UNCR"].probabilities, atol=1e-6)
     np.testing.assert_allclose(by_code["J2KI"].probabilities, by_code["UNCI"].probabilities, atol=1e-6)

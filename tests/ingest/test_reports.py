@@ -91,7 +91,7 @@ def uid_ref(uid: str) -> dict[str, Any]:
 
 def bundle(*resources: dict[str, Any], full_urls: list[str] | None = None) -> dict[str, Any]:
     entries = [{"resource": r} for r in resources]
-    for entry, url in zip(entries, full_urls or []):
+    for entry, url in zip(entries, full_urls or [], strict=False):
         entry["fullUrl"] = url
     doc = Bundle.model_validate({"resourceType": "Bundle", "type": "collection", "entry": entries})
     return json.loads(doc.model_dump_json())
@@ -133,7 +133,7 @@ def test_report_from_text_builds_report() -> None:
     ],
 )
 def test_report_from_text_rejects(text: str | bytes, kwargs: dict[str, Any], reason: str) -> None:
-    with pytest.raises(ReportParseError, match="report.txt") as info:
+    with pytest.raises(ReportParseError, match=r"report\.txt") as info:
         report_from_text(text, source="report.txt", **kwargs)
     assert reason in info.value.reason
 
@@ -209,7 +209,7 @@ def test_read_csv_reports_custom_columns_and_optional_keys(tmp_path: Path) -> No
 def test_read_csv_reports_file_errors(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "bad.csv"
     path.write_bytes(content)
-    with pytest.raises(ReportParseError, match="bad.csv") as info:
+    with pytest.raises(ReportParseError, match=r"bad\.csv") as info:
         read_csv_reports(path)
     assert reason in info.value.reason
 
@@ -234,8 +234,10 @@ def test_fhir_single_report(tmp_path: Path) -> None:
     [
         ({"text": "from form", "conclusion": "from conclusion", "narrative": "<p>n</p>"}, "from form"),
         ({"text": None, "conclusion": "from conclusion", "narrative": "<p>n</p>"}, "from conclusion"),
-        ({"text": None, "narrative": "<p>FINDINGS: clear &amp; dry</p><p>IMPRESSION: ok</p>"},
-         "FINDINGS: clear & dry\nIMPRESSION: ok"),
+        (
+            {"text": None, "narrative": "<p>FINDINGS: clear &amp; dry</p><p>IMPRESSION: ok</p>"},
+            "FINDINGS: clear & dry\nIMPRESSION: ok",
+        ),
     ],
 )
 def test_fhir_text_sources(tmp_path: Path, kwargs: dict[str, Any], expected: str) -> None:
@@ -269,7 +271,10 @@ def test_fhir_bundle_resolves_imaging_study_references(tmp_path: Path) -> None:
     batch = read_fhir_reports(write_json(tmp_path / "b.json", bundle(*resources, full_urls=urls)))
     assert batch.rejected == []
     assert {r.report_id: r.study_uid for r in batch.reports} == {
-        "by-id": UID, "by-url": UID2, "absolute": UID, "dangling": None
+        "by-id": UID,
+        "by-url": UID2,
+        "absolute": UID,
+        "dangling": None,
     }
 
 
@@ -336,7 +341,7 @@ def test_fhir_ndjson_line_not_utf8(tmp_path: Path) -> None:
 def test_fhir_json_file_errors(tmp_path: Path, content: bytes, reason: str) -> None:
     path = tmp_path / "bad.json"
     path.write_bytes(content)
-    with pytest.raises(ReportParseError, match="bad.json") as info:
+    with pytest.raises(ReportParseError, match=r"bad\.json") as info:
         read_fhir_reports(path)
     assert reason in info.value.reason
 
@@ -370,7 +375,7 @@ def test_report_from_fhir_json() -> None:
     ],
 )
 def test_report_from_fhir_json_errors(doc: str, reason: str) -> None:
-    with pytest.raises(ReportParseError, match="^cell: ") as info:
+    with pytest.raises(ReportParseError, match=r"^cell: ") as info:
         report_from_fhir_json(doc, source="cell")
     assert reason in info.value.reason
 
@@ -419,7 +424,7 @@ def test_fhir_round_trip(tmp_path: Path, writer: Any, clear_accession: bool) -> 
         report_from_text("FINDINGS: ok\nIMPRESSION: normal", source="c", accession="Z9", report_id="c1"),
     ]
     accessions = [ACC, None, "Z9"] if clear_accession else [None, None, None]
-    resources = [report_to_fhir(r, accession=a) for r, a in zip(originals, accessions)]
+    resources = [report_to_fhir(r, accession=a) for r, a in zip(originals, accessions, strict=True)]
     if not clear_accession:
         assert resources[0].identifier[0].system == ACCESSION_PSEUDONYM_SYSTEM
     path = writer(resources, tmp_path / ("out.ndjson" if writer is write_fhir_ndjson else "out.json"))
@@ -451,14 +456,18 @@ def test_read_reports_dispatch(tmp_path: Path) -> None:
     (tmp_path / "f.json").write_text("{broken", encoding="utf-8")
     (tmp_path / "g.pdf").write_bytes(b"%PDF")
     expected = {
-        "a.json": "fhir-json", "b.ndjson": "fhir-ndjson", "c.jsonl": "fhir-jsonl", "d.csv": "csv-row", "e.txt": "e"
+        "a.json": "fhir-json",
+        "b.ndjson": "fhir-ndjson",
+        "c.jsonl": "fhir-jsonl",
+        "d.csv": "csv-row",
+        "e.txt": "e",
     }
     for name, rid in expected.items():
         assert [r.report_id for r in read_reports(tmp_path / name).reports] == [rid]
     folder = read_reports(tmp_path)
     assert [r.report_id for r in folder.reports] == list(expected.values())
     assert [(Path(r.source).name, r.reason.split(":")[0]) for r in folder.rejected] == [("f.json", "malformed JSON")]
-    with pytest.raises(ReportParseError, match="unsupported report file type '.pdf'"):
+    with pytest.raises(ReportParseError, match=r"unsupported report file type '\.pdf'"):
         read_reports(tmp_path / "g.pdf")
     with pytest.raises(ReportParseError, match="no such file"):
         read_reports(tmp_path / "missing.csv")

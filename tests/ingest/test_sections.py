@@ -63,8 +63,10 @@ def _report(text: str, sections: dict[str, str] | None = None) -> Report:
     ("names", "expected"),
     [
         (["impression"], "No acute cardiopulmonary process."),
-        (["findings", "impression"], "LUNGS: The lungs are clear.\nPLEURA: No pleural effusion.\n\n"
-         "No acute cardiopulmonary process."),
+        (
+            ["findings", "impression"],
+            "LUNGS: The lungs are clear.\nPLEURA: No pleural effusion.\n\nNo acute cardiopulmonary process.",
+        ),
         (["history"], "cough for two weeks."),
         (["full"], REPORT.strip()),
         (["impression", "full"], REPORT.strip()),

@@ -23,12 +23,16 @@ def _embeddings(seed: int = 0, image_present=PRESENT[0], text_present=PRESENT[1]
     text_mask[2, 2:] = False
     return {
         "image": ModalityEmbedding(
-            pooled=torch.randn(B, D_IMG, generator=g), tokens=torch.randn(B, N, D_IMG, generator=g),
-            mask=torch.ones(B, N, dtype=torch.bool), present=image_present,
+            pooled=torch.randn(B, D_IMG, generator=g),
+            tokens=torch.randn(B, N, D_IMG, generator=g),
+            mask=torch.ones(B, N, dtype=torch.bool),
+            present=image_present,
         ),
         "text": ModalityEmbedding(
-            pooled=torch.randn(B, D_TXT, generator=g), tokens=torch.randn(B, T, D_TXT, generator=g),
-            mask=text_mask, present=text_present,
+            pooled=torch.randn(B, D_TXT, generator=g),
+            tokens=torch.randn(B, T, D_TXT, generator=g),
+            mask=text_mask,
+            present=text_present,
         ),
     }
 
@@ -89,7 +93,9 @@ def test_absent_inputs_are_ignored(name: str) -> None:
 @pytest.mark.parametrize("cross_attention", ["text_to_image", "bidirectional"])
 def test_hybrid_attention_shape_and_padding(cross_attention: str) -> None:
     fusion = _fusion("hybrid", cross_attention=cross_attention)
-    embeddings = _embeddings(image_present=torch.ones(B, dtype=torch.bool), text_present=torch.ones(B, dtype=torch.bool))
+    embeddings = _embeddings(
+        image_present=torch.ones(B, dtype=torch.bool), text_present=torch.ones(B, dtype=torch.bool)
+    )
     out = fusion(embeddings)
     assert out.attentions is not None and out.attentions.shape == (B, 4, T, N)
     assert torch.all(out.attentions[0, :, 4:] == 0)  # padded text positions carry no attention

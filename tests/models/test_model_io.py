@@ -35,7 +35,9 @@ def _config(fusion: str, encoder: str = "vit") -> Config:
 
 def _batch(text_dir: Path) -> dict[str, torch.Tensor]:
     tokenizer = load_tokenizer(text_dir)
-    enc = tokenizer(["Small left effusion.", "", "No effusion. Fever.", "fracture"], padding="longest", return_tensors="pt")
+    enc = tokenizer(
+        ["Small left effusion.", "", "No effusion. Fever.", "fracture"], padding="longest", return_tensors="pt"
+    )
     g = torch.Generator().manual_seed(0)
     return {
         "image": torch.randn(4, 1, 32, 32, generator=g),
@@ -100,7 +102,12 @@ def test_model_folder_is_self_contained(tmp_path: Path, text_dir: Path) -> None:
     assert meta["labels"] == LABELS and meta["preprocessing"]["frame_policy"] == "middle"
     assert meta["preprocessing"]["report_sections"] == ["full"]
     assert meta["config"]["fusion"]["name"] == "hybrid"
-    for name in ("model.safetensors", "text_encoder/config.json", "text_encoder/tokenizer.json", "text_encoder/tokenizer_config.json"):
+    for name in (
+        "model.safetensors",
+        "text_encoder/config.json",
+        "text_encoder/tokenizer.json",
+        "text_encoder/tokenizer_config.json",
+    ):
         assert (tmp_path / name).is_file(), name
     assert not (tmp_path / "text_encoder" / "model.safetensors").exists()  # weights live once, in model.safetensors
     with torch.no_grad():
@@ -120,5 +127,9 @@ def test_load_errors_are_clear(tmp_path: Path, text_dir: Path) -> None:
     with pytest.raises(MedfusionError, match="weights do not load"):
         load_model_dir(tmp_path, "cpu")
     with pytest.raises(MedfusionError, match="3 labels but 2 thresholds"):
-        save_model_dir(build_model(card, text_dir), tmp_path / "x", card=card.calibrated([0.5] * 2, 1.0),
-                       tokenizer=load_tokenizer(text_dir))
+        save_model_dir(
+            build_model(card, text_dir),
+            tmp_path / "x",
+            card=card.calibrated([0.5] * 2, 1.0),
+            tokenizer=load_tokenizer(text_dir),
+        )

@@ -74,7 +74,9 @@ def config(offline) -> Config:
 @pytest.fixture(scope="module")
 def encoder(config: Config, tmp_path_factory: pytest.TempPathFactory):
     """``(tokenizer, TextEncoder)`` built the way training builds them, projection set to the identity."""
-    text_dir, tokenizer = prepare_text_encoder(config, ["unused for a pretrained folder"], tmp_path_factory.mktemp("run"))
+    text_dir, tokenizer = prepare_text_encoder(
+        config, ["unused for a pretrained folder"], tmp_path_factory.mktemp("run")
+    )
     assert Path(text_dir) == MINILM
     model = load_pretrained(build_model(ModelCard.from_config(config), text_dir), text_source=text_dir)
     text = model.text_encoder
@@ -128,13 +130,19 @@ def test_embeddings_differ_and_ignore_padding(encoder) -> None:
 
 
 def test_similar_sentences_are_closer_than_unrelated(encoder) -> None:
-    e = torch.nn.functional.normalize(embed(encoder, [
-        "There is a small left pleural effusion.",
-        "A small amount of fluid is seen in the left pleural space.",
-        "The quarterly sales report was sent to the finance team.",
-        "No focal consolidation, pleural effusion or pneumothorax.",
-        "The lungs are clear without infiltrate, effusion or pneumothorax.",
-    ]), dim=1)
+    e = torch.nn.functional.normalize(
+        embed(
+            encoder,
+            [
+                "There is a small left pleural effusion.",
+                "A small amount of fluid is seen in the left pleural space.",
+                "The quarterly sales report was sent to the finance team.",
+                "No focal consolidation, pleural effusion or pneumothorax.",
+                "The lungs are clear without infiltrate, effusion or pneumothorax.",
+            ],
+        ),
+        dim=1,
+    )
     sim = e @ e.T
     assert sim[0, 1] > sim[0, 2] + 0.2
     assert sim[3, 4] > sim[3, 2] + 0.2

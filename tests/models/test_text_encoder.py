@@ -23,7 +23,9 @@ def _encoder(text_dir: Path, pooling: str, freeze: bool = False) -> TextEncoder:
 def test_padding_is_never_attended(text_dir: Path, pooling: str) -> None:
     tokenizer = load_tokenizer(text_dir)
     encoder = _encoder(text_dir, pooling)
-    batch = tokenizer(["no effusion", "small left pleural effusion with fracture of the rib"], padding="longest", return_tensors="pt")
+    batch = tokenizer(
+        ["no effusion", "small left pleural effusion with fracture of the rib"], padding="longest", return_tensors="pt"
+    )
     mask = batch["attention_mask"]
     assert mask[0].sum() < mask.shape[1]  # the first report is padded
     garbage = batch["input_ids"].clone()
@@ -42,7 +44,9 @@ def test_padded_and_unpadded_encodings_agree(text_dir: Path) -> None:
     tokenizer = load_tokenizer(text_dir)
     encoder = _encoder(text_dir, "mean")
     single = tokenizer(["no effusion"], return_tensors="pt")
-    padded = tokenizer(["no effusion", "small left pleural effusion with fracture of the rib"], padding="longest", return_tensors="pt")
+    padded = tokenizer(
+        ["no effusion", "small left pleural effusion with fracture of the rib"], padding="longest", return_tensors="pt"
+    )
     with torch.no_grad():
         alone = encoder(single["input_ids"], single["attention_mask"])
         batched = encoder(padded["input_ids"], padded["attention_mask"])

@@ -26,8 +26,11 @@ class ReviewProject:
     def settings(self, store: Path) -> ReviewSettings:
         """Settings with a test's own review store; the model explained is the one that scored."""
         return ReviewSettings.create(
-            self.results_dir, store_path=store, users_path=self.users_path,
-            tracking_uri=self.demo.tracking_uri, login_delay_s=0.2,
+            self.results_dir,
+            store_path=store,
+            users_path=self.users_path,
+            tracking_uri=self.demo.tracking_uri,
+            login_delay_s=0.2,
         )
 
 

@@ -44,7 +44,9 @@ def test_name_is_locked_after_repeated_failures_even_with_the_right_password(tmp
     users = tmp_path / "users.yaml"
     add_user(users, "alice", "pw-1")
     now = [0.0]
-    auth = Authenticator(users, LoginThrottle(max_failures=3, window_s=60, lockout_s=300, clock=lambda: now[0]), failure_delay_s=0)
+    auth = Authenticator(
+        users, LoginThrottle(max_failures=3, window_s=60, lockout_s=300, clock=lambda: now[0]), failure_delay_s=0
+    )
     for _ in range(3):
         with pytest.raises(LoginRefused, match="wrong password"):
             auth.login("alice", "guess")

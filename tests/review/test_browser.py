@@ -19,7 +19,9 @@ def _assert_no_error(page, where: str) -> None:
     text = page.text()
     found = [m for m in ERROR_MARKERS if m in text]
     exceptions = page.eval("document.querySelectorAll('[data-testid=\"stException\"]').length")
-    assert not found and exceptions == 0, f"{where}: Streamlit error on the page ({found}, {exceptions} exception block(s)):\n{text[:2000]}"
+    assert not found and exceptions == 0, (
+        f"{where}: Streamlit error on the page ({found}, {exceptions} exception block(s)):\n{text[:2000]}"
+    )
 
 
 @pytest.mark.slow

@@ -83,7 +83,9 @@ def test_rapid_navigation_from_two_sessions_keeps_the_server_up(review_project, 
         start = threading.Barrier(len(pages))
         clicked: list[list[str]] = [[] for _ in pages]
         errors: list[BaseException] = []
-        threads = [threading.Thread(target=_navigate, args=(p, start, c, errors)) for p, c in zip(pages, clicked, strict=True)]
+        threads = [
+            threading.Thread(target=_navigate, args=(p, start, c, errors)) for p, c in zip(pages, clicked, strict=True)
+        ]
         began = time.monotonic()
         for t in threads:
             t.start()

@@ -72,7 +72,12 @@ def test_clinical_comments_are_not_flagged(comment: str) -> None:
 
 def test_name_parts_take_family_given_middle_of_every_group_not_prefix_or_suffix() -> None:
     assert name_parts(["O'BRIEN-KELLY^ANNE^MARIE^DR^JR=OBRIEN^ANNE", "LI^X"]) == {
-        "brien", "kelly", "anne", "marie", "obrien", "li",
+        "brien",
+        "kelly",
+        "anne",
+        "marie",
+        "obrien",
+        "li",
     }
 
 
@@ -84,8 +89,13 @@ def test_findings_name_kinds_and_never_the_text() -> None:
 
 def test_the_study_header_supplies_the_names_and_ids(tmp_path) -> None:
     pixels = np.zeros((8, 8), dtype=np.uint16)
-    spec = DicomSpec(study_uid="1.2.3", series_uid="1.2.3.1", patient_name="WAYNE^BRUCE", patient_id="GC-77",
-                     accession_number="ACC-QQ")
+    spec = DicomSpec(
+        study_uid="1.2.3",
+        series_uid="1.2.3.1",
+        patient_name="WAYNE^BRUCE",
+        patient_id="GC-77",
+        accession_number="ACC-QQ",
+    )
     path = write_dicom(tmp_path / "a.dcm", pixels, spec)
     (tmp_path / "junk.dcm").write_bytes(b"not dicom at all")
     paths = [str(tmp_path / "junk.dcm"), str(path)]  # an unreadable header is skipped, not fatal

@@ -17,11 +17,13 @@ LABELS = ["nodule", "effusion", "fracture"]
 def _store(tmp_path) -> ReviewStore:
     store = ReviewStore(tmp_path / "review.sqlite")
     common = {"reviewer": "dr.alice", "model_name": "medfusion", "model_version": "4"}
-    store.record_many([
-        Decision("1.1", "nodule", "agree", shown=Shown(0.9, 0.5), **common),
-        Decision("1.1", "effusion", "agree", shown=Shown(0.1, 0.3), **common),
-        Decision("1.2", "nodule", "agree", shown=Shown(0.7, 0.5), **common),
-    ])
+    store.record_many(
+        [
+            Decision("1.1", "nodule", "agree", shown=Shown(0.9, 0.5), **common),
+            Decision("1.1", "effusion", "agree", shown=Shown(0.1, 0.3), **common),
+            Decision("1.2", "nodule", "agree", shown=Shown(0.7, 0.5), **common),
+        ]
+    )
     # second thought on 1.2: not a nodule after all; latest decision wins
     store.record(Decision("1.2", "nodule", "corrected", shown=Shown(0.7, 0.5), corrected_value=False, **common))
     store.record(Decision("1.2", "fracture", "disagree", shown=Shown(0.2, 0.6), **common))
@@ -45,10 +47,20 @@ def test_fhir_is_valid_r5_with_statuses_and_no_reviewer_name(tmp_path) -> None:
     reports = [DiagnosticReport.model_validate(r) for r in resources if r["resourceType"] == "DiagnosticReport"]
     observations = [Observation.model_validate(r) for r in resources if r["resourceType"] == "Observation"]
     assert {r.status for r in reports} == {"final", "amended"}
-    by_key = {(r.id, o.code.text): o for r in reports for o in observations if f"Observation/{o.id}" in [x.reference for x in r.result]}
+    by_key = {
+        (r.id, o.code.text): o
+        for r in reports
+        for o in observations
+        if f"Observation/{o.id}" in [x.reference for x in r.result]
+    }
     assert len(by_key) == len(observations) == 4
     status = {(o.code.text, o.valueBoolean): o.status for o in observations}
-    assert status == {("nodule", True): "final", ("effusion", False): "final", ("nodule", False): "amended", ("fracture", True): "amended"}
+    assert status == {
+        ("nodule", True): "final",
+        ("effusion", False): "final",
+        ("nodule", False): "amended",
+        ("fracture", True): "amended",
+    }
     reviewer = observations[0].performer[0].identifier.value
     assert reviewer.startswith("reviewer-") and all(o.performer[0].identifier.value == reviewer for o in observations)
     assert observations[0].device.identifier.value == "medfusion/4"
@@ -61,11 +73,13 @@ COMMENT = "Patient John Smith MRN 12345"
 def _commented_store(tmp_path) -> ReviewStore:
     store = ReviewStore(tmp_path / "commented.sqlite")
     common = {"reviewer": "dr.alice", "model_name": "medfusion", "model_version": "4"}
-    store.record_many([
-        Decision("1.1", "nodule", "agree", shown=Shown(0.9, 0.5), comment=COMMENT, **common),
-        Decision("1.1", "effusion", "agree", shown=Shown(0.1, 0.3), comment=COMMENT, **common),
-        Decision("1.2", "fracture", "disagree", shown=Shown(0.2, 0.6), comment="rib fracture on PA", **common),
-    ])
+    store.record_many(
+        [
+            Decision("1.1", "nodule", "agree", shown=Shown(0.9, 0.5), comment=COMMENT, **common),
+            Decision("1.1", "effusion", "agree", shown=Shown(0.1, 0.3), comment=COMMENT, **common),
+            Decision("1.2", "fracture", "disagree", shown=Shown(0.2, 0.6), comment="rib fracture on PA", **common),
+        ]
+    )
     return store
 
 
@@ -89,7 +103,10 @@ def test_comments_are_exported_when_asked(tmp_path) -> None:
     assert table["study_uid"] == "study_uid,nodule,effusion,fracture,comment"
     assert table["1.1"] == f"1.1,1,0,,{COMMENT}"  # one comment saved with two labels appears once
     assert table["1.2"] == "1.2,,,1,rib fracture on PA"
-    resources = [json.loads(line) for line in export_fhir(store, tmp_path / "r.ndjson", include_comments=True).read_text().splitlines()]
+    resources = [
+        json.loads(line)
+        for line in export_fhir(store, tmp_path / "r.ndjson", include_comments=True).read_text().splitlines()
+    ]
     observations = {(r["code"]["text"], r["id"]): r for r in resources if r["resourceType"] == "Observation"}
     assert len(observations) == 3
     for obs in map(Observation.model_validate, observations.values()):

@@ -15,7 +15,9 @@ from medfusion.review.settings import ReviewSettings
 
 
 def test_settings_round_trip_through_the_environment(tmp_path) -> None:
-    settings = ReviewSettings.create(tmp_path / "scores", tracking_uri="sqlite:///x.db", trusted_header="X-Forwarded-User")
+    settings = ReviewSettings.create(
+        tmp_path / "scores", tracking_uri="sqlite:///x.db", trusted_header="X-Forwarded-User"
+    )
     assert settings.store_path == tmp_path / "scores" / "review.sqlite"
     assert settings.users_path == tmp_path / "review_users.yaml"
     assert ReviewSettings.from_env(settings.to_env()) == settings
@@ -35,16 +37,21 @@ def test_first_user_gets_a_generated_password_once(tmp_path) -> None:
 def test_streamlit_runs_headless_on_loopback() -> None:
     command = streamlit_command(8765)
     assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("apps/review/app.py")
-    assert {"--server.headless=true", "--server.address=127.0.0.1", "--server.port=8765",
-            "--browser.gatherUsageStats=false"} <= set(command)
+    assert {
+        "--server.headless=true",
+        "--server.address=127.0.0.1",
+        "--server.port=8765",
+        "--browser.gatherUsageStats=false",
+    } <= set(command)
     assert "--runner.postScriptGC=false" in command  # a full gc.collect after each run froze every session for seconds
 
 
 def test_cli_add_user_and_hash_password(tmp_path) -> None:
     users = tmp_path / "users.yaml"
     runner = CliRunner()
-    result = runner.invoke(app, ["review", "add-user", "dr.bob", "--users", str(users), "--role", "viewer"],
-                           input="pw-123\npw-123\n")
+    result = runner.invoke(
+        app, ["review", "add-user", "dr.bob", "--users", str(users), "--role", "viewer"], input="pw-123\npw-123\n"
+    )
     assert result.exit_code == 0, result.output
     assert read_users(users)["dr.bob"].role == "viewer"
     result = runner.invoke(app, ["review", "hash-password"], input="pw-123\npw-123\n")
@@ -66,8 +73,22 @@ def test_cli_export_writes_labels_and_fhir(review_project, tmp_path) -> None:
     results = read_results(review_project.results_dir)
     uid = results["study_uid"].iloc[0]
     store = tmp_path / "review.sqlite"
-    ReviewStore(store).record(Decision(uid, "nodule", "corrected", "dr.alice", "medfusion", "1", Shown(0.6, 0.5), corrected_value=False))
-    result = CliRunner().invoke(app, ["review", "export", "--results", str(review_project.results_dir), "--store", str(store), "--out", str(tmp_path / "out")])
+    ReviewStore(store).record(
+        Decision(uid, "nodule", "corrected", "dr.alice", "medfusion", "1", Shown(0.6, 0.5), corrected_value=False)
+    )
+    result = CliRunner().invoke(
+        app,
+        [
+            "review",
+            "export",
+            "--results",
+            str(review_project.results_dir),
+            "--store",
+            str(store),
+            "--out",
+            str(tmp_path / "out"),
+        ],
+    )
     assert result.exit_code == 0, result.output
     csv = (tmp_path / "out" / "reviewed_labels.csv").read_text().splitlines()
     assert csv[0] == "study_uid,nodule,cardiomegaly,effusion,fracture,pneumonia"
@@ -82,8 +103,18 @@ def test_cli_export_leaves_comments_out_unless_asked(review_project, tmp_path) -
 
     uid = read_results(review_project.results_dir)["study_uid"].iloc[0]
     store = tmp_path / "review.sqlite"
-    ReviewStore(store).record(Decision(uid, "nodule", "agree", "dr.alice", "medfusion", "1", Shown(0.6, 0.5),
-                                       comment="Patient John Smith MRN 12345"))
+    ReviewStore(store).record(
+        Decision(
+            uid,
+            "nodule",
+            "agree",
+            "dr.alice",
+            "medfusion",
+            "1",
+            Shown(0.6, 0.5),
+            comment="Patient John Smith MRN 12345",
+        )
+    )
     common = ["review", "export", "--results", str(review_project.results_dir), "--store", str(store)]
     for flags, out in (([], tmp_path / "plain"), (["--include-comments"], tmp_path / "with")):
         result = CliRunner().invoke(app, [*common, "--out", str(out), *flags])

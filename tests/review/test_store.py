@@ -11,8 +11,15 @@ from medfusion.review.store import Decision, ReviewStore, Shown
 
 
 def _decision(label: str = "nodule", kind: str = "agree", **kw) -> Decision:
-    base = {"study_uid": "1.2.3.4", "label": label, "decision": kind, "reviewer": "alice", "model_name": "medfusion",
-                "model_version": "7", "shown": Shown(0.81, 0.5, ("gradcam", "attention"), 0.35)}
+    base = {
+        "study_uid": "1.2.3.4",
+        "label": label,
+        "decision": kind,
+        "reviewer": "alice",
+        "model_name": "medfusion",
+        "model_version": "7",
+        "shown": Shown(0.81, 0.5, ("gradcam", "attention"), 0.35),
+    }
     base.update(kw)
     return Decision(**base)
 

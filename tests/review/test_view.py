@@ -53,8 +53,13 @@ def test_tables_show_calls_against_thresholds() -> None:
 
 def test_display_image_is_the_full_resolution_frame_with_its_stored_window(tmp_path) -> None:
     ramp = np.tile(np.arange(0, 4000, 40, dtype=np.uint16), (60, 1))  # (60, 100), 0..3960
-    spec = DicomSpec(study_uid="1.2.826.0.1.3680043.8.498.1", series_uid="1.2.826.0.1.3680043.8.498.2",
-                     modality="DX", window_center=2000.0, window_width=2000.0)
+    spec = DicomSpec(
+        study_uid="1.2.826.0.1.3680043.8.498.1",
+        series_uid="1.2.826.0.1.3680043.8.498.2",
+        modality="DX",
+        window_center=2000.0,
+        window_width=2000.0,
+    )
     path = write_dicom(tmp_path / "a.dcm", ramp, spec)
     image = load_display_image([str(path)])
     assert image.values.shape == (60, 100) and image.modality == "DX"

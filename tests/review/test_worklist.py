@@ -15,13 +15,21 @@ def scoring_output() -> pd.DataFrame:
     probs = {"1.1": (0.95, 0.10), "1.2": (0.55, 0.29), "1.3": (0.20, 0.60), "1.4": (0.05, 0.02)}
     rows = []
     for uid, (nodule, effusion) in probs.items():
-        rows.append({
-            "study_uid": uid, "prob_nodule": nodule, "prob_effusion": effusion,
-            "decision_nodule": nodule >= 0.5, "decision_effusion": effusion >= 0.3,
-            "threshold_nodule": 0.5, "threshold_effusion": 0.3,
-            "model_name": "medfusion", "model_version": "2", "scored_at": "2026-01-01T00:00:00+00:00",
-            "status": "UNVERIFIED",
-        })
+        rows.append(
+            {
+                "study_uid": uid,
+                "prob_nodule": nodule,
+                "prob_effusion": effusion,
+                "decision_nodule": nodule >= 0.5,
+                "decision_effusion": effusion >= 0.3,
+                "threshold_nodule": 0.5,
+                "threshold_effusion": 0.3,
+                "model_name": "medfusion",
+                "model_version": "2",
+                "scored_at": "2026-01-01T00:00:00+00:00",
+                "status": "UNVERIFIED",
+            }
+        )
     return pd.DataFrame(rows)
 
 
@@ -45,7 +53,9 @@ def test_uncertain_sort_and_label_filter() -> None:
     # smallest |p - t| over labels: 1.2 0.01, 1.1 0.20, 1.4 0.28, 1.3 0.30
     assert list(wl["study_uid"]) == ["1.2", "1.1", "1.4", "1.3"]
     assert wl.loc[0, "margin"] == pytest.approx(0.01)
-    wl = build_worklist(scoring_output(), _empty(), WorklistQuery(label="nodule", prob_min=0.1, prob_max=0.9, sort="probability"))
+    wl = build_worklist(
+        scoring_output(), _empty(), WorklistQuery(label="nodule", prob_min=0.1, prob_max=0.9, sort="probability")
+    )
     assert list(wl["study_uid"]) == ["1.2", "1.3"]
     assert list(wl["top_prob"]) == [0.55, 0.20]
     wl = build_worklist(scoring_output(), _empty(), WorklistQuery(label="effusion", positive_only=True))
@@ -64,6 +74,11 @@ def test_review_state_comes_from_the_store(tmp_path) -> None:
     store.record(decide("1.3", "effusion"))  # re-decided: still one label reviewed
     wl = build_worklist(scoring_output(), store.current_frame())
     state = dict(zip(wl["study_uid"], zip(wl["state"], wl["reviewed"], strict=True), strict=True))
-    assert state == {"1.1": ("reviewed", "2/2"), "1.3": ("partial", "1/2"), "1.2": ("unreviewed", "0/2"), "1.4": ("unreviewed", "0/2")}
+    assert state == {
+        "1.1": ("reviewed", "2/2"),
+        "1.3": ("partial", "1/2"),
+        "1.2": ("unreviewed", "0/2"),
+        "1.4": ("unreviewed", "0/2"),
+    }
     todo = build_worklist(scoring_output(), store.current_frame(), WorklistQuery(states=("unreviewed", "partial")))
     assert list(todo["study_uid"]) == ["1.3", "1.2", "1.4"]

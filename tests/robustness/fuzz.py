@@ -262,9 +262,7 @@ def deflate_variants(out: Path, *, seed: int = 13) -> list[tuple[str, Path]]:
     return cases
 
 
-def slow_header_dicom(
-    path: Path, n_elements: int, *, after_pixels: bool = False, study_uid: str | None = None
-) -> Path:
+def slow_header_dicom(path: Path, n_elements: int, *, after_pixels: bool = False, study_uid: str | None = None) -> Path:
     """A valid-looking 16x16 image whose dataset repeats an empty private element ``n_elements`` times.
 
     8 bytes each: 2 million make a 16 MB file that pydicom needs tens of seconds to parse; the byte
@@ -358,7 +356,12 @@ def _diagnostic_report(**changes: object) -> dict:
         "id": "r1",
         "status": "final",
         "code": {"text": "Chest X-ray"},
-        "identifier": [{"type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]}, "value": "A1"}],
+        "identifier": [
+            {
+                "type": {"coding": [{"system": "http://terminology.hl7.org/CodeSystem/v2-0203", "code": "ACSN"}]},
+                "value": "A1",
+            }
+        ],
         "conclusion": "FINDINGS: Lungs are clear. IMPRESSION: Normal.",
     }
     for key, value in changes.items():
@@ -417,14 +420,26 @@ def fhir_variants(valid: list[Path], out: Path, *, seed: int = 11) -> list[tuple
         "nested_100k.json": _nested(100_000),
         "nested_900.json": _nested(900),
         "bundle_entry_dict.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": {"a": 1}}),
-        "bundle_entry_strings.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": ["x", 1, None]}),
-        "bundle_resource_list.json": json.dumps({"resourceType": "Bundle", "type": "collection", "entry": [{"resource": []}]}),
+        "bundle_entry_strings.json": json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": ["x", 1, None]}
+        ),
+        "bundle_resource_list.json": json.dumps(
+            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": []}]}
+        ),
         "bundle_no_type.json": json.dumps({"resourceType": "Bundle", "entry": [{"resource": _diagnostic_report()}]}),
         "bundle_nested_bundle.json": json.dumps(
-            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Bundle", "type": "collection"}}]}
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": {"resourceType": "Bundle", "type": "collection"}}],
+            }
         ),
         "bundle_huge_entries.json": json.dumps(
-            {"resourceType": "Bundle", "type": "collection", "entry": [{"resource": {"resourceType": "Observation"}}] * 50_000}
+            {
+                "resourceType": "Bundle",
+                "type": "collection",
+                "entry": [{"resource": {"resourceType": "Observation"}}] * 50_000,
+            }
         ),
         "lines.ndjson": "\n".join(
             [json.dumps(_diagnostic_report()), "{bad", "[]", "null", json.dumps({"resourceType": "Patient"}), ""]
@@ -475,7 +490,7 @@ def report_variants(out: Path) -> list[tuple[str, Path]]:
         "header_only.csv": header.encode(),
         "no_text_column.csv": b"study_uid,accession_number\n1.2.3,A1\n",
         "latin1.csv": (header + "1.2.3,A1,épanchement\n").encode("latin-1"),
-        "huge_field.csv": (header + "1.2.3,A1,\"" + "x" * (5 * 2**20) + "\"\n").encode(),
+        "huge_field.csv": (header + '1.2.3,A1,"' + "x" * (5 * 2**20) + '"\n').encode(),
         "unbalanced_quote.csv": (header + '1.2.3,A1,"never closed\n').encode(),
         "bad_uid.csv": (header + "not-a-uid,A1,FINDINGS: clear\n").encode(),
         "binary.csv": bytes(range(256)) * 8,

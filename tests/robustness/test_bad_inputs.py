@@ -161,7 +161,14 @@ def test_bad_configs(runner: BoundedRunner, tmp_path: Path) -> None:
     _check("bad configs", tally)
     outcomes = tally.by_case()
     assert outcomes["control/demo.yaml"].status == HANDLED
-    for name in ("alias_bomb.yaml", "python_tag.yaml", "deep.yaml", "a_folder.yaml", "non_utf8.yaml", "unknown_key.yaml"):
+    for name in (
+        "alias_bomb.yaml",
+        "python_tag.yaml",
+        "deep.yaml",
+        "a_folder.yaml",
+        "non_utf8.yaml",
+        "unknown_key.yaml",
+    ):
         assert outcomes[f"config/{name}"].status == REJECTED, outcomes[f"config/{name}"]
     assert outcomes["config/alias_bomb.yaml"].seconds < 5
 

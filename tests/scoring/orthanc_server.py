@@ -48,7 +48,9 @@ def skip_or_fail(reason: str) -> None:
 
 def find_orthanc() -> str | None:
     """Path of the ``Orthanc`` executable, or None."""
-    return shutil.which("Orthanc") or next((p for p in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc") if os.access(p, os.X_OK)), None)
+    return shutil.which("Orthanc") or next(
+        (p for p in ("/usr/sbin/Orthanc", "/usr/bin/Orthanc") if os.access(p, os.X_OK)), None
+    )
 
 
 def find_dicomweb_plugin() -> str | None:

@@ -71,8 +71,9 @@ CASES: list[tuple[str, str, Callable[[Paths], Path], str]] = [
 
 
 def _args(p: Paths, broken: str, bad: Path) -> list[str | Path]:
-    src, reports, out = (bad if broken == name else default for name, default in
-                         (("src", p.src), ("reports", p.reports), ("out", p.out)))
+    src, reports, out = (
+        bad if broken == name else default for name, default in (("src", p.src), ("reports", p.reports), ("out", p.out))
+    )
     return ["score", src, "--reports", reports, "--out", out, "--no-progress"]
 
 

@@ -43,7 +43,9 @@ class Pacs:
     refused: tuple[tuple[Path, str], ...]
 
     def source(self, **kwargs) -> DicomwebSource:
-        return DicomwebSource(self.server.dicomweb_url, username=self.server.username, password=self.server.password, **kwargs)
+        return DicomwebSource(
+            self.server.dicomweb_url, username=self.server.username, password=self.server.password, **kwargs
+        )
 
     def stored_paths(self, study_uid: str) -> list[Path]:
         return [p for p in self.scan.studies[study_uid].paths if str(p) in self.stored]
@@ -121,7 +123,9 @@ def test_materialized_files_keep_transfer_syntax_and_pixels(pacs: Pacs, material
     assert len(syntaxes) >= 6
 
 
-def test_predictions_over_dicomweb_equal_the_folder(pacs: Pacs, materialized: dict[str, list[Path]], demo_project) -> None:
+def test_predictions_over_dicomweb_equal_the_folder(
+    pacs: Pacs, materialized: dict[str, list[Path]], demo_project
+) -> None:
     torch.set_num_threads(1)
     predictor = Predictor.from_dir(demo_project.model_dir, device="cpu")
     uids = sorted(materialized)
@@ -200,7 +204,9 @@ def test_broken_and_non_image_instances_fail_as_in_a_folder(demo_project, tmp_pa
     only file has no pixel data is listed and retrieved, then fails at decode (as in a folder); a study
     with no image instance at all is rejected at retrieval, naming its URL."""
     broken = sorted(
-        p for p in (demo_project.cohort_dir / "dicom").rglob("*") if p.name.startswith(("partial_transfer", "NOPIXELS", "scan_notes"))
+        p
+        for p in (demo_project.cohort_dir / "dicom").rglob("*")
+        if p.name.startswith(("partial_transfer", "NOPIXELS", "scan_notes"))
     )
     no_pixels = [p for p in broken if p.name.startswith("NOPIXELS")]
     assert len(broken) == 3 and len(no_pixels) == 1
@@ -223,7 +229,9 @@ def test_broken_and_non_image_instances_fail_as_in_a_folder(demo_project, tmp_pa
 
 def _subset_folder(pacs: Pacs, out: Path, n_studies: int) -> Path:
     """Copy the files of ``n_studies`` stored studies (the demo's no-pixel study among them) to ``out``."""
-    no_pixels = {uid for uid in pacs.stored_studies if any(p.name.startswith("NOPIXELS") for p in pacs.stored_paths(uid))}
+    no_pixels = {
+        uid for uid in pacs.stored_studies if any(p.name.startswith("NOPIXELS") for p in pacs.stored_paths(uid))
+    }
     chosen = sorted(no_pixels) + sorted(pacs.stored_studies - no_pixels)[: n_studies - len(no_pixels)]
     for uid in chosen:
         for path in pacs.stored_paths(uid):
@@ -274,8 +282,14 @@ def test_scoring_job_with_a_wrong_password_stops_with_a_typed_error(pacs: Pacs, 
     from medfusion.scoring.job import ScoreOptions, run_score
 
     source = DicomwebSource(pacs.server.dicomweb_url, username=pacs.server.username, password="wrong-password")
-    options = ScoreOptions(source=source, out_dir=tmp_path / "out", model=demo_project.model_uri,
-                           tracking_uri=demo_project.tracking_uri, workers=1, device="cpu")
+    options = ScoreOptions(
+        source=source,
+        out_dir=tmp_path / "out",
+        model=demo_project.model_uri,
+        tracking_uri=demo_project.tracking_uri,
+        workers=1,
+        device="cpu",
+    )
     with pytest.raises(InputRejected, match="HTTP 401 Unauthorized") as caught:
         run_score(options)
     assert "wrong-password" not in str(caught.value)

@@ -44,8 +44,19 @@ def test_report_rejections_and_the_dead_letter_table(
     out = tmp_path / "out"
 
     result = run_cli(
-        ["score", cohort.dicom, "--reports", cohort.reports, "--model", demo_project.model_uri, "--out", out,
-         "--workers", "1", "--no-progress"],
+        [
+            "score",
+            cohort.dicom,
+            "--reports",
+            cohort.reports,
+            "--model",
+            demo_project.model_uri,
+            "--out",
+            out,
+            "--workers",
+            "1",
+            "--no-progress",
+        ],
         MLFLOW_TRACKING_URI=demo_project.tracking_uri,
     )
     assert result.returncode == 0, result.stderr[-3000:]
@@ -54,14 +65,22 @@ def test_report_rejections_and_the_dead_letter_table(
     # every malformed report record: file, line (row for CSV), reason -- in summary.json ...
     expected = [(str(ndjson), "line", n) for n in bad_lines] + [(str(csv), "row", 1), (str(csv), "row", 2)]
     got = saved["report_rejections"]  # files in name order, records in file order
-    assert [(r["file"], kind, r[kind]) for r, (_, kind, _) in zip(got, expected, strict=False)] == expected and len(got) == 6
+    assert [(r["file"], kind, r[kind]) for r, (_, kind, _) in zip(got, expected, strict=False)] == expected and len(
+        got
+    ) == 6
     reasons = [r["reason"] for r in got]
     assert reasons[0].startswith("malformed JSON") and reasons[1].startswith("malformed JSON")
     assert reasons[2].startswith("invalid DiagnosticReport: code")
-    assert reasons[3:] == ["not a FHIR resource (no resourceType)", "study UID is not a valid DICOM UID", "empty report text"]
+    assert reasons[3:] == [
+        "not a FHIR resource (no resourceType)",
+        "study UID is not a valid DICOM UID",
+        "empty report text",
+    ]
     # ... in the ledger's dead letters (stage "reports") ...
     db = sqlite3.connect(out / "ledger.sqlite")
-    rows = db.execute("SELECT study_uid, file, reason FROM dead_letter WHERE stage = 'reports' ORDER BY rowid").fetchall()
+    rows = db.execute(
+        "SELECT study_uid, file, reason FROM dead_letter WHERE stage = 'reports' ORDER BY rowid"
+    ).fetchall()
     dump = json.dumps(db.execute("SELECT * FROM dead_letter").fetchall())
     db.close()
     assert rows == [(None, f"{file}:{kind} {n}", r) for (file, kind, n), r in zip(expected, reasons, strict=True)]

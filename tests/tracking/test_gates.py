@@ -11,7 +11,9 @@ GATES = PromotionGates(auroc_margin=0.01, max_ece=0.1, max_label_auroc_drop=0.05
 
 
 def _ev(macro: float = 0.8, ece: float = 0.05, a: float = 0.8, b: float = 0.8, latency: float = 50) -> ModelEvaluation:
-    return ModelEvaluation(version="1", macro_auroc=macro, ece=ece, label_auroc={"a": a, "b": b}, latency_p95_ms=latency)
+    return ModelEvaluation(
+        version="1", macro_auroc=macro, ece=ece, label_auroc={"a": a, "b": b}, latency_p95_ms=latency
+    )
 
 
 def test_equal_challenger_passes() -> None:

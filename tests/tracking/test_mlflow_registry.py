@@ -78,7 +78,9 @@ def test_first_promotion_without_champion(promotions: dict[str, Any]) -> None:
     assert first.champion is None
 
 
-def test_worse_challenger_is_rejected_with_evidence(project: Path, text_only_run: TrainOutcome, promotions: dict[str, Any]) -> None:
+def test_worse_challenger_is_rejected_with_evidence(
+    project: Path, text_only_run: TrainOutcome, promotions: dict[str, Any]
+) -> None:
     rejected = promotions["rejected"]
     assert not rejected.promoted
     assert any("macro AUROC" in f or "drops" in f for f in rejected.failures)
@@ -113,7 +115,9 @@ out = mlflow.pyfunc.load_model("models:/{name}@champion").predict(rows)
 print(json.dumps(out.to_dict(orient="records")))
 """
     env = {**os.environ, "MLFLOW_TRACKING_URI": tracking_uri(config)}
-    proc = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=project, timeout=600)
+    proc = subprocess.run(
+        [sys.executable, "-c", script], capture_output=True, text=True, env=env, cwd=project, timeout=600
+    )
     assert proc.returncode == 0, proc.stderr[-3000:]
     rows = json.loads(proc.stdout.strip().splitlines()[-1])
     champion = mlflow.MlflowClient(tracking_uri(config)).get_model_version_by_alias(name, CHAMPION)

@@ -23,7 +23,9 @@ def test_fusion_beats_single_modalities_on_demo_cohort(tmp_path: Path) -> None:
     assert demo_manifest(config, progress=False) == manifest  # generated once, then reused
     auroc = {}
     for fusion in ("image_only", "text_only", "late", "hybrid"):
-        result = train_from_config(config, overrides={"fusion": {"name": fusion}}, out_dir=tmp_path / fusion, progress=False)
+        result = train_from_config(
+            config, overrides={"fusion": {"name": fusion}}, out_dir=tmp_path / fusion, progress=False
+        )
         auroc[fusion] = result.test_metrics["macro_auroc"]
     single = max(auroc["image_only"], auroc["text_only"])
     assert auroc["late"] > single + 0.03, auroc

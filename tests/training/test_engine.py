@@ -57,7 +57,9 @@ def test_same_seed_same_results(trained: tuple[TrainResult, Recorder], synthetic
 @pytest.mark.slow
 def test_early_stopping(synthetic_records: dict, tmp_path: Path) -> None:
     # A learning rate this small cannot move the validation AUROC: patience 1 stops after epoch 2.
-    result = train(fast_config("late", lr=1e-12, epochs=6, early_stopping_patience=1), synthetic_records, tmp_path, progress=False)
+    result = train(
+        fast_config("late", lr=1e-12, epochs=6, early_stopping_patience=1), synthetic_records, tmp_path, progress=False
+    )
     assert result.stopped_early
     assert len(result.history) == 2 and result.best_epoch == 1
 
@@ -80,7 +82,15 @@ def test_batchnorm_encoder_trains_when_one_study_is_left_over(synthetic_records:
 
 
 #: (training studies, batch size, whether the trailing batch is dropped)
-SINGLETON_CASES = [(9, 4, True), (17, 16, True), (5, 4, True), (10, 4, False), (8, 4, False), (1, 4, False), (4, 1, False)]
+SINGLETON_CASES = [
+    (9, 4, True),
+    (17, 16, True),
+    (5, 4, True),
+    (10, 4, False),
+    (8, 4, False),
+    (1, 4, False),
+    (4, 1, False),
+]
 
 
 @pytest.mark.parametrize("n, batch_size, drop", SINGLETON_CASES)
@@ -89,12 +99,21 @@ def test_only_a_trailing_batch_of_one_is_dropped(n: int, batch_size: int, drop: 
 
 
 # (fusion, label that must be learned)
-FUSIONS = [("image_only", "spot"), ("text_only", "word"), ("late", None), ("concat", None), ("gated", None), ("hybrid", None)]
+FUSIONS = [
+    ("image_only", "spot"),
+    ("text_only", "word"),
+    ("late", None),
+    ("concat", None),
+    ("gated", None),
+    ("hybrid", None),
+]
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("fusion, label", FUSIONS)
-def test_each_fusion_trains_and_beats_chance(synthetic_records: dict, tmp_path: Path, fusion: str, label: str | None) -> None:
+def test_each_fusion_trains_and_beats_chance(
+    synthetic_records: dict, tmp_path: Path, fusion: str, label: str | None
+) -> None:
     result = train(fast_config(fusion), synthetic_records, tmp_path, progress=False)
     metrics = result.test_metrics
     assert result.history[-1]["train_loss"] < result.history[0]["train_loss"]
@@ -117,7 +136,9 @@ def test_masked_bce_ignores_unknown_labels() -> None:
 
 
 def test_pos_weight_is_negatives_over_positives() -> None:
-    records: list[dict[str, Any]] = [{"label": np.array(v, dtype=np.float32)} for v in ([1, 0], [0, 0], [0, np.nan], [0, 0])]
+    records: list[dict[str, Any]] = [
+        {"label": np.array(v, dtype=np.float32)} for v in ([1, 0], [0, 0], [0, np.nan], [0, 0])
+    ]
     w = pos_weights(records, ["a", "b"])
     assert w.tolist() == [3.0, 1.0]  # b has no positive: 1.0 (and a warning)
 

@@ -96,7 +96,9 @@ def test_resume_refuses_another_configuration(tmp_path: Path) -> None:
     optimizer = torch.optim.AdamW(model.parameters())
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, lambda s: 1.0)
     scaler = torch.amp.GradScaler("cpu", enabled=False)
-    parts = dict(model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dropout_rng=torch.Generator(), loaders={})
+    parts = dict(
+        model=model, optimizer=optimizer, scheduler=scheduler, scaler=scaler, dropout_rng=torch.Generator(), loaders={}
+    )
     cfg = config_for(tmp_path)
     EpochCheckpoints(tmp_path, cfg, **parts).commit(ResumeState(epoch=1, best_score=0.5, best_epoch=1), improved=True)
     assert EpochCheckpoints(tmp_path, cfg, **parts).restore().epoch == 1

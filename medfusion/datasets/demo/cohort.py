@@ -177,7 +177,7 @@ def _uid(seed: int, *parts: object) -> str:
 
 def _exact(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
     """Bool flags, exactly ``round(fraction * n)`` of them True (at least one, at most ``n - 1``)."""
-    k = min(max(int(round(fraction * n)), 1), n - 1)
+    k = min(max(round(fraction * n), 1), n - 1)
     flags = np.zeros(n, dtype=bool)
     flags[rng.permutation(n)[:k]] = True
     return flags
@@ -214,7 +214,7 @@ def _plan(rng: np.random.Generator, config: DemoCohortConfig) -> list[_Study]:
     monochrome1 = _exact(rng, n, 0.15)
     without_report = _exact(rng, n, 0.05)
 
-    patients = _patients(rng, max(2, int(round(n * 0.7))))
+    patients = _patients(rng, max(2, round(n * 0.7)))
     owner = np.concatenate([rng.permutation(len(patients)), rng.integers(0, len(patients), n)])[:n]
     accessions: set[str] = set()
     studies = []

@@ -129,7 +129,7 @@ def write_dicom(path: str | Path, pixels: np.ndarray, spec: DicomSpec) -> Path:
     arr, frames = _prepare_pixels(np.asarray(pixels), spec)
     if ts == pydicom.uid.JPEGBaseline8Bit and spec.bits_stored != 8:
         raise ValueError("JPEG baseline needs bits_stored=8")
-    rows, cols = (arr.shape[-3:-1] if spec.photometric == "RGB" else arr.shape[-2:])
+    rows, cols = arr.shape[-3:-1] if spec.photometric == "RGB" else arr.shape[-2:]
     if ts == pydicom.uid.JPEG2000Lossless and min(rows, cols) < 32:
         # pylibjpeg-openjpeg always uses 6 DWT resolutions, which need at least 2**5 pixels a side.
         raise ValueError(f"JPEG 2000 encoding needs at least 32x32 pixels, got {rows}x{cols}")
@@ -181,10 +181,8 @@ def _prepare_pixels(arr: np.ndarray, spec: DicomSpec) -> tuple[np.ndarray, int]:
         limit_lo, limit_hi = 0, (1 << spec.bits_stored) - 1
     if lo < limit_lo or hi > limit_hi:
         raise ValueError(f"pixel values {lo}..{hi} do not fit in {spec.bits_stored} bits")
-    if spec.bits_stored <= 8:
-        dtype = np.int8 if signed else np.uint8
-    else:
-        dtype = np.int16 if signed else np.uint16
+    small = spec.bits_stored <= 8
+    dtype = (np.int8 if small else np.int16) if signed else (np.uint8 if small else np.uint16)
     frames = arr.shape[0] if arr.ndim == 3 else 1
     return arr.astype(dtype), frames
 

@@ -53,7 +53,7 @@ def guard(path: Path, fn: Any) -> Any:
         raise
     except READ_ERRORS as exc:
         raise DicomReadError(path, reason(exc)) from exc
-    except Exception as exc:  # noqa: BLE001 - the reader promises DicomReadError only
+    except Exception as exc:
         if isinstance(exc, MedfusionError) and not isinstance(exc, InputRejected):
             raise  # a set-up error (e.g. no usable pseudonym salt) is not this file's fault: stop, don't reject
         logger.warning("unexpected %s while reading %s", type(exc).__name__, path, exc_info=True)

@@ -59,7 +59,7 @@ def read_series(
 
     headers = [(f, read_dicom_header(f, max_bytes=limit)) for f in files]
     ordered = _sort_slices(headers)
-    first_path, first = ordered[0]
+    first_path, _first = ordered[0]
     shapes = Counter(_slice_shape(meta) for _, meta in ordered)
     common, n_common = shapes.most_common(1)[0]
     for f, meta in ordered:
@@ -91,7 +91,7 @@ def read_series(
         ranges = [r for r in (finite_range(d.values) for d in decoded) if r is not None]
         joint_range = (min(r[0] for r in ranges), max(r[1] for r in ranges)) if ranges else (0.0, 0.0)
     slices = []
-    for (f, _), item in zip(ordered, decoded):
+    for (f, _), item in zip(ordered, decoded, strict=True):
         with pydicom_warnings(f):
             slices.append(guard(f, lambda item=item: display(item, joint_range)))
     volume = np.concatenate(slices, axis=0)  # (slices, C, rows, cols)
@@ -126,6 +126,7 @@ def _sort_slices(headers: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path,
     if all(m.get("image_position") is not None for _, m in headers):
         normal = _normal(headers[0][1].get("image_orientation"))
         return sorted(headers, key=lambda h: (float(np.dot(normal, h[1]["image_position"])), str(h[0])))
+
     def by_number(h: tuple[Path, dict[str, Any]]) -> tuple[bool, int, str]:
         number = h[1].get("instance_number")
         return number is None, number or 0, str(h[0])
