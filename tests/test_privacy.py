@@ -3,6 +3,9 @@
 from __future__ import annotations
 
 import logging
+import os
+import subprocess
+import sys
 from collections.abc import Iterator
 
 import pytest
@@ -52,3 +55,20 @@ def test_vocabulary_leaves_out_words_of_few_reports(tmp_path) -> None:
     vocab = train_wordpiece_tokenizer(reports, 500, tmp_path / "a", min_reports=5).get_vocab()
     assert "lungs" in vocab and "halvorsen" not in vocab and "patient" not in vocab
     assert "halvorsen" in train_wordpiece_tokenizer(reports, 500, tmp_path / "b").get_vocab()  # default: every word
+
+
+@pytest.mark.parametrize(("user_setting", "disabled"), [(None, True), ("false", False), ("true", True)])
+def test_mlflow_usage_telemetry_is_off_unless_the_user_turns_it_on(user_setting: str | None, disabled: bool) -> None:
+    """MLflow sends usage data by default (MONAI imports it even in jobs that track nothing): importing
+    medfusion turns that off, and an explicit user setting wins."""
+    env = {k: v for k, v in os.environ.items() if k not in ("MLFLOW_DISABLE_TELEMETRY", "DO_NOT_TRACK")}
+    if user_setting is not None:
+        env["MLFLOW_DISABLE_TELEMETRY"] = user_setting
+    code = (
+        "import medfusion\n"
+        "from mlflow.environment_variables import MLFLOW_DISABLE_TELEMETRY\n"
+        "print(MLFLOW_DISABLE_TELEMETRY.get())"
+    )
+    result = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
+    assert result.returncode == 0, result.stderr[-2000:]
+    assert result.stdout.strip() == str(disabled)

@@ -231,7 +231,9 @@ def test_demo_data_runs_with_no_set_up_and_the_public_demo_salt(tmp_path: Path) 
         cwd=ROOT, env=env, capture_output=True, text=True, timeout=300, check=False,
     )  # fmt: skip
     assert result.returncode == 0, result.stdout[-2000:] + result.stderr[-2000:]
-    assert not (tmp_path / "home").exists()  # no site salt needed for the demo cohort
+    salt_homes = [tmp_path / "home" / ".config" / "medfusion", tmp_path / "home" / ".medfusion"]
+    assert not any(p.exists() for p in salt_homes)  # no site salt needed for the demo cohort
+    assert not (tmp_path / "home" / ".config" / "mlflow").exists()  # nor any MLflow telemetry state
     manifest = pd.read_parquet(out / "manifest.parquet")
     assert len(manifest) == 8
     with demo_salt():

@@ -30,6 +30,7 @@ import xml.etree.ElementTree as ET
 from collections.abc import Iterable, Iterator, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 import pandas as pd
@@ -71,7 +72,9 @@ NO_INDEXING_HEADING = "no indexing"
 #: Namespace of the UUID-derived DICOM UIDs (``2.25.<uuid>``) given to OpenI studies.
 OPENI_UID_NAMESPACE = uuid.uuid5(uuid.NAMESPACE_URL, "https://openi.nlm.nih.gov/ecgen-radiology")
 #: Split fractions of the stored OpenI split (seed 0).
-DEFAULT_SPLIT = {"seed": 0, "val_fraction": 0.1, "test_fraction": 0.2}
+DEFAULT_SEED = 0
+DEFAULT_VAL_FRACTION = 0.1
+DEFAULT_TEST_FRACTION = 0.2
 SPLITS_FILE = "openi_splits.csv"
 
 
@@ -446,9 +449,9 @@ def openi_study_uid(uid: str) -> str:
 def assign_openi_splits(
     uids: Sequence[str],
     *,
-    seed: int = DEFAULT_SPLIT["seed"],
-    val_fraction: float = DEFAULT_SPLIT["val_fraction"],
-    test_fraction: float = DEFAULT_SPLIT["test_fraction"],
+    seed: int = DEFAULT_SEED,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
 ) -> dict[str, str]:
     """Patient-level split of OpenI ids with :func:`medfusion.ingest.manifest.assign_splits`.
 
@@ -486,14 +489,21 @@ def read_openi_splits(path: str | Path) -> dict[str, str]:
     return dict(zip(frame["openi_uid"], frame["split"], strict=True))
 
 
-def load_or_create_splits(uids: Sequence[str], path: str | Path, **fractions: float) -> dict[str, str]:
+def load_or_create_splits(
+    uids: Sequence[str],
+    path: str | Path,
+    *,
+    seed: int = DEFAULT_SEED,
+    val_fraction: float = DEFAULT_VAL_FRACTION,
+    test_fraction: float = DEFAULT_TEST_FRACTION,
+) -> dict[str, str]:
     """The stored split at ``path``; ids it lacks are assigned (:func:`assign_openi_splits`) and the
     file is (re)written, so a split once stored never moves."""
     path = Path(path)
     stored = read_openi_splits(path) if path.is_file() else {}
     missing = [u for u in uids if u not in stored]
     if missing:
-        stored.update(assign_openi_splits(missing, **fractions))
+        stored.update(assign_openi_splits(missing, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction))
         write_openi_splits(stored, path)
         log.info("OpenI split: %d ids assigned and stored in %s", len(missing), path)
     return {u: stored[u] for u in uids}
@@ -511,7 +521,7 @@ def openi_manifest(
     Args:
         reports: Parsed reports.
         splits: OpenI id -> split (see :func:`load_or_create_splits`); default
-            :func:`assign_openi_splits` with :data:`DEFAULT_SPLIT`.
+            :func:`assign_openi_splits` with its defaults.
         labels: Label columns to write.
         remove_words: Write ``report_text`` with :func:`remove_label_words` applied (all 14 labels).
 
@@ -527,7 +537,7 @@ def openi_manifest(
     missing = [u for u in uids if u not in splits]
     if missing:
         raise ValueError(f"no split for {len(missing)} OpenI id(s), e.g. {missing[:3]}; use load_or_create_splits")
-    rows = []
+    rows: list[dict[str, Any]] = []
     for r in reports:
         text = remove_label_words(r.report.text) if remove_words else r.report.text
         rows.append(

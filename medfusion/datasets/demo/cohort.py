@@ -188,7 +188,7 @@ def _exact(rng: np.random.Generator, n: int, fraction: float) -> np.ndarray:
 
 def _patients(rng: np.random.Generator, n: int) -> list[_Patient]:
     ids: set[str] = set()
-    patients = []
+    patients: list[_Patient] = []
     while len(patients) < n:
         pid = f"MF{int(rng.integers(1_000_000, 10_000_000))}"
         if pid in ids:

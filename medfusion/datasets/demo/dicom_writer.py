@@ -182,7 +182,7 @@ def _prepare_pixels(arr: np.ndarray, spec: DicomSpec) -> tuple[np.ndarray, int]:
     if lo < limit_lo or hi > limit_hi:
         raise ValueError(f"pixel values {lo}..{hi} do not fit in {spec.bits_stored} bits")
     small = spec.bits_stored <= 8
-    dtype = (np.int8 if small else np.int16) if signed else (np.uint8 if small else np.uint16)
+    dtype: type[np.integer] = (np.int8 if small else np.int16) if signed else (np.uint8 if small else np.uint16)
     frames = arr.shape[0] if arr.ndim == 3 else 1
     return arr.astype(dtype), frames
 
@@ -202,7 +202,7 @@ def _sop_class(spec: DicomSpec, frames: int, bits_allocated: int) -> UID:
 def _base_dataset(spec: DicomSpec, *, frames: int, bits_allocated: int) -> Dataset:
     """Everything except the pixel module."""
     sop_class = _sop_class(spec, frames, bits_allocated)
-    sop_uid = spec.sop_uid or pydicom.uid.generate_uid()
+    sop_uid = pydicom.uid.UID(spec.sop_uid) if spec.sop_uid else pydicom.uid.generate_uid()
 
     meta = FileMetaDataset()
     meta.MediaStorageSOPClassUID = sop_class

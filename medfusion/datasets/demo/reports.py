@@ -57,12 +57,12 @@ _EFFUSION_NEGATED = (
     "The costophrenic angles are sharp without evidence of effusion.",
     "Negative for pleural effusion.",
 )
-_EFFUSION_IMPRESSION_POSITIVE = (
+_EFFUSION_IMPRESSION_POSITIVE: tuple[str, ...] = (
     "Small {side} pleural effusion.",
     "{Side} pleural effusion.",
     "Pleural effusion on the {side}.",
 )
-_EFFUSION_IMPRESSION_UNCERTAIN = (
+_EFFUSION_IMPRESSION_UNCERTAIN: tuple[str, ...] = (
     "Possible small {side} pleural effusion.",
     "Likely small {side} effusion; follow-up suggested.",
 )
@@ -85,11 +85,11 @@ _FRACTURE_NEGATED = (
     "Osseous structures are intact without fracture.",
     "No acute fracture identified.",
 )
-_FRACTURE_IMPRESSION_POSITIVE = (
+_FRACTURE_IMPRESSION_POSITIVE: tuple[str, ...] = (
     "{Side} {site} fracture.",
     "Fracture of the {side} {site} as described.",
 )
-_FRACTURE_IMPRESSION_UNCERTAIN = ("Possible {side} {site} fracture; correlate with point tenderness.",)
+_FRACTURE_IMPRESSION_UNCERTAIN: tuple[str, ...] = ("Possible {side} {site} fracture; correlate with point tenderness.",)
 
 # --- clinical context (INDICATION) ----------------------------------------------------------------
 _INFECTIOUS_CONTEXT = (
@@ -261,10 +261,10 @@ def generate_report(
     findings = [findings[i] for i in rng.permutation(len(findings))]
 
     impression: list[_Sentence] = []
-    if effusion:
+    if effusion and effusion_assertion is not None:  # a present finding is stated (positive or hedged)
         options = _EFFUSION_IMPRESSION_UNCERTAIN if effusion_assertion == "uncertain" else _EFFUSION_IMPRESSION_POSITIVE
         impression.append(_Sentence(_fill(_pick(rng, options), eff_side, ""), (("effusion", effusion_assertion),)))
-    if fracture:
+    if fracture and fracture_assertion is not None:
         options = _FRACTURE_IMPRESSION_UNCERTAIN if fracture_assertion == "uncertain" else _FRACTURE_IMPRESSION_POSITIVE
         impression.append(_Sentence(_fill(_pick(rng, options), fx_side, fx_site), (("fracture", fracture_assertion),)))
     if not impression:

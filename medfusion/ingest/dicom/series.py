@@ -135,8 +135,9 @@ def _sort_slices(headers: list[tuple[Path, dict[str, Any]]]) -> list[tuple[Path,
 
 
 def _slice_spacing(metas: list[dict[str, Any]]) -> float | None:
-    positions = [m.get("image_position") for m in metas]
-    if len(positions) < 2 or any(p is None for p in positions):
+    found = [m.get("image_position") for m in metas]
+    positions = [p for p in found if p is not None]
+    if len(positions) < 2 or len(positions) < len(found):
         return None
     normal = _normal(metas[0].get("image_orientation"))
     along = np.array([float(np.dot(normal, p)) for p in positions])
