@@ -44,6 +44,7 @@ def test_lock_is_exclusive_within_a_process_and_released_on_exit(tmp_path: Path)
         pass
 
 
+@pytest.mark.slow  # three `medfusion score` processes, one killed -9: about 35 s of CPU
 def test_second_job_is_refused_at_once_and_kill_9_frees_the_folder(tmp_path: Path) -> None:
     src, no_model, out = tmp_path / "src", tmp_path / "no_model", tmp_path / "out"
     src.mkdir()
