@@ -6,10 +6,14 @@ gives the same bytes.
 
 from __future__ import annotations
 
+import contextlib
 import functools
 import json
+import math
 import struct
+import time
 import zlib
+from collections.abc import Callable
 from pathlib import Path
 
 import numpy as np
@@ -265,8 +269,9 @@ def deflate_variants(out: Path, *, seed: int = 13) -> list[tuple[str, Path]]:
 def slow_header_dicom(path: Path, n_elements: int, *, after_pixels: bool = False, study_uid: str | None = None) -> Path:
     """A valid-looking 16x16 image whose dataset repeats an empty private element ``n_elements`` times.
 
-    8 bytes each: 2 million make a 16 MB file that pydicom needs tens of seconds to parse; the byte
-    bounds let it through, only a wall-time bound stops it. Before the pixel data (default) they slow
+    8 bytes each: 2 million make a 16 MB file that pydicom needs seconds to parse (how many seconds depends on
+    the machine: see :func:`slow_dicom_beyond`); the byte bounds let it through, only a wall-time bound stops
+    it. Before the pixel data (default) they slow
     every header read; after it (``after_pixels``) only a full read (decoding) is slow.
     """
     ds = image_dataset(16, 16, study_uid=study_uid)
@@ -285,6 +290,33 @@ def slow_header_dicom(path: Path, n_elements: int, *, after_pixels: bool = False
     path.parent.mkdir(parents=True, exist_ok=True)
     path.write_bytes(bytes(128) + b"DICM" + buf.getvalue() + body)
     return path
+
+
+def slow_dicom_beyond(
+    path: Path, bound_s: float, read: Callable[[Path], object], *, factor: float = 4.0, after_pixels: bool = False
+) -> Path:
+    """A :func:`slow_header_dicom` file whose ``read`` takes at least ``factor * bound_s`` on this machine.
+
+    How slow a fixed number of elements is depends on the machine (2 million took 5.5 s on one and under
+    5 s on another), so a test of a time bound calibrates: it times ``read`` of 200,000 elements (read
+    time is linear in their number) and scales the count, never below 2 million.
+
+    Args:
+        path: Where to write the file.
+        bound_s: The time bound the file must exceed, seconds.
+        read: The read whose duration matters (a header read, a full decode); it may raise.
+        factor: How many times the bound the read should take.
+        after_pixels: As in :func:`slow_header_dicom`.
+    """
+    probe_n = 200_000
+    probe = slow_header_dicom(path.with_name(f"{path.stem}.probe.dcm"), probe_n, after_pixels=after_pixels)
+    start = time.perf_counter()
+    with contextlib.suppress(Exception):  # only the time spent matters
+        read(probe)
+    per_element = (time.perf_counter() - start) / probe_n
+    probe.unlink()
+    n_elements = max(2_000_000, math.ceil(factor * bound_s / per_element))
+    return slow_header_dicom(path, n_elements, after_pixels=after_pixels)
 
 
 # ------------------------------------------------------------------------------ copies of one instance
