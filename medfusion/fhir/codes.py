@@ -30,6 +30,26 @@ STATUS_SYSTEM = "urn:medfusion:result-status"
 #: Tag of every model output: not verified by a clinician.
 UNVERIFIED_TAG = {"system": STATUS_SYSTEM, "code": "UNVERIFIED", "display": "not verified by a clinician"}
 
+#: A model's id (``<config name>-<weights hash>``), the second identifier of its Device.
+MODEL_ID_SYSTEM = "urn:medfusion:model-id"
+V3_OBSERVATION_VALUE_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-ObservationValue"
+#: Codes the HL7 AI Transparency IG adds to ``v3-ObservationValue`` for ``meta.security``.
+AI_TRANSPARENCY_SYSTEM = "http://hl7.org/fhir/uv/aitransparency/CodeSystem/AddedProvenanceCS"
+#: ``meta.security`` of every model output: asserted by an AI (HL7 AI Transparency on FHIR).
+AI_ASSERTED_LABEL = {
+    "system": V3_OBSERVATION_VALUE_SYSTEM,
+    "code": "AIAST",
+    "display": "Artificial Intelligence asserted",
+}
+#: ``meta.security`` of reviewed labels: a clinician asserted what an AI reported.
+CLINICIAN_ASSERTED_FROM_AI_LABEL = {
+    "system": AI_TRANSPARENCY_SYSTEM,
+    "code": "CLINAST_AIRPT",
+    "display": "Clinician Asserted from AI Reported",
+}
+PROVENANCE_PARTICIPANT_SYSTEM = "http://terminology.hl7.org/CodeSystem/provenance-participant-type"
+DATA_OPERATION_SYSTEM = "http://terminology.hl7.org/CodeSystem/v3-DataOperation"
+
 #: Every R5 DiagnosticReport status; ``fhir.resources`` does not enforce the value set.
 FHIR_STATUSES = frozenset(
     {

@@ -3,10 +3,11 @@
 - :func:`report_to_fhir`: a radiology report (:class:`~medfusion.ingest.records.Report`) as a
   DiagnosticReport (the demo cohort, OpenI).
 - :func:`result_resources`: a model result (:class:`~medfusion.results.ResultRow`) as a
-  ``preliminary`` DiagnosticReport and one Observation per label, tagged ``UNVERIFIED`` and carrying
-  the model's provenance (batch scoring ``--fhir``).
+  ``preliminary`` DiagnosticReport, one Observation per label and a Provenance, tagged ``UNVERIFIED``,
+  labelled ``AIAST`` and pointing at the model's :func:`model_device`, as HL7 AI Transparency on FHIR
+  has it (batch scoring ``--fhir``, through :func:`result_ndjson_text`).
 - :func:`reviewed_resources`: clinicians' reviewed labels (:class:`ReviewedLabel`) as ``final`` /
-  ``amended`` DiagnosticReports and Observations (the review export).
+  ``amended`` DiagnosticReports and Observations labelled ``CLINAST_AIRPT`` (the review export).
 - :func:`ndjson_text`, :func:`write_fhir_ndjson`, :func:`write_fhir_bundle`: serialisation.
 
 Resource ids that must be stable across runs come from :func:`stable_id` only. Model results and
@@ -31,14 +32,21 @@ from pathlib import Path
 from typing import Any
 
 from fhir.resources.bundle import Bundle, BundleEntry
+from fhir.resources.device import Device
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.observation import Observation
+from fhir.resources.provenance import Provenance
 from fhir.resources.resource import Resource
 
 from medfusion.fhir.codes import (
     ACCESSION_PSEUDONYM_SYSTEM,
+    AI_ASSERTED_LABEL,
+    CLINICIAN_ASSERTED_FROM_AI_LABEL,
+    DATA_OPERATION_SYSTEM,
     FHIR_STATUSES,
+    MODEL_ID_SYSTEM,
     MODEL_SYSTEM,
+    PROVENANCE_PARTICIPANT_SYSTEM,
     REVIEWER_SYSTEM,
     UNVERIFIED_TAG,
     V2_0203_SYSTEM,
@@ -51,6 +59,7 @@ from medfusion.fhir.codes import (
 from medfusion.ingest.records import Report, is_dicom_uid
 from medfusion.ingest.reports.sections import split_sections
 from medfusion.privacy import pseudonym
+from medfusion.results import Provenance as ModelProvenance
 from medfusion.results import ResultRow
 
 _FHIR_ID = re.compile(r"^[A-Za-z0-9\-.]{1,64}$")
@@ -163,19 +172,64 @@ def _provenance_note(row: ResultRow) -> list[dict[str, str]]:
     ]
 
 
-def result_resources(row: ResultRow) -> list[Resource]:
-    """The DiagnosticReport and per-label Observations of one model result.
+def device_id(provenance: ModelProvenance) -> str:
+    """The id of the model's :func:`model_device` (the same on every run for the same model version)."""
+    return stable_id("device", provenance.model_version_code, provenance.model_id)
 
-    Every resource is ``preliminary``, tagged ``UNVERIFIED`` and with the model (``<name>/<version>``,
-    display the model id) in ``meta.tag``, and carries a note saying who made it and that it is not
-    verified. Observations hold the probability (``valueQuantity``), the decision
-    (``interpretation`` POS/NEG, :attr:`ResultRow.decisions`) and the threshold (``referenceRange``).
+
+def model_device(provenance: ModelProvenance) -> Device:
+    """The model that scored, as a FHIR Device (HL7 AI Transparency on FHIR: the AI is a Device).
+
+    Identified by ``<name>/<version>`` (:data:`~medfusion.fhir.codes.MODEL_SYSTEM`) and by the model id
+    (:data:`~medfusion.fhir.codes.MODEL_ID_SYSTEM`); its versions are the model's and medfusion's.
+
+    Args:
+        provenance: The model of a result.
+
+    Returns:
+        The validated resource, id :func:`device_id`.
+    """
+    p = provenance
+    return Device.model_validate(
+        {
+            "resourceType": "Device",
+            "id": device_id(p),
+            "meta": {"security": [AI_ASSERTED_LABEL]},
+            "identifier": [
+                {"system": MODEL_SYSTEM, "value": p.model_version_code},
+                {"system": MODEL_ID_SYSTEM, "value": p.model_id},
+            ],
+            "displayName": f"medfusion model {p.model_name} v{p.model_version}",
+            "name": [{"value": p.model_name, "type": "user-friendly-name"}],
+            "version": [
+                {"type": {"text": "model version"}, "value": p.model_version},
+                {"type": {"text": "medfusion version"}, "value": p.medfusion_version},
+            ],
+            "manufacturer": "medfusion",
+            "status": "active",
+            "note": [{"text": "Machine-learning model for research use; its outputs are not verified by a clinician."}],
+        }
+    )
+
+
+def result_resources(row: ResultRow) -> list[Resource]:
+    """The DiagnosticReport, per-label Observations and Provenance of one model result.
+
+    Follows HL7 AI Transparency on FHIR: every resource carries the ``AIAST`` security label; the
+    Observations name the model's :func:`model_device` in ``device`` and are ``derivedFrom`` the
+    ImagingStudy; a Provenance records the Device as author of the report and Observations, from the
+    ImagingStudy, at the scoring time. The Device itself is written once per file
+    (:func:`result_ndjson_text`). Every resource is ``preliminary``, tagged ``UNVERIFIED`` and with the
+    model (``<name>/<version>``, display the model id) in ``meta.tag``; report and Observations carry a
+    note saying who made them and that they are not verified. Observations hold the probability
+    (``valueQuantity``), the decision (``interpretation`` POS/NEG, :attr:`ResultRow.decisions`) and the
+    threshold (``referenceRange``).
 
     Args:
         row: A scored study (``study_uid`` set, no ``error``).
 
     Returns:
-        ``[DiagnosticReport, Observation x L]``, validated.
+        ``[DiagnosticReport, Observation x L, Provenance]``, validated.
 
     Raises:
         ValueError: The row has no study UID or holds an error.
@@ -183,7 +237,11 @@ def result_resources(row: ResultRow) -> list[Resource]:
     if row.study_uid is None or row.error:
         raise ValueError("only scored studies (with a study UID and no error) become FHIR results")
     uid, model = row.study_uid, row.provenance.model_version_code
-    meta = {"tag": [UNVERIFIED_TAG, {"system": MODEL_SYSTEM, "code": model, "display": row.provenance.model_id}]}
+    meta = {
+        "security": [AI_ASSERTED_LABEL],
+        "tag": [UNVERIFIED_TAG, {"system": MODEL_SYSTEM, "code": model, "display": row.provenance.model_id}],
+    }
+    device = {"reference": f"Device/{device_id(row.provenance)}", "display": model}
     note = _provenance_note(row)
     observations = [
         Observation.model_validate(
@@ -196,6 +254,8 @@ def result_resources(row: ResultRow) -> list[Resource]:
                 "valueQuantity": {"value": round(float(p), 6), "unit": "probability"},
                 "interpretation": interpretation(bool(positive)),
                 "referenceRange": [{"text": f"decision threshold {float(t):.6g}"}],
+                "device": device,
+                "derivedFrom": [study_reference(uid)],
                 "note": note,
             }
         )
@@ -216,7 +276,31 @@ def result_resources(row: ResultRow) -> list[Resource]:
             "note": note,
         }
     )
-    return [report, *observations]
+    provenance = Provenance.model_validate(
+        {
+            "resourceType": "Provenance",
+            "id": stable_id(uid, model, "provenance"),
+            "meta": {"security": [AI_ASSERTED_LABEL]},
+            "target": [{"reference": f"{r.get_resource_type()}/{r.id}"} for r in (report, *observations)],
+            "recorded": row.scored_at,
+            "activity": {"coding": [{"system": DATA_OPERATION_SYSTEM, "code": "CREATE", "display": "create"}]},
+            "agent": [
+                {
+                    "type": {"coding": [{"system": PROVENANCE_PARTICIPANT_SYSTEM, "code": "author"}]},
+                    "who": device,
+                }
+            ],
+            "entity": [{"role": "source", "what": study_reference(uid)}],
+        }
+    )
+    return [report, *observations, provenance]
+
+
+def result_ndjson_text(rows: Iterable[ResultRow]) -> str:
+    """Model results as NDJSON: each model's Device once, then each row's :func:`result_resources`."""
+    rows = list(rows)
+    devices = {device_id(row.provenance): model_device(row.provenance) for row in rows}
+    return ndjson_text([*devices.values(), *(r for row in rows for r in result_resources(row))])
 
 
 # --------------------------------------------------------------------------------- reviewed labels
@@ -275,6 +359,7 @@ def _reviewed_observation(reviewed: ReviewedLabel) -> Observation:
         {
             "resourceType": "Observation",
             "id": stable_id("reviewed", reviewed.study_uid, reviewed.label),
+            "meta": {"security": [CLINICIAN_ASSERTED_FROM_AI_LABEL]},
             "status": reviewed.status,
             "code": label_code(reviewed.label),
             "valueBoolean": reviewed.value,
@@ -312,6 +397,7 @@ def reviewed_resources(reviewed: Iterable[ReviewedLabel]) -> list[Resource]:
             {
                 "resourceType": "DiagnosticReport",
                 "id": stable_id("reviewed", uid),
+                "meta": {"security": [CLINICIAN_ASSERTED_FROM_AI_LABEL]},
                 "status": "amended" if any(r.status == "amended" for r in items) else "final",
                 "category": radiology_category(),
                 "code": imaging_report_code("medfusion reviewed findings"),

@@ -3,8 +3,8 @@
 A part is made durable before the ledger hears of it: the file is written under a temporary name
 (``.part-N...``), fsynced, renamed to ``part-N.parquet`` and the folder fsynced; only then does
 :meth:`~medfusion.scoring.ledger.Ledger.commit_part` mark its studies done. With ``fhir`` the
-matching ``fhir/part-N.ndjson`` (:func:`medfusion.fhir.write.result_resources`,
-:func:`medfusion.fhir.write.ndjson_text`) is written the same way, before the Parquet part.
+matching ``fhir/part-N.ndjson`` (:func:`medfusion.fhir.write.result_ndjson_text`) is written the same way,
+before the Parquet part.
 
 Imports: pandas, :mod:`medfusion.results`, :mod:`medfusion.fhir.write`, :mod:`medfusion.scoring.ledger`.
 """
@@ -76,10 +76,10 @@ class PartWriter:
             return
         name = f"part-{self.next_index:06d}"
         if self.fhir:
-            from medfusion.fhir.write import ndjson_text, result_resources
+            from medfusion.fhir.write import result_ndjson_text
 
             tmp_fhir = self.fhir_dir / f".{name}.ndjson.tmp"
-            tmp_fhir.write_text(ndjson_text(r for row in self.rows for r in result_resources(row)), encoding="utf-8")
+            tmp_fhir.write_text(result_ndjson_text(self.rows), encoding="utf-8")
             _durable_replace(tmp_fhir, self.fhir_dir / f"{name}.ndjson")
         frame = pd.DataFrame([row.to_record() for row in self.rows])
         tmp = self.results_dir / f".{name}.parquet.tmp"

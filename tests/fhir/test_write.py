@@ -8,6 +8,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
+from fhir.resources import get_fhir_model_class
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.imagingstudy import ImagingStudy
 from fhir.resources.observation import Observation
@@ -18,6 +19,7 @@ from medfusion.fhir.write import (
     ReviewedLabel,
     ndjson_text,
     report_to_fhir,
+    result_ndjson_text,
     result_resources,
     reviewed_resources,
     stable_id,
@@ -66,7 +68,7 @@ def test_stable_id_is_deterministic_and_separates_parts() -> None:
 
 
 def test_result_resources_carry_decisions_and_provenance() -> None:
-    report, *observations = result_resources(_result())
+    report, *observations, _ = result_resources(_result())
     again = DiagnosticReport.model_validate_json(report.model_dump_json())
     assert again.status == "preliminary" and again.id == stable_id(UID, "medfusion/7")
     assert [(t.code, t.display) for t in again.meta.tag][1] == ("medfusion/7", "hybrid-feedbeef")
@@ -81,6 +83,52 @@ def test_result_resources_carry_decisions_and_provenance() -> None:
     assert [float(o.valueQuantity.value) for o in observations] == [0.91, 0.3, 0.1]
     for line in ndjson_text([report, *observations]).splitlines():
         assert not {"subject", "identifier", "issued", "effectiveDateTime"} & set(json.loads(line))
+
+
+def _parsed(ndjson: str) -> list[dict]:
+    """Each line validated by fhir.resources as its own resource type, then as plain JSON."""
+    lines = ndjson.splitlines()
+    for line in lines:
+        get_fhir_model_class(json.loads(line)["resourceType"]).model_validate_json(line)
+    return [json.loads(line) for line in lines]
+
+
+def test_results_follow_hl7_ai_transparency_device_provenance_security_label() -> None:
+    other_uid = "1.2.826.0.1.3680043.8.498.8"
+    rows = [_result(), _result(study_uid=other_uid), _result(provenance=Provenance("medfusion", "8", "late-0ddba11"))]
+    resources = _parsed(result_ndjson_text(rows))
+    by_ref = {f"{r['resourceType']}/{r['id']}": r for r in resources}
+    assert len(by_ref) == len(resources)  # unique ids
+    devices = [r for r in resources if r["resourceType"] == "Device"]
+    assert len(devices) == 2  # one per model version, not one per study
+    assert {tuple(i["value"] for i in d["identifier"]) for d in devices} == {
+        ("medfusion/7", "hybrid-feedbeef"),
+        ("medfusion/8", "late-0ddba11"),
+    }
+    for resource in resources:
+        assert {"system": "http://terminology.hl7.org/CodeSystem/v3-ObservationValue", "code": "AIAST"}.items() <= (
+            resource["meta"]["security"][0].items()
+        )
+    provenances = [r for r in resources if r["resourceType"] == "Provenance"]
+    assert len(provenances) == 3
+    for prov in provenances:
+        targets = [by_ref[t["reference"]] for t in prov["target"]]  # every target is in the same file
+        report = targets[0]
+        assert report["resourceType"] == "DiagnosticReport" and len(targets) == 1 + len(LABELS)
+        assert [f"Observation/{o['id']}" for o in targets[1:]] == [r["reference"] for r in report["result"]]
+        device = by_ref[prov["agent"][0]["who"]["reference"]]
+        assert device["resourceType"] == "Device"
+        assert prov["agent"][0]["type"]["coding"][0]["code"] == "author"
+        assert prov["entity"][0]["what"]["identifier"] == report["study"][0]["identifier"]
+        for observation in targets[1:]:
+            assert observation["device"]["reference"] == prov["agent"][0]["who"]["reference"]
+            assert observation["derivedFrom"][0]["identifier"] == report["study"][0]["identifier"]
+        model_tag = report["meta"]["tag"][1]["code"]
+        assert device["identifier"][0]["value"] == model_tag  # the report's model is the Device that authored it
+    assert {p["entity"][0]["what"]["identifier"]["value"] for p in provenances} == {
+        f"urn:oid:{UID}",
+        f"urn:oid:{other_uid}",
+    }
 
 
 def test_result_resources_refuse_unscored_rows() -> None:
@@ -115,6 +163,10 @@ def test_reviewed_resources_status_ids_and_comments() -> None:
     assert [n.text for n in effusion.note][1:] == ["small, not an effusion"] and len(nodule.note) == 1
     assert nodule.performer[0].identifier.value == "reviewer-0a1b"
     assert len({r.id for r in resources}) == len(resources)
+    for resource in resources:  # a clinician asserted what the AI reported (HL7 AI Transparency on FHIR)
+        assert [(c.system, c.code) for c in resource.meta.security] == [
+            ("http://hl7.org/fhir/uv/aitransparency/CodeSystem/AddedProvenanceCS", "CLINAST_AIRPT")
+        ]
 
 
 def test_report_to_fhir_with_conclusion_codes_and_a_study_reference(tmp_path: Path) -> None:

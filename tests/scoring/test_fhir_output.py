@@ -35,8 +35,14 @@ def test_fhir_output_validates_and_is_marked_unverified(scored_demo: ScoredJob) 
             assert abs(float(obs.valueQuantity.value) - results.loc[uid, f"prob_{label}"]) < 1e-6
             assert obs.interpretation[0].coding[0].code == ("POS" if results.loc[uid, f"decision_{label}"] else "NEG")
             assert obs.status == "preliminary" and obs.subject is None
-    # no patient data: no subject, no dates, no identifiers (accession numbers) anywhere
+    devices = [p for p in parsed if p["resourceType"] == "Device"]
+    assert len(devices) == len(list((scored_demo.out / "fhir").glob("part-*.ndjson")))  # the model, once per part
+    assert {i["system"] for d in devices for i in d["identifier"]} == {"urn:medfusion:model", "urn:medfusion:model-id"}
+    assert {o.device.reference for o in observations.values()} == {f"Device/{devices[0]['id']}"}
+    # no patient data: no subject, no dates, no identifiers (accession numbers) in any result resource
     for resource in parsed:
+        if resource["resourceType"] == "Device":
+            continue  # identified by the model's name, version and id (above)
         assert not {
             "subject",
             "effectiveDateTime",
