@@ -1,4 +1,4 @@
-"""Read FHIR R5 DiagnosticReports (JSON resource, Bundle, NDJSON / Bulk Data export) into reports.
+"""Read FHIR R5 DiagnosticReports (JSON resource, Bundle, NDJSON, Bulk Data ``$export``) into reports.
 
 Readers return a :class:`~medfusion.ingest.records.ReportBatch`: the reports that could be used and a
 :class:`~medfusion.ingest.records.Rejection` for each resource that could not, so that one bad resource
@@ -16,7 +16,8 @@ Conventions:
   :data:`~medfusion.fhir.codes.ACCESSION_PSEUDONYM_SYSTEM` instead;
 * StudyInstanceUID: ``study[].identifier`` with system ``urn:dicom:uid`` and value
   ``urn:oid:<uid>``, or ``study[].reference`` (``ImagingStudy/<id>`` or a Bundle ``fullUrl``) resolved
-  through an ImagingStudy of the same Bundle / NDJSON file carrying such an identifier.
+  through an ImagingStudy of the same input (Bundle, NDJSON file, the files of a Bulk Data export or
+  of a folder: :func:`read_fhir_files`) carrying such an identifier.
 
 Imports: ``fhir.resources``, pydantic, :mod:`medfusion.fhir.codes`, :mod:`medfusion.ingest.records`,
 :mod:`medfusion.ingest.reports.text`, :mod:`medfusion.ingest.reports.sections`, :mod:`medfusion.errors`,
@@ -32,8 +33,9 @@ import re
 from collections import Counter
 from dataclasses import dataclass
 from html.parser import HTMLParser
-from pathlib import Path
+from pathlib import Path, PurePosixPath
 from typing import Any
+from urllib.parse import unquote, urlparse
 
 from fhir.resources.bundle import Bundle
 from fhir.resources.diagnosticreport import DiagnosticReport
@@ -285,14 +287,35 @@ def _bundle_items(obj: dict[str, Any], path: Path | str) -> list[_Item | Rejecti
     return items
 
 
+def _read_bytes(path: Path) -> bytes:
+    try:
+        return path.read_bytes()
+    except FileNotFoundError:
+        raise ReportParseError(path, "file not found") from None
+    except IsADirectoryError:
+        raise ReportParseError(path, "is a folder, not a file") from None
+    except OSError as exc:
+        raise ReportParseError(path, f"cannot read file: {exc.strerror or type(exc).__name__}") from None
+
+
+def _file_items(path: Path) -> list[_Item | Rejection]:
+    """The resources of one FHIR file (NDJSON, JSON resource or Bundle; a Bulk Data manifest: its files)."""
+    raw = _read_bytes(path)
+    if path.suffix.lower() in (".ndjson", ".jsonl"):
+        return _ndjson_items(raw, path)
+    return _json_items(raw, path, allow_manifest=True)
+
+
 def read_fhir_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> ReportBatch:
-    """Read FHIR R5 DiagnosticReports from a JSON resource, a JSON Bundle, or NDJSON.
+    """Read FHIR R5 DiagnosticReports from a JSON resource, a JSON Bundle, NDJSON or a Bulk Data export.
 
     ``.ndjson`` / ``.jsonl`` files hold one resource per line (blank lines ignored); a ``.json`` file
-    holds one DiagnosticReport or one Bundle (or, if it turns out to be NDJSON, is read as such).
-    ImagingStudy resources of the same file resolve ``study`` references to StudyInstanceUIDs; other
-    resource types are ignored. Every DiagnosticReport and ImagingStudy is validated with
-    ``fhir.resources`` on its own, so one bad resource never stops the others.
+    holds one DiagnosticReport or one Bundle (or, if it turns out to be NDJSON, is read as such), or
+    is the manifest of a FHIR Bulk Data ``$export`` (:func:`is_bulk_manifest`), whose
+    DiagnosticReport and ImagingStudy files are read together. ImagingStudy resources of the same
+    input resolve ``study`` references to StudyInstanceUIDs; other resource types are ignored. Every
+    DiagnosticReport and ImagingStudy is validated with ``fhir.resources`` on its own, so one bad
+    resource never stops the others.
 
     Args:
         path: The file.
@@ -305,19 +328,155 @@ def read_fhir_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -
 
     Raises:
         ReportParseError: The file is missing or unreadable, a ``.json`` file is not UTF-8 or not
-            JSON, or it is neither a DiagnosticReport nor a Bundle (or the Bundle envelope is invalid).
+            JSON, or it is neither a DiagnosticReport nor a Bundle nor a Bulk Data manifest (or the
+            Bundle envelope or the manifest is invalid).
     """
     path = Path(path)
-    try:
-        raw = path.read_bytes()
-    except FileNotFoundError:
-        raise ReportParseError(path, "file not found") from None
-    except OSError as exc:
-        raise ReportParseError(path, f"cannot read file: {exc.strerror or type(exc).__name__}") from None
-    items = _ndjson_items(raw, path) if path.suffix.lower() in (".ndjson", ".jsonl") else _json_items(raw, path)
-    batch = _batch_from_items(items, max_chars, str(path))
+    batch = _batch_from_items(_file_items(path), max_chars, str(path))
     logger.info("%s: %d FHIR report(s), %d rejected", path, len(batch.reports), len(batch.rejected))
     return batch
+
+
+def read_fhir_files(paths: list[Path], *, max_chars: int = DEFAULT_MAX_CHARS) -> ReportBatch:
+    """Read several FHIR files as one input: ``study`` references resolve across all of them.
+
+    This is how an export spread over files is read (DiagnosticReports in one NDJSON, their
+    ImagingStudies in another). A Bulk Data manifest among them brings its own files; a file both
+    listed by a manifest and given directly is read once. A file that cannot be read at all becomes
+    a rejection; the others are read.
+
+    Args:
+        paths: FHIR files (see :func:`read_fhir_reports`).
+        max_chars: Longest report text accepted.
+
+    Returns:
+        The batch, rejections in file order.
+    """
+    items: list[_Item | Rejection] = []
+    listed: set[Path] = set()
+    per_file: dict[Path, list[_Item | Rejection]] = {}
+    for path in paths:  # manifests first: the files they list are then skipped below
+        if path.suffix.lower() == ".json" and (manifest := _manifest_or_none(path)) is not None:
+            try:
+                per_file[path] = _bulk_items(manifest, path)
+            except ReportParseError as exc:
+                per_file[path] = [Rejection(exc.source, exc.reason)]
+            listed |= {f.resolve() for f, _ in _bulk_outputs(manifest, path)[0]}
+    for path in paths:
+        if path in per_file or path.resolve() in listed:
+            continue
+        try:
+            per_file[path] = _file_items(path)
+        except ReportParseError as exc:
+            per_file[path] = [Rejection(exc.source, exc.reason)]
+    for path in paths:
+        items += per_file.get(path, [])
+    where = f"{len(paths)} FHIR file(s)"
+    batch = _batch_from_items(items, max_chars, where)
+    logger.info("%s: %d FHIR report(s), %d rejected", where, len(batch.reports), len(batch.rejected))
+    return batch
+
+
+# ------------------------------------------------------------------------------ FHIR Bulk Data export
+
+#: Resource types of a Bulk Data export that reports are built from.
+_BULK_TYPES = frozenset({"DiagnosticReport", "ImagingStudy"})
+
+
+def is_bulk_manifest(obj: object) -> bool:
+    """Whether a JSON document is a FHIR Bulk Data ``$export`` manifest (the complete-status body).
+
+    Such a manifest has ``transactionTime``, ``request`` and an ``output`` list of
+    ``{"type": <resource type>, "url": <file>}`` (FHIR Bulk Data Access IG, "Response - Complete
+    Status").
+    """
+    return (
+        isinstance(obj, dict)
+        and "resourceType" not in obj
+        and isinstance(obj.get("output"), list)
+        and "transactionTime" in obj
+    )
+
+
+def _manifest_or_none(path: Path) -> dict[str, Any] | None:
+    try:
+        obj = json.loads(_read_bytes(path).decode("utf-8-sig"))
+    except (ReportParseError, UnicodeDecodeError, json.JSONDecodeError, RecursionError):
+        return None
+    return obj if is_bulk_manifest(obj) else None
+
+
+def _output_file(url: str, folder: Path) -> Path | None:
+    """The local file of a manifest ``url``: a ``file:`` URL or relative path inside the manifest's
+    folder, or, for an ``http(s)`` URL (the export as downloaded), its last path segment there."""
+    parsed = urlparse(url)
+    if parsed.scheme in ("http", "https"):
+        name = unquote(PurePosixPath(parsed.path).name)
+        candidate = folder / name if name else None
+    elif parsed.scheme == "file":
+        candidate = Path(unquote(parsed.path))
+    elif parsed.scheme == "":
+        candidate = folder / unquote(url)
+    else:
+        return None
+    if candidate is None:
+        return None
+    candidate = candidate.resolve()
+    return candidate if candidate.is_relative_to(folder.resolve()) else None
+
+
+def _bulk_outputs(manifest: dict[str, Any], path: Path) -> tuple[list[tuple[Path, str]], list[Rejection]]:
+    """The manifest's DiagnosticReport / ImagingStudy files, and a rejection per unusable entry."""
+    files: list[tuple[Path, str]] = []
+    rejected: list[Rejection] = []
+    for n, entry in enumerate(manifest["output"], start=1):
+        source = f"{path}#output {n}"
+        if not isinstance(entry, dict) or not isinstance(entry.get("url"), str) or not entry["url"]:
+            rejected.append(Rejection(source, "Bulk Data output entry has no url"))
+            continue
+        kind = entry.get("type")
+        if kind not in _BULK_TYPES:
+            continue
+        file = _output_file(entry["url"], path.parent)
+        if file is None:
+            rejected.append(Rejection(source, "Bulk Data output url is not a file in the manifest's folder"))
+            continue
+        files.append((file, kind))
+    return files, rejected
+
+
+def _bulk_items(manifest: dict[str, Any], path: Path) -> list[_Item | Rejection]:
+    """Resources of the DiagnosticReport and ImagingStudy files a Bulk Data manifest lists.
+
+    Each NDJSON line must be of the type its file is listed under (the specification's rule), else
+    it is rejected. A listed file that is missing is a rejection naming it; the export's own error
+    files (``error``, OperationOutcomes) are counted in the log.
+    """
+    files, items_rejected = _bulk_outputs(manifest, path)
+    items: list[_Item | Rejection] = list(items_rejected)
+    for file, kind in files:
+        try:
+            raw = _read_bytes(file)
+        except ReportParseError as exc:
+            items.append(Rejection(f"{path} -> {file.name}", f"Bulk Data output file: {exc.reason}"))
+            continue
+        for item in _ndjson_items(raw, file):
+            if isinstance(item, _Item) and item.resource.get("resourceType") != kind:
+                item = Rejection(item.source, f"a {item.resource['resourceType']} in the {kind} file of the export")
+            items.append(item)
+    other = Counter(
+        e.get("type") for e in manifest["output"] if isinstance(e, dict) and e.get("type") not in _BULK_TYPES
+    )
+    errors = manifest.get("error")
+    n_errors = len(errors) if isinstance(errors, list) else 0
+    logger.info(
+        "%s: Bulk Data export: %d report/study file(s) read, other types ignored %s, %d error file(s) listed",
+        path,
+        len(files),
+        dict(other),
+        n_errors,
+    )
+    return items
 
 
 def _batch_from_items(items: list[_Item | Rejection], max_chars: int, where: str) -> ReportBatch:
@@ -346,8 +505,11 @@ def _batch_from_items(items: list[_Item | Rejection], max_chars: int, where: str
     return batch
 
 
-def _json_items(raw: bytes | str, path: Path | str, *, allow_ndjson: bool = True) -> list[_Item | Rejection]:
-    """Resources of one JSON document: one DiagnosticReport, a Bundle's entries (or NDJSON lines)."""
+def _json_items(
+    raw: bytes | str, path: Path | str, *, allow_ndjson: bool = True, allow_manifest: bool = False
+) -> list[_Item | Rejection]:
+    """Resources of one JSON document: one DiagnosticReport, a Bundle's entries (or NDJSON lines), or
+    (``allow_manifest``) the files of a Bulk Data manifest."""
     try:
         obj = json.loads(raw.decode("utf-8-sig") if isinstance(raw, bytes) else raw)
     except UnicodeDecodeError:
@@ -363,6 +525,8 @@ def _json_items(raw: bytes | str, path: Path | str, *, allow_ndjson: bool = True
         return _bundle_items(obj, path)
     if kind == "DiagnosticReport":
         return [_Item(str(path), obj)]
+    if allow_manifest and is_bulk_manifest(obj):
+        return _bulk_items(obj, Path(path))
     raise ReportParseError(path, f"expected a FHIR DiagnosticReport or Bundle, got {kind or 'no resourceType'}")
 
 

@@ -19,7 +19,7 @@ import logging
 from pathlib import Path
 
 from medfusion.errors import ReportParseError
-from medfusion.fhir.read import FHIR_SUFFIXES, read_fhir_reports
+from medfusion.fhir.read import FHIR_SUFFIXES, read_fhir_files, read_fhir_reports
 from medfusion.ingest.csv_table import read_text_csv
 from medfusion.ingest.records import (
     Rejection,
@@ -141,13 +141,27 @@ def read_csv_reports(
 _SUFFIXES = (*FHIR_SUFFIXES, ".csv", ".txt")
 
 
+def _in_file_order(batch: ReportBatch, files: list[Path]) -> ReportBatch:
+    """The batch's reports and rejections sorted (stably) by the file they come from."""
+    names = sorted(((str(f), i) for i, f in enumerate(files)), key=lambda x: -len(x[0]))  # longest prefix wins
+
+    def rank(source: str) -> int:
+        return next((i for name, i in names if source.startswith(name)), len(files))
+
+    return ReportBatch(
+        sorted(batch.reports, key=lambda r: rank(r.source)), sorted(batch.rejected, key=lambda r: rank(r.source))
+    )
+
+
 def read_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> ReportBatch:
     """Read reports from any supported source, chosen by extension.
 
     ``.json`` / ``.ndjson`` / ``.jsonl``: :func:`medfusion.fhir.read.read_fhir_reports`; ``.csv``:
     :func:`read_csv_reports` (default columns); ``.txt``: :func:`read_text_reports`. A folder: every
-    file with one of these extensions directly in it (not recursive), sorted by name; there a file
-    that cannot be read at all becomes a rejection instead of an error.
+    file with one of these extensions directly in it (not recursive), sorted by name, its FHIR files
+    read as one input (:func:`medfusion.fhir.read.read_fhir_files`: ``study`` references resolve
+    across them; a FHIR Bulk Data export folder with its manifest is read by the manifest); there a
+    file that cannot be read at all becomes a rejection instead of an error.
 
     Args:
         path: A file or a folder.
@@ -169,12 +183,17 @@ def read_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> Rep
             raise ReportParseError(path, f"cannot read folder: {exc.strerror or type(exc).__name__}") from None
         if not children:
             logger.warning("%s: no report files (%s)", path, ", ".join(_SUFFIXES))
+        fhir_files = [p for p in children if p.suffix.lower() in FHIR_SUFFIXES]
+        if fhir_files:  # one input: references resolve across the files (an export spread over files)
+            batch.extend(read_fhir_files(fhir_files, max_chars=max_chars))
         for child in children:
+            if child in fhir_files:
+                continue
             try:
                 batch.extend(read_reports(child, max_chars=max_chars))
             except ReportParseError as exc:
                 batch.rejected.append(Rejection(exc.source, exc.reason))
-        return batch
+        return _in_file_order(batch, children)
     if not path.exists():
         raise ReportParseError(path, "no such file or folder")
     suffix = path.suffix.lower()
