@@ -409,7 +409,12 @@ def _manifest_or_none(path: Path) -> dict[str, Any] | None:
 def _output_file(url: str, folder: Path) -> Path | None:
     """The local file of a manifest ``url``: a ``file:`` URL or relative path inside the manifest's
     folder, or, for an ``http(s)`` URL (the export as downloaded), its last path segment there."""
-    parsed = urlparse(url)
+    try:
+        parsed = urlparse(url)
+    except ValueError:  # e.g. an unbalanced IPv6 host
+        return None
+    if "\x00" in unquote(url):
+        return None
     if parsed.scheme in ("http", "https"):
         name = unquote(PurePosixPath(parsed.path).name)
         candidate = folder / name if name else None

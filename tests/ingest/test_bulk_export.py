@@ -78,6 +78,10 @@ def test_unusable_manifest_entries_and_lines_are_rejected_and_the_rest_read(tmp_
         {"type": "DiagnosticReport", "url": outside.as_uri()},
         {"type": "DiagnosticReport"},  # no url
         {"type": "DiagnosticReport", "url": f"{BASE}/Mixed.ndjson"},
+        {"type": "DiagnosticReport", "url": "http://[::1/x.ndjson"},  # not a URL
+        {"type": "DiagnosticReport", "url": "a%00b.ndjson"},  # a NUL byte
+        {"type": "DiagnosticReport", "url": 7},
+        "not an entry",
     ]
     manifest = _export(folder, extra_outputs=extra)
     write_ndjson(
@@ -92,6 +96,10 @@ def test_unusable_manifest_entries_and_lines_are_rejected_and_the_rest_read(tmp_
         f"{manifest}#output 6": "Bulk Data output url is not a file in the manifest's folder",
         f"{manifest}#output 7": "Bulk Data output url is not a file in the manifest's folder",
         f"{manifest}#output 8": "Bulk Data output entry has no url",
+        f"{manifest}#output 10": "Bulk Data output url is not a file in the manifest's folder",
+        f"{manifest}#output 11": "Bulk Data output url is not a file in the manifest's folder",
+        f"{manifest}#output 12": "Bulk Data output entry has no url",
+        f"{manifest}#output 13": "Bulk Data output entry has no url",
         f"{folder / 'Mixed.ndjson'}:line 1": "a Patient in the DiagnosticReport file of the export",
         f"{folder / 'Mixed.ndjson'}:line 3": reasons[f"{folder / 'Mixed.ndjson'}:line 3"],
     }
