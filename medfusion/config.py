@@ -16,6 +16,7 @@ import yaml
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, field_validator, model_validator
 
 from medfusion.errors import ConfigError
+from medfusion.ingest.dicom.selection import SeriesRuleSet
 
 
 class _Strict(BaseModel):
@@ -57,6 +58,12 @@ class DataConfig(_Strict):
     num_workers: int = Field(0, ge=0)
     max_pixels: int = Field(
         64_000_000, ge=1, description="Images with more pixels (rows*cols*frames) are refused before decoding."
+    )
+    series_rules: SeriesRuleSet = Field(
+        SeriesRuleSet(),
+        description="Which of a study's images the model reads: ordered rules on the headers (modality, body_part, "
+        "view_position, image_type original/derived, laterality, min_rows/min_columns), first match wins; a study "
+        "no rule matches is rejected ('no series matched rule set NAME'). Default: frontal views first, then any.",
     )
 
     @model_validator(mode="after")

@@ -14,6 +14,7 @@ from typing import TYPE_CHECKING, Any, Literal
 from pydantic import BaseModel, ConfigDict, Field, ValidationError
 
 from medfusion.errors import MedfusionError
+from medfusion.ingest.dicom.selection import SeriesRuleSet
 
 if TYPE_CHECKING:
     from medfusion.config import Config
@@ -33,6 +34,7 @@ class PreprocessingSpec(BaseModel):
         max_pixels: Images with more pixels (rows * cols * frames) are refused before decoding.
         max_tokens: Longest token sequence, special tokens included (longer reports are truncated).
         report_sections: Report sections the model reads (``("full",)`` for the whole text).
+        series_rules: Which of a study's images the model reads (ordered rules, first match wins).
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -44,6 +46,7 @@ class PreprocessingSpec(BaseModel):
     max_pixels: int = Field(64_000_000, ge=1)
     max_tokens: int = Field(64, ge=2)
     report_sections: tuple[str, ...] = ("full",)
+    series_rules: SeriesRuleSet = SeriesRuleSet()
 
     @classmethod
     def from_config(cls, config: Config) -> PreprocessingSpec:
@@ -57,6 +60,7 @@ class PreprocessingSpec(BaseModel):
             max_pixels=d.max_pixels,
             max_tokens=d.max_tokens,
             report_sections=tuple(d.report_sections),
+            series_rules=d.series_rules,
         )
 
     @property

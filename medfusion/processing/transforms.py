@@ -46,8 +46,9 @@ from monai.transforms import (
 )
 
 from medfusion.errors import DicomReadError, InputRejected
-from medfusion.ingest.dicom.limits import DEFAULT_MAX_PIXELS
+from medfusion.ingest.dicom.limits import DEFAULT_MAX_PIXELS, byte_limit
 from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
+from medfusion.ingest.dicom.selection import SeriesRuleSet
 from medfusion.ingest.dicom.series import read_series
 from medfusion.processing.spec import FramePolicy
 
@@ -55,7 +56,6 @@ logger = logging.getLogger(__name__)
 
 #: ITU-R BT.601 luma weights used to turn RGB into one channel.
 _LUMA = torch.tensor([0.299, 0.587, 0.114])
-_FRONTAL = ("PA", "AP")
 
 
 def input_error(exc: BaseException) -> InputRejected | None:
@@ -94,12 +94,16 @@ def _to_luminance(pixels: torch.Tensor, channel_dim: int) -> torch.Tensor:
 class LoadDicomd(MapTransform):
     """Load one study's DICOM image(s) from paths into a tensor.
 
-    2D (``spatial_dims=2``): the key holds a path or a list of paths (one study's instances). The
-    instance used is the first after sorting: frontal views (PA/AP) first, then by InstanceNumber,
-    then path. Multi-frame files are reduced by ``frame_policy`` (``first``, ``middle`` frame, or
-    the ``mean`` of all frames). Output ``(C, H, W)``.
+    Which of a study's instances are read is decided by ``series_rules``
+    (:class:`~medfusion.ingest.dicom.selection.SeriesRuleSet`, from the headers: the first rule any
+    instance matches wins; a study no rule matches raises ``DicomReadError`` "no series matched rule
+    set ..."). The default rule set takes frontal views (PA/AP) first, then anything.
 
-    3D (``spatial_dims=3``): all paths are read as one series with
+    2D (``spatial_dims=2``): the key holds a path or a list of paths (one study's instances). The
+    instance used is the first selected (by InstanceNumber, then path). Multi-frame files are reduced
+    by ``frame_policy`` (``first``, ``middle`` frame, or the ``mean`` of all frames). Output ``(C, H, W)``.
+
+    3D (``spatial_dims=3``): the selected series (the one with most matching instances) is read with
     :func:`~medfusion.ingest.dicom.series.read_series` (sorted by slice position; a single multi-frame file
     gives its frames as depth). Output ``(C, D, H, W)``.
 
@@ -120,6 +124,7 @@ class LoadDicomd(MapTransform):
         max_pixels: int = DEFAULT_MAX_PIXELS,
         dicom_meta_key: str | None = None,
         allow_missing_keys: bool = False,
+        series_rules: SeriesRuleSet | None = None,
     ) -> None:
         """Args:
         keys: Keys holding path(s).
@@ -130,6 +135,7 @@ class LoadDicomd(MapTransform):
         dicom_meta_key: When set, the PHI-free DICOM meta of the image read is stored under this
             key (e.g. ``"image_meta"``); off by default because its None values do not collate.
         allow_missing_keys: Don't fail when a key is absent.
+        series_rules: Which instances to read; None: the default rule set (frontal first).
         """
         super().__init__(keys, allow_missing_keys)
         if frame_policy not in ("first", "middle", "mean"):
@@ -141,6 +147,7 @@ class LoadDicomd(MapTransform):
         self.grayscale = grayscale
         self.max_pixels = max_pixels
         self.dicom_meta_key = dicom_meta_key
+        self.series_rules = series_rules or SeriesRuleSet()
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -155,8 +162,15 @@ class LoadDicomd(MapTransform):
                 d[self.dicom_meta_key] = meta
         return d
 
+    def _select(self, paths: list[Path], *, whole_series: bool) -> list[Path]:
+        """The paths ``series_rules`` selects (headers read only when the choice depends on them)."""
+        if len(paths) == 1 and self.series_rules.accepts_anything:
+            return paths
+        headers = [(p, read_dicom_header(p, max_bytes=byte_limit(self.max_pixels))) for p in paths]
+        return [p for p, _ in self.series_rules.select(headers, whole_series=whole_series)]
+
     def _load_2d(self, paths: list[Path]) -> tuple[torch.Tensor, dict[str, Any]]:
-        path = paths[0] if len(paths) == 1 else _first_instance(paths)
+        path = self._select(paths, whole_series=False)[0]
         image = read_dicom(path, max_pixels=self.max_pixels)
         pixels = image.pixels  # (F, C, H, W)
         if self.frame_policy == "first":
@@ -170,23 +184,11 @@ class LoadDicomd(MapTransform):
         return pixels.contiguous(), image.meta  # (C, H, W)
 
     def _load_3d(self, paths: list[Path]) -> tuple[torch.Tensor, dict[str, Any]]:
-        image = read_series(paths, max_pixels=self.max_pixels)
+        image = read_series(self._select(paths, whole_series=True), max_pixels=self.max_pixels)
         pixels = image.pixels  # (D, C, H, W)
         if self.grayscale:
             pixels = _to_luminance(pixels, channel_dim=1)
         return pixels.permute(1, 0, 2, 3).contiguous(), image.meta  # (C, D, H, W)
-
-
-def _first_instance(paths: list[Path]) -> Path:
-    """Frontal views first, then InstanceNumber (missing last), then path (headers only)."""
-
-    def key(path: Path) -> tuple[bool, bool, int, str]:
-        meta = read_dicom_header(path)
-        view = (meta.get("view_position") or "").upper()
-        number = meta.get("instance_number")
-        return (view not in _FRONTAL, number is None, number or 0, str(path))
-
-    return min(paths, key=key)
 
 
 def image_transforms(
@@ -200,6 +202,7 @@ def image_transforms(
     allow_flip: bool = False,
     resize_mode: str = "area",
     keys: KeysCollection = "image",
+    series_rules: SeriesRuleSet | None = None,
 ) -> Compose:
     """The standard image chain for study records (see the module docstring for each step).
 
@@ -213,6 +216,7 @@ def image_transforms(
         allow_flip: Also flip left-right at random when training (off: laterality matters).
         resize_mode: MONAI interpolation mode of ``Resized`` (``"area"``, ``"bilinear"``...).
         keys: Image keys.
+        series_rules: Which of a study's instances are read (:class:`LoadDicomd`); None: frontal first.
 
     Returns:
         A ``Compose`` mapping a record to the same record with ``image`` a float32 tensor
@@ -227,7 +231,12 @@ def image_transforms(
         raise ValueError(f"image_size {image_size} does not match spatial_dims={spatial_dims}")
     transforms: list[Any] = [
         LoadDicomd(
-            keys, frame_policy=frame_policy, spatial_dims=spatial_dims, grayscale=grayscale, max_pixels=max_pixels
+            keys,
+            frame_policy=frame_policy,
+            spatial_dims=spatial_dims,
+            grayscale=grayscale,
+            max_pixels=max_pixels,
+            series_rules=series_rules,
         ),
         Resized(keys, spatial_size=size, mode=resize_mode),
     ]

@@ -19,6 +19,7 @@ import pydicom.filereader
 import pydicom.uid
 from pydicom.dataset import Dataset
 from pydicom.errors import InvalidDicomError
+from pydicom.multival import MultiValue
 from pydicom.uid import UID
 
 from medfusion.errors import DicomReadError
@@ -39,6 +40,9 @@ HEADER_TAGS = [
     "Modality",
     "BodyPartExamined",
     "ViewPosition",
+    "ImageType",
+    "ImageLaterality",
+    "Laterality",
     "InstanceNumber",
     "ImagePositionPatient",
     "ImageOrientationPatient",
@@ -230,11 +234,22 @@ def image_meta(path: Path, ds: Dataset) -> dict[str, Any]:
         "pixel_spacing": spacing,
         "view_position": _text(get(ds, "ViewPosition")),
         "body_part": _text(get(ds, "BodyPartExamined")),
+        "image_type": _texts(get(ds, "ImageType")),
+        "laterality": _text(get(ds, "ImageLaterality")) or _text(get(ds, "Laterality")),
         "accession_pseudonym": pseudonym(accession, kind="acc") if accession else None,
         "instance_number": as_int(get(ds, "InstanceNumber")),
         "image_position": position,
         "image_orientation": orientation,
     }
+
+
+def _texts(value: Any) -> list[str] | None:
+    """A multi-valued string element as a list (a single value as a list of one)."""
+    if value is None:
+        return None
+    items = list(value) if isinstance(value, MultiValue | list | tuple) else [value]
+    texts = [t for t in (_text(v) for v in items) if t]
+    return texts or None
 
 
 def _text(value: Any) -> str | None:
