@@ -59,6 +59,11 @@ class DataConfig(_Strict):
     max_pixels: int = Field(
         64_000_000, ge=1, description="Images with more pixels (rows*cols*frames) are refused before decoding."
     )
+    cache_dir: Path | None = Field(
+        None,
+        description="Keep decoded training images on disk here, keyed by file content and preprocessing, so later "
+        "runs (and memory) do not pay for decoding again; None: decode once per run, in memory.",
+    )
     series_rules: SeriesRuleSet = Field(
         SeriesRuleSet(),
         description="Which of a study's images the model reads: ordered rules on the headers (modality, body_part, "
@@ -240,6 +245,8 @@ def _resolve_paths(config: Config, root: Path) -> Config:
     data_updates: dict[str, object] = {}
     if config.data.manifest is not None and not config.data.manifest.is_absolute():
         data_updates["manifest"] = absolute(config.data.manifest)
+    if config.data.cache_dir is not None and not config.data.cache_dir.is_absolute():
+        data_updates["cache_dir"] = absolute(config.data.cache_dir)
     if data_updates:
         updates["data"] = config.data.model_copy(update=data_updates)
     if config.image_encoder.pretrained_path is not None and not config.image_encoder.pretrained_path.is_absolute():

@@ -95,6 +95,7 @@ class Preprocessor:
         self.tokenizer = tokenizer
         self.n_labels = n_labels
         self.uses_image = uses_image
+        self.train = train
         self.transform: Compose | None = None
         #: Index of the first random (or unknown) transform; None when nothing is random.
         self._split: int | None = None

@@ -100,6 +100,8 @@ def log_training_result(config: Config, result: Any) -> None:
     mlflow.log_metrics(
         {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature}
     )
+    if result.data_cache is not None:
+        mlflow.log_metrics({k: v for k, v in result.data_cache.as_metrics().items() if np.isfinite(v)})
     mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds), strict=True)), "model_card/thresholds.json")
     probs, targets = result.test_probabilities, result.test_targets
     for name, fig in (

@@ -49,6 +49,7 @@ from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
 from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
 from medfusion.training.data import StudyDataset
+from medfusion.training.decoded_cache import CacheStats
 from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
 
 log = logging.getLogger(__name__)
@@ -86,6 +87,7 @@ class TrainResult:
         skipped: Split -> label -> why the label has no AUROC there.
         rejected: Images that could not be read (those studies were used without image).
         stopped_early: True when patience ran out before ``training.epochs``.
+        data_cache: What the decoded-image cache (``data.cache_dir``) held at the start; None without one.
     """
 
     model_dir: Path
@@ -102,6 +104,7 @@ class TrainResult:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     stopped_early: bool = False
+    data_cache: CacheStats | None = None
 
 
 def seed_everything(seed: int) -> None:
@@ -261,10 +264,11 @@ def _loaders(
     device: torch.device,
     *,
     images: bool = True,
-) -> tuple[dict[str, DataLoader], list[Rejection]]:
+) -> tuple[dict[str, DataLoader], list[Rejection], CacheStats]:
     d, t = config.data, config.training
     collate = Collator.for_tokenizer(tokenizer, card.preprocessing.image_shape)
     loaders, rejected = {}, []
+    cache_stats: list[CacheStats] = []
     for split in SPLITS:
         if not records.get(split):
             continue
@@ -272,8 +276,10 @@ def _loaders(
         preprocessor = Preprocessor(  # text_only models never decode images
             card.preprocessing, tokenizer, len(card.labels), uses_image=images, train=train, seed=t.seed
         )
-        dataset = StudyDataset(records[split], preprocessor)
+        dataset = StudyDataset(records[split], preprocessor, cache_dir=d.cache_dir)
         rejected += dataset.rejected
+        if dataset.disk_cache is not None:
+            cache_stats.append(dataset.disk_cache.stats)
         generator = torch.Generator().manual_seed(t.seed)
         loaders[split] = DataLoader(
             dataset,
@@ -287,7 +293,13 @@ def _loaders(
             pin_memory=device.type == "cuda",
             persistent_workers=d.num_workers > 0,
         )
-    return loaders, rejected
+    return (
+        loaders,
+        rejected,
+        CacheStats(
+            sum(c.hits for c in cache_stats), sum(c.misses for c in cache_stats), sum(c.uncached for c in cache_stats)
+        ),
+    )
 
 
 def train(
@@ -341,7 +353,9 @@ def train(
     model = build_model(card, text_dir)
     load_pretrained(model, image_weights=config.image_encoder.pretrained_path, text_source=text_dir)
     model.to(device)
-    loaders, rejected = _loaders(card, config, records, tokenizer, device, images=model.image_encoder is not None)
+    loaders, rejected, cache_stats = _loaders(
+        card, config, records, tokenizer, device, images=model.image_encoder is not None
+    )
     pos_weight = pos_weights(records["train"], labels).to(device) if t.pos_weight == "auto" else None
     use_dropout = config.fusion.modality_dropout > 0 and {IMAGE, TEXT} <= set(model.fusion.modalities)
     dropout_rng = torch.Generator().manual_seed(t.seed + 1)
@@ -488,6 +502,7 @@ def train(
         labels=labels,
         skipped=skipped,
         rejected=rejected,
+        data_cache=cache_stats if config.data.cache_dir is not None else None,
         stopped_early=stopped_early,
     )
     say(
