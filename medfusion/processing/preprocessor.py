@@ -107,6 +107,7 @@ class Preprocessor:
                 spatial_dims=spec.spatial_dims,
                 train=train,
                 max_pixels=spec.max_pixels,
+                intensity=spec.intensity,
             )
             self._split = self.transform.get_index_of_first(
                 lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform)

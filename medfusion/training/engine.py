@@ -339,7 +339,10 @@ def train(
     text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
     warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
     model = build_model(card, text_dir)
-    load_pretrained(model, image_weights=config.image_encoder.pretrained_path, text_source=text_dir)
+    image = config.image_encoder
+    load_pretrained(
+        model, image_weights=image.pretrained_path, image_layout=image.pretrained_layout, text_source=text_dir
+    )
     model.to(device)
     loaders, rejected = _loaders(card, config, records, tokenizer, device, images=model.image_encoder is not None)
     pos_weight = pos_weights(records["train"], labels).to(device) if t.pos_weight == "auto" else None
