@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from medfusion.config import Config
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.ingest.records import Rejection
-from medfusion.metrics import evaluate, tune_thresholds
+from medfusion.metrics import bootstrap_ci, evaluate, tune_thresholds
 from medfusion.models.calibration import apply_temperature, fit_temperature
 from medfusion.models.card import ModelCard
 from medfusion.models.fusion import IMAGE, TEXT
@@ -77,6 +77,8 @@ class TrainResult:
             and ``val_<metric>`` (uncalibrated, 0.5 thresholds).
         val_metrics: Validation metrics of the best epoch, temperature-scaled, tuned thresholds.
         test_metrics: Test metrics, same treatment; empty when there is no test split.
+        test_ci: Test metric -> 95 % patient-level bootstrap interval ``(low, high)``
+            (:func:`~medfusion.metrics.bootstrap_ci`, seeded with ``training.seed``).
         thresholds: Per-label decision thresholds (maximise validation F1).
         temperature: Fitted logit temperature.
         train_seconds: Wall time of the epochs (setup and calibration excluded).
@@ -102,6 +104,19 @@ class TrainResult:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     stopped_early: bool = False
+    test_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def patients(records: list[dict]) -> list[str]:
+    """The patient of each record (``meta.patient_pseudonym``), for patient-level resampling.
+
+    A record without one is its own patient (records built outside a manifest).
+    """
+    out = []
+    for i, record in enumerate(records):
+        meta = record.get("meta") or {}
+        out.append(str(meta.get("patient_pseudonym") or f"study:{meta.get('study_uid') or i}"))
+    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -466,11 +481,13 @@ def train(
     skipped = {"val": val_report.skipped}
     n_labels = len(labels)
     test_probs, test_targets, test_metrics = np.zeros((0, n_labels)), np.zeros((0, n_labels)), {}
+    test_ci: dict[str, tuple[float, float]] = {}
     if "test" in loaders:
         test_logits, test_targets = predict_logits(model, loaders["test"], device, amp_dtype)
         test_probs = apply_temperature(test_logits, temperature)
         test_report = evaluate(test_probs, test_targets, labels, thresholds)
         test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
+        test_ci = bootstrap_ci(test_probs, test_targets, labels, patients(records["test"]), thresholds, seed=t.seed)
     else:
         log.warning("no test split: test metrics are empty")
 
@@ -492,6 +509,7 @@ def train(
         skipped=skipped,
         rejected=rejected,
         stopped_early=stopped_early,
+        test_ci=test_ci,
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",
