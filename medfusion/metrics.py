@@ -158,6 +158,8 @@ def compute_metrics(
 # ---------------------------------------------------------------------------------------- bootstrap
 
 BOOTSTRAP_RESAMPLES = 1000
+#: Resamples are drawn in chunks of at most this many (resample, study, label) weights (memory bound).
+_BOOTSTRAP_CHUNK = 4_000_000
 
 
 def bootstrap_weights(groups: Sequence[Any] | np.ndarray, n_boot: int, rng: np.random.Generator) -> np.ndarray:
@@ -301,8 +303,13 @@ def bootstrap_ci(
     if n == 0:
         return {}
     rng = np.random.default_rng(seed)
-    weights = bootstrap_weights(np.arange(n) if groups is None else groups, n_boot, rng)
-    draws = bootstrap_metrics(probs, targets, labels, weights, thresholds)
+    groups = np.arange(n) if groups is None else groups
+    step = max(1, _BOOTSTRAP_CHUNK // (n * max(1, len(labels))))
+    chunks: list[dict[str, np.ndarray]] = []
+    for start in range(0, n_boot, step):
+        weights = bootstrap_weights(groups, min(step, n_boot - start), rng)  # (b, N)
+        chunks.append(bootstrap_metrics(probs, targets, labels, weights, thresholds))
+    draws = {name: np.concatenate([c[name] for c in chunks]) for name in chunks[0]}
     tail = 100 * (1 - level) / 2
     out: dict[str, tuple[float, float]] = {}
     for name, values in draws.items():

@@ -22,7 +22,13 @@ converted ``.safetensors`` file records it in its metadata.
 
 :func:`to_monai` is the mapping; training applies it when ``image_encoder.pretrained_layout`` is not
 ``monai`` (:func:`~medfusion.models.image_encoders.load_trunk_weights`), and ``medfusion
-convert-weights`` writes it once to a file (:func:`convert_file`).
+convert-weights`` writes it once to a file (:func:`convert_file`). In a config::
+
+    image_encoder: {name: densenet121, in_channels: 1, pretrained_path: xrv-all.pt, pretrained_layout: xrv}
+    data: {image_size: [224, 224]}   # intensity: auto -> xrv; the size the xrv DenseNets were trained at
+
+or, from a converted file, ``pretrained_layout: monai`` (the default) and ``data.intensity`` set to
+what ``convert-weights`` printed.
 """
 
 from __future__ import annotations
