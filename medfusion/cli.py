@@ -115,6 +115,30 @@ def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to ch
     typer.echo(yaml.safe_dump(resolved.model_dump(mode="json"), sort_keys=False))
 
 
+@app.command("convert-weights")
+@_friendly_errors
+def convert_weights(
+    src: Annotated[Path, typer.Argument(help="torchvision / torchxrayvision state dict (.pt, .pth, .safetensors).")],
+    layout: Annotated[str, typer.Option(help="Key layout of SRC: torchvision or xrv (torchxrayvision).")],
+    out: Annotated[Path, typer.Option(help="Converted weights to write (.safetensors).", readable=False)],
+    arch: Annotated[str, typer.Option(help="Encoder: densenet121, resnet18, resnet34, resnet50.")] = "densenet121",
+    in_channels: Annotated[int, typer.Option(help="Input channels of the encoder (1: RGB filters summed).")] = 1,
+) -> None:
+    """Convert pretrained trunk weights to medfusion's MONAI layout (image_encoder.pretrained_path)."""
+    from medfusion.models.convert import Layout, convert_file
+    from medfusion.processing.spec import SOURCE_INTENSITY
+
+    if layout not in ("torchvision", "xrv"):
+        raise MedfusionError(f"--layout must be torchvision or xrv, got {layout!r}")
+    source: Layout = "xrv" if layout == "xrv" else "torchvision"
+    state = convert_file(src, out, layout=source, arch=arch, in_channels=in_channels)
+    typer.echo(f"wrote {out}: {len(state)} tensors of MONAI {arch} ({in_channels} input channel(s))")
+    typer.echo(
+        f"train with image_encoder: {{name: {arch}, in_channels: {in_channels}, pretrained_path: {out}}} and "
+        f"data: {{intensity: {SOURCE_INTENSITY[source]}}} (the normalisation the {layout} weights expect)"
+    )
+
+
 @app.command("demo-data")
 @_friendly_errors
 def demo_data(

@@ -70,6 +70,12 @@ class DataConfig(_Strict):
         "view_position, image_type original/derived, laterality, min_rows/min_columns), first match wins; a study "
         "no rule matches is rejected ('no series matched rule set NAME'). Default: frontal views first, then any.",
     )
+    intensity: Literal["auto", "zscore", "imagenet", "xrv"] = Field(
+        "auto",
+        description="Image normalisation: zscore (per image), imagenet (mean/std), xrv ([-1024, 1024]); auto: the "
+        "one image_encoder.pretrained_layout's weights were trained with (zscore for monai). Set it for files "
+        "converted by 'medfusion convert-weights' (their metadata names it).",
+    )
 
     @model_validator(mode="after")
     def _one_source(self) -> DataConfig:
@@ -86,6 +92,11 @@ class ImageEncoderConfig(_Strict):
     in_channels: int = 1
     embed_dim: int = Field(64, ge=4, description="Projected embedding width fed to fusion.")
     pretrained_path: Path | None = Field(None, description="Local weights (.safetensors preferred, or .pt).")
+    pretrained_layout: Literal["monai", "torchvision", "xrv"] = Field(
+        "monai",
+        description="Key layout of pretrained_path: monai (the MONAI network's), torchvision or xrv "
+        "(torchxrayvision) state dicts, mapped at load time (medfusion.models.convert).",
+    )
     # ViT only
     patch_size: int = 16
     vit_hidden: int = 96
@@ -98,6 +109,15 @@ class ImageEncoderConfig(_Strict):
         from medfusion.models.registry import image_encoder_names
 
         return _registered(name, image_encoder_names(), "image encoder")
+
+    @model_validator(mode="after")
+    def _layout_is_2d_cnn(self) -> ImageEncoderConfig:
+        if self.pretrained_layout != "monai" and (self.spatial_dims != 2 or self.name == "vit"):
+            raise ValueError(
+                f"pretrained_layout {self.pretrained_layout!r} holds 2D CNN weights; it cannot load into "
+                f"{self.name} with spatial_dims={self.spatial_dims}"
+            )
+        return self
 
 
 class TinyBertConfig(_Strict):

@@ -433,7 +433,8 @@ def rows_to_records(df: pd.DataFrame, labels: list[str]) -> list[dict[str, Any]]
 
     Returns:
         One dict per row: ``{"image": [paths], "report": str, "label": float32 array (L,) with NaN
-        for unknown, "meta": {"study_uid", "split"[, "lesion_mask_path"]}}``. ``lesion_mask_path`` is
+        for unknown, "meta": {"study_uid", "patient_pseudonym", "split"[, "lesion_mask_path"]}}``
+        (the pseudonym groups a patient's studies, e.g. for the bootstrap). ``lesion_mask_path`` is
         present when the manifest has the column, ``""`` when the study has no mask (so batches
         collate).
 
@@ -447,7 +448,11 @@ def rows_to_records(df: pd.DataFrame, labels: list[str]) -> list[dict[str, Any]]
     has_mask = LESION_MASK_COLUMN in df.columns
     records = []
     for i, row in enumerate(df.to_dict(orient="records")):
-        meta: dict[str, Any] = {"study_uid": row["study_uid"], "split": row["split"]}
+        meta: dict[str, Any] = {
+            "study_uid": row["study_uid"],
+            "patient_pseudonym": str(row["patient_pseudonym"]),
+            "split": row["split"],
+        }
         if has_mask:
             mask = row[LESION_MASK_COLUMN]
             meta[LESION_MASK_COLUMN] = "" if _is_missing(mask) else str(mask)

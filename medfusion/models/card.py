@@ -54,7 +54,8 @@ class TextHeadConfig(_Frozen):
 class ModelConfig(_Frozen):
     """The architecture: which encoders and fusion, and their sizes.
 
-    ``image_encoder.pretrained_path`` is always None here: a saved model's weights are its own.
+    ``image_encoder.pretrained_path`` is always None (and ``pretrained_layout`` ``monai``) here: a saved
+    model's weights are its own.
     """
 
     image_encoder: ImageEncoderConfig
@@ -66,7 +67,9 @@ class ModelConfig(_Frozen):
         """The architecture part of a run configuration."""
         tc = config.text_encoder
         return cls(
-            image_encoder=config.image_encoder.model_copy(update={"pretrained_path": None}),
+            image_encoder=config.image_encoder.model_copy(
+                update={"pretrained_path": None, "pretrained_layout": "monai"}
+            ),
             text_encoder=TextHeadConfig(embed_dim=tc.embed_dim, pooling=tc.pooling, freeze=tc.freeze),
             fusion=config.fusion,
         )
@@ -161,7 +164,8 @@ class ModelCard(_Frozen):
 
     def to_dict(self) -> dict[str, Any]:
         """The JSON object written to ``medfusion_model.json``."""
-        body = self.model_dump(mode="json", exclude={"config": {"image_encoder": {"pretrained_path"}}})
+        pretrained = {"pretrained_path", "pretrained_layout"}  # a saved model's weights are its own
+        body = self.model_dump(mode="json", exclude={"config": {"image_encoder": pretrained}})
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
 
     @classmethod
@@ -213,7 +217,9 @@ def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
         **{k: v for k, v in body.items() if k != "config"},
         "name": run["name"],
         "config": {
-            "image_encoder": {k: v for k, v in run["image_encoder"].items() if k != "pretrained_path"},
+            "image_encoder": {
+                k: v for k, v in run["image_encoder"].items() if k not in ("pretrained_path", "pretrained_layout")
+            },
             "text_encoder": {k: text[k] for k in ("embed_dim", "pooling", "freeze") if k in text},
             "fusion": run["fusion"],
         },

@@ -12,7 +12,8 @@ the MONAI network (``DenseNet121``, ``ResNet``; for the ViT, of :class:`ViTTrunk
 safetensors (preferred) or ``torch.save`` (read with ``weights_only=True``). Classifier weights in the
 file are ignored; every trunk weight must be present with the right shape, else
 :class:`~medfusion.errors.MedfusionError`. Trunks keep the MONAI network's parameter names, so the
-file's keys match the trunk's.
+file's keys match the trunk's. torchvision and torchxrayvision state dicts load too
+(``image_encoder.pretrained_layout``): :mod:`medfusion.models.convert` maps their keys first.
 """
 
 from __future__ import annotations
@@ -29,6 +30,7 @@ from torch import nn
 
 from medfusion.config import ImageEncoderConfig
 from medfusion.errors import MedfusionError, UnsafeModelFile
+from medfusion.models.convert import Layout, check_trunk_keys, to_monai
 from medfusion.models.registry import register_image_encoder
 from medfusion.models.weights import load_state_dict
 
@@ -67,6 +69,8 @@ class ImageEncoder(nn.Module):
         self.trunk = trunk
         self.proj = nn.Linear(channels, embed_dim)
         self.embed_dim = embed_dim
+        #: The registered encoder name (set by :func:`build_image_encoder`).
+        self.name = type(trunk).__name__
 
     def forward(self, image: torch.Tensor) -> ImageFeatures:
         fmap = self.trunk(image)  # (B, C, *grid)
@@ -154,16 +158,25 @@ class ViTTrunk(nn.Module):
         return tokens.transpose(1, 2).reshape(tokens.shape[0], tokens.shape[2], *self.grid)
 
 
-def load_trunk_weights(encoder: ImageEncoder, path: str | Path) -> None:
-    """Load a MONAI network's state dict from a local file into ``encoder``'s trunk (classifier keys ignored).
+def trunk_state(encoder: ImageEncoder) -> dict[str, torch.Tensor]:
+    """The trunk's state dict without classifier keys: what a pretrained weights file must provide."""
+    return {k: v for k, v in encoder.trunk.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
+
+
+def load_trunk_weights(encoder: ImageEncoder, path: str | Path, layout: Layout = "monai") -> None:
+    """Load a pretrained state dict from a local file into ``encoder``'s trunk.
 
     Args:
         encoder: A built image encoder (its projection is not touched).
         path: ``.safetensors`` (preferred) or ``.pt``/``.pth``/``.bin`` (read with ``weights_only=True``).
+        layout: The file's key layout: ``monai`` (the MONAI network's own keys; classifier keys and
+            other extra keys are ignored with a warning), or ``torchvision`` / ``xrv`` (converted by
+            :func:`medfusion.models.convert.to_monai`; every key must map, nothing may be left over).
 
     Raises:
         UnsafeModelFile: The file needs pickle beyond tensors (see :mod:`medfusion.models.weights`).
-        MedfusionError: The file is missing or unreadable, or trunk keys are missing or mis-shaped.
+        MedfusionError: The file is missing or unreadable, or trunk keys are missing, unexpected
+            (foreign layouts) or mis-shaped.
     """
     path = Path(path)
     trunk = encoder.trunk
@@ -176,8 +189,11 @@ def load_trunk_weights(encoder: ImageEncoder, path: str | Path) -> None:
         raise UnsafeModelFile(path, f"cannot read pretrained image weights: {exc.reason}") from None
     except MedfusionError as exc:
         raise MedfusionError(f"cannot read pretrained image weights: {exc}") from None
+    expected = trunk_state(encoder)
+    if layout != "monai":
+        state = to_monai(state, layout=layout, arch=encoder.name, in_channels=_in_channels(encoder), source=str(path))
+        check_trunk_keys(state, expected, source=str(path), target=f"{name} ({layout} layout)")
     state = {k.removeprefix("module."): v for k, v in state.items()}
-    expected = {k: v for k, v in trunk.state_dict().items() if not k.startswith(_HEAD_PREFIXES)}
     missing = sorted(k for k in expected if k not in state)
     wrong = sorted(k for k in expected if k in state and tuple(state[k].shape) != tuple(expected[k].shape))
     if missing or wrong:
@@ -188,14 +204,22 @@ def load_trunk_weights(encoder: ImageEncoder, path: str | Path) -> None:
             k = wrong[0]
             details.append(
                 f"{len(wrong)} shape mismatches (e.g. {k}: file {tuple(state[k].shape)} vs model "
-                f"{tuple(expected[k].shape)}; check in_channels, spatial_dims and image size)"
+                f"{tuple(expected[k].shape)}; check in_channels, spatial_dims, image size and pretrained_layout)"
             )
         raise MedfusionError(f"{path}: weights do not match {name}: " + "; ".join(details))
     unused = sorted(k for k in state if k not in expected and not k.startswith(_HEAD_PREFIXES))
     if unused:
         log.warning("%s: %d keys not used by %s (e.g. %s)", path, len(unused), name, unused[0])
     trunk.load_state_dict({k: state[k] for k in expected}, strict=False)
-    log.info("loaded pretrained image weights from %s", path)
+    log.info("loaded pretrained image weights from %s (%s layout)", path, layout)
+
+
+def _in_channels(encoder: ImageEncoder) -> int:
+    """Input channels of the encoder's first convolution."""
+    for module in encoder.trunk.modules():
+        if isinstance(module, nn.Conv2d | nn.Conv3d):
+            return int(module.in_channels)
+    raise MedfusionError(f"{encoder.name}: no convolution to load pretrained weights into")
 
 
 @register_image_encoder("densenet121")
@@ -260,4 +284,6 @@ def build_image_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> I
     """
     from medfusion.models.registry import get_image_encoder
 
-    return get_image_encoder(cfg.name)(cfg, image_size)
+    encoder = get_image_encoder(cfg.name)(cfg, image_size)
+    encoder.name = cfg.name
+    return encoder

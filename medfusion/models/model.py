@@ -33,6 +33,7 @@ from torch import nn
 import medfusion
 from medfusion.errors import MedfusionError
 from medfusion.models.card import TEXT_DIR, ModelCard, TokenizerInfo
+from medfusion.models.convert import Layout
 from medfusion.models.fusion import IMAGE, TEXT, Fusion, ModalityEmbedding
 from medfusion.models.image_encoders import ImageEncoder, build_image_encoder, load_trunk_weights
 from medfusion.models.registry import get_fusion
@@ -141,7 +142,11 @@ def build_model(card: ModelCard, text_dir: str | Path) -> MedFusionModel:
 
 
 def load_pretrained(
-    model: MedFusionModel, *, image_weights: str | Path | None = None, text_source: str | Path | None = None
+    model: MedFusionModel,
+    *,
+    image_weights: str | Path | None = None,
+    image_layout: Layout = "monai",
+    text_source: str | Path | None = None,
 ) -> MedFusionModel:
     """Load pretrained encoder weights into a freshly built model (the step after :func:`build_model`).
 
@@ -149,6 +154,8 @@ def load_pretrained(
         model: The model.
         image_weights: Local weights of the image encoder's MONAI network (``image_encoder.pretrained_path``);
             None keeps the random init. Ignored when the model has no image encoder.
+        image_layout: Key layout of ``image_weights`` (``image_encoder.pretrained_layout``): ``monai``, or
+            ``torchvision`` / ``xrv`` state dicts mapped by :mod:`medfusion.models.convert`.
         text_source: Folder or hub id of the text transformer's weights (the same ``text_dir`` the model
             was built from); None keeps the random init. Ignored when the model has no text encoder.
 
@@ -159,7 +166,7 @@ def load_pretrained(
         MedfusionError: A file is missing, unreadable, unsafe, or does not fit the architecture.
     """
     if image_weights is not None and model.image_encoder is not None:
-        load_trunk_weights(model.image_encoder, image_weights)
+        load_trunk_weights(model.image_encoder, image_weights, image_layout)
     if text_source is not None and model.text_encoder is not None:
         with torch.random.fork_rng(devices=[]):
             pretrained = load_transformer(text_source)

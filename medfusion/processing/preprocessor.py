@@ -109,6 +109,7 @@ class Preprocessor:
                 train=train,
                 max_pixels=spec.max_pixels,
                 series_rules=spec.series_rules,
+                intensity=spec.intensity,
             )
             self._split = self.transform.get_index_of_first(
                 lambda t: isinstance(t, RandomizableTrait) or not isinstance(t, Transform)

@@ -21,6 +21,38 @@ if TYPE_CHECKING:
 
 #: How a multi-frame 2D image becomes one frame.
 FramePolicy = Literal["first", "middle", "mean"]
+#: How image intensities (display values in ``[0, 1]`` after resizing) are normalised: ``zscore`` per
+#: image and channel; ``imagenet`` with the ImageNet mean and std (torchvision weights); ``xrv`` to
+#: ``[-1024, 1024]`` (torchxrayvision weights).
+Intensity = Literal["zscore", "imagenet", "xrv"]
+#: The normalisation each pretrained-weights layout was trained with (``monai``: medfusion's own, ``zscore``).
+SOURCE_INTENSITY: dict[str, Intensity] = {"monai": "zscore", "torchvision": "imagenet", "xrv": "xrv"}
+#: Per-channel (mean, std) of the fixed normalisations, applied to values in ``[0, 1]``.
+INTENSITY_STATS: dict[str, tuple[tuple[float, ...], tuple[float, ...]]] = {
+    "imagenet": ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225)),
+    "xrv": ((0.5,), (1 / 2048,)),  # (x - 0.5) * 2048 = (2x - 1) * 1024, torchxrayvision's scaling
+}
+
+
+def intensity_stats(intensity: Intensity, channels: int) -> tuple[list[float], list[float]] | None:
+    """Per-channel ``(mean, std)`` of a fixed normalisation for ``channels`` channels; None for ``zscore``.
+
+    One channel takes the average of multi-channel statistics (the grey equivalent of ImageNet's,
+    0.449 and 0.226, for RGB filters summed into one); one-channel statistics repeat over channels.
+
+    Raises:
+        MedfusionError: The statistics have another number of channels (neither 1 nor ``channels``).
+    """
+    if intensity == "zscore":
+        return None
+    mean, std = INTENSITY_STATS[intensity]
+    if len(mean) == channels:
+        return list(mean), list(std)
+    if channels == 1:
+        return [sum(mean) / len(mean)], [sum(std) / len(std)]
+    if len(mean) == 1:
+        return list(mean) * channels, list(std) * channels
+    raise MedfusionError(f"{intensity} normalisation has {len(mean)} channels; the image has {channels}")
 
 
 class PreprocessingSpec(BaseModel):
@@ -35,6 +67,8 @@ class PreprocessingSpec(BaseModel):
         max_tokens: Longest token sequence, special tokens included (longer reports are truncated).
         report_sections: Report sections the model reads (``("full",)`` for the whole text).
         series_rules: Which of a study's images the model reads (ordered rules, first match wins).
+        intensity: Intensity normalisation (``zscore``; ``imagenet`` or ``xrv`` for trunks pretrained
+            that way, see :data:`SOURCE_INTENSITY`). Cards written before it existed read as ``zscore``.
     """
 
     model_config = ConfigDict(extra="forbid", frozen=True)
@@ -47,10 +81,14 @@ class PreprocessingSpec(BaseModel):
     max_tokens: int = Field(64, ge=2)
     report_sections: tuple[str, ...] = ("full",)
     series_rules: SeriesRuleSet = SeriesRuleSet()
+    intensity: Intensity = "zscore"
 
     @classmethod
     def from_config(cls, config: Config) -> PreprocessingSpec:
-        """The spec of a run configuration (``data.*`` and the image encoder's dims and channels)."""
+        """The spec of a run configuration (``data.*`` and the image encoder's dims and channels).
+
+        ``data.intensity: auto`` is the normalisation of ``image_encoder.pretrained_layout``'s source.
+        """
         d, e = config.data, config.image_encoder
         return cls(
             image_size=tuple(d.image_size),
@@ -61,6 +99,7 @@ class PreprocessingSpec(BaseModel):
             max_tokens=d.max_tokens,
             report_sections=tuple(d.report_sections),
             series_rules=d.series_rules,
+            intensity=SOURCE_INTENSITY[e.pretrained_layout] if d.intensity == "auto" else d.intensity,
         )
 
     @property

@@ -15,7 +15,9 @@ other key pass through unchanged.
 4. ``NormalizeIntensityd`` per image and channel (zero mean, unit variance). Chosen over
    ``ScaleIntensityd`` because the display values are already in ``[0, 1]`` but exposure and
    windowing vary between sites; z-scoring removes the per-image brightness/contrast offset and
-   gives CNNs centred inputs. Constant images stay all zero.
+   gives CNNs centred inputs. Constant images stay all zero. Trunks pretrained elsewhere expect
+   their own fixed normalisation instead (``intensity``: ``imagenet`` mean/std, torchxrayvision's
+   ``xrv`` ``[-1024, 1024]``): :class:`NormalizeFixedd`.
 5. ``EnsureTyped``: a plain float32 ``torch.Tensor`` (no MetaTensor), so batches collate with the
    non-tensor keys.
 
@@ -50,7 +52,7 @@ from medfusion.ingest.dicom.limits import DEFAULT_MAX_PIXELS, byte_limit
 from medfusion.ingest.dicom.read import read_dicom, read_dicom_header
 from medfusion.ingest.dicom.selection import SeriesRuleSet
 from medfusion.ingest.dicom.series import read_series
-from medfusion.processing.spec import FramePolicy
+from medfusion.processing.spec import FramePolicy, Intensity, intensity_stats
 
 logger = logging.getLogger(__name__)
 
@@ -191,6 +193,37 @@ class LoadDicomd(MapTransform):
         return pixels.permute(1, 0, 2, 3).contiguous(), image.meta  # (C, D, H, W)
 
 
+class NormalizeFixedd(MapTransform):
+    """``(x - mean_c) / std_c`` per channel with a pretrained source's fixed statistics.
+
+    The statistics are picked for the image's channel count at call time
+    (:func:`~medfusion.processing.spec.intensity_stats`), so an image with the wrong number of channels
+    reaches the preprocessor's channel check instead of failing here.
+    """
+
+    def __init__(self, keys: KeysCollection, intensity: Intensity, allow_missing_keys: bool = False) -> None:
+        """Args:
+        keys: Image keys, ``(C, *spatial)`` values in ``[0, 1]``.
+        intensity: ``imagenet`` or ``xrv``.
+        allow_missing_keys: Don't fail when a key is absent.
+        """
+        super().__init__(keys, allow_missing_keys)
+        if intensity == "zscore":
+            raise ValueError("zscore is NormalizeIntensityd, not a fixed normalisation")
+        self.intensity = intensity
+
+    def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
+        d = dict(data)
+        for key in self.key_iterator(d):
+            image = torch.as_tensor(d[key], dtype=torch.float32)
+            stats = intensity_stats(self.intensity, int(image.shape[0]))
+            assert stats is not None
+            shape = (-1,) + (1,) * (image.ndim - 1)
+            mean, std = (torch.tensor(v, dtype=image.dtype).view(shape) for v in stats)
+            d[key] = (image - mean) / std
+        return d
+
+
 def image_transforms(
     image_size: tuple[int, int] | tuple[int, int, int],
     *,
@@ -201,6 +234,7 @@ def image_transforms(
     grayscale: bool = True,
     allow_flip: bool = False,
     resize_mode: str = "area",
+    intensity: Intensity = "zscore",
     keys: KeysCollection = "image",
     series_rules: SeriesRuleSet | None = None,
 ) -> Compose:
@@ -215,6 +249,7 @@ def image_transforms(
         grayscale: One luminance channel for colour sources.
         allow_flip: Also flip left-right at random when training (off: laterality matters).
         resize_mode: MONAI interpolation mode of ``Resized`` (``"area"``, ``"bilinear"``...).
+        intensity: ``zscore`` per image, or a pretrained source's fixed normalisation (``imagenet``, ``xrv``).
         keys: Image keys.
         series_rules: Which of a study's instances are read (:class:`LoadDicomd`); None: frontal first.
 
@@ -256,7 +291,7 @@ def image_transforms(
         if allow_flip:
             transforms.append(RandFlipd(keys, prob=0.5, spatial_axis=spatial_dims - 1))
     transforms += [
-        NormalizeIntensityd(keys, channel_wise=True),
+        NormalizeIntensityd(keys, channel_wise=True) if intensity == "zscore" else NormalizeFixedd(keys, intensity),
         EnsureTyped(keys, data_type="tensor", dtype=torch.float32, track_meta=False),
     ]
     return Compose(transforms, log_stats=False)

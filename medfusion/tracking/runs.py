@@ -97,6 +97,9 @@ def log_training_result(config: Config, result: Any) -> None:
     """Final metrics, thresholds, plots and the checkpoint of a finished training run."""
     mlflow.log_metrics({f"val_calibrated_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
     mlflow.log_metrics({f"test_{k}": float(v) for k, v in result.test_metrics.items() if np.isfinite(v)})
+    ci = result.test_ci  # 95 % patient-level bootstrap interval of each test metric
+    mlflow.log_metrics({f"test_{k}_ci_low": low for k, (low, _) in ci.items() if k in result.test_metrics})
+    mlflow.log_metrics({f"test_{k}_ci_high": high for k, (_, high) in ci.items() if k in result.test_metrics})
     mlflow.log_metrics(
         {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature}
     )

@@ -40,7 +40,7 @@ from torch.utils.data import DataLoader
 from medfusion.config import Config
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.ingest.records import Rejection
-from medfusion.metrics import evaluate, tune_thresholds
+from medfusion.metrics import bootstrap_ci, evaluate, tune_thresholds
 from medfusion.models.calibration import apply_temperature, fit_temperature
 from medfusion.models.card import ModelCard
 from medfusion.models.fusion import IMAGE, TEXT
@@ -78,6 +78,8 @@ class TrainResult:
             and ``val_<metric>`` (uncalibrated, 0.5 thresholds).
         val_metrics: Validation metrics of the best epoch, temperature-scaled, tuned thresholds.
         test_metrics: Test metrics, same treatment; empty when there is no test split.
+        test_ci: Test metric -> 95 % patient-level bootstrap interval ``(low, high)``
+            (:func:`~medfusion.metrics.bootstrap_ci`, seeded with ``training.seed``).
         thresholds: Per-label decision thresholds (maximise validation F1).
         temperature: Fitted logit temperature.
         train_seconds: Wall time of the epochs (setup and calibration excluded).
@@ -105,6 +107,19 @@ class TrainResult:
     rejected: list[Rejection] = field(default_factory=list)
     stopped_early: bool = False
     data_cache: CacheStats | None = None
+    test_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+
+
+def patients(records: list[dict]) -> list[str]:
+    """The patient of each record (``meta.patient_pseudonym``), for patient-level resampling.
+
+    A record without one is its own patient (records built outside a manifest).
+    """
+    out = []
+    for i, record in enumerate(records):
+        meta = record.get("meta") or {}
+        out.append(str(meta.get("patient_pseudonym") or f"study:{meta.get('study_uid') or i}"))
+    return out
 
 
 def seed_everything(seed: int) -> None:
@@ -351,7 +366,10 @@ def train(
     text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
     warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
     model = build_model(card, text_dir)
-    load_pretrained(model, image_weights=config.image_encoder.pretrained_path, text_source=text_dir)
+    image = config.image_encoder
+    load_pretrained(
+        model, image_weights=image.pretrained_path, image_layout=image.pretrained_layout, text_source=text_dir
+    )
     model.to(device)
     loaders, rejected, cache_stats = _loaders(
         card, config, records, tokenizer, device, images=model.image_encoder is not None
@@ -477,11 +495,13 @@ def train(
     skipped = {"val": val_report.skipped}
     n_labels = len(labels)
     test_probs, test_targets, test_metrics = np.zeros((0, n_labels)), np.zeros((0, n_labels)), {}
+    test_ci: dict[str, tuple[float, float]] = {}
     if "test" in loaders:
         test_logits, test_targets = predict_logits(model, loaders["test"], device, amp_dtype)
         test_probs = apply_temperature(test_logits, temperature)
         test_report = evaluate(test_probs, test_targets, labels, thresholds)
         test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
+        test_ci = bootstrap_ci(test_probs, test_targets, labels, patients(records["test"]), thresholds, seed=t.seed)
     else:
         log.warning("no test split: test metrics are empty")
 
@@ -504,6 +524,7 @@ def train(
         rejected=rejected,
         data_cache=cache_stats if config.data.cache_dir is not None else None,
         stopped_early=stopped_early,
+        test_ci=test_ci,
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",

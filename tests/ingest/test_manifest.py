@@ -274,9 +274,10 @@ def test_rows_to_records(tmp_path: Path) -> None:
     assert first["label"].dtype == np.float32 and first["label"].shape == (2,)
     np.testing.assert_array_equal(first["label"], np.array([0.0, 1.0], dtype=np.float32))
     assert np.isnan(third["label"][1])
-    assert first["meta"] == {"study_uid": "1.2.3.0", "split": "train", "lesion_mask_path": "masks/0.nii.gz"}
+    pseudonym = {"study_uid": "1.2.3.0", "patient_pseudonym": "pat-0"}
+    assert first["meta"] == {**pseudonym, "split": "train", "lesion_mask_path": "masks/0.nii.gz"}
     assert third["meta"]["lesion_mask_path"] == ""
     no_mask = rows_to_records(df.drop(columns=["lesion_mask_path"]), [])
-    assert no_mask[0]["meta"] == {"study_uid": "1.2.3.0", "split": "train"} and no_mask[0]["label"].shape == (0,)
+    assert no_mask[0]["meta"] == {**pseudonym, "split": "train"} and no_mask[0]["label"].shape == (0,)
     with pytest.raises(ManifestError, match="pneumothorax"):
         rows_to_records(df, ["pneumothorax"])
