@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -287,8 +288,8 @@ class Ledger:
     def reconcile(self, folders: Iterable[Path]) -> list[Path]:
         """Delete part files (and leftover temporary files) in ``folders`` that no study references.
 
-        Part files are matched by stem: ``results/part-000003.parquet`` and ``fhir/part-000003.ndjson``
-        both belong to part ``part-000003``.
+        Part files are matched by stem: ``results/part-000003.parquet``, ``fhir/part-000003.ndjson``
+        and the folder ``sr/part-000003/`` (its DICOM SRs) all belong to part ``part-000003``.
 
         Returns:
             The files deleted.
@@ -300,7 +301,10 @@ class Ledger:
                 continue
             for path in sorted(folder.iterdir()):
                 orphan = path.name.startswith(".") or (path.name.startswith("part-") and path.stem not in committed)
-                if path.is_file() and orphan:
+                if orphan and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)  # a part's folder (``sr/part-N/``) or its temporary one
+                    deleted.append(path)
+                elif orphan and path.is_file():
                     path.unlink()
                     deleted.append(path)
         return deleted

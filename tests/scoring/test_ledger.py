@@ -100,3 +100,17 @@ def test_dead_letters_by_stage_and_reason_print_as_one_table(tmp_path: Path) -> 
     )
     assert parse_dead_letter_table(summary.text()) == (table, 7)
     assert "dead letters: none" in replace(summary, dead_letters={}).text()
+
+
+def test_orphan_sr_folders_are_deleted_and_committed_ones_kept(tmp_path: Path) -> None:
+    sr = tmp_path / "sr"
+    for name in ("part-000000", "part-000001", ".part-000002.tmp"):
+        (sr / name).mkdir(parents=True)
+        (sr / name / "1.2.3.dcm").write_bytes(b"an SR")
+    with Ledger(tmp_path) as ledger:
+        ledger.add_studies(_refs(3))
+        ledger.commit_part("part-000000", ["1.2.0"])
+        deleted = ledger.reconcile([sr])
+    assert sorted(p.name for p in deleted) == [".part-000002.tmp", "part-000001"]
+    assert [p.name for p in sr.iterdir()] == ["part-000000"]
+    assert (sr / "part-000000" / "1.2.3.dcm").read_bytes() == b"an SR"
