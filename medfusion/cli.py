@@ -227,6 +227,10 @@ def score(
     sr_codes: Annotated[
         Path | None, typer.Option(help="Site code map for the SR findings (YAML/JSON; see docs/dicom_sr.md).")
     ] = None,
+    stow: Annotated[
+        str | None,
+        typer.Option(help="Send each SR to this DICOMweb root (STOW-RS) when its part commits; needs --sr."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Inference device: auto, cpu, cuda.")] = "auto",
     max_attempts: Annotated[int, typer.Option(help="Worker crashes on one study before it is dead-lettered.")] = 2,
     file_timeout: Annotated[
@@ -257,6 +261,7 @@ def score(
             fhir=fhir,
             sr=sr,
             sr_codes=sr_codes,
+            stow=stow,
             device=device,
             max_attempts=max_attempts,
             file_timeout_s=file_timeout or None,

@@ -11,8 +11,8 @@ Readers of a job's output folder (e.g. the review app) use :func:`read_results` 
   model's :class:`~medfusion.processing.preprocessor.Preprocessor`, batched inference; both take an
   :class:`~medfusion.scoring.job.EngineContext`.
 * :mod:`.writer`: :class:`~medfusion.results.ResultRow` -> Parquet parts (and FHIR NDJSON through
-  :mod:`medfusion.fhir.write`, DICOM SRs through :mod:`medfusion.dicom_sr`); :mod:`.job`: the job end to end
-  and its summary.
+  :mod:`medfusion.fhir.write`, DICOM SRs through :mod:`medfusion.dicom_sr`); :mod:`.stow`: the SRs sent to
+  a PACS (STOW-RS) when their part commits; :mod:`.job`: the job end to end and its summary.
 
 May import: :mod:`medfusion.ingest` (DICOM, reports, linkage, records), :mod:`medfusion.processing`,
 :mod:`medfusion.models.card`, :mod:`medfusion.inference`, :mod:`medfusion.results`,

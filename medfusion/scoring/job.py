@@ -20,7 +20,7 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from medfusion.dicom_sr.codes import CodeMap
 from medfusion.dicom_sr.source import SourceStudy
@@ -40,6 +40,9 @@ from medfusion.scoring.sources import (
     open_source,
 )
 from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, SR_DIR, PartWriter
+
+if TYPE_CHECKING:
+    from medfusion.scoring.dicomweb import DicomwebSource
 
 log = logging.getLogger(__name__)
 
@@ -71,6 +74,9 @@ class ScoreOptions:
         fhir: Also write FHIR DiagnosticReport/Observation NDJSON.
         sr: Also write one DICOM SR per scored study (``sr/part-N/<study_uid>.dcm``; local engine).
         sr_codes: A site's SR code-map file (:meth:`medfusion.dicom_sr.codes.CodeMap.from_file`), or None.
+        stow: DICOMweb root of a PACS to send each SR to (STOW-RS) when its part commits, or None
+            (needs ``sr``; credentials from the environment as for reading; see :mod:`.stow`).
+        stow_attempts: Tries per SR sent (then it is recorded as failed and re-sent by the next run).
         device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
         max_attempts: Worker crashes on one study before it is dead-lettered.
         file_timeout_s: Longest time spent on one file, seconds: a header read at discovery (the file is
@@ -92,6 +98,8 @@ class ScoreOptions:
     fhir: bool = False
     sr: bool = False
     sr_codes: Path | None = None
+    stow: str | None = None
+    stow_attempts: int = 4
     device: str = "auto"
     max_attempts: int = 2
     file_timeout_s: float | None = 60.0
@@ -124,6 +132,8 @@ class ScoreSummary:
         studies_per_s: ``scored_this_run / scoring time`` (discovery, model and worker start-up excluded).
         discovery_s: Time spent on discovery.
         orphan_parts_deleted: Part files found uncommitted at start-up and deleted.
+        srs_sent_this_run: DICOM SRs stored in the PACS by this run (``stow``).
+        srs_unsent: Committed SRs not (yet) stored in the PACS: their last send failed (``stow``).
     """
 
     model: dict[str, str]
@@ -140,6 +150,8 @@ class ScoreSummary:
     studies_per_s: float = 0.0
     discovery_s: float = 0.0
     orphan_parts_deleted: int = 0
+    srs_sent_this_run: int = 0
+    srs_unsent: int = 0
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -161,6 +173,11 @@ class ScoreSummary:
             f"throughput: {self.studies_per_s:.1f} studies/s "
             f"({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
         ]
+        if self.srs_sent_this_run or self.srs_unsent:
+            lines.append(
+                f"DICOM SRs sent to the PACS: {self.srs_sent_this_run} this run, "
+                f"{self.srs_unsent} not sent (the next run sends them again)"
+            )
         lines += dead_letter_table(self.dead_letters)
         if self.report_rejections:
             shown = self.report_rejections[:PRINTED_REPORT_REJECTIONS]
@@ -266,6 +283,13 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
     if options.sr and options.engine != "local":
         raise MedfusionError("--sr is written by the local engine only (use --engine local)")
     sr_codes = CodeMap.from_file(options.sr_codes) if options.sr else None
+    if options.stow and not options.sr:
+        raise MedfusionError("--stow sends the DICOM SRs: add --sr")
+    pacs = None
+    if options.stow:
+        from medfusion.scoring.dicomweb import DicomwebSource
+
+        pacs = DicomwebSource(options.stow, max_attempts=max(1, options.stow_attempts))
     started = time.perf_counter()
     out = Path(options.out_dir)
     # The user's inputs first (seconds at most), the model (tens of seconds, a download) last.
@@ -276,7 +300,7 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
     )
     reports = ReportIndex.from_path(options.reports)
     with OutputLock(out):
-        summary = _run_locked(options, out, source, reports, started, sr_codes)
+        summary = _run_locked(options, out, source, reports, started, sr_codes, pacs)
         (out / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 
@@ -288,6 +312,7 @@ def _run_locked(
     reports: ReportIndex,
     started: float,
     sr_codes: CodeMap | None = None,
+    pacs: DicomwebSource | None = None,
 ) -> ScoreSummary:
     """The job once its inputs are checked and ``out`` is locked."""
     model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
@@ -319,7 +344,20 @@ def _run_locked(
             ledger.dead_letter_file(rejection.source, rejection.reason, "discover")
         discovery_s = time.perf_counter() - started
         log.info("discovered %d study(ies); %d pending", discovered, ledger.count(PENDING))
-        writer = PartWriter(out, ledger, part_size=options.part_size, fhir=options.fhir, sr=sr_codes is not None)
+        stow = None
+        if pacs is not None:
+            from medfusion.scoring.stow import SrStow
+
+            stow = SrStow(pacs, ledger, out / SR_DIR)
+            stow.resend()
+        writer = PartWriter(
+            out,
+            ledger,
+            part_size=options.part_size,
+            fhir=options.fhir,
+            sr=sr_codes is not None,
+            committed=stow.send if stow is not None else None,
+        )
         ctx = EngineContext(source, ledger, writer, model, labels, reports, options, sr_codes=sr_codes)
         scoring_started = time.perf_counter()
         with _progress(options.progress, ledger.count(PENDING)) as advance:
@@ -356,6 +394,8 @@ def _run_locked(
             studies_per_s=round(ctx.scored / scoring_s, 3) if scoring_s > 0 else 0.0,
             discovery_s=round(discovery_s, 3),
             orphan_parts_deleted=len(orphans),
+            srs_sent_this_run=stow.sent if stow is not None else 0,
+            srs_unsent=ledger.count_sent("failed") if stow is not None else 0,
         )
 
 

@@ -20,6 +20,7 @@ from __future__ import annotations
 import os
 import re
 import shutil
+from collections.abc import Callable
 from pathlib import Path
 
 import pandas as pd
@@ -58,10 +59,19 @@ class PartWriter:
         part_size: Studies per part file.
         fhir: Also write FHIR NDJSON parts.
         sr: Also write each part's DICOM SRs (every row added comes with its SR).
+        committed: Called with the part name and its study UIDs once a part is committed (e.g. to
+            send its SRs to a PACS).
     """
 
     def __init__(
-        self, out_dir: Path, ledger: Ledger, *, part_size: int = 256, fhir: bool = False, sr: bool = False
+        self,
+        out_dir: Path,
+        ledger: Ledger,
+        *,
+        part_size: int = 256,
+        fhir: bool = False,
+        sr: bool = False,
+        committed: Callable[[str, list[str]], None] | None = None,
     ) -> None:
         self.results_dir = out_dir / RESULTS_DIR
         self.fhir_dir = out_dir / FHIR_DIR
@@ -75,6 +85,7 @@ class PartWriter:
         self.part_size = max(1, part_size)
         self.fhir = fhir
         self.sr = sr
+        self.committed = committed
         self.rows: list[ResultRow] = []
         self.reports: list[Dataset] = []
         self.written = 0
@@ -113,11 +124,14 @@ class PartWriter:
         tmp = self.results_dir / f".{name}.parquet.tmp"
         frame.to_parquet(tmp, index=False)
         _durable_replace(tmp, self.results_dir / f"{name}.parquet")
-        self.ledger.commit_part(name, [str(u) for u in frame["study_uid"]])
+        uids = [str(u) for u in frame["study_uid"]]
+        self.ledger.commit_part(name, uids)
         self.written += len(self.rows)
         self.rows = []
         self.reports = []
         self.next_index += 1
+        if self.committed is not None:
+            self.committed(name, uids)
 
     def _write_reports(self, name: str) -> None:
         """The part's SRs into ``sr/<name>/``, all or none (see the module docstring)."""

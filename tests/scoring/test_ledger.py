@@ -114,3 +114,17 @@ def test_orphan_sr_folders_are_deleted_and_committed_ones_kept(tmp_path: Path) -
     assert sorted(p.name for p in deleted) == [".part-000002.tmp", "part-000001"]
     assert [p.name for p in sr.iterdir()] == ["part-000000"]
     assert (sr / "part-000000" / "1.2.3.dcm").read_bytes() == b"an SR"
+
+
+def test_unsent_srs_are_the_committed_ones_not_recorded_as_sent(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as ledger:
+        ledger.add_studies(_refs(4))
+        ledger.commit_part("part-000000", ["1.2.0", "1.2.1", "1.2.2"])  # 1.2.3 still pending
+        assert ledger.unsent() == [("1.2.0", "part-000000"), ("1.2.1", "part-000000"), ("1.2.2", "part-000000")]
+        ledger.record_sent("1.2.0", ok=True)
+        ledger.record_sent("1.2.1", ok=False, reason="HTTP 503")
+        assert ledger.unsent() == [("1.2.1", "part-000000"), ("1.2.2", "part-000000")]  # killed before 1.2.2
+        ledger.record_sent("1.2.1", ok=True)
+        assert (ledger.count_sent("sent"), ledger.count_sent("failed")) == (2, 0)
+        attempts = ledger.db.execute("SELECT attempts FROM sr_sent WHERE study_uid = '1.2.1'").fetchone()[0]
+        assert attempts == 2

@@ -171,6 +171,10 @@ def test_sr_options_are_checked_before_the_model(tmp_path: Path) -> None:
     bad.write_text("nodule: [not, a, code]\n", encoding="utf-8")
     with pytest.raises(MedfusionError, match="needs value, scheme and meaning"):
         run_score(ScoreOptions(**{**options.__dict__, "sr_codes": bad}))
+    with pytest.raises(MedfusionError, match="add --sr"):
+        run_score(ScoreOptions(**{**options.__dict__, "sr": False, "stow": "http://127.0.0.1:9/dicom-web"}))
+    with pytest.raises(MedfusionError, match="credentials in the URL are refused"):
+        run_score(ScoreOptions(**{**options.__dict__, "stow": "http://user:secret@127.0.0.1:9/dicom-web"}))
     assert not (tmp_path / "out").exists()
 
 
