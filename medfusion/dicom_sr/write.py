@@ -26,6 +26,7 @@ study is the same object to the PACS.
 from __future__ import annotations
 
 import math
+import re
 import uuid
 from pathlib import Path
 
@@ -40,6 +41,7 @@ from medfusion.errors import MedfusionError
 from medfusion.results import ResultRow
 
 MANUFACTURER = "medfusion"
+_UID = re.compile(r"[0-9]+(\.[0-9]+)*")
 #: Namespace of the name-based UUIDs behind the SR's UIDs.
 UID_NAMESPACE = uuid.UUID("5d3c1f0e-2b7a-4c61-9a52-6f1d0e8b7c3a")
 SERIES_NUMBER = 9901
@@ -80,12 +82,15 @@ def build_sr(row: ResultRow, source: SourceStudy, codes: CodeMap | None = None) 
         codes: Finding codes (default :class:`~.codes.CodeMap` ()).
 
     Raises:
-        MedfusionError: The row is not a scored study (no UID, an error, a non-finite probability) or
-            belongs to another study than ``source``.
+        MedfusionError: The row is not a scored study (no UID, an error, a non-finite probability), its
+            study UID is not a valid DICOM UID (it also names the SR file), or it belongs to another
+            study than ``source``.
     """
     codes = codes or CodeMap()
     if row.study_uid is None or row.error is not None:
         raise MedfusionError(f"study {row.study_uid}: no SR for a study that was not scored ({row.error})")
+    if not _UID.fullmatch(row.study_uid) or len(row.study_uid) > 64:
+        raise MedfusionError("the study's StudyInstanceUID is not a valid DICOM UID (digits and dots, 64 at most)")
     if row.study_uid != source.study_uid:
         raise MedfusionError(f"study {row.study_uid}: the source headers are of study {source.study_uid}")
     if not all(math.isfinite(float(v)) for v in (*row.probabilities, *row.thresholds)):

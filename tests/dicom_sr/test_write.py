@@ -180,6 +180,8 @@ def test_bad_code_map_and_bad_inputs_are_refused(tmp_path: Path) -> None:
     with pytest.raises(DicomReadError, match="another study"):
         read_source_study([*paths, *other_paths])
     source = read_source_study(paths)
+    with pytest.raises(MedfusionError, match="not a valid DICOM UID"):
+        build_sr(row_of("../../etc/passwd"), source)  # it would also name the SR file
     with pytest.raises(MedfusionError, match="source headers are of study"):
         build_sr(row_of("1.2.3"), source)
     nan = ResultRow(LABELS, np.array([np.nan, 0.1, 0.2]), THRESHOLDS, PROVENANCE, study_uid=study)
