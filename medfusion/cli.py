@@ -245,6 +245,16 @@ def score(
     batch_size: Annotated[int, typer.Option(help="Studies per forward pass.")] = 16,
     part_size: Annotated[int, typer.Option(help="Studies per results part (and ledger commit).")] = 256,
     fhir: Annotated[bool, typer.Option("--fhir", help="Also write FHIR DiagnosticReport/Observation NDJSON.")] = False,
+    sr: Annotated[
+        bool, typer.Option("--sr", help="Also write one DICOM SR (TID 1500) per scored study to OUT/sr/.")
+    ] = False,
+    sr_codes: Annotated[
+        Path | None, typer.Option(help="Site code map for the SR findings (YAML/JSON; see docs/dicom_sr.md).")
+    ] = None,
+    stow: Annotated[
+        str | None,
+        typer.Option(help="Send each SR to this DICOMweb root (STOW-RS) when its part commits; needs --sr."),
+    ] = None,
     device: Annotated[str, typer.Option(help="Inference device: auto, cpu, cuda.")] = "auto",
     max_attempts: Annotated[int, typer.Option(help="Worker crashes on one study before it is dead-lettered.")] = 2,
     file_timeout: Annotated[
@@ -273,6 +283,9 @@ def score(
             batch_size=batch_size,
             part_size=part_size,
             fhir=fhir,
+            sr=sr,
+            sr_codes=sr_codes,
+            stow=stow,
             device=device,
             max_attempts=max_attempts,
             file_timeout_s=file_timeout or None,

@@ -11,11 +11,12 @@ Readers of a job's output folder (e.g. the review app) use :func:`read_results` 
   model's :class:`~medfusion.processing.preprocessor.Preprocessor`, batched inference; both take an
   :class:`~medfusion.scoring.job.EngineContext`.
 * :mod:`.writer`: :class:`~medfusion.results.ResultRow` -> Parquet parts (and FHIR NDJSON through
-  :mod:`medfusion.fhir.write`); :mod:`.job`: the job end to end and its summary.
+  :mod:`medfusion.fhir.write`, DICOM SRs through :mod:`medfusion.dicom_sr`); :mod:`.stow`: the SRs sent to
+  a PACS (STOW-RS) when their part commits; :mod:`.job`: the job end to end and its summary.
 
 May import: :mod:`medfusion.ingest` (DICOM, reports, linkage, records), :mod:`medfusion.processing`,
 :mod:`medfusion.models.card`, :mod:`medfusion.inference`, :mod:`medfusion.results`,
-:mod:`medfusion.fhir.write`, :mod:`medfusion.tracking.store` (MLflow model URIs),
+:mod:`medfusion.fhir.write`, :mod:`medfusion.dicom_sr` (``--sr``), :mod:`medfusion.tracking.store` (MLflow model URIs),
 :mod:`medfusion.privacy`, :mod:`medfusion.processes`, :mod:`medfusion.errors`. Never training, explain
 or review (the review app imports this package). Only the two readers below are defined here; their
 imports are lazy so that ``import medfusion.scoring`` stays cheap.

@@ -7,6 +7,8 @@
   (``limit``/``offset``), so a large archive streams. Each study's AccessionNumber is pseudonymised
   on arrival (:func:`medfusion.privacy.pseudonym`, as :func:`medfusion.ingest.dicom.read.read_dicom_header`
   does for files) and becomes the report key, exactly as for a folder source.
+* :meth:`~DicomwebSource.store` sends a file back with STOW-RS (``medfusion score --stow``: the
+  DICOM SRs of the results).
 * :meth:`~DicomwebSource.materialize` retrieves the study's instances with WADO-RS *RetrieveStudy*
   in their stored transfer syntax (``Accept: multipart/related; type="application/dicom";
   transfer-syntax=*``), streaming one instance at a time, and writes each as a DICOM Part-10 file.
@@ -159,6 +161,30 @@ class DicomwebSource:
                 break
             offset += len(page)
         logger.info("%s: %d study(ies) listed", self.url, len(seen))
+
+    # ------------------------------------------------------------------------------ storage
+
+    def store(self, path: Path) -> None:
+        """Send one DICOM Part-10 file to the server with STOW-RS (``POST studies/{uid}``), with the
+        same bounded retries as reading. Storing an instance the server already holds (same
+        SOPInstanceUID) stores nothing new: the server keeps one copy.
+
+        Raises:
+            InputRejected: The file cannot be read, or the server refused the instance (after retries).
+        """
+        try:
+            dataset = pydicom.dcmread(path)
+        except (OSError, pydicom.errors.InvalidDicomError) as exc:
+            raise InputRejected(path, f"cannot read the file to send: {type(exc).__name__}") from None
+        study_uid = str(dataset.StudyInstanceUID)
+        target = f"{self.url}/studies/{study_uid}"
+        response = self._request(
+            target, lambda: self._client().store_instances([dataset], study_instance_uid=study_uid)
+        )
+        failed = response.get("FailedSOPSequence") if response is not None else None
+        if failed:
+            reason = failed[0].get("FailureReason", "unknown")
+            raise InputRejected(target, f"the server did not store the instance (STOW-RS failure reason {reason})")
 
     # ------------------------------------------------------------------------------ retrieval
 

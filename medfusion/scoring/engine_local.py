@@ -43,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from medfusion.dicom_sr.source import SourceStudy, read_source_study
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.inference import Predictor, StudyInput, load_preprocessor
 from medfusion.ingest.dicom.read import read_dicom
@@ -75,6 +76,7 @@ class Prepared:
         reason: Why the study was rejected, or None.
         stage: ``materialize`` or ``decode`` when rejected.
         set_aside: Copies of an instance not used because another copy was chosen (with why).
+        source: The study's headers for its DICOM SR (identifiers included), when SRs are written.
     """
 
     study_uid: str
@@ -83,11 +85,18 @@ class Prepared:
     reason: str | None = None
     stage: str | None = None
     set_aside: list[Rejection] = field(default_factory=list)
+    source: SourceStudy | None = None
 
 
-def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef, report_text: str) -> Prepared:
+def prepare_study(
+    source: StudySource, preprocessor: Preprocessor, ref: StudyRef, report_text: str, *, sr: bool = False
+) -> Prepared:
     """Materialize, choose among copies of an instance, decode and preprocess one study (worker side,
     shared by both engines).
+
+    With ``sr`` the headers of the files used are read too (:func:`medfusion.dicom_sr.source.read_source_study`,
+    stage ``sr`` when that fails): the only path on which identifiers leave the worker, in memory, for
+    the study's DICOM SR.
 
     Typed input errors become a rejected :class:`Prepared`; anything else is a bug and propagates.
     """
@@ -101,7 +110,12 @@ def prepare_study(source: StudySource, preprocessor: Preprocessor, ref: StudyRef
             decode = functools.partial(read_dicom, max_pixels=preprocessor.spec.max_pixels)
             paths, set_aside = resolve_copies(paths, decode)
         study = StudyInput(image_paths=[str(p) for p in paths], report_text=report_text, study_uid=ref.study_uid)
-        return Prepared(ref.study_uid, preprocessor(study), set_aside=set_aside)
+        sample = preprocessor(study)
+        headers = None
+        if sr:
+            stage = "sr"
+            headers = read_source_study(paths)
+        return Prepared(ref.study_uid, sample, set_aside=set_aside, source=headers)
     except InputRejected as exc:
         return Prepared(ref.study_uid, file=exc.source, reason=exc.reason, stage=stage, set_aside=set_aside)
     except MedfusionError as exc:
@@ -122,7 +136,7 @@ def record_set_aside(ctx: EngineContext, prepared: Prepared) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: StudySource, model_dir: str, steps: Any) -> None:
+def _init_worker(source: StudySource, model_dir: str, steps: Any, sr: bool = False) -> None:
     import torch
 
     from medfusion.privacy import install_log_redaction
@@ -132,6 +146,7 @@ def _init_worker(source: StudySource, model_dir: str, steps: Any) -> None:
     _WORKER["source"] = source
     _WORKER["preprocessor"] = load_preprocessor(model_dir)
     _WORKER["steps"] = steps
+    _WORKER["sr"] = sr
 
 
 def _ready() -> bool:
@@ -148,7 +163,7 @@ def _work(ref: StudyRef, report_text: str) -> Prepared:
     step(None)  # materializing
     try:
         with watch_files(step):
-            return prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text)
+            return prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text, sr=_WORKER["sr"])
     finally:
         step(None, done=True)
 
@@ -238,10 +253,10 @@ def run_local(ctx: EngineContext) -> None:
             max_workers=options.workers,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(ctx.source, str(ctx.model.model_dir), steps),
+            initargs=(ctx.source, str(ctx.model.model_dir), steps, ctx.sr_codes is not None),
         )
 
-    ready: list[tuple[str, Sample]] = []  # (study_uid, sample) waiting for a full batch
+    ready: list[tuple[str, Sample, SourceStudy | None]] = []  # (study_uid, sample, SR headers) waiting for a batch
 
     def take(prepared: Prepared) -> None:
         record_set_aside(ctx, prepared)
@@ -253,14 +268,14 @@ def run_local(ctx: EngineContext) -> None:
                 prepared.stage or "decode",
             )
         else:
-            ready.append((prepared.study_uid, prepared.sample))
+            ready.append((prepared.study_uid, prepared.sample, prepared.source))
 
     def score(n: int) -> None:
         batch, ready[:] = ready[:n], ready[n:]
-        for (study_uid, _), prediction in zip(
-            batch, predictor.score_samples([sample for _, sample in batch]), strict=True
+        for (study_uid, _, headers), prediction in zip(
+            batch, predictor.score_samples([sample for _, sample, _ in batch]), strict=True
         ):
-            ctx.scored_prediction(study_uid, prediction)
+            ctx.scored_prediction(study_uid, prediction, headers)
 
     refs = ctx.ledger.iter_pending()
     inflight: dict[Future[Prepared], StudyRef] = {}

@@ -20,12 +20,15 @@ import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
+from medfusion.dicom_sr.codes import CodeMap
+from medfusion.dicom_sr.source import SourceStudy
 from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.ingest.records import join_locator, split_locator
 from medfusion.models.card import ModelCard
+from medfusion.privacy import redact
 from medfusion.results import ResultRow
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
 from medfusion.scoring.lock import OutputLock
@@ -36,12 +39,17 @@ from medfusion.scoring.sources import (
     StudySource,
     open_source,
 )
-from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, PartWriter
+from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, SR_DIR, PartWriter
+
+if TYPE_CHECKING:
+    from medfusion.scoring.dicomweb import DicomwebSource
 
 log = logging.getLogger(__name__)
 
 SUMMARY_FILE = "summary.json"
 ENGINES = ("local", "ray")
+#: Dead-letter stage of a study whose DICOM SR could not be built.
+SR_STAGE = "sr"
 #: Dead-letter stage of report records that could not be read (``file:line N`` and the reason).
 REPORTS_STAGE = "reports"
 #: Report rejections listed one by one in ``summary.json`` (all of them are in the ledger).
@@ -64,6 +72,11 @@ class ScoreOptions:
         batch_size: Studies per forward pass.
         part_size: Studies per results part file (and per ledger commit).
         fhir: Also write FHIR DiagnosticReport/Observation NDJSON.
+        sr: Also write one DICOM SR per scored study (``sr/part-N/<study_uid>.dcm``; local engine).
+        sr_codes: A site's SR code-map file (:meth:`medfusion.dicom_sr.codes.CodeMap.from_file`), or None.
+        stow: DICOMweb root of a PACS to send each SR to (STOW-RS) when its part commits, or None
+            (needs ``sr``; credentials from the environment as for reading; see :mod:`.stow`).
+        stow_attempts: Tries per SR sent (then it is recorded as failed and re-sent by the next run).
         device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
         max_attempts: Worker crashes on one study before it is dead-lettered.
         file_timeout_s: Longest time spent on one file, seconds: a header read at discovery (the file is
@@ -83,6 +96,10 @@ class ScoreOptions:
     batch_size: int = 16
     part_size: int = 256
     fhir: bool = False
+    sr: bool = False
+    sr_codes: Path | None = None
+    stow: str | None = None
+    stow_attempts: int = 4
     device: str = "auto"
     max_attempts: int = 2
     file_timeout_s: float | None = 60.0
@@ -115,6 +132,8 @@ class ScoreSummary:
         studies_per_s: ``scored_this_run / scoring time`` (discovery, model and worker start-up excluded).
         discovery_s: Time spent on discovery.
         orphan_parts_deleted: Part files found uncommitted at start-up and deleted.
+        srs_sent_this_run: DICOM SRs stored in the PACS by this run (``stow``).
+        srs_unsent: Committed SRs not (yet) stored in the PACS: their last send failed (``stow``).
     """
 
     model: dict[str, str]
@@ -131,6 +150,8 @@ class ScoreSummary:
     studies_per_s: float = 0.0
     discovery_s: float = 0.0
     orphan_parts_deleted: int = 0
+    srs_sent_this_run: int = 0
+    srs_unsent: int = 0
 
     @property
     def rejected_by_reason(self) -> dict[str, int]:
@@ -152,6 +173,11 @@ class ScoreSummary:
             f"throughput: {self.studies_per_s:.1f} studies/s "
             f"({self.elapsed_s:.1f} s in all, discovery {self.discovery_s:.1f} s)",
         ]
+        if self.srs_sent_this_run or self.srs_unsent:
+            lines.append(
+                f"DICOM SRs sent to the PACS: {self.srs_sent_this_run} this run, "
+                f"{self.srs_unsent} not sent (the next run sends them again)"
+            )
         lines += dead_letter_table(self.dead_letters)
         if self.report_rejections:
             shown = self.report_rejections[:PRINTED_REPORT_REJECTIONS]
@@ -191,6 +217,7 @@ class EngineContext:
         reports: Report index (looked up in the main process).
         options: Job options.
         advance: Called once per study finished (scored or dead-lettered).
+        sr_codes: Finding codes of the SRs (None: no SR is written).
     """
 
     source: StudySource
@@ -201,6 +228,7 @@ class EngineContext:
     reports: ReportIndex
     options: ScoreOptions
     advance: Callable[[], None] = lambda: None
+    sr_codes: CodeMap | None = None
     scored: int = 0
     started_at: float | None = None
 
@@ -208,9 +236,25 @@ class EngineContext:
         """Workers are up: throughput is measured from now on."""
         self.started_at = time.perf_counter()
 
-    def scored_prediction(self, study_uid: str, prediction: Prediction) -> None:
-        """Hand a prediction to the writer, as a result row with the model's provenance."""
-        self.writer.add(ResultRow.from_prediction(prediction, self.model.provenance, study_uid=study_uid))
+    def scored_prediction(self, study_uid: str, prediction: Prediction, source: SourceStudy | None = None) -> None:
+        """Hand a prediction to the writer, as a result row with the model's provenance.
+
+        With SRs on, ``source`` (the study's headers) builds the study's SR here; a study whose SR
+        cannot be built is dead-lettered (stage ``sr``) instead of being written without one.
+        """
+        row = ResultRow.from_prediction(prediction, self.model.provenance, study_uid=study_uid)
+        report = None
+        if self.sr_codes is not None:
+            from medfusion.dicom_sr.write import build_sr
+
+            try:
+                if source is None:
+                    raise MedfusionError("the study's source headers were not read")
+                report = build_sr(row, source, self.sr_codes)
+            except (MedfusionError, ValueError, TypeError, AttributeError) as exc:
+                self.rejected(study_uid, None, f"cannot build the DICOM SR: {redact(str(exc))}", SR_STAGE)
+                return
+        self.writer.add(row, report)
         self.scored += 1
         self.advance()
 
@@ -236,6 +280,16 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
         raise MedfusionError(f"unknown engine {options.engine!r} (use {', '.join(ENGINES)})")
     if options.workers < 1 or options.batch_size < 1 or options.part_size < 1:
         raise MedfusionError("--workers, --batch-size and --part-size must be at least 1")
+    if options.sr and options.engine != "local":
+        raise MedfusionError("--sr is written by the local engine only (use --engine local)")
+    sr_codes = CodeMap.from_file(options.sr_codes) if options.sr else None
+    if options.stow and not options.sr:
+        raise MedfusionError("--stow sends the DICOM SRs: add --sr")
+    pacs = None
+    if options.stow:
+        from medfusion.scoring.dicomweb import DicomwebSource
+
+        pacs = DicomwebSource(options.stow, max_attempts=max(1, options.stow_attempts))
     started = time.perf_counter()
     out = Path(options.out_dir)
     # The user's inputs first (seconds at most), the model (tens of seconds, a download) last.
@@ -246,13 +300,19 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
     )
     reports = ReportIndex.from_path(options.reports)
     with OutputLock(out):
-        summary = _run_locked(options, out, source, reports, started)
+        summary = _run_locked(options, out, source, reports, started, sr_codes, pacs)
         (out / SUMMARY_FILE).write_text(json.dumps(asdict(summary), indent=2) + "\n", encoding="utf-8")
     return summary
 
 
 def _run_locked(
-    options: ScoreOptions, out: Path, source: StudySource, reports: ReportIndex, started: float
+    options: ScoreOptions,
+    out: Path,
+    source: StudySource,
+    reports: ReportIndex,
+    started: float,
+    sr_codes: CodeMap | None = None,
+    pacs: DicomwebSource | None = None,
 ) -> ScoreSummary:
     """The job once its inputs are checked and ``out`` is locked."""
     model = resolve_model(options.model, tracking_uri=options.tracking_uri, cache_dir=out / "model")
@@ -270,7 +330,7 @@ def _run_locked(
             },
             identity=("model_name", "model_version", "model_id"),
         )
-        orphans = ledger.reconcile([out / RESULTS_DIR, out / FHIR_DIR])
+        orphans = ledger.reconcile([out / RESULTS_DIR, out / FHIR_DIR, out / SR_DIR])
         if orphans:
             log.warning(
                 "deleted %d uncommitted part file(s) from an interrupted run",
@@ -284,8 +344,21 @@ def _run_locked(
             ledger.dead_letter_file(rejection.source, rejection.reason, "discover")
         discovery_s = time.perf_counter() - started
         log.info("discovered %d study(ies); %d pending", discovered, ledger.count(PENDING))
-        writer = PartWriter(out, ledger, part_size=options.part_size, fhir=options.fhir)
-        ctx = EngineContext(source, ledger, writer, model, labels, reports, options)
+        stow = None
+        if pacs is not None:
+            from medfusion.scoring.stow import SrStow
+
+            stow = SrStow(pacs, ledger, out / SR_DIR)
+            stow.resend()
+        writer = PartWriter(
+            out,
+            ledger,
+            part_size=options.part_size,
+            fhir=options.fhir,
+            sr=sr_codes is not None,
+            committed=stow.send if stow is not None else None,
+        )
+        ctx = EngineContext(source, ledger, writer, model, labels, reports, options, sr_codes=sr_codes)
         scoring_started = time.perf_counter()
         with _progress(options.progress, ledger.count(PENDING)) as advance:
             ctx.advance = advance
@@ -321,6 +394,8 @@ def _run_locked(
             studies_per_s=round(ctx.scored / scoring_s, 3) if scoring_s > 0 else 0.0,
             discovery_s=round(discovery_s, 3),
             orphan_parts_deleted=len(orphans),
+            srs_sent_this_run=stow.sent if stow is not None else 0,
+            srs_unsent=ledger.count_sent("failed") if stow is not None else 0,
         )
 
 

@@ -8,7 +8,9 @@
   (``study_uid`` is NULL for a file that belongs to no known study, and for a report record, whose
   ``file`` is its locator ``file:line N``); ``stage`` is ``reports``, ``discover``, ``materialize``,
   ``decode`` or ``worker-crash``;
-* ``job(key, value)``: model URI / name / version / id, source spec, reports path.
+* ``job(key, value)``: model URI / name / version / id, source spec, reports path;
+* ``sr_sent(study_uid PRIMARY KEY, status, attempts, reason, at)``: the DICOM SRs sent to a PACS
+  (``score --stow``), ``status`` in {sent, failed} (failed: re-sent by the next run).
 
 Exactly-once protocol (see :class:`~medfusion.scoring.writer.PartWriter`): a part file is written to
 a temporary name and renamed, then :meth:`Ledger.commit_part` marks its studies done with the part
@@ -21,6 +23,7 @@ from __future__ import annotations
 
 import datetime as dt
 import json
+import shutil
 import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
@@ -52,6 +55,13 @@ CREATE TABLE IF NOT EXISTS dead_letter (
     at TEXT NOT NULL
 );
 CREATE TABLE IF NOT EXISTS job (key TEXT PRIMARY KEY, value TEXT);
+CREATE TABLE IF NOT EXISTS sr_sent (
+    study_uid TEXT PRIMARY KEY,
+    status TEXT NOT NULL CHECK (status IN ('sent', 'failed')),
+    attempts INTEGER NOT NULL DEFAULT 0,
+    reason TEXT,
+    at TEXT NOT NULL
+);
 """
 
 
@@ -278,6 +288,30 @@ class Ledger:
             counts.update(reasons)
         return dict(counts.most_common())
 
+    # -------------------------------------------------------------------------------- SRs sent
+
+    def record_sent(self, study_uid: str, *, ok: bool, reason: str | None = None) -> None:
+        """Record one STOW-RS of a study's SR: sent, or failed (with the reason; counted per run)."""
+        with self._tx():
+            self.db.execute(
+                "INSERT INTO sr_sent(study_uid, status, attempts, reason, at) VALUES (?, ?, 1, ?, ?) "
+                "ON CONFLICT(study_uid) DO UPDATE SET status = excluded.status, attempts = attempts + 1, "
+                "reason = excluded.reason, at = excluded.at",
+                (study_uid, "sent" if ok else "failed", reason, utc_now()),
+            )
+
+    def unsent(self) -> list[tuple[str, str]]:
+        """``(study_uid, part)`` of the done studies whose SR is not recorded as sent, in commit order."""
+        return self.db.execute(
+            "SELECT s.study_uid, s.part FROM studies s LEFT JOIN sr_sent t ON t.study_uid = s.study_uid "
+            "WHERE s.status = 'done' AND s.part IS NOT NULL AND (t.status IS NULL OR t.status != 'sent') "
+            "ORDER BY s.part, s.rowid"
+        ).fetchall()
+
+    def count_sent(self, status: str = "sent") -> int:
+        """SRs recorded with ``status`` (``sent`` or ``failed``)."""
+        return self.db.execute("SELECT COUNT(*) FROM sr_sent WHERE status = ?", (status,)).fetchone()[0]
+
     # --------------------------------------------------------------------------------------- parts
 
     def committed_parts(self) -> set[str]:
@@ -287,8 +321,8 @@ class Ledger:
     def reconcile(self, folders: Iterable[Path]) -> list[Path]:
         """Delete part files (and leftover temporary files) in ``folders`` that no study references.
 
-        Part files are matched by stem: ``results/part-000003.parquet`` and ``fhir/part-000003.ndjson``
-        both belong to part ``part-000003``.
+        Part files are matched by stem: ``results/part-000003.parquet``, ``fhir/part-000003.ndjson``
+        and the folder ``sr/part-000003/`` (its DICOM SRs) all belong to part ``part-000003``.
 
         Returns:
             The files deleted.
@@ -300,7 +334,10 @@ class Ledger:
                 continue
             for path in sorted(folder.iterdir()):
                 orphan = path.name.startswith(".") or (path.name.startswith("part-") and path.stem not in committed)
-                if path.is_file() and orphan:
+                if orphan and path.is_dir() and not path.is_symlink():
+                    shutil.rmtree(path)  # a part's folder (``sr/part-N/``) or its temporary one
+                    deleted.append(path)
+                elif orphan and path.is_file():
                     path.unlink()
                     deleted.append(path)
         return deleted

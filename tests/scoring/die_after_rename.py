@@ -1,6 +1,8 @@
 """``python -m tests.scoring.die_after_rename PART <medfusion CLI arguments...>``: run the CLI and SIGKILL
 this process group the moment results part ``PART`` (e.g. ``part-000001``) has been renamed into place,
 before the ledger hears of it: the worst moment for a crash (OOM killer, power loss, preemption).
+``PART`` may also name ``FOLDER/NAME`` (e.g. ``sr/part-000001``, a part's DICOM SR folder): the kill
+then follows the rename of ``NAME`` into ``FOLDER``.
 
 The crash is injected through CPython's audit hooks (PEP 578), an extension point of the interpreter,
 so the production code carries no test hook. ``os.replace`` raises the ``os.rename`` audit event just
@@ -24,8 +26,9 @@ RESULTS_DIR = "results"
 
 
 def kill_after_rename(part: str) -> Callable[[str, tuple[Any, ...]], None]:
-    """An audit hook that completes the rename of ``results/<part>.parquet`` and SIGKILLs the process group."""
-    target = f"{part}.parquet"
+    """An audit hook that completes the rename of ``results/<part>.parquet`` (or of ``FOLDER/NAME`` when
+    ``part`` is such a path) and SIGKILLs the process group."""
+    folder, target = part.split("/", 1) if "/" in part else (RESULTS_DIR, f"{part}.parquet")
     armed = True
 
     def hook(event: str, args: tuple[Any, ...]) -> None:
@@ -33,7 +36,7 @@ def kill_after_rename(part: str) -> Callable[[str, tuple[Any, ...]], None]:
         if event != "os.rename" or not armed:
             return
         src, dst = os.fsdecode(args[0]), Path(os.fsdecode(args[1]))
-        if dst.name == target and dst.parent.name == RESULTS_DIR:
+        if dst.name == target and dst.parent.name == folder:
             armed = False  # the rename below raises the event again
             os.replace(src, dst)  # what the job was about to do
             os.killpg(os.getpgrp(), signal.SIGKILL)

@@ -100,3 +100,31 @@ def test_dead_letters_by_stage_and_reason_print_as_one_table(tmp_path: Path) -> 
     )
     assert parse_dead_letter_table(summary.text()) == (table, 7)
     assert "dead letters: none" in replace(summary, dead_letters={}).text()
+
+
+def test_orphan_sr_folders_are_deleted_and_committed_ones_kept(tmp_path: Path) -> None:
+    sr = tmp_path / "sr"
+    for name in ("part-000000", "part-000001", ".part-000002.tmp"):
+        (sr / name).mkdir(parents=True)
+        (sr / name / "1.2.3.dcm").write_bytes(b"an SR")
+    with Ledger(tmp_path) as ledger:
+        ledger.add_studies(_refs(3))
+        ledger.commit_part("part-000000", ["1.2.0"])
+        deleted = ledger.reconcile([sr])
+    assert sorted(p.name for p in deleted) == [".part-000002.tmp", "part-000001"]
+    assert [p.name for p in sr.iterdir()] == ["part-000000"]
+    assert (sr / "part-000000" / "1.2.3.dcm").read_bytes() == b"an SR"
+
+
+def test_unsent_srs_are_the_committed_ones_not_recorded_as_sent(tmp_path: Path) -> None:
+    with Ledger(tmp_path) as ledger:
+        ledger.add_studies(_refs(4))
+        ledger.commit_part("part-000000", ["1.2.0", "1.2.1", "1.2.2"])  # 1.2.3 still pending
+        assert ledger.unsent() == [("1.2.0", "part-000000"), ("1.2.1", "part-000000"), ("1.2.2", "part-000000")]
+        ledger.record_sent("1.2.0", ok=True)
+        ledger.record_sent("1.2.1", ok=False, reason="HTTP 503")
+        assert ledger.unsent() == [("1.2.1", "part-000000"), ("1.2.2", "part-000000")]  # killed before 1.2.2
+        ledger.record_sent("1.2.1", ok=True)
+        assert (ledger.count_sent("sent"), ledger.count_sent("failed")) == (2, 0)
+        attempts = ledger.db.execute("SELECT attempts FROM sr_sent WHERE study_uid = '1.2.1'").fetchone()[0]
+        assert attempts == 2
