@@ -366,12 +366,16 @@ def review_add_user(
     name: Annotated[str, typer.Argument(help="Login name.")],
     users: Annotated[Path, typer.Option("--users", help="Users file to create or update.")],
     role: Annotated[str, typer.Option(help="reviewer (decides, exports) or viewer (reads only).")] = "reviewer",
+    display_name: Annotated[
+        str | None,
+        typer.Option(help="Name signed on verified DICOM SRs sent to the PACS (e.g. 'Smith^Alice'); default: login."),
+    ] = None,
 ) -> None:
     """Add or replace a review user (prompts for the password; stores a salted scrypt hash)."""
     from medfusion.review.auth import add_user
 
     password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    add_user(users, name, password, role=role)  # type: ignore[arg-type]
+    add_user(users, name, password, role=role, display_name=display_name)  # type: ignore[arg-type]
     typer.echo(f"{users}: user '{name}' ({role}) saved")
 
 

@@ -163,3 +163,25 @@ def _patient_study(ds: Dataset) -> Dataset:
             setattr(header, keyword, None)
     remember_phi(header.PatientID, str(header.PatientName or ""), header.AccessionNumber)
     return header
+
+
+def source_from_sr(sr: Dataset) -> SourceStudy:
+    """The source study of an SR medfusion wrote: its patient and study modules and evidence instances.
+
+    This is what a VERIFIED SR is built from (the clinician reviews what the UNVERIFIED one says, about
+    the instances it references), without reading the images again.
+
+    Raises:
+        DicomReadError: The SR lists no evidence instance.
+    """
+    instances = [
+        SourceInstance(
+            str(series.SeriesInstanceUID), str(item.ReferencedSOPClassUID), str(item.ReferencedSOPInstanceUID)
+        )
+        for study in sr.get("CurrentRequestedProcedureEvidenceSequence", [])
+        for series in study.get("ReferencedSeriesSequence", [])
+        for item in series.get("ReferencedSOPSequence", [])
+    ]
+    if not instances:
+        raise DicomReadError(Path(str(sr.get("SOPInstanceUID", "SR"))), "the SR lists no evidence instance")
+    return SourceStudy(_patient_study(sr), tuple(instances))

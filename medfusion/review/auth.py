@@ -57,11 +57,19 @@ class User:
         name: Login name (recorded as the reviewer in the audit trail).
         role: ``reviewer`` (decides, exports) or ``viewer`` (reads only).
         via: ``password`` or ``header``.
+        display_name: The name signed on results sent to the hospital (a verified DICOM SR's verifying
+            observer, ``Family^Given`` or free text); None: the login name.
     """
 
     name: str
     role: Role
     via: Literal["password", "header"] = "password"
+    display_name: str | None = None
+
+    @property
+    def signature(self) -> str:
+        """The name signed on verified results: the display name, else the login name."""
+        return self.display_name or self.name
 
     @property
     def can_decide(self) -> bool:
@@ -109,10 +117,11 @@ def generate_password() -> str:
 
 @dataclass(frozen=True)
 class UserEntry:
-    """One users-file entry: the password hash (None for header-only users) and the role."""
+    """One users-file entry: the password hash (None for header-only users), the role and the display name."""
 
     password_hash: str | None
     role: Role
+    display_name: str | None = None
 
 
 def read_users(path: str | Path) -> dict[str, UserEntry]:
@@ -140,14 +149,38 @@ def read_users(path: str | Path) -> dict[str, UserEntry]:
             raise ConfigError(
                 f"{path}: users.{name}.password: not a scrypt hash (use 'medfusion review hash-password')"
             )
-        entries[str(name)] = UserEntry(password_hash=password, role=entry.get("role", "reviewer"))
+        display = entry.get("display_name")
+        if display is not None and (not isinstance(display, str) or not _valid_display_name(display)):
+            raise ConfigError(f"{path}: users.{name}.display_name: {_DISPLAY_NAME_RULE}")
+        entries[str(name)] = UserEntry(
+            password_hash=password, role=entry.get("role", "reviewer"), display_name=display or None
+        )
     return entries
 
 
-def add_user(path: str | Path, name: str, password: str, role: Role = "reviewer") -> None:
-    """Add or replace a user in a users file (created with mode 0600 when missing)."""
+_DISPLAY_NAME_RULE = "at most 64 printable characters, no backslash (DICOM PN: Family^Given or free text)"
+
+
+def _valid_display_name(text: str) -> bool:
+    return 0 < len(text) <= 64 and text.isprintable() and "\\" not in text
+
+
+def add_user(
+    path: str | Path, name: str, password: str, role: Role = "reviewer", *, display_name: str | None = None
+) -> None:
+    """Add or replace a user in a users file (created with mode 0600 when missing).
+
+    Args:
+        path: The users file.
+        name: Login name.
+        password: Password (stored as a scrypt hash).
+        role: ``reviewer`` or ``viewer``.
+        display_name: The name signed on verified results (see :class:`User`).
+    """
     if not name or set(name) - _USERNAME_CHARS:
         raise InputRejected("user name", "use letters, digits and . _ - @ only")
+    if display_name is not None and not _valid_display_name(display_name):
+        raise InputRejected("display name", _DISPLAY_NAME_RULE)
     if role not in ROLES:
         raise InputRejected("role", f"must be one of {', '.join(ROLES)}")
     path = Path(path)
@@ -156,6 +189,8 @@ def add_user(path: str | Path, name: str, password: str, role: Role = "reviewer"
         data = yaml.safe_load(path.read_text(encoding="utf-8")) or {"users": {}}
         data.setdefault("users", {})
     data["users"][name] = {"password": hash_password(password), "role": role}
+    if display_name:
+        data["users"][name]["display_name"] = display_name
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -247,7 +282,7 @@ class Authenticator:
             time.sleep(self.failure_delay_s)
             raise LoginRefused("Unknown user name or wrong password.")
         self.throttle.succeeded(name)
-        return User(name=name, role=entry.role)  # type: ignore[union-attr]
+        return User(name=name, role=entry.role, display_name=entry.display_name)  # type: ignore[union-attr]
 
     def from_headers(self, headers: Mapping[str, str] | None) -> User | None:
         """The user named by the trusted upstream header, or None (header mode off or header absent)."""
@@ -258,4 +293,9 @@ class Authenticator:
         if not name or set(name) - _USERNAME_CHARS:
             return None
         entry = read_users(self.users_path).get(name) if self.users_path.is_file() else None
-        return User(name=name, role=entry.role if entry else "reviewer", via="header")
+        return User(
+            name=name,
+            role=entry.role if entry else "reviewer",
+            via="header",
+            display_name=entry.display_name if entry else None,
+        )
