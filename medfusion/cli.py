@@ -162,6 +162,7 @@ def build_manifest_cmd(
     Both files' columns are checked before the DICOM folder is scanned.
     """
     from medfusion.ingest.archive import MissingLabelColumns, build_manifest
+    from medfusion.ingest.manifest import format_split_sizes, split_sizes
 
     cfg = _load(config, overrides)
     try:
@@ -173,6 +174,8 @@ def build_manifest_cmd(
             seed=cfg.training.seed,
             val_fraction=cfg.training.val_fraction,
             test_fraction=cfg.training.test_fraction,
+            split=cfg.training.split,
+            stratify=cfg.training.split_stratify,
             out=out,
         )
     except MissingLabelColumns as exc:
@@ -187,6 +190,7 @@ def build_manifest_cmd(
             f'or --set "labels=[{", ".join(yours)}]"',
         ) from None
     typer.echo(f"manifest: {len(build.manifest)} studies -> {build.path}; rejected inputs: {len(build.rejected)}")
+    typer.echo(f"splits ({cfg.training.split}): {format_split_sizes(split_sizes(build.manifest))}")
 
 
 @app.command()

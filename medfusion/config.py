@@ -251,8 +251,25 @@ class TrainingConfig(_Strict):
     early_stopping_patience: int = Field(4, ge=1)
     pos_weight: Annotated[Literal["auto", "none"], YamlOn("auto")] = "auto"
     seed: int = 0
-    val_fraction: float = Field(0.2, gt=0, lt=1)
-    test_fraction: float = Field(0.2, gt=0, lt=1)
+    val_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of patients in val (build-manifest).")
+    test_fraction: float = Field(0.2, gt=0, lt=1, description="Fraction of patients in test (build-manifest).")
+    split: Literal["hash", "exact"] = Field(
+        "hash",
+        description="How build-manifest assigns patients to splits: 'hash' (each patient by a seeded hash: stable "
+        "when patients are added, sizes right only on average) or 'exact' (seeded shuffle: sizes within one "
+        "patient of the fractions; for small or complete cohorts).",
+    )
+    split_stratify: bool = Field(
+        False, description="With split 'exact': spread each label's positive patients over the splits in proportion."
+    )
+
+    @model_validator(mode="after")
+    def _stratify_needs_exact(self) -> TrainingConfig:
+        if self.split_stratify and self.split != "exact":
+            raise ValueError("split_stratify needs split: exact (the hash split assigns each patient alone)")
+        if self.val_fraction + self.test_fraction >= 1:
+            raise ValueError("val_fraction + test_fraction must be below 1 (train needs patients)")
+        return self
 
 
 class TrackingConfig(_Strict):

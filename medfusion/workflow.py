@@ -9,7 +9,7 @@ from typing import Any
 
 from medfusion.config import Config
 from medfusion.errors import ConfigError, MedfusionError
-from medfusion.ingest.manifest import manifest_hash
+from medfusion.ingest.manifest import manifest_hash, split_sizes
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 
@@ -70,7 +70,7 @@ def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
         if resumed:
             log.info("resuming MLflow run %s", resumed)
         else:
-            log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
+            log_run_context(config, data_hash, {s: len(r) for s, r in records.items()}, split_sizes(data.manifest))
         out_dir = config.project_dir / "training" / run.info.run_id
         result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()], resume=bool(resumed))
         log_training_result(config, result)

@@ -45,7 +45,10 @@ from medfusion.ingest.dicom.studies import (
 from medfusion.ingest.linkage import link_reports
 from medfusion.ingest.manifest import (
     LESION_MASK_COLUMN,
+    SplitMethod,
     assign_splits,
+    format_split_sizes,
+    split_sizes,
     validate_manifest,
     write_manifest,
 )
@@ -216,6 +219,8 @@ def build_manifest(
     seed: int = 0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    split: SplitMethod = "hash",
+    stratify: bool = False,
     out: str | Path | None = None,
     masks_dir: str | Path | None = None,
     verify_pixels: bool = True,
@@ -231,6 +236,9 @@ def build_manifest(
         seed: Split assignment seed.
         val_fraction: Expected fraction of patients in ``val``.
         test_fraction: Expected fraction of patients in ``test``.
+        split: ``hash`` or ``exact`` (:func:`~medfusion.ingest.manifest.assign_splits`); the achieved
+            sizes are logged.
+        stratify: ``exact`` only: balance each label's positive patients across the splits.
         out: Manifest file to write (``.parquet`` or ``.csv``); None to only return it.
         masks_dir: Optional folder of per-study lesion masks named ``<study_uid>.npz``; when given, a
             ``lesion_mask_path`` column points at the study's file (None when it has none).
@@ -313,7 +321,11 @@ def build_manifest(
         raise ManifestError(dicom_root, "no study has both a readable image and a label row")
 
     frame = pd.DataFrame(rows)
-    frame = assign_splits(frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    stratify_by = [f"{LABEL_PREFIX}{label}" for label in labels] if stratify else []
+    frame = assign_splits(
+        frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, method=split, stratify=stratify_by
+    )
+    logger.info("%s split: %s", split, format_split_sizes(split_sizes(frame)))
     written: Path | None = None
     if out is not None:
         written = write_manifest(frame, out)

@@ -72,11 +72,27 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def log_run_context(config: Config, data_hash: str, n_studies: dict[str, int]) -> None:
-    """Log the resolved config, params, data hash, git commit and package versions to the active run."""
+def log_run_context(
+    config: Config,
+    data_hash: str,
+    n_studies: dict[str, int],
+    split_sizes: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """Log the resolved config, params, data hash, git commit and package versions to the active run.
+
+    Args:
+        config: The run's configuration.
+        data_hash: The manifest's hash.
+        n_studies: Studies per split.
+        split_sizes: Achieved split sizes (:func:`medfusion.ingest.manifest.split_sizes`), logged as
+            ``split.<split>.patients`` and ``split.<split>.patient_fraction``.
+    """
     resolved = config.model_dump(mode="json")
     mlflow.log_params({k: str(v)[:6000] for k, v in flatten(resolved).items()})
     mlflow.log_params({f"data.n_{split}": n for split, n in n_studies.items()})
+    for split, sizes in (split_sizes or {}).items():
+        mlflow.log_params({f"split.{split}.patients": int(sizes["patients"])})
+        mlflow.log_params({f"split.{split}.patient_fraction": sizes["patient_fraction"]})
     mlflow.set_tags({"data_hash": data_hash, "git_commit": git_commit(), "fusion": config.fusion.name})
     mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config/resolved_config.yaml")
     mlflow.log_dict(package_versions(), "environment/package_versions.json")

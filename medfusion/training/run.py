@@ -101,10 +101,11 @@ def training_manifest(config: Config, *, progress: bool = True) -> Path:
 
 def load_records(config: Config, *, progress: bool = True) -> TrainingData:
     """The manifest (:func:`training_manifest`) and records of a config."""
-    from medfusion.ingest.manifest import read_manifest, rows_to_records
+    from medfusion.ingest.manifest import format_split_sizes, read_manifest, rows_to_records, split_sizes
 
     manifest = training_manifest(config, progress=progress)
     df = read_manifest(manifest, config.labels)
+    log.info("manifest splits: %s", format_split_sizes(split_sizes(df)))
     records = {s: rows_to_records(df[df["split"] == s], config.labels) for s in SPLITS}
     return TrainingData(Path(manifest), df, records)
 
