@@ -201,11 +201,16 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the newest killed run from its last epoch checkpoint.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="Torch threads for training (default: training.threads, 1)."),
+    ] = None,
 ) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
     from medfusion.workflow import train_and_register
 
-    outcome = train_and_register(_load(config, overrides), resume=resume)
+    sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
+    outcome = train_and_register(_load(config, sets), resume=resume)
     typer.echo(outcome.summary())
 
 

@@ -299,7 +299,9 @@ def train(
     progress: bool = True,
     resume: bool = False,
 ) -> TrainResult:
-    """Train, calibrate, evaluate and save one model.
+    """Train, calibrate, evaluate and save one model, with ``config.training.threads`` torch threads.
+
+    The thread count is set for the run and restored afterwards.
 
     Args:
         config: Run configuration.
@@ -319,6 +321,25 @@ def train(
         MedfusionError: ``train`` or ``val`` is empty, a component cannot be built, or ``resume`` finds
             no checkpoint or one written with another configuration.
     """
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.training.threads)
+    log.debug("training with %d torch thread(s)", config.training.threads)
+    try:
+        return _train(config, records, out_dir, callbacks=callbacks, progress=progress, resume=resume)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    config: Config,
+    records: dict[str, list[dict]],
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> TrainResult:
+    """:func:`train`, in the thread setting it made."""
     for split in ("train", "val"):
         if not records.get(split):
             raise MedfusionError(f"no {split} studies: training needs train and val splits")
