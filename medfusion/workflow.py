@@ -31,12 +31,21 @@ class TrainOutcome:
     tracking_uri: str
 
     def summary(self) -> str:
-        """Human-readable result."""
-        m = self.result.test_metrics
-        return (
-            f"run {self.run_id}: test macro AUROC {m['macro_auroc']:.3f}, ECE {m['ece']:.3f} "
-            f"({self.result.train_seconds:.0f} s)\nregistered {self.registered_model} v{self.version} as @{CHALLENGER}"
-        )
+        """Human-readable result: macro and per-label test metrics, where the predictions are, the registration."""
+        from medfusion.metrics import label_table
+        from medfusion.tracking.runs import TEST_PREDICTIONS_ARTIFACT
+
+        m, result = self.result.test_metrics, self.result
+        lines = [
+            f"run {self.run_id}: test macro AUROC {m.get('macro_auroc', float('nan')):.3f}, "
+            f"ECE {m.get('ece', float('nan')):.3f} ({result.train_seconds:.0f} s)"
+        ]
+        if m:
+            lines.append("test split, per label (F1 at the label's threshold, tuned on val):")
+            lines.extend("  " + row for row in label_table(m, result.labels, result.thresholds).splitlines())
+            lines.append(f"test predictions: artifact {TEST_PREDICTIONS_ARTIFACT} of run {self.run_id}")
+        lines.append(f"registered {self.registered_model} v{self.version} as @{CHALLENGER}")
+        return "\n".join(lines)
 
 
 def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:

@@ -86,6 +86,8 @@ class TrainResult:
         skipped: Split -> label -> why the label has no AUROC there.
         rejected: Images that could not be read (those studies were used without image).
         stopped_early: True when patience ran out before ``training.epochs``.
+        test_study_uids: StudyInstanceUIDs of the rows of ``test_probabilities`` (in clear: pseudonymise
+            before anything leaves the process, see :func:`medfusion.tracking.runs.log_test_predictions`).
     """
 
     model_dir: Path
@@ -102,6 +104,7 @@ class TrainResult:
     skipped: dict[str, dict[str, str]] = field(default_factory=dict)
     rejected: list[Rejection] = field(default_factory=list)
     stopped_early: bool = False
+    test_study_uids: list[str] = field(default_factory=list)
 
 
 def seed_everything(seed: int) -> None:
@@ -510,6 +513,7 @@ def _train(
         skipped=skipped,
         rejected=rejected,
         stopped_early=stopped_early,
+        test_study_uids=[str(r.get("meta", {}).get("study_uid", "")) for r in records.get("test", [])],
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",

@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pandas as pd
 import pytest
 from typer.testing import CliRunner
@@ -84,8 +85,9 @@ def trained(manifest: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
 
     project = tmp_path_factory.mktemp("project")
     args = ["train", "-c", DEMO, "--set", f"data.manifest={manifest[0]}", "--set", f"project_dir={project}"]
-    for item in SMALL:
+    for item in [*SMALL, "training.threads=2"]:
         args += ["--set", item]
+    args += ["--threads", "1"]  # wins over the config
     with pytest.MonkeyPatch.context() as mp:
         mp.delenv("MLFLOW_TRACKING_URI", raising=False)
         result = CliRunner().invoke(app, args)
@@ -104,3 +106,77 @@ def test_the_run_logs_the_achieved_split_sizes(trained: Run, manifest: tuple[Pat
         patients = table.loc[table["split"] == split, "patient_pseudonym"].nunique()
         assert int(params[f"split.{split}.patients"]) == patients
         assert float(params[f"split.{split}.patient_fraction"]) == pytest.approx(patients / n, abs=1e-4)
+
+
+def test_threads_flag_reaches_the_run(trained: Run) -> None:
+    assert trained.run.data.params["training.threads"] == "1"
+
+
+def test_test_predictions_are_a_parquet_artifact_without_identifiers(
+    trained: Run, manifest: tuple[Path, str], tmp_path: Path
+) -> None:
+    from medfusion.metrics import evaluate
+    from medfusion.privacy import pseudonym
+    from medfusion.tracking.runs import TEST_PREDICTIONS_ARTIFACT
+
+    local = trained.client.download_artifacts(trained.run.info.run_id, TEST_PREDICTIONS_ARTIFACT, str(tmp_path))
+    table = pd.read_parquet(local)
+    labels = ["nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"]
+    assert list(table.columns) == ["study_pseudonym"] + [
+        f"{kind}_{label}" for label in labels for kind in ("prob", "decision", "y")
+    ]
+    source = pd.read_parquet(manifest[0])
+    test = source[source["split"] == "test"]
+    assert len(table) == len(test)
+    # keyed by study pseudonym: joins back to the manifest, and no UID or patient key is in the file
+    by_key = {pseudonym(uid, kind="study"): uid for uid in test["study_uid"]}
+    assert set(table["study_pseudonym"]) == set(by_key)
+    cells = set(map(str, table.to_numpy().ravel()))
+    for column in ("study_uid", "patient_pseudonym", "accession_pseudonym"):
+        assert not cells & set(map(str, source[column].dropna())), column
+    targets = test.set_index("study_uid").loc[[by_key[k] for k in table["study_pseudonym"]]]
+    for label in labels:
+        np.testing.assert_array_equal(table[f"y_{label}"].to_numpy(), targets[f"y_{label}"].to_numpy())
+    # the run's test metrics come back from the file alone (no re-scoring)
+    probs = table[[f"prob_{label}" for label in labels]].to_numpy()
+    ys = table[[f"y_{label}" for label in labels]].to_numpy()
+    metrics = trained.run.data.metrics
+    recomputed = evaluate(probs, ys, labels, [float(p) for p in _thresholds(trained, tmp_path, labels)]).metrics
+    assert recomputed["macro_auroc"] == pytest.approx(metrics["test_macro_auroc"], abs=1e-9)
+    assert recomputed["ece"] == pytest.approx(metrics["test_ece"], abs=1e-9)
+    for label in labels:
+        if f"test_f1_{label}" in metrics:
+            assert recomputed[f"f1_{label}"] == pytest.approx(metrics[f"test_f1_{label}"], abs=1e-9)
+
+
+def _thresholds(trained: Run, tmp_path: Path, labels: list[str]) -> list[float]:
+    import json
+
+    path = trained.client.download_artifacts(trained.run.info.run_id, "model_card/thresholds.json", str(tmp_path))
+    values = json.loads(Path(path).read_text())
+    return [values[label] for label in labels]
+
+
+def test_summary_prints_per_label_metrics(trained: Run) -> None:
+    metrics = trained.run.data.metrics
+    rows = {}
+    for line in trained.output.splitlines():
+        cells = line.split()
+        if len(cells) == 6 and cells[0] in {"nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"}:
+            rows[cells[0]] = cells[1:]
+    assert set(rows) == {"nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"}, trained.output
+    assert "AUROC" in trained.output and "AUPRC" in trained.output and "ECE" in trained.output
+    for label, (auroc, auprc, f1, _threshold, ece) in rows.items():
+        for name, shown in (("auroc", auroc), ("auprc", auprc), ("f1", f1), ("ece", ece)):
+            key = f"test_{name}_{label}"
+            if key in metrics:
+                assert float(shown) == pytest.approx(metrics[key], abs=5e-4), (label, name)
+            else:
+                assert shown == "-"
+    assert "test predictions: artifact predictions/test_predictions.parquet" in trained.output
+
+
+def test_train_registers_a_challenger_by_default(trained: Run) -> None:
+    versions = trained.client.search_model_versions("name='medfusion'")
+    assert [v.run_id for v in versions] == [trained.run.info.run_id]
+    assert "registered medfusion v1 as @challenger" in trained.output
