@@ -205,12 +205,18 @@ def train(
         int | None,
         typer.Option("--threads", min=1, help="Torch threads for training (default: training.threads, 1)."),
     ] = None,
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register", help="Register the model as @challenger (--no-register: only log it)."
+        ),
+    ] = True,
 ) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
     from medfusion.workflow import train_and_register
 
     sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
-    outcome = train_and_register(_load(config, sets), resume=resume)
+    outcome = train_and_register(_load(config, sets), resume=resume, register=register)
     typer.echo(outcome.summary())
 
 
