@@ -49,7 +49,7 @@ from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
 from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
 from medfusion.training.data import StudyDataset
-from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
+from medfusion.training.text_setup import prepare_text_encoder, reads_text, warn_if_truncated
 
 log = logging.getLogger(__name__)
 
@@ -293,6 +293,18 @@ def _loaders(
     return loaders, rejected
 
 
+def _encoders(config: Config, model: torch.nn.Module) -> str:
+    """The encoders the model has, e.g. ``resnet18 image encoder, tiny BERT text encoder``."""
+    parts = []
+    if getattr(model, "image_encoder", None) is not None:
+        parts.append(f"{config.image_encoder.name} image encoder")
+    if getattr(model, "text_encoder", None) is not None:
+        tc = config.text_encoder
+        name = "tiny BERT" if tc.tiny is not None else Path(str(tc.name_or_path)).name
+        parts.append(f"{name} text encoder")
+    return ", ".join(parts)
+
+
 def train(
     config: Config,
     records: dict[str, list[dict]],
@@ -361,7 +373,8 @@ def _train(
     sections = card.preprocessing.report_sections
     train_reports = [report_text(r.get("report") or "", sections) for r in records["train"]]
     text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
-    warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
+    if reads_text(config):
+        warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
     model = build_model(card, text_dir)
     load_pretrained(model, image_weights=config.image_encoder.pretrained_path, text_source=text_dir)
     model.to(device)
@@ -393,10 +406,10 @@ def _train(
     if state.epoch:
         say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
     say(
-        "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
+        "training %s (%s fusion: %s) on %s, amp=%s: %s studies",
         config.name,
         config.fusion.name,
-        config.image_encoder.name,
+        _encoders(config, model),
         device,
         amp_dtype,
         {s: len(records.get(s) or []) for s in SPLITS},
