@@ -294,14 +294,14 @@ def _loaders(
 
 
 def _encoders(config: Config, model: torch.nn.Module) -> str:
-    """The encoders the model has, e.g. ``resnet18 image encoder, tiny BERT text encoder``."""
+    """The encoders the model has: ``resnet18 image encoder, tiny BERT text encoder`` or
+    ``densenet121 image encoder, text encoder /models/BiomedBERT`` (the folder or hub id as configured)."""
     parts = []
     if getattr(model, "image_encoder", None) is not None:
         parts.append(f"{config.image_encoder.name} image encoder")
     if getattr(model, "text_encoder", None) is not None:
         tc = config.text_encoder
-        name = "tiny BERT" if tc.tiny is not None else Path(str(tc.name_or_path)).name
-        parts.append(f"{name} text encoder")
+        parts.append("tiny BERT text encoder" if tc.tiny is not None else f"text encoder {tc.name_or_path}")
     return ", ".join(parts)
 
 
