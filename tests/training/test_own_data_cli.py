@@ -62,7 +62,7 @@ def test_build_manifest_exact_split_and_its_achieved_sizes(manifest: tuple[Path,
 
 #: Shrinks configs/demo.yaml to CPU seconds (the data is the manifest above, not the demo cohort).
 SMALL = [
-    "training.epochs=2",
+    "training.epochs=1",
     "data.image_size=[32, 32]",
     "training.batch_size=8",
     "text_encoder.tiny={vocab_size: 300}",
@@ -80,7 +80,7 @@ class Run:
 
 
 @pytest.fixture(scope="module")
-def trained(manifest: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Run:
+def own_run(manifest: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory) -> Run:
     import mlflow
 
     project = tmp_path_factory.mktemp("project")
@@ -98,28 +98,28 @@ def trained(manifest: tuple[Path, str], tmp_path_factory: pytest.TempPathFactory
     return Run(result.output, client.get_run(run_id[1]), client, project)
 
 
-def test_the_run_logs_the_achieved_split_sizes(trained: Run, manifest: tuple[Path, str]) -> None:
+def test_the_run_logs_the_achieved_split_sizes(own_run: Run, manifest: tuple[Path, str]) -> None:
     table = pd.read_parquet(manifest[0])
     n = table["patient_pseudonym"].nunique()
-    params = trained.run.data.params
+    params = own_run.run.data.params
     for split in ("train", "val", "test"):
         patients = table.loc[table["split"] == split, "patient_pseudonym"].nunique()
         assert int(params[f"split.{split}.patients"]) == patients
         assert float(params[f"split.{split}.patient_fraction"]) == pytest.approx(patients / n, abs=1e-4)
 
 
-def test_threads_flag_reaches_the_run(trained: Run) -> None:
-    assert trained.run.data.params["training.threads"] == "1"
+def test_threads_flag_reaches_the_run(own_run: Run) -> None:
+    assert own_run.run.data.params["training.threads"] == "1"
 
 
 def test_test_predictions_are_a_parquet_artifact_without_identifiers(
-    trained: Run, manifest: tuple[Path, str], tmp_path: Path
+    own_run: Run, manifest: tuple[Path, str], tmp_path: Path
 ) -> None:
     from medfusion.metrics import evaluate
     from medfusion.privacy import pseudonym
     from medfusion.tracking.runs import TEST_PREDICTIONS_ARTIFACT
 
-    local = trained.client.download_artifacts(trained.run.info.run_id, TEST_PREDICTIONS_ARTIFACT, str(tmp_path))
+    local = own_run.client.download_artifacts(own_run.run.info.run_id, TEST_PREDICTIONS_ARTIFACT, str(tmp_path))
     table = pd.read_parquet(local)
     labels = ["nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"]
     assert list(table.columns) == ["study_pseudonym"] + [
@@ -140,8 +140,8 @@ def test_test_predictions_are_a_parquet_artifact_without_identifiers(
     # the run's test metrics come back from the file alone (no re-scoring)
     probs = table[[f"prob_{label}" for label in labels]].to_numpy()
     ys = table[[f"y_{label}" for label in labels]].to_numpy()
-    metrics = trained.run.data.metrics
-    recomputed = evaluate(probs, ys, labels, [float(p) for p in _thresholds(trained, tmp_path, labels)]).metrics
+    metrics = own_run.run.data.metrics
+    recomputed = evaluate(probs, ys, labels, [float(p) for p in _thresholds(own_run, tmp_path, labels)]).metrics
     assert recomputed["macro_auroc"] == pytest.approx(metrics["test_macro_auroc"], abs=1e-9)
     assert recomputed["ece"] == pytest.approx(metrics["test_ece"], abs=1e-9)
     for label in labels:
@@ -149,23 +149,23 @@ def test_test_predictions_are_a_parquet_artifact_without_identifiers(
             assert recomputed[f"f1_{label}"] == pytest.approx(metrics[f"test_f1_{label}"], abs=1e-9)
 
 
-def _thresholds(trained: Run, tmp_path: Path, labels: list[str]) -> list[float]:
+def _thresholds(own_run: Run, tmp_path: Path, labels: list[str]) -> list[float]:
     import json
 
-    path = trained.client.download_artifacts(trained.run.info.run_id, "model_card/thresholds.json", str(tmp_path))
+    path = own_run.client.download_artifacts(own_run.run.info.run_id, "model_card/thresholds.json", str(tmp_path))
     values = json.loads(Path(path).read_text())
     return [values[label] for label in labels]
 
 
-def test_summary_prints_per_label_metrics(trained: Run) -> None:
-    metrics = trained.run.data.metrics
+def test_summary_prints_per_label_metrics(own_run: Run) -> None:
+    metrics = own_run.run.data.metrics
     rows = {}
-    for line in trained.output.splitlines():
+    for line in own_run.output.splitlines():
         cells = line.split()
         if len(cells) == 6 and cells[0] in {"nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"}:
             rows[cells[0]] = cells[1:]
-    assert set(rows) == {"nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"}, trained.output
-    assert "AUROC" in trained.output and "AUPRC" in trained.output and "ECE" in trained.output
+    assert set(rows) == {"nodule", "cardiomegaly", "effusion", "fracture", "pneumonia"}, own_run.output
+    assert "AUROC" in own_run.output and "AUPRC" in own_run.output and "ECE" in own_run.output
     for label, (auroc, auprc, f1, _threshold, ece) in rows.items():
         for name, shown in (("auroc", auroc), ("auprc", auprc), ("f1", f1), ("ece", ece)):
             key = f"test_{name}_{label}"
@@ -173,10 +173,10 @@ def test_summary_prints_per_label_metrics(trained: Run) -> None:
                 assert float(shown) == pytest.approx(metrics[key], abs=5e-4), (label, name)
             else:
                 assert shown == "-"
-    assert "test predictions: artifact predictions/test_predictions.parquet" in trained.output
+    assert "test predictions: artifact predictions/test_predictions.parquet" in own_run.output
 
 
-def test_train_registers_a_challenger_by_default(trained: Run) -> None:
-    versions = trained.client.search_model_versions("name='medfusion'")
-    assert [v.run_id for v in versions] == [trained.run.info.run_id]
-    assert "registered medfusion v1 as @challenger" in trained.output
+def test_train_registers_a_challenger_by_default(own_run: Run) -> None:
+    versions = own_run.client.search_model_versions("name='medfusion'")
+    assert [v.run_id for v in versions] == [own_run.run.info.run_id]
+    assert "registered medfusion v1 as @challenger" in own_run.output
