@@ -42,7 +42,9 @@ def test_ablation_registers_only_when_asked(
     assert ablation.main(args) == 0
     client = mlflow.MlflowClient(f"sqlite:///{tmp_path / 'mlflow.db'}")
     assert client.search_registered_models() == []
-    runs = client.search_runs([client.get_experiment_by_name("medfusion-demo").experiment_id])
+    experiment = client.get_experiment_by_name("medfusion-demo")
+    assert experiment is not None
+    runs = client.search_runs([experiment.experiment_id])
     assert len(runs) == 1
     assert runs[0].data.tags["purpose"] == "ablation" and runs[0].data.tags["registered"] == "false"
     assert "test_macro_auroc" in runs[0].data.metrics
