@@ -3,10 +3,14 @@
     python benchmarks/ablation.py --config configs/demo.yaml --seeds 0 1 2
 
 Trains ``image_only``, ``text_only``, ``late``, ``concat``, ``gated`` and ``hybrid`` (or ``--fusions``)
-once per seed with :func:`medfusion.training.run.train_from_config` and prints test macro AUROC,
+once per seed, each an MLflow run (tag ``purpose=ablation``, with the test predictions artifact) through
+:func:`medfusion.workflow.train_and_register`, and prints test macro AUROC,
 per-label AUROC, ECE and train seconds (mean +- std over seeds). The rows are also written to
 ``<out>/ablation.csv`` and ``<out>/ablation.json``. Report text can leak labels (Transchex's lesson):
 publish this table with any multimodal figure.
+
+The models are not registered unless ``--register`` is given: the registry holds candidates, not
+experiments.
 """
 
 from __future__ import annotations
@@ -19,7 +23,8 @@ from pathlib import Path
 
 import numpy as np
 
-from medfusion.training.run import resolve_config, train_from_config
+from medfusion.training.run import resolve_config
+from medfusion.workflow import train_and_register
 
 FUSIONS = ["image_only", "text_only", "late", "concat", "gated", "hybrid"]
 
@@ -54,12 +59,13 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--fusions", nargs="+", default=FUSIONS, choices=FUSIONS)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="default: <project_dir>/ablation")
-    parser.add_argument("--threads", type=int, default=None, help="torch intra-op threads (default: torch's choice)")
+    parser.add_argument("--threads", type=int, default=None, help="torch threads (default: training.threads, 1)")
+    parser.add_argument(
+        "--register", action="store_true", help="register each model (a new version, @challenger); default: log only"
+    )
     args = parser.parse_args(argv)
     if args.threads:
-        import torch
-
-        torch.set_num_threads(args.threads)
+        args.overrides.append(f"training.threads={args.threads}")
     logging.basicConfig(level=logging.WARNING, format="%(levelname)s %(name)s: %(message)s")
 
     base = resolve_config(args.config, _overrides(args.overrides))
@@ -67,16 +73,15 @@ def main(argv: list[str] | None = None) -> int:
     rows = []
     for fusion in args.fusions:
         for seed in args.seeds:
-            result = train_from_config(
-                base,
-                overrides={"fusion": {"name": fusion}, "training": {"seed": seed}},
-                out_dir=out / f"{fusion}-seed{seed}",
-                progress=False,
-            )
+            config = resolve_config(base, {"fusion": {"name": fusion}, "training": {"seed": seed}})
+            outcome = train_and_register(config, register=args.register, tags={"purpose": "ablation"})
+            result = outcome.result
             epochs = [h["epoch_seconds"] for h in result.history]
             row = {
                 "fusion": fusion,
                 "seed": seed,
+                "run_id": outcome.run_id,
+                "registered_version": outcome.version or "",
                 "best_epoch": result.best_epoch,
                 "epochs": len(result.history),
                 "train_seconds": result.train_seconds,

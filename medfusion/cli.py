@@ -160,27 +160,61 @@ def demo_data(
 @_friendly_errors
 def build_manifest_cmd(
     dicom: Annotated[Path, typer.Option(help="Folder tree of DICOM files (any layout).")],
-    reports: Annotated[list[Path], typer.Option(help="Report source(s): FHIR JSON/NDJSON/Bundle, CSV or .txt.")],
-    labels_csv: Annotated[Path, typer.Option("--labels", help="CSV with study_uid and one column per label.")],
+    reports: Annotated[
+        list[Path],
+        typer.Option(
+            help="Report source(s): FHIR JSON/NDJSON/Bundle, .txt, or CSV with columns report (text, required), "
+            "accession_number and/or study_uid (link to the study), report_id (optional)."
+        ),
+    ],
+    labels_csv: Annotated[
+        Path,
+        typer.Option("--labels", help="CSV with study_uid and one column per config label (1, 0 or empty = unknown)."),
+    ],
     out: Annotated[Path, typer.Option(help="Manifest to write (.parquet or .csv).")],
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: OverrideOption = None,
 ) -> None:
-    """Build a manifest from a raw archive: DICOM tree + reports + a label file."""
-    from medfusion.ingest.archive import build_manifest
+    """Build a manifest from a raw archive: DICOM tree + reports + a label file.
+
+    Report CSV columns: report (the text, required); accession_number and/or study_uid (link it to its study).
+
+    Optional report CSV column: report_id (default row<N>). Accession numbers are pseudonymised as read.
+
+    Label CSV: study_uid + one column per label of the config (-c CONFIG, or --set "labels=\\[a, b]").
+
+    Both files' columns are checked before the DICOM folder is scanned.
+    """
+    from medfusion.ingest.archive import MissingLabelColumns, build_manifest
+    from medfusion.ingest.manifest import format_split_sizes, split_sizes
 
     cfg = _load(config, overrides)
-    build = build_manifest(
-        dicom,
-        reports,
-        labels_csv,
-        labels=cfg.labels,
-        seed=cfg.training.seed,
-        val_fraction=cfg.training.val_fraction,
-        test_fraction=cfg.training.test_fraction,
-        out=out,
-    )
+    try:
+        build = build_manifest(
+            dicom,
+            reports,
+            labels_csv,
+            labels=cfg.labels,
+            seed=cfg.training.seed,
+            val_fraction=cfg.training.val_fraction,
+            test_fraction=cfg.training.test_fraction,
+            split=cfg.training.split,
+            stratify=cfg.training.split_stratify,
+            out=out,
+        )
+    except MissingLabelColumns as exc:
+        origin = "--set labels" if "labels" in _parse_overrides(overrides) else f"the config {config}"
+        yours = [c for c in exc.columns if c != "study_uid"]
+        raise MissingLabelColumns(
+            exc.source,
+            exc.missing,
+            exc.labels,
+            exc.columns,
+            hint=f"the labels come from {origin}; to use your own, pass a config that lists them (-c my.yaml) "
+            f'or --set "labels=[{", ".join(yours)}]"',
+        ) from None
     typer.echo(f"manifest: {len(build.manifest)} studies -> {build.path}; rejected inputs: {len(build.rejected)}")
+    typer.echo(f"splits ({cfg.training.split}): {format_split_sizes(split_sizes(build.manifest))}")
 
 
 @app.command()
@@ -191,11 +225,22 @@ def train(
     resume: Annotated[
         bool, typer.Option("--resume", help="Continue the newest killed run from its last epoch checkpoint.")
     ] = False,
+    threads: Annotated[
+        int | None,
+        typer.Option("--threads", min=1, help="Torch threads for training (default: training.threads, 1)."),
+    ] = None,
+    register: Annotated[
+        bool,
+        typer.Option(
+            "--register/--no-register", help="Register the model as @challenger (--no-register: only log it)."
+        ),
+    ] = True,
 ) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
     from medfusion.workflow import train_and_register
 
-    outcome = train_and_register(_load(config, overrides), resume=resume)
+    sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
+    outcome = train_and_register(_load(config, sets), resume=resume, register=register)
     typer.echo(outcome.summary())
 
 

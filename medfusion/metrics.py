@@ -318,3 +318,27 @@ def bootstrap_ci(
             low, high = np.percentile(finite, [tail, 100 - tail])
             out[name] = (float(low), float(high))
     return out
+
+
+def label_table(metrics: dict[str, float], labels: Sequence[str], thresholds: Sequence[float]) -> str:
+    """Per-label AUROC, AUPRC, F1 at the label's threshold and ECE, as aligned text (one row per label).
+
+    Args:
+        metrics: :func:`evaluate`'s metrics (``auroc_<label>``...; a skipped label shows ``-``).
+        labels: The label names, in row order.
+        thresholds: (L,) the thresholds F1 was computed at.
+
+    Returns:
+        A header line and one line per label.
+    """
+    width = max(len("label"), *(len(n) for n in labels))
+    lines = [f"{'label':<{width}}  {'AUROC':>6}  {'AUPRC':>6}  {'F1':>6}  {'thr':>5}  {'ECE':>6}"]
+    for name, cut in zip(labels, thresholds, strict=True):
+        cells = []
+        for kind in ("auroc", "auprc", "f1"):
+            value = metrics.get(f"{kind}_{name}", float("nan"))
+            cells.append(f"{value:6.3f}" if np.isfinite(value) else f"{'-':>6}")
+        ece = metrics.get(f"ece_{name}", float("nan"))
+        ece_cell = f"{ece:6.3f}" if np.isfinite(ece) else f"{'-':>6}"
+        lines.append(f"{name:<{width}}  {'  '.join(cells)}  {float(cut):5.2f}  {ece_cell}")
+    return "\n".join(lines)

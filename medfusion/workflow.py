@@ -9,7 +9,7 @@ from typing import Any
 
 from medfusion.config import Config
 from medfusion.errors import ConfigError, MedfusionError
-from medfusion.ingest.manifest import manifest_hash
+from medfusion.ingest.manifest import manifest_hash, split_sizes
 from medfusion.tracking.promotion import CHALLENGER, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 
@@ -22,30 +22,48 @@ EXAMPLE_INPUT = {"image_paths": [], "report_text": "FINDINGS: Lungs are clear. I
 
 @dataclass
 class TrainOutcome:
-    """A finished, tracked and registered training run."""
+    """A finished, tracked training run; registered unless ``version`` is None."""
 
     run_id: str
     registered_model: str
-    version: str
+    version: str | None
     result: Any
     tracking_uri: str
 
     def summary(self) -> str:
-        """Human-readable result."""
-        m = self.result.test_metrics
-        return (
-            f"run {self.run_id}: test macro AUROC {m['macro_auroc']:.3f}, ECE {m['ece']:.3f} "
-            f"({self.result.train_seconds:.0f} s)\nregistered {self.registered_model} v{self.version} as @{CHALLENGER}"
-        )
+        """Human-readable result: macro and per-label test metrics, where the predictions are, the registration."""
+        from medfusion.metrics import label_table
+        from medfusion.tracking.runs import TEST_PREDICTIONS_ARTIFACT
+
+        m, result = self.result.test_metrics, self.result
+        lines = [
+            f"run {self.run_id}: test macro AUROC {m.get('macro_auroc', float('nan')):.3f}, "
+            f"ECE {m.get('ece', float('nan')):.3f} ({result.train_seconds:.0f} s)"
+        ]
+        if m:
+            lines.append("test split, per label (F1 at the label's threshold, tuned on val):")
+            lines.extend("  " + row for row in label_table(m, result.labels, result.thresholds).splitlines())
+            lines.append(f"test predictions: artifact {TEST_PREDICTIONS_ARTIFACT} of run {self.run_id}")
+        if self.version is None:
+            lines.append(f"not registered (the model is logged in run {self.run_id}; --register registers it)")
+        else:
+            lines.append(f"registered {self.registered_model} v{self.version} as @{CHALLENGER}")
+        return "\n".join(lines)
 
 
-def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
+def train_and_register(
+    config: Config, *, resume: bool = False, register: bool = True, tags: dict[str, str] | None = None
+) -> TrainOutcome:
     """Train on the manifest, track everything in MLflow, register the model as ``@challenger``.
 
     Args:
         config: Run configuration.
         resume: Continue the newest killed run (its folder ``<project_dir>/training/<run id>`` holds
             an epoch checkpoint) inside the same MLflow run.
+        register: Register the model as a new version and move ``@challenger`` to it. False (ablations,
+            benchmarks, experiments): the model is logged in the run only, so the registry holds
+            candidates, not experiments.
+        tags: Extra MLflow run tags (e.g. ``{"purpose": "ablation"}``).
 
     Raises:
         MedfusionError: ``resume`` is set and there is no killed run to continue (before any data is read).
@@ -70,19 +88,27 @@ def train_and_register(config: Config, *, resume: bool = False) -> TrainOutcome:
         if resumed:
             log.info("resuming MLflow run %s", resumed)
         else:
-            log_run_context(config, data_hash, {s: len(r) for s, r in records.items()})
+            log_run_context(config, data_hash, {s: len(r) for s, r in records.items()}, split_sizes(data.manifest))
+        mlflow.set_tags({**(tags or {}), "registered": str(register).lower()})
         out_dir = config.project_dir / "training" / run.info.run_id
         result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()], resume=bool(resumed))
         log_training_result(config, result)
-        version = log_pyfunc(result.model_dir, labels=config.labels, registered_model=name, example_row=EXAMPLE_INPUT)
+        version = log_pyfunc(
+            result.model_dir,
+            labels=config.labels,
+            registered_model=name if register else None,
+            example_row=EXAMPLE_INPUT,
+        )
+    if not register:
+        return TrainOutcome(run.info.run_id, name, None, result, tracking_uri(config))
     client.set_registered_model_alias(name, CHALLENGER, version.version)
-    tags = {
+    version_tags = {
         "data_hash": data_hash,
         "fusion": config.fusion.name,
         "test_macro_auroc": f"{result.test_metrics['macro_auroc']:.4f}",
         "test_ece": f"{result.test_metrics['ece']:.4f}",
     }
-    for key, value in tags.items():
+    for key, value in version_tags.items():
         client.set_model_version_tag(name, version.version, key, value)
     return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
 

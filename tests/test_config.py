@@ -75,3 +75,73 @@ def test_data_source_is_explicit_in_the_shipped_configs(tmp_path: Path) -> None:
         load_config(path)
     with pytest.raises(ConfigError, match=r"data\.source"):
         load_config(_write(tmp_path, "labels: [a]\ndata: {source: synthetic}\n"))
+
+
+@pytest.mark.parametrize(
+    ("text", "amp", "pos_weight"),
+    [
+        ("training: {amp: off}", "off", "auto"),
+        ("training: {amp: on}", "auto", "auto"),
+        ("training: {amp: no, pos_weight: no}", "off", "none"),
+        ("training: {amp: yes, pos_weight: yes}", "auto", "auto"),
+        ("training: {amp: 'off', pos_weight: none}", "off", "none"),
+    ],
+)
+def test_yaml_booleans_mean_on_and_off_in_enum_fields(tmp_path: Path, text: str, amp: str, pos_weight: str) -> None:
+    config = load_config(_write(tmp_path, f"labels: [a]\n{text}\n"))
+    assert (config.training.amp, config.training.pos_weight) == (amp, pos_weight)
+
+
+def test_a_yaml_boolean_with_no_on_off_meaning_still_fails(tmp_path: Path) -> None:
+    with pytest.raises(ConfigError, match=r"text_encoder\.pooling: .*\(got False\)"):
+        load_config(_write(tmp_path, "labels: [a]\ntext_encoder: {tiny: {}, pooling: off}\n"))
+
+
+def test_set_amp_off_is_off() -> None:
+    from medfusion.cli import _parse_overrides
+
+    config = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["training.amp=off"]))
+    assert config.training.amp == "off"
+
+
+def test_set_one_exclusive_key_clears_the_other() -> None:
+    from medfusion.cli import _parse_overrides
+
+    demo = load_config(ROOT / "configs" / "demo.yaml", _parse_overrides(["text_encoder.name_or_path=/models/bert"]))
+    assert (demo.text_encoder.name_or_path, demo.text_encoder.tiny) == ("/models/bert", None)
+    assert demo.text_encoder.pooling == "mean"  # the section's other keys stay
+    site = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["text_encoder.tiny={vocab_size: 99}"]))
+    assert site.text_encoder.name_or_path is None and site.text_encoder.tiny is not None
+    assert site.text_encoder.tiny.vocab_size == 99
+    # data.source: demo and data.manifest exclude each other the same way
+    own = load_config(ROOT / "configs" / "demo.yaml", _parse_overrides(["data.manifest=data/m.parquet"]))
+    assert (own.data.source, own.data.manifest) == ("manifest", ROOT / "data" / "m.parquet")
+    back = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["data.source=demo"]))
+    assert (back.data.source, back.data.manifest) == ("demo", None)
+
+
+def test_overrides_of_a_built_config_switch_exclusive_keys_too() -> None:
+    from medfusion.training.run import resolve_config
+
+    demo = load_config(ROOT / "configs" / "demo.yaml")
+    switched = resolve_config(demo, {"text_encoder": {"name_or_path": "/models/bert"}})
+    assert (switched.text_encoder.name_or_path, switched.text_encoder.tiny) == ("/models/bert", None)
+
+
+def test_both_exclusive_keys_in_one_file_still_fail(tmp_path: Path) -> None:
+    from medfusion.cli import _parse_overrides
+
+    path = _write(tmp_path, "labels: [a]\ntext_encoder: {tiny: {}}\n")
+    with pytest.raises(ConfigError, match="exactly one of 'name_or_path' and 'tiny'"):
+        load_config(path, _parse_overrides(["text_encoder.name_or_path=x", "text_encoder.tiny={}"]))
+
+
+def test_readme_sections_named_in_configs_exist() -> None:
+    import re
+
+    headings = {
+        line.lstrip("#").strip() for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("#")
+    }
+    for config in sorted((ROOT / "configs").glob("*.yaml")):
+        for name in re.findall(r'README(?: section)? "([^"]+)"', config.read_text()):
+            assert name in headings, f"{config.name} points at README section {name!r}, which does not exist"

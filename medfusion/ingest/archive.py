@@ -45,12 +45,15 @@ from medfusion.ingest.dicom.studies import (
 from medfusion.ingest.linkage import link_reports
 from medfusion.ingest.manifest import (
     LESION_MASK_COLUMN,
+    SplitMethod,
     assign_splits,
+    format_split_sizes,
+    split_sizes,
     validate_manifest,
     write_manifest,
 )
 from medfusion.ingest.records import LABEL_PREFIX, Rejection, Report
-from medfusion.ingest.reports.read import read_reports
+from medfusion.ingest.reports.read import check_report_source, read_reports
 from medfusion.privacy import pseudonym, remember_phi
 
 logger = logging.getLogger(__name__)
@@ -82,6 +85,29 @@ def _as_paths(reports: str | Path | Sequence[str | Path] | None) -> list[Path]:
     return [Path(p) for p in reports]
 
 
+class MissingLabelColumns(ManifestError):
+    """A label file lacks ``study_uid`` or some of the labels asked for.
+
+    Args:
+        hint: What to do about it, appended to the message (the command line says how to pass labels).
+
+    Attributes:
+        missing: The columns it lacks.
+        labels: The labels asked for.
+        columns: The columns it has.
+    """
+
+    def __init__(
+        self, path: str | Path, missing: list[str], labels: list[str], columns: list[str], *, hint: str = ""
+    ) -> None:
+        self.missing, self.labels, self.columns = missing, labels, columns
+        super().__init__(
+            path,
+            f"label file lacks column(s): {', '.join(missing)} (labels asked for: {', '.join(labels)}; "
+            f"columns in the file: {', '.join(columns)})" + (f"; {hint}" if hint else ""),
+        )
+
+
 def read_label_file(path: str | Path, labels: list[str]) -> tuple[dict[str, dict[str, float]], list[Rejection]]:
     """Read a label CSV: a ``study_uid`` column and one column per label (1, 0, or empty = unknown).
 
@@ -96,14 +122,14 @@ def read_label_file(path: str | Path, labels: list[str]) -> tuple[dict[str, dict
         ``{study_uid: {label: 1.0 | 0.0 | nan}}`` and the rejected rows (``file:row N``, N from 1).
 
     Raises:
-        ManifestError: The file is missing, not a readable UTF-8 CSV, or lacks ``study_uid`` or a label
-            column.
+        MissingLabelColumns: The file lacks ``study_uid`` or a label column.
+        ManifestError: The file is missing or not a readable UTF-8 CSV.
     """
     path = Path(path)
     table = read_text_csv(path, ManifestError, "label file")
     missing = [c for c in ("study_uid", *labels) if c not in table.columns]
     if missing:
-        raise ManifestError(path, f"label file lacks column(s): {', '.join(missing)}")
+        raise MissingLabelColumns(path, missing, labels, [str(c) for c in table.columns])
     values = {"1": 1.0, "1.0": 1.0, "true": 1.0, "0": 0.0, "0.0": 0.0, "false": 0.0, "": np.nan}
     out: dict[str, dict[str, float]] = {}
     rejected: list[Rejection] = []
@@ -193,6 +219,8 @@ def build_manifest(
     seed: int = 0,
     val_fraction: float = 0.2,
     test_fraction: float = 0.2,
+    split: SplitMethod = "hash",
+    stratify: bool = False,
     out: str | Path | None = None,
     masks_dir: str | Path | None = None,
     verify_pixels: bool = True,
@@ -208,6 +236,9 @@ def build_manifest(
         seed: Split assignment seed.
         val_fraction: Expected fraction of patients in ``val``.
         test_fraction: Expected fraction of patients in ``test``.
+        split: ``hash`` or ``exact`` (:func:`~medfusion.ingest.manifest.assign_splits`); the achieved
+            sizes are logged.
+        stratify: ``exact`` only: balance each label's positive patients across the splits.
         out: Manifest file to write (``.parquet`` or ``.csv``); None to only return it.
         masks_dir: Optional folder of per-study lesion masks named ``<study_uid>.npz``; when given, a
             ``lesion_mask_path`` column points at the study's file (None when it has none).
@@ -224,18 +255,22 @@ def build_manifest(
 
     Raises:
         DicomReadError: ``dicom_root`` does not exist.
-        ReportParseError: A report file cannot be read at all.
-        ManifestError: The label file cannot be read or lacks columns, no study is left, or ``out``
-            has an unknown extension.
+        ReportParseError: A report source is missing, of an unknown type, or a CSV without a ``report``
+            column (checked before the DICOM scan).
+        MissingLabelColumns: The label file lacks ``study_uid`` or a label column (checked before the scan).
+        ManifestError: The label file cannot be read, no study is left, or ``out`` has an unknown extension.
         ValueError: Invalid split fractions.
     """
+    # Errors before work: the small files' columns are checked before a long scan of the archive.
+    label_rows, label_rejections = read_label_file(labels_csv, labels)
+    for source in _as_paths(reports):
+        check_report_source(source)
     dicom_root = Path(dicom_root).resolve()
     scan = scan_dicom_folder(dicom_root, progress=progress)
     rejected: list[Rejection] = list(scan.rejected)
 
     readable, failed = _verify(scan.studies, progress) if verify_pixels else _unverified(scan.studies)
     rejected.extend(failed)
-    label_rows, label_rejections = read_label_file(labels_csv, labels)
 
     studies: dict[str, StudyFiles] = {}
     for uid in sorted(scan.studies):
@@ -286,7 +321,11 @@ def build_manifest(
         raise ManifestError(dicom_root, "no study has both a readable image and a label row")
 
     frame = pd.DataFrame(rows)
-    frame = assign_splits(frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction)
+    stratify_by = [f"{LABEL_PREFIX}{label}" for label in labels] if stratify else []
+    frame = assign_splits(
+        frame, seed=seed, val_fraction=val_fraction, test_fraction=test_fraction, method=split, stratify=stratify_by
+    )
+    logger.info("%s split: %s", split, format_split_sizes(split_sizes(frame)))
     written: Path | None = None
     if out is not None:
         written = write_manifest(frame, out)

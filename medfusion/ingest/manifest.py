@@ -24,9 +24,9 @@ import logging
 import math
 import os
 import tempfile
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 
 import numpy as np
 import pandas as pd
@@ -329,6 +329,11 @@ def _unit_interval(key: str, seed: int) -> float:
     return int.from_bytes(digest[:8], "big") / 2**64
 
 
+#: How :func:`assign_splits` assigns patients: ``hash`` (stable per patient, sizes right on average) or
+#: ``exact`` (seeded shuffle, sizes within one patient of the fractions; optionally label-stratified).
+SplitMethod = Literal["hash", "exact"]
+
+
 def assign_splits(
     df: pd.DataFrame,
     *,
@@ -336,27 +341,40 @@ def assign_splits(
     val_fraction: float,
     test_fraction: float,
     group_column: str = "patient_pseudonym",
+    method: SplitMethod = "hash",
+    stratify: Sequence[str] = (),
 ) -> pd.DataFrame:
-    """Assign train/val/test splits by patient, deterministically and stably.
+    """Assign train/val/test splits by patient, deterministically.
 
-    Each group key (patient) is hashed with the seed to a number ``u`` in [0, 1): ``u < test_fraction``
-    is test, ``u < test_fraction + val_fraction`` is val, the rest train. All studies of a patient
-    therefore share a split, and adding rows never moves existing patients. Split sizes follow the
-    fractions only on average; small cohorts can get an empty split (a warning is logged).
+    ``hash``: each group key (patient) is hashed with the seed to a number ``u`` in [0, 1):
+    ``u < test_fraction`` is test, ``u < test_fraction + val_fraction`` is val, the rest train. Adding
+    rows never moves existing patients, but sizes follow the fractions only on average: a cohort of
+    a few dozen patients can miss them badly, or get an empty split (a warning is logged).
+
+    ``exact``: :func:`exact_group_splits`: each split gets its fraction of the patients within one
+    patient (at least one for val and test when their fraction is positive), chosen by a seeded shuffle
+    of the sorted keys, and with ``stratify`` balanced so each split gets its share of every label's
+    positive patients. Adding patients may move others: use it when a cohort is complete.
+
+    Either way all studies of a patient share a split.
 
     Args:
         df: The manifest (any columns; ``group_column`` required).
         seed: Changes the assignment.
-        val_fraction: Expected fraction of groups in val.
-        test_fraction: Expected fraction of groups in test.
+        val_fraction: Fraction of groups in val.
+        test_fraction: Fraction of groups in test.
         group_column: Column holding the group key.
+        method: ``hash`` or ``exact``.
+        stratify: ``exact`` only: 0/1/NaN columns (``y_<label>``) whose positive patients are spread
+            in proportion; a patient is positive when any of its studies is.
 
     Returns:
         A copy of ``df`` with its ``split`` column set.
 
     Raises:
-        ValueError: Fractions outside [0, 1) or summing to 1 or more, missing ``group_column``, or an
-            empty group key.
+        ValueError: Fractions outside [0, 1) or summing to 1 or more, missing ``group_column`` or
+            ``stratify`` column, an empty group key, ``stratify`` with ``hash``, an unknown method, or
+            (``exact``) too few patients for three splits.
     """
     if not (0 <= val_fraction < 1 and 0 <= test_fraction < 1 and val_fraction + test_fraction < 1):
         raise ValueError(f"need 0 <= val_fraction, test_fraction and a sum < 1, got {val_fraction}, {test_fraction}")
@@ -365,10 +383,24 @@ def assign_splits(
     keys = df[group_column].tolist()
     if any(_is_missing(k) or str(k).strip() == "" for k in keys):
         raise ValueError(f"empty {group_column} value(s): every row needs a group key to be split")
-    splits = {}
-    for key in dict.fromkeys(str(k) for k in keys):
-        u = _unit_interval(key, seed)
-        splits[key] = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+    if method == "exact":
+        missing = [c for c in stratify if c not in df.columns]
+        if missing:
+            raise ValueError(f"no column(s) {', '.join(missing)} to stratify by")
+        positive = df[list(stratify)].apply(pd.to_numeric, errors="coerce").eq(1.0)
+        by_group = positive.groupby([str(k) for k in keys], sort=True).any()
+        splits = exact_group_splits(
+            list(by_group.index), by_group.to_numpy(), seed=seed, val_fraction=val_fraction, test_fraction=test_fraction
+        )
+    elif method == "hash":
+        if stratify:
+            raise ValueError("stratified splits need method 'exact' (the hash split assigns each patient alone)")
+        splits = {}
+        for key in dict.fromkeys(str(k) for k in keys):
+            u = _unit_interval(key, seed)
+            splits[key] = "test" if u < test_fraction else "val" if u < test_fraction + val_fraction else "train"
+    else:
+        raise ValueError(f"unknown split method {method!r} (hash or exact)")
     out = df.copy()
     out["split"] = [splits[str(k)] for k in keys]
     counts = out["split"].value_counts()
@@ -377,6 +409,108 @@ def assign_splits(
     if empty:
         logger.warning("split(s) %s got no studies (%d groups); consider other fractions or seed", empty, len(splits))
     return out
+
+
+def _exact_sizes(n: int, val_fraction: float, test_fraction: float) -> dict[str, int]:
+    """Groups per split: ``fraction * n`` rounded by largest remainder (each within one group of its
+    share, summing to ``n``); val and test get at least one group when their fraction is positive."""
+    share = {"train": (1 - val_fraction - test_fraction) * n, "val": val_fraction * n, "test": test_fraction * n}
+    sizes = {s: math.floor(share[s]) for s in SPLITS}
+    by_remainder = sorted(SPLITS, key=lambda s: share[s] - sizes[s], reverse=True)
+    for s in by_remainder[: n - sum(sizes.values())]:
+        sizes[s] += 1
+    for s, fraction in (("val", val_fraction), ("test", test_fraction)):
+        if fraction > 0 and sizes[s] == 0 and n > 0:
+            sizes[s], sizes["train"] = 1, sizes["train"] - 1
+    return sizes
+
+
+def exact_group_splits(
+    keys: Sequence[str],
+    positives: np.ndarray | None = None,
+    *,
+    seed: int,
+    val_fraction: float,
+    test_fraction: float,
+) -> dict[str, str]:
+    """Split groups (patients) into train/val/test with exact sizes, seeded, optionally stratified.
+
+    Sizes: ``fraction * n`` rounded by largest remainder, so each split is within one group of its
+    share and they sum to ``n`` (val and test get at least one group when their fraction is positive).
+    Groups are taken in the order of a seeded permutation of the sorted keys (the input order does not
+    matter). With ``positives``, groups positive for a label go first, rarest label first, each to the
+    split that still needs the most positives of that label (iterative stratification, Sechidis et al.
+    2011) while it has room; the sizes stay exact.
+
+    Args:
+        keys: Distinct group keys.
+        positives: ``(len(keys), L)`` bool, whether a group is positive for each label; None or ``L == 0``:
+            no stratification.
+        seed: Seed of the permutation.
+        val_fraction: Fraction of groups in val.
+        test_fraction: Fraction of groups in test.
+
+    Returns:
+        ``{key: split}``.
+
+    Raises:
+        ValueError: Too few groups to give train at least one group.
+    """
+    n = len(keys)
+    capacity = _exact_sizes(n, val_fraction, test_fraction)
+    if n and capacity["train"] < 1:
+        raise ValueError(
+            f"{n} patient(s) are too few for val {val_fraction} and test {test_fraction} with a train split"
+        )
+    order = sorted(range(n), key=lambda i: keys[i])
+    order = [order[i] for i in np.random.default_rng(seed).permutation(n)]
+    pos = np.zeros((n, 0), dtype=bool) if positives is None else np.asarray(positives, dtype=bool).reshape(n, -1)
+    totals = pos.sum(axis=0)  # (L,)
+    share = {s: capacity[s] / n if n else 0.0 for s in SPLITS}
+    need = {s: totals * share[s] for s in SPLITS}  # (L,) positives each split should get
+
+    def rarest(i: int) -> int:
+        labels = np.flatnonzero(pos[i])
+        return int(labels[np.argmin(totals[labels])]) if len(labels) else -1
+
+    rare = [rarest(i) for i in order]
+    # positive groups first, rarest label first; then the rest (stable: the permutation breaks ties)
+    ranked = sorted(range(n), key=lambda j: (rare[j] < 0, totals[rare[j]] if rare[j] >= 0 else 0))
+    out: dict[str, str] = {}
+    for j in ranked:
+        i, label = order[j], rare[j]
+        room = [s for s in SPLITS if capacity[s] > 0]
+        if label >= 0:
+            split = max(room, key=lambda s: (need[s][label], capacity[s]))
+        else:
+            split = max(room, key=lambda s: capacity[s] / max(n * share[s], 1e-9))
+        out[keys[i]] = split
+        capacity[split] -= 1
+        need[split] = need[split] - pos[i]
+    return out
+
+
+def split_sizes(df: pd.DataFrame, group_column: str = "patient_pseudonym") -> dict[str, dict[str, float]]:
+    """Achieved split sizes: per split, ``patients``, ``studies`` and ``patient_fraction``."""
+    groups = df.groupby("split")[group_column].nunique()
+    studies = df["split"].value_counts()
+    total = max(int(df[group_column].nunique()), 1)
+    return {
+        s: {
+            "patients": int(groups.get(s, 0)),
+            "studies": int(studies.get(s, 0)),
+            "patient_fraction": round(int(groups.get(s, 0)) / total, 4),
+        }
+        for s in SPLITS
+    }
+
+
+def format_split_sizes(sizes: dict[str, dict[str, float]]) -> str:
+    """One line: ``train 60 patients (60.0 %, 75 studies), val ..., test ...``."""
+    return ", ".join(
+        f"{s} {int(v['patients'])} patients ({100 * v['patient_fraction']:.1f} %, {int(v['studies'])} studies)"
+        for s, v in sizes.items()
+    )
 
 
 # ----------------------------------------------------------------------------------- hash, records

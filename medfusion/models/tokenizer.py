@@ -89,6 +89,20 @@ def train_wordpiece_tokenizer(
     if not corpus:
         raise MedfusionError("cannot build a WordPiece vocabulary: no non-empty report text in the training split")
     vocab = wordpiece_vocabulary(corpus, vocab_size, lowercase=lowercase, min_reports=min_reports)
+    return _save_tokenizer(vocab, out_dir, lowercase)
+
+
+def special_tokens_tokenizer(out_dir: str | Path, *, lowercase: bool = True) -> BertTokenizer:
+    """A tokenizer of the special tokens only (any word is ``[UNK]``), saved like :func:`train_wordpiece_tokenizer`.
+
+    For runs that read no text (image-only fusion): the model folder keeps its usual layout, and no word
+    of any report is learned or saved.
+    """
+    return _save_tokenizer(list(SPECIAL_TOKENS), out_dir, lowercase)
+
+
+def _save_tokenizer(vocab: list[str], out_dir: str | Path, lowercase: bool) -> BertTokenizer:
+    """The WordPiece tokenizer over ``vocab`` (special tokens first), saved to ``out_dir``."""
     backend = Tokenizer(models.WordPiece(vocab={t: i for i, t in enumerate(vocab)}, unk_token="[UNK]"))
     backend.normalizer = normalizers.BertNormalizer(lowercase=lowercase)
     backend.pre_tokenizer = pre_tokenizers.BertPreTokenizer()

@@ -145,14 +145,20 @@ def signature_and_example(labels: list[str], example_row: dict[str, Any]) -> tup
     return ModelSignature(inputs=inputs, outputs=outputs), example
 
 
-def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str, example_row: dict[str, Any]) -> Any:
-    """Log the model folder as a pyfunc inside the active run and register a new version.
+def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str | None, example_row: dict[str, Any]) -> Any:
+    """Log the model folder as a pyfunc inside the active run and (unless ``registered_model`` is None) register it.
 
     The pyfunc is logged as code (:data:`ENTRY_POINT`), not as a cloudpickled object, and its weights
     are safetensors: loading it runs no unpickler.
 
+    Args:
+        model_dir: The model folder.
+        labels: Label names (the signature's output columns).
+        registered_model: Registered model to add a version to; None logs the model in the run only.
+        example_row: The input example (synthetic, never a real study).
+
     Returns:
-        The registered ``ModelVersion``.
+        The registered ``ModelVersion``, or (not registered) the ``ModelInfo``.
     """
     signature, example = signature_and_example(labels, example_row)
     info = mlflow.pyfunc.log_model(
@@ -161,10 +167,12 @@ def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str, exa
         artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
         signature=signature,
         input_example=example,
-        model_config={"model_name": registered_model},
+        model_config={"model_name": registered_model or "unregistered"},
         registered_model_name=registered_model,
         pip_requirements=_pip_requirements(),
     )
+    if registered_model is None:
+        return info
     client = mlflow.MlflowClient()
     versions = client.search_model_versions(f"name='{registered_model}'")
     from medfusion.errors import MedfusionError

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import logging
 import subprocess
+import tempfile
 from importlib.metadata import PackageNotFoundError, version
 from pathlib import Path
 from typing import Any
@@ -14,12 +15,18 @@ from typing import Any
 import matplotlib.pyplot as plt
 import mlflow
 import numpy as np
+import pandas as pd
 import yaml
 
 from medfusion.config import Config
+from medfusion.privacy import pseudonym
+from medfusion.results import decide
 from medfusion.tracking.plots import calibration_figure, confusion_figure, roc_figure
 
 log = logging.getLogger(__name__)
+
+#: Where a run's test-split predictions go among its MLflow artifacts.
+TEST_PREDICTIONS_ARTIFACT = "predictions/test_predictions.parquet"
 
 TRACKED_PACKAGES = (
     "medfusion",
@@ -72,11 +79,27 @@ def package_versions() -> dict[str, str]:
     return versions
 
 
-def log_run_context(config: Config, data_hash: str, n_studies: dict[str, int]) -> None:
-    """Log the resolved config, params, data hash, git commit and package versions to the active run."""
+def log_run_context(
+    config: Config,
+    data_hash: str,
+    n_studies: dict[str, int],
+    split_sizes: dict[str, dict[str, float]] | None = None,
+) -> None:
+    """Log the resolved config, params, data hash, git commit and package versions to the active run.
+
+    Args:
+        config: The run's configuration.
+        data_hash: The manifest's hash.
+        n_studies: Studies per split.
+        split_sizes: Achieved split sizes (:func:`medfusion.ingest.manifest.split_sizes`), logged as
+            ``split.<split>.patients`` and ``split.<split>.patient_fraction``.
+    """
     resolved = config.model_dump(mode="json")
     mlflow.log_params({k: str(v)[:6000] for k, v in flatten(resolved).items()})
     mlflow.log_params({f"data.n_{split}": n for split, n in n_studies.items()})
+    for split, sizes in (split_sizes or {}).items():
+        mlflow.log_params({f"split.{split}.patients": int(sizes["patients"])})
+        mlflow.log_params({f"split.{split}.patient_fraction": sizes["patient_fraction"]})
     mlflow.set_tags({"data_hash": data_hash, "git_commit": git_commit(), "fusion": config.fusion.name})
     mlflow.log_text(yaml.safe_dump(resolved, sort_keys=False), "config/resolved_config.yaml")
     mlflow.log_dict(package_versions(), "environment/package_versions.json")
@@ -114,6 +137,43 @@ def log_training_result(config: Config, result: Any) -> None:
     ):
         mlflow.log_figure(fig, f"plots/{name}")
         plt.close(fig)
+    if len(result.test_probabilities):
+        log_test_predictions(result)
     checkpoint = Path(result.model_dir) / "model.safetensors"
     if checkpoint.exists():
         mlflow.log_artifact(str(checkpoint), "checkpoint")
+
+
+def test_predictions_table(result: Any) -> pd.DataFrame:
+    """The test split's per-study predictions, free of identifiers.
+
+    Columns: ``study_pseudonym`` (the StudyInstanceUID pseudonymised with the site salt, ``kind="study"``:
+    the same study gets the same key in every run of the site), then per label ``prob_<label>``
+    (temperature-scaled probability), ``decision_<label>`` (``prob >= threshold``) and ``y_<label>``
+    (target: 1, 0, NaN = unknown). Rows in test-record order.
+
+    Args:
+        result: A :class:`~medfusion.training.engine.TrainResult`.
+
+    Raises:
+        ValueError: The result's study UIDs do not match its test rows.
+    """
+    probs, targets, labels = result.test_probabilities, result.test_targets, list(result.labels)
+    uids = list(result.test_study_uids)
+    if len(uids) != len(probs):
+        raise ValueError(f"{len(uids)} test study UIDs for {len(probs)} test rows")
+    table: dict[str, Any] = {"study_pseudonym": [pseudonym(uid, kind="study") for uid in uids]}
+    for j, label in enumerate(labels):
+        table[f"prob_{label}"] = np.asarray(probs[:, j], dtype=np.float64)
+        table[f"decision_{label}"] = decide(np.asarray(probs[:, j]), result.thresholds[j]).astype(bool)
+        table[f"y_{label}"] = np.asarray(targets[:, j], dtype=np.float64)
+    return pd.DataFrame(table)
+
+
+def log_test_predictions(result: Any) -> None:
+    """Log :func:`test_predictions_table` as the Parquet artifact :data:`TEST_PREDICTIONS_ARTIFACT`."""
+    folder, name = TEST_PREDICTIONS_ARTIFACT.rsplit("/", 1)
+    with tempfile.TemporaryDirectory() as tmp:
+        path = Path(tmp) / name
+        test_predictions_table(result).to_parquet(path, index=False)
+        mlflow.log_artifact(str(path), folder)

@@ -50,7 +50,7 @@ from medfusion.processing.sample import Collator
 from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
 from medfusion.training.data import StudyDataset
 from medfusion.training.decoded_cache import CacheStats
-from medfusion.training.text_setup import prepare_text_encoder, warn_if_truncated
+from medfusion.training.text_setup import prepare_text_encoder, reads_text, warn_if_truncated
 
 log = logging.getLogger(__name__)
 
@@ -90,6 +90,8 @@ class TrainResult:
         rejected: Images that could not be read (those studies were used without image).
         stopped_early: True when patience ran out before ``training.epochs``.
         data_cache: What the decoded-image cache (``data.cache_dir``) held at the start; None without one.
+        test_study_uids: StudyInstanceUIDs of the rows of ``test_probabilities`` (in clear: pseudonymise
+            before anything leaves the process, see :func:`medfusion.tracking.runs.log_test_predictions`).
     """
 
     model_dir: Path
@@ -108,6 +110,7 @@ class TrainResult:
     stopped_early: bool = False
     data_cache: CacheStats | None = None
     test_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
+    test_study_uids: list[str] = field(default_factory=list)
 
 
 def patients(records: list[dict]) -> list[str]:
@@ -317,6 +320,18 @@ def _loaders(
     )
 
 
+def _encoders(config: Config, model: torch.nn.Module) -> str:
+    """The encoders the model has: ``resnet18 image encoder, tiny BERT text encoder`` or
+    ``densenet121 image encoder, text encoder /models/BiomedBERT`` (the folder or hub id as configured)."""
+    parts = []
+    if getattr(model, "image_encoder", None) is not None:
+        parts.append(f"{config.image_encoder.name} image encoder")
+    if getattr(model, "text_encoder", None) is not None:
+        tc = config.text_encoder
+        parts.append("tiny BERT text encoder" if tc.tiny is not None else f"text encoder {tc.name_or_path}")
+    return ", ".join(parts)
+
+
 def train(
     config: Config,
     records: dict[str, list[dict]],
@@ -326,7 +341,9 @@ def train(
     progress: bool = True,
     resume: bool = False,
 ) -> TrainResult:
-    """Train, calibrate, evaluate and save one model.
+    """Train, calibrate, evaluate and save one model, with ``config.training.threads`` torch threads.
+
+    The thread count is set for the run and restored afterwards.
 
     Args:
         config: Run configuration.
@@ -346,6 +363,25 @@ def train(
         MedfusionError: ``train`` or ``val`` is empty, a component cannot be built, or ``resume`` finds
             no checkpoint or one written with another configuration.
     """
+    before = torch.get_num_threads()
+    torch.set_num_threads(config.training.threads)
+    log.debug("training with %d torch thread(s)", config.training.threads)
+    try:
+        return _train(config, records, out_dir, callbacks=callbacks, progress=progress, resume=resume)
+    finally:
+        torch.set_num_threads(before)
+
+
+def _train(
+    config: Config,
+    records: dict[str, list[dict]],
+    out_dir: str | Path,
+    *,
+    callbacks: Sequence[Callback] | None = None,
+    progress: bool = True,
+    resume: bool = False,
+) -> TrainResult:
+    """:func:`train`, in the thread setting it made."""
     for split in ("train", "val"):
         if not records.get(split):
             raise MedfusionError(f"no {split} studies: training needs train and val splits")
@@ -364,7 +400,8 @@ def train(
     sections = card.preprocessing.report_sections
     train_reports = [report_text(r.get("report") or "", sections) for r in records["train"]]
     text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
-    warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
+    if reads_text(config):
+        warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
     model = build_model(card, text_dir)
     image = config.image_encoder
     load_pretrained(
@@ -401,10 +438,10 @@ def train(
     if state.epoch:
         say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
     say(
-        "training %s (%s fusion, %s image encoder) on %s, amp=%s: %s studies",
+        "training %s (%s fusion: %s) on %s, amp=%s: %s studies",
         config.name,
         config.fusion.name,
-        config.image_encoder.name,
+        _encoders(config, model),
         device,
         amp_dtype,
         {s: len(records.get(s) or []) for s in SPLITS},
@@ -525,6 +562,7 @@ def train(
         data_cache=cache_stats if config.data.cache_dir is not None else None,
         stopped_early=stopped_early,
         test_ci=test_ci,
+        test_study_uids=[str(r.get("meta", {}).get("study_uid", "")) for r in records.get("test", [])],
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",

@@ -12,7 +12,7 @@ from typing import Any
 
 import pandas as pd
 
-from medfusion.config import Config, _deep_merge, load_config
+from medfusion.config import Config, load_config, merge_overrides
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.training.checkpoint import checkpoint_state, has_checkpoint
 from medfusion.training.engine import SPLITS, Callback, TrainResult, train
@@ -31,7 +31,7 @@ def resolve_config(config: str | Path | Config, overrides: dict[str, Any] | None
     if not overrides:
         return config
     try:
-        return Config.model_validate(_deep_merge(config.model_dump(), overrides))
+        return Config.model_validate(merge_overrides(config.model_dump(), overrides))
     except ValueError as exc:
         raise ConfigError(f"invalid overrides {overrides}: {exc}") from None
 
@@ -101,10 +101,11 @@ def training_manifest(config: Config, *, progress: bool = True) -> Path:
 
 def load_records(config: Config, *, progress: bool = True) -> TrainingData:
     """The manifest (:func:`training_manifest`) and records of a config."""
-    from medfusion.ingest.manifest import read_manifest, rows_to_records
+    from medfusion.ingest.manifest import format_split_sizes, read_manifest, rows_to_records, split_sizes
 
     manifest = training_manifest(config, progress=progress)
     df = read_manifest(manifest, config.labels)
+    log.info("manifest splits: %s", format_split_sizes(split_sizes(df)))
     records = {s: rows_to_records(df[df["split"] == s], config.labels) for s in SPLITS}
     return TrainingData(Path(manifest), df, records)
 

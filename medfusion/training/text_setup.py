@@ -4,6 +4,9 @@
   text the model reads, after section selection), a small BERT is initialised for it, and both are
   saved to ``<out_dir>/text_encoder/``; the run then loads that folder like any pretrained model.
 * ``text_encoder.name_or_path``: the folder or hub id is used as it is.
+
+A run whose fusion reads no text (``image_only``) with ``tiny`` trains no vocabulary: its tokenizer holds
+the special tokens only.
 """
 
 from __future__ import annotations
@@ -15,8 +18,10 @@ from typing import Any
 
 from medfusion.config import Config
 from medfusion.errors import ConfigError
+from medfusion.models.fusion import TEXT
+from medfusion.models.registry import get_fusion
 from medfusion.models.text_encoder import load_tokenizer
-from medfusion.models.tokenizer import build_tiny_bert, train_wordpiece_tokenizer
+from medfusion.models.tokenizer import build_tiny_bert, special_tokens_tokenizer, train_wordpiece_tokenizer
 
 log = logging.getLogger(__name__)
 
@@ -38,12 +43,21 @@ def prepare_text_encoder(config: Config, train_reports: Sequence[str], out_dir: 
             raise ConfigError("text_encoder: set exactly one of 'name_or_path' and 'tiny'")
         return tc.name_or_path, load_tokenizer(tc.name_or_path)
     text_dir = Path(out_dir) / "text_encoder"
+    if not reads_text(config):
+        special_tokens_tokenizer(text_dir)
+        log.debug("%s fusion reads no text: no vocabulary trained", config.fusion.name)
+        return text_dir, load_tokenizer(text_dir)
     tokenizer = train_wordpiece_tokenizer(
         train_reports, tc.tiny.vocab_size, text_dir, min_reports=tc.tiny.min_word_reports
     )
     build_tiny_bert(tokenizer, tc.tiny).save_pretrained(str(text_dir))
     log.info("tiny BERT with a %d-token vocabulary (train reports only) saved to %s", len(tokenizer), text_dir)
     return text_dir, load_tokenizer(text_dir)
+
+
+def reads_text(config: Config) -> bool:
+    """Whether the run's fusion uses the report text at all."""
+    return TEXT in get_fusion(config.fusion.name).modalities
 
 
 def warn_if_truncated(tokenizer: Any, texts: Sequence[str], max_tokens: int, threshold: float = 0.05) -> float:
@@ -55,7 +69,9 @@ def warn_if_truncated(tokenizer: Any, texts: Sequence[str], max_tokens: int, thr
     texts = [t for t in texts if t]
     if not texts:
         return 0.0
-    lengths = [len(ids) for ids in tokenizer(list(texts))["input_ids"]]
+    # verbose=False: these lengths are measured to be truncated, so transformers' "sequence length is
+    # longer than the specified maximum" warning would only alarm
+    lengths = [len(ids) for ids in tokenizer(list(texts), verbose=False)["input_ids"]]
     fraction = sum(n > max_tokens for n in lengths) / len(lengths)
     if fraction > threshold:
         log.warning(

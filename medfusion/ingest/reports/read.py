@@ -16,6 +16,7 @@ Imports: :mod:`medfusion.ingest.records`, :mod:`medfusion.ingest.reports.text`,
 from __future__ import annotations
 
 import logging
+from collections.abc import Iterable
 from pathlib import Path
 
 from medfusion.errors import ReportParseError
@@ -85,6 +86,15 @@ def read_text_reports(folder_or_file: str | Path, *, max_chars: int = DEFAULT_MA
 
 # ---------------------------------------------------------------------------------------------- CSV
 
+#: The columns of a report CSV: the text (required), and the keys that link a report to its study
+#: (optional; at least one of accession number and StudyInstanceUID for the report to be linked).
+CSV_REPORT_COLUMNS = {
+    "report": "report text (required)",
+    "accession_number": "accession number in clear, pseudonymised on reading (links by accession)",
+    "study_uid": "StudyInstanceUID (links by study)",
+    "report_id": "report id (default row<N>)",
+}
+
 
 def read_csv_reports(
     path: str | Path,
@@ -114,8 +124,7 @@ def read_csv_reports(
     """
     path = Path(path)
     table = read_text_csv(path, ReportParseError, "CSV file")
-    if text_column not in table.columns:
-        raise ReportParseError(path, f"missing report text column {text_column!r}")
+    _require_text_column(path, table.columns, text_column)
     batch = ReportBatch()
     for n, row in enumerate(table.to_dict(orient="records"), start=1):
         source = record_locator(path, "row", n)
@@ -136,6 +145,18 @@ def read_csv_reports(
     return batch
 
 
+def _require_text_column(path: Path, columns: Iterable[object], text_column: str) -> None:
+    """Raise :class:`ReportParseError` naming the report CSV columns when ``text_column`` is not a column."""
+    names = [str(c) for c in columns]
+    if text_column not in names:
+        known = ", ".join(CSV_REPORT_COLUMNS)
+        raise ReportParseError(
+            path,
+            f"missing report text column {text_column!r} "
+            f"(report CSV columns: {known}; the file has: {', '.join(names)})",
+        )
+
+
 # ------------------------------------------------------------------------------------------ dispatch
 
 _SUFFIXES = (*FHIR_SUFFIXES, ".csv", ".txt")
@@ -151,6 +172,33 @@ def _in_file_order(batch: ReportBatch, files: list[Path]) -> ReportBatch:
     return ReportBatch(
         sorted(batch.reports, key=lambda r: rank(r.source)), sorted(batch.rejected, key=lambda r: rank(r.source))
     )
+
+
+def _unsupported(suffix: str) -> str:
+    return f"unsupported report file type {suffix or '(none)'!r} (use {', '.join(_SUFFIXES)})"
+
+
+def check_report_source(path: str | Path) -> None:
+    """Cheap checks of a report source before any work: it exists, its type is known, a CSV has its text column.
+
+    Reads a CSV's header only. A folder is only checked to exist (its files are checked as they are read,
+    and a bad one becomes a rejection).
+
+    Raises:
+        ReportParseError: The path does not exist, has an unsupported extension, or is a CSV file
+            that cannot be read or lacks the ``report`` column (the message lists the columns).
+    """
+    path = Path(path)
+    if not path.exists():
+        raise ReportParseError(path, "no such file or folder")
+    if path.is_dir():
+        return
+    suffix = path.suffix.lower()
+    if suffix not in _SUFFIXES:
+        raise ReportParseError(path, _unsupported(suffix))
+    if suffix == ".csv":
+        header = read_text_csv(path, ReportParseError, "CSV file", header_only=True)
+        _require_text_column(path, header.columns, "report")
 
 
 def read_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> ReportBatch:
@@ -203,4 +251,4 @@ def read_reports(path: str | Path, *, max_chars: int = DEFAULT_MAX_CHARS) -> Rep
         return read_csv_reports(path, max_chars=max_chars)
     if suffix == ".txt":
         return read_text_reports(path, max_chars=max_chars)
-    raise ReportParseError(path, f"unsupported report file type {suffix or '(none)'!r} (use {', '.join(_SUFFIXES)})")
+    raise ReportParseError(path, _unsupported(suffix))
