@@ -36,6 +36,7 @@ from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.settings import ReviewSettings
 from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
+from medfusion.review.verified_sr import issue_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
     apply_window,
@@ -438,6 +439,26 @@ def _decision_form(
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
+def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: str, results_dir: Path) -> None:
+    """Issue a VERIFIED DICOM SR from the saved decisions, when batch scoring wrote the study's SR."""
+    if not user.can_decide or unverified_sr(results_dir, result) is None:
+        return
+    current = store.current(uid)
+    if not current:
+        return
+    if st.button(
+        "Issue verified SR",
+        key=f"vsr_{uid}",
+        help=f"A VERIFIED DICOM SR of your saved decisions, signed '{user.signature}', superseding the model's SR.",
+    ):
+        try:
+            path = issue_verified_sr(results_dir, result, current, user.signature)
+        except MedfusionError as exc:
+            st.error(f"No verified SR: {exc}")
+            return
+        st.success(f"Verified SR written: {path.relative_to(results_dir)}")
+
+
 def _study_page(
     user: User, settings: ReviewSettings, results: pd.DataFrame, labels: list[str], store: ReviewStore
 ) -> None:
@@ -489,6 +510,7 @@ def _study_page(
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
     _decision_form(user, result, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
+    _verified_sr_panel(user, result, store, uid, settings.results_dir)
     history = store.audit(uid)
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):

@@ -67,7 +67,8 @@ def link_split(manifest_path: Path, labels: list[str], split: str, folder: Path)
 
 
 def score_demo_test_split(config: Config, results_dir: Path, model_uri: str, tracking_uri: str) -> str:
-    """Score the demo cohort's test split into ``results_dir`` with the scoring job; returns its summary.
+    """Score the demo cohort's test split into ``results_dir`` with the scoring job (with DICOM SRs, which
+    the app can verify); returns its summary.
 
     Raises:
         MedfusionError: The demo cohort or the model is missing (run ``medfusion demo`` first).
@@ -90,6 +91,7 @@ def score_demo_test_split(config: Config, results_dir: Path, model_uri: str, tra
             workers=1,
             tracking_uri=tracking_uri,
             progress=True,
+            sr=True,  # the reviewer can verify the model's SR of a study
         )
     )
     return summary.text()

@@ -44,6 +44,6 @@ def review_project(demo_project, tmp_path_factory: pytest.TempPathFactory) -> Re
     finally:
         torch.set_num_threads(before)
     users = root / "users.yaml"
-    add_user(users, "dr.alice", PASSWORD, role="reviewer")
+    add_user(users, "dr.alice", PASSWORD, role="reviewer", display_name="Alice^Reviewer")
     add_user(users, "viewer.bob", PASSWORD, role="viewer")
     return ReviewProject(demo_project, root / "scores", users)

@@ -4,12 +4,15 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import highdicom as hd
+import pydicom
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
 from medfusion.review.store import ReviewStore
 from medfusion.scoring import read_results
+from tests.dicom_sr.validators import dciodvfy_errors
 from tests.review.conftest import PASSWORD
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
@@ -84,6 +87,23 @@ def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_proj
     assert nodule.shown.methods == ("saliency", "gradient")  # the defaults on screen
     assert nodule.shown.heatmap_opacity == pytest.approx(0.7)
     assert rows["effusion"].decision == "corrected" and rows["effusion"].reviewed_value is False
+
+    # the saved decisions become a VERIFIED DICOM SR superseding the model's (written by score --sr)
+    at = at.button(key=f"vsr_{first}").click().run()
+    assert not at.exception, at.exception
+    (written,) = (review_project.results_dir / "sr_verified" / first).glob("*.dcm")
+    assert any(f"Verified SR written: sr_verified/{first}/{written.name}" in s.value for s in at.success)
+    assert dciodvfy_errors(written) == []
+    sr = hd.sr.srread(written)
+    assert (sr.VerificationFlag, sr.PreliminaryFlag) == ("VERIFIED", "FINAL")
+    assert str(sr.VerifyingObserverSequence[0].VerifyingObserverName) == "Alice^Reviewer"  # her display name
+    groups = sr.content.get_image_measurement_groups()
+    values = {str(g.tracking_identifier): g.get_qualitative_evaluations()[0].value.value for g in groups}
+    present, absent = "52101004", "272519000"
+    assert values == {"nodule": present if row["decision_nodule"] else absent, "effusion": absent}
+    (model_sr,) = (review_project.results_dir / "sr").glob(f"part-*/{first}.dcm")
+    predecessor = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
+    assert predecessor.ReferencedSOPInstanceUID == pydicom.dcmread(model_sr).SOPInstanceUID
 
     at = at.button(key="back").click().run()
     table = at.dataframe[0].value.set_index("study_uid")

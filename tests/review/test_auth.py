@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from medfusion.errors import ConfigError
+from medfusion.errors import ConfigError, InputRejected
 from medfusion.review.auth import (
     Authenticator,
     LoginRefused,
@@ -75,3 +75,18 @@ def test_malformed_users_file_names_the_entry(tmp_path) -> None:
         read_users(users)
     with pytest.raises(ConfigError, match="not found"):
         read_users(tmp_path / "missing.yaml")
+
+
+def test_display_name_is_what_a_verified_result_is_signed_with(tmp_path) -> None:
+    users = tmp_path / "users.yaml"
+    add_user(users, "alice", "pw-1", display_name="Smith^Alice")
+    add_user(users, "bob", "pw-2")
+    auth = Authenticator(users, failure_delay_s=0)
+    assert auth.login("alice", "pw-1").signature == "Smith^Alice"
+    assert auth.login("bob", "pw-2").signature == "bob"  # none set: the login name
+    for bad in ("", "a\\b", "x" * 65, "tab\there"):
+        with pytest.raises(InputRejected, match="display name"):
+            add_user(users, "carol", "pw-3", display_name=bad)
+    users.write_text("users:\n  dave: {password: null, role: reviewer, display_name: 7}\n")
+    with pytest.raises(ConfigError, match=r"users\.dave\.display_name"):
+        read_users(users)
