@@ -367,6 +367,9 @@ def review(
     trusted_header: Annotated[
         str | None, typer.Option(help="Trust this upstream auth header (e.g. X-Forwarded-User) behind a reverse proxy.")
     ] = None,
+    organization: Annotated[
+        str | None, typer.Option(help="Your organization, signed as verifier on VERIFIED DICOM SRs.")
+    ] = None,
     overrides: OverrideOption = None,
 ) -> None:
     """Start the review dashboard on 127.0.0.1 (scores the demo test split first if needed)."""
@@ -393,6 +396,7 @@ def review(
         users_path=users,
         tracking_uri=uri,
         trusted_header=trusted_header,
+        organization=organization,
     )
     first = launch.ensure_users(settings.users_path)
     if first is not None:

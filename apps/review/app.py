@@ -439,8 +439,9 @@ def _decision_form(
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
-def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: str, results_dir: Path) -> None:
+def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: str, settings: ReviewSettings) -> None:
     """Issue a VERIFIED DICOM SR from the saved decisions, when batch scoring wrote the study's SR."""
+    results_dir = settings.results_dir
     if not user.can_decide or unverified_sr(results_dir, result) is None:
         return
     current = store.current(uid)
@@ -452,7 +453,7 @@ def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: s
         help=f"A VERIFIED DICOM SR of your saved decisions, signed '{user.signature}', superseding the model's SR.",
     ):
         try:
-            path = issue_verified_sr(results_dir, result, current, user.signature)
+            path = issue_verified_sr(results_dir, result, current, user.signature, settings.organization)
         except MedfusionError as exc:
             st.error(f"No verified SR: {exc}")
             return
@@ -510,7 +511,7 @@ def _study_page(
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
     _decision_form(user, result, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
-    _verified_sr_panel(user, result, store, uid, settings.results_dir)
+    _verified_sr_panel(user, result, store, uid, settings)
     history = store.audit(uid)
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):

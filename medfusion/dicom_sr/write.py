@@ -88,7 +88,7 @@ class Verification:
 
     Attributes:
         observer: The verifying observer's name as signed (DICOM PN: ``Family^Given`` or free text).
-        organization: The verifying organization (may be empty).
+        organization: The verifying organization (DICOM Type 1 there: not empty).
         verified_at: When the decisions were made (timezone-aware).
         decisions: Label -> present, for the labels the clinician reviewed (the others are left out).
         predecessor: The UNVERIFIED SR this one supersedes (``PredecessorDocumentsSequence``).
@@ -120,7 +120,8 @@ def build_sr(
     Raises:
         MedfusionError: The row is not a scored study (no UID, an error, a non-finite probability), its
             study UID is not a valid DICOM UID (it also names the SR file), it belongs to another
-            study than ``source``, or a verified label is not one of the row's, or none is.
+            study than ``source``, or a verified label is not one of the row's, or none is, or the
+            verifying observer or organization is empty.
     """
     codes = codes or CodeMap()
     if row.study_uid is None or row.error is not None:
@@ -133,6 +134,8 @@ def build_sr(
         raise MedfusionError(f"study {row.study_uid}: a probability or threshold is not finite")
     if verification is not None and (not verification.decisions or set(verification.decisions) - set(row.labels)):
         raise MedfusionError(f"study {row.study_uid}: verified labels must be some of the model's {list(row.labels)}")
+    if verification is not None and not (verification.observer.strip() and verification.organization.strip()):
+        raise MedfusionError("a verified SR needs the verifying observer's name and organization (DICOM Type 1)")
     p = row.provenance
     series_uid, sop_uid = sr_uids(row)
     if verification is not None:

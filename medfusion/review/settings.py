@@ -28,6 +28,9 @@ ENV_USERS = "MEDFUSION_REVIEW_USERS"
 ENV_HEADER = "MEDFUSION_REVIEW_TRUSTED_HEADER"
 ENV_DELAY = "MEDFUSION_REVIEW_LOGIN_DELAY"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
+ENV_ORGANIZATION = "MEDFUSION_REVIEW_ORGANIZATION"
+#: Verifying organization of VERIFIED SRs when the site names none (DICOM requires a value).
+DEFAULT_ORGANIZATION = "Radiology (organization not configured)"
 
 
 @dataclass(frozen=True)
@@ -42,6 +45,7 @@ class ReviewSettings:
         tracking_uri: MLflow store for ``models:/`` URIs, or None.
         trusted_header: Upstream auth header name, or None (off).
         login_delay_s: Wait after a failed login.
+        organization: The verifying organization signed on VERIFIED DICOM SRs (the site's name).
     """
 
     results_dir: Path
@@ -51,6 +55,7 @@ class ReviewSettings:
     tracking_uri: str | None = None
     trusted_header: str | None = None
     login_delay_s: float = 1.0
+    organization: str = DEFAULT_ORGANIZATION
 
     @classmethod
     def create(
@@ -63,6 +68,7 @@ class ReviewSettings:
         tracking_uri: str | None = None,
         trusted_header: str | None = None,
         login_delay_s: float = 1.0,
+        organization: str | None = None,
     ) -> ReviewSettings:
         """Settings with the defaults filled in (store and users file beside the results)."""
         results = Path(results_dir).resolve()
@@ -74,6 +80,7 @@ class ReviewSettings:
             tracking_uri=tracking_uri or None,
             trusted_header=trusted_header or None,
             login_delay_s=login_delay_s,
+            organization=(organization or "").strip() or DEFAULT_ORGANIZATION,
         )
 
     @classmethod
@@ -101,6 +108,7 @@ class ReviewSettings:
             tracking_uri=env.get(ENV_TRACKING),
             trusted_header=env.get(ENV_HEADER),
             login_delay_s=delay,
+            organization=env.get(ENV_ORGANIZATION),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -110,6 +118,7 @@ class ReviewSettings:
             ENV_STORE: str(self.store_path),
             ENV_USERS: str(self.users_path),
             ENV_DELAY: str(self.login_delay_s),
+            ENV_ORGANIZATION: self.organization,
         }
         for key, value in (
             (ENV_MODEL, self.model_uri),

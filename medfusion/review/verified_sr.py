@@ -45,7 +45,7 @@ def unverified_sr(results_dir: str | Path, row: ResultRow) -> Path | None:
 
 
 def issue_verified_sr(
-    results_dir: str | Path, row: ResultRow, decisions: Sequence[DecisionRecord], signature: str, organization: str = ""
+    results_dir: str | Path, row: ResultRow, decisions: Sequence[DecisionRecord], signature: str, organization: str
 ) -> Path:
     """Write the VERIFIED SR of a reviewed study.
 
@@ -54,7 +54,7 @@ def issue_verified_sr(
         row: The study's model result.
         decisions: The study's current decisions (labels the model does not have are ignored).
         signature: The verifying observer's name (the user's display name).
-        organization: The verifying organization.
+        organization: The verifying organization (required by DICOM: not empty).
 
     Returns:
         The SR file written.
@@ -63,6 +63,8 @@ def issue_verified_sr(
         MedfusionError: The job wrote no SR for this study and model (score with ``--sr``), or no
             decision is about one of the model's labels.
     """
+    if not organization.strip():
+        raise MedfusionError("a verified SR names the verifying organization: set medfusion review --organization")
     source_path = unverified_sr(results_dir, row)
     if source_path is None:
         raise MedfusionError("batch scoring wrote no SR for this study and model (score it with --sr)")

@@ -61,15 +61,19 @@ def test_a_verified_sr_supersedes_the_unverified_one_with_the_clinicians_values(
 
     again = build_sr(row_of(study), source_from_sr(unverified), verification=verification)
     assert again.SOPInstanceUID == sr.SOPInstanceUID  # the same verification is the same object
-    later = Verification("Smith^Alice", "", AT + dt.timedelta(minutes=5), {"nodule": True}, unverified)
+    later = Verification("Smith^Alice", "Radiology", AT + dt.timedelta(minutes=5), {"nodule": True}, unverified)
     assert build_sr(row_of(study), source_from_sr(unverified), verification=later).SOPInstanceUID != sr.SOPInstanceUID
 
 
-def test_verifying_labels_the_model_does_not_have_is_refused(tmp_path: Path) -> None:
+def test_unknown_labels_and_an_unsigned_verification_are_refused(tmp_path: Path) -> None:
     paths, study = write_study(tmp_path / "study", n=1)
     source = read_source_study(paths)
     unverified = build_sr(row_of(study), source)
     for decisions in ({"pneumothorax": True}, {}):
         with pytest.raises(MedfusionError, match="verified labels must be some of the model's"):
-            build_sr(row_of(study), source, verification=Verification("A", "", AT, decisions, unverified))
+            build_sr(row_of(study), source, verification=Verification("A", "R", AT, decisions, unverified))
+    for observer, organization in (("A", " "), ("", "R")):
+        with pytest.raises(MedfusionError, match="observer's name and organization"):
+            verification = Verification(observer, organization, AT, {"nodule": True}, unverified)
+            build_sr(row_of(study), source, verification=verification)
     assert set(LABELS) >= {"nodule", "cardiomegaly"}
