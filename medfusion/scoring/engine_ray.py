@@ -12,7 +12,7 @@
       -> driver: iter_batches (bounded prefetch) -> PartWriter + ledger   exactly-once commits, as local
 
 The driver never holds the pending list: a background thread streams pending refs from its own
-read-only ledger connection, :data:`WINDOW` studies at a time, into a small feed actor whose queue
+ledger connection (it only reads), :data:`WINDOW` studies at a time, into a small feed actor whose queue
 holds at most :data:`FEED_AHEAD` windows; each of the dataset's ``ceil(pending / WINDOW)`` read tasks
 takes the next window. Ray Data's streaming executor bounds what is in flight between stages and
 ``iter_batches`` prefetches a bounded number of result blocks, so the driver's memory does not grow
