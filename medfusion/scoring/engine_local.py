@@ -32,10 +32,12 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
+import multiprocessing.util
 import os
 import shutil
 import tempfile
 import time
+import uuid
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -87,6 +89,54 @@ class Prepared:
     set_aside: list[Rejection] = field(default_factory=list)
     source: SourceStudy | None = None
 
+    def __reduce__(self) -> tuple[Any, ...]:
+        """Pickle the sample's tensors by value, as numpy arrays.
+
+        Through the pool, torch's own reduction moves every tensor into shared memory and passes a
+        file descriptor for it (about 1 ms per sample, on the main process's result path); a sample
+        is a few KB.
+        """
+        s = self.sample
+        arrays = None
+        if s is not None:
+            image = None if s.image is None else s.image.numpy()
+            arrays = (image, s.input_ids.numpy(), s.report, s.label.numpy(), s.study_uid)
+        return (_unpickle_prepared, (self.study_uid, arrays, self.file, self.reason, self.stage, self.set_aside))
+
+
+def _unpickle_prepared(
+    study_uid: str,
+    arrays: tuple[Any, Any, str, Any, str | None] | None,
+    file: str | None,
+    reason: str | None,
+    stage: str | None,
+    set_aside: list[Rejection],
+) -> Prepared:
+    import torch
+
+    sample = None
+    if arrays is not None:
+        image, input_ids, report, label, uid = arrays
+        image_t = None if image is None else torch.from_numpy(image)
+        sample = Sample(image_t, torch.from_numpy(input_ids), report, torch.from_numpy(label), uid)
+    return Prepared(study_uid, sample, file, reason, stage, set_aside)
+
+
+_WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders
+
+
+def _study_workdir() -> Path:
+    """A fresh path for one study's files, not created: a source that writes (DICOMweb) creates it.
+
+    It lies in a private (0700) folder made once per process, so folder sources, which write
+    nothing, cost no folder creation and removal per study.
+    """
+    pid = os.getpid()
+    if pid not in _WORKDIR:
+        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-"))
+        multiprocessing.util.Finalize(None, shutil.rmtree, (_WORKDIR[pid], True), exitpriority=0)
+    return _WORKDIR[pid] / f"study-{uuid.uuid4().hex}"
+
 
 def prepare_study(
     source: StudySource, preprocessor: Preprocessor, ref: StudyRef, report_text: str, *, sr: bool = False
@@ -100,7 +150,7 @@ def prepare_study(
 
     Typed input errors become a rejected :class:`Prepared`; anything else is a bug and propagates.
     """
-    workdir = Path(tempfile.mkdtemp(prefix="medfusion-study-"))
+    workdir = _study_workdir()
     stage = "materialize"
     set_aside: list[Rejection] = []
     try:
@@ -121,7 +171,8 @@ def prepare_study(
     except MedfusionError as exc:
         return Prepared(ref.study_uid, reason=str(exc), stage=stage, set_aside=set_aside)
     finally:
-        shutil.rmtree(workdir, ignore_errors=True)
+        if workdir.exists():
+            shutil.rmtree(workdir, ignore_errors=True)
 
 
 def record_set_aside(ctx: EngineContext, prepared: Prepared) -> None:
@@ -230,7 +281,13 @@ def _stop(pid: int) -> None:
 
 
 def run_local(ctx: EngineContext) -> None:
-    """Score every pending study of ``ctx.ledger``."""
+    """Score every pending study of ``ctx.ledger``.
+
+    On CPU the main process runs inference with ``cores - workers`` torch threads (at least one) for
+    the job, so that it does not contend with the workers for the cores.
+    """
+    import torch
+
     options = ctx.options
     predictor = Predictor.from_dir(
         ctx.model.model_dir,
@@ -239,6 +296,9 @@ def run_local(ctx: EngineContext) -> None:
         amp=True,
     )
     window = options.batch_size + 2 * options.workers
+    threads = torch.get_num_threads()
+    if predictor.loaded.device.type == "cpu":  # CPU inference shares the cores with the workers
+        torch.set_num_threads(max(1, _cores() - options.workers))
     mp = worker_context()
     bound_s = getattr(options, "file_timeout_s", None)
     if bound_s is not None and not bound_s > 0:
@@ -374,6 +434,12 @@ def run_local(ctx: EngineContext) -> None:
             score(len(ready))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        torch.set_num_threads(threads)
+
+
+def _cores() -> int:
+    """CPU cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else (os.cpu_count() or 1)
 
 
 def _timed_out(ctx: EngineContext, ref: StudyRef, late: Overdue, bound_s: float) -> None:

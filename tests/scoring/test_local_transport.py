@@ -1,0 +1,96 @@
+"""The local engine's per-study costs: samples cross the pool by value (no shared-memory handle per
+tensor), and folder sources make no work folder per study (sources that write get a private one)."""
+
+from __future__ import annotations
+
+import pickle
+import shutil
+import stat
+import tempfile
+from collections.abc import Iterator
+from multiprocessing.reduction import ForkingPickler
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import pytest
+import torch
+
+from medfusion.datasets.demo.dicom_writer import DicomSpec, write_dicom
+from medfusion.ingest.records import Rejection
+from medfusion.models.tokenizer import train_wordpiece_tokenizer
+from medfusion.processing.preprocessor import Preprocessor
+from medfusion.processing.spec import PreprocessingSpec
+from medfusion.scoring import engine_local
+from medfusion.scoring.engine_local import Prepared, prepare_study
+from medfusion.scoring.sources import FolderSource, StudyRef
+
+SPEC = PreprocessingSpec(image_size=(16, 16), max_tokens=12)
+REPORT = "FINDINGS: Small left pleural effusion. The heart is normal."
+
+
+@pytest.fixture(scope="module")
+def preprocessor(tmp_path_factory: pytest.TempPathFactory) -> Preprocessor:
+    reports = [REPORT, "FINDINGS: The lungs are clear."]
+    tokenizer = train_wordpiece_tokenizer(reports, 80, tmp_path_factory.mktemp("tok"))
+    return Preprocessor(SPEC, tokenizer, 3)
+
+
+@pytest.fixture(scope="module")
+def study(tmp_path_factory: pytest.TempPathFactory) -> StudyRef:
+    root = tmp_path_factory.mktemp("dicom")
+    pixels = np.random.default_rng(0).integers(0, 4000, (24, 20)).astype(np.uint16)
+    path = write_dicom(root / "a.dcm", pixels, DicomSpec(study_uid="1.2.3", series_uid="1.2.3.1"))
+    return StudyRef("1.2.3", (str(path),), None)
+
+
+class CopyingSource:
+    """A source that writes the study's files into its work folder (as DICOMweb retrieval does)."""
+
+    name = "copying"
+
+    def __init__(self) -> None:
+        self.workdirs: list[Path] = []
+
+    def discover(self) -> Iterator[StudyRef]:
+        return iter(())
+
+    def materialize(self, ref: StudyRef, workdir: Path) -> list[Path]:
+        self.workdirs.append(workdir)
+        workdir.mkdir(parents=True, exist_ok=True)
+        return [Path(shutil.copy(p, workdir / Path(p).name)) for p in ref.locator]
+
+
+def test_prepared_crosses_the_pool_by_value(preprocessor: Preprocessor, study: StudyRef) -> None:
+    prepared = prepare_study(FolderSource(Path(study.locator[0]).parent), preprocessor, study, REPORT)
+    sample = prepared.sample
+    assert sample is not None and sample.image is not None
+    blob = bytes(ForkingPickler.dumps(prepared))  # what the pool sends back to the main process
+    assert len(blob) > sample.image.numel() * 4  # the pixels themselves, not a shared-memory handle
+    back: Any = pickle.loads(blob)
+    assert back.study_uid == "1.2.3" and back.reason is None and back.set_aside == []
+    assert torch.equal(back.sample.image, sample.image) and back.sample.image.dtype == torch.float32
+    assert torch.equal(back.sample.input_ids, sample.input_ids) and back.sample.report == sample.report
+    assert torch.equal(back.sample.label.isnan(), sample.label.isnan()) and back.sample.study_uid == "1.2.3"
+    rejected = Prepared("1.2.4", file="b.dcm", reason="no pixel data", stage="decode", set_aside=[Rejection("c", "d")])
+    assert pickle.loads(ForkingPickler.dumps(rejected)) == rejected
+
+
+def test_work_folders_only_for_sources_that_write(
+    preprocessor: Preprocessor, study: StudyRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    temp = tmp_path / "tmp"
+    temp.mkdir()
+    monkeypatch.setattr(tempfile, "tempdir", str(temp))
+    monkeypatch.setattr(engine_local, "_WORKDIR", {})
+    folder = [prepare_study(FolderSource(temp), preprocessor, study, REPORT) for _ in range(3)]
+    (private,) = temp.iterdir()  # one folder for the process, none per study
+    assert list(private.iterdir()) == [] and stat.S_IMODE(private.stat().st_mode) == 0o700
+    copying = CopyingSource()
+    copied = [prepare_study(copying, preprocessor, study, REPORT) for _ in range(2)]
+    assert [w.parent for w in copying.workdirs] == [private, private] and len(set(copying.workdirs)) == 2
+    assert list(private.iterdir()) == []  # each study's files removed after it
+    for a, b in zip(folder, copied, strict=False):
+        assert a.sample is not None and b.sample is not None
+        assert a.sample.image is not None and b.sample.image is not None
+        assert torch.equal(a.sample.image, b.sample.image)
