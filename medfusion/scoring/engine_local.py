@@ -101,7 +101,10 @@ class Prepared:
         if s is not None:
             image = None if s.image is None else s.image.numpy()
             arrays = (image, s.input_ids.numpy(), s.report, s.label.numpy(), s.study_uid)
-        return (_unpickle_prepared, (self.study_uid, arrays, self.file, self.reason, self.stage, self.set_aside))
+        return (
+            _unpickle_prepared,
+            (self.study_uid, arrays, self.file, self.reason, self.stage, self.set_aside, self.source),
+        )
 
 
 def _unpickle_prepared(
@@ -111,6 +114,7 @@ def _unpickle_prepared(
     reason: str | None,
     stage: str | None,
     set_aside: list[Rejection],
+    source: SourceStudy | None = None,
 ) -> Prepared:
     import torch
 
@@ -119,7 +123,7 @@ def _unpickle_prepared(
         image, input_ids, report, label, uid = arrays
         image_t = None if image is None else torch.from_numpy(image)
         sample = Sample(image_t, torch.from_numpy(input_ids), report, torch.from_numpy(label), uid)
-    return Prepared(study_uid, sample, file, reason, stage, set_aside)
+    return Prepared(study_uid, sample, file, reason, stage, set_aside, source)
 
 
 _WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders

@@ -74,6 +74,12 @@ def test_prepared_crosses_the_pool_by_value(preprocessor: Preprocessor, study: S
     assert torch.equal(back.sample.label.isnan(), sample.label.isnan()) and back.sample.study_uid == "1.2.3"
     rejected = Prepared("1.2.4", file="b.dcm", reason="no pixel data", stage="decode", set_aside=[Rejection("c", "d")])
     assert pickle.loads(ForkingPickler.dumps(rejected)) == rejected
+    # with --sr the study's headers ride along to the main process, which writes the SR
+    with_sr = prepare_study(FolderSource(Path(study.locator[0]).parent), preprocessor, study, REPORT, sr=True)
+    assert with_sr.source is not None
+    again: Any = pickle.loads(ForkingPickler.dumps(with_sr))
+    assert again.source is not None and again.source.study_uid == "1.2.3"
+    assert again.source.instances == with_sr.source.instances and again.source.header == with_sr.source.header
 
 
 def test_work_folders_only_for_sources_that_write(
