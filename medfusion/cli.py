@@ -370,6 +370,9 @@ def review(
     organization: Annotated[
         str | None, typer.Option(help="Your organization, signed as verifier on VERIFIED DICOM SRs.")
     ] = None,
+    stow: Annotated[
+        str | None, typer.Option(help="Send VERIFIED DICOM SRs to this PACS (DICOMweb root, STOW-RS).")
+    ] = None,
     overrides: OverrideOption = None,
 ) -> None:
     """Start the review dashboard on 127.0.0.1 (scores the demo test split first if needed)."""
@@ -397,6 +400,7 @@ def review(
         tracking_uri=uri,
         trusted_header=trusted_header,
         organization=organization,
+        stow_url=stow,
     )
     first = launch.ensure_users(settings.users_path)
     if first is not None:

@@ -36,7 +36,7 @@ from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.panels import contributions_table_html, probability_table_html
 from medfusion.review.settings import ReviewSettings
 from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
-from medfusion.review.verified_sr import issue_verified_sr, unverified_sr
+from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
     apply_window,
@@ -458,6 +458,13 @@ def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: s
             st.error(f"No verified SR: {exc}")
             return
         st.success(f"Verified SR written: {path.relative_to(results_dir)}")
+        if settings.stow_url:
+            try:
+                send_verified_sr(path, settings.stow_url)
+            except InputRejected as exc:
+                st.error(f"Not sent to the PACS (the file is kept; try again): {exc.reason}")
+                return
+            st.success("Verified SR sent to the PACS.")
 
 
 def _study_page(

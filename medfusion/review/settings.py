@@ -29,6 +29,7 @@ ENV_HEADER = "MEDFUSION_REVIEW_TRUSTED_HEADER"
 ENV_DELAY = "MEDFUSION_REVIEW_LOGIN_DELAY"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
 ENV_ORGANIZATION = "MEDFUSION_REVIEW_ORGANIZATION"
+ENV_STOW = "MEDFUSION_REVIEW_STOW"
 #: Verifying organization of VERIFIED SRs when the site names none (DICOM requires a value).
 DEFAULT_ORGANIZATION = "Radiology (organization not configured)"
 
@@ -46,6 +47,8 @@ class ReviewSettings:
         trusted_header: Upstream auth header name, or None (off).
         login_delay_s: Wait after a failed login.
         organization: The verifying organization signed on VERIFIED DICOM SRs (the site's name).
+        stow_url: DICOMweb root of the PACS that VERIFIED SRs are sent to (STOW-RS), or None (written
+            only; credentials from ``MEDFUSION_DICOMWEB_USER`` / ``_PASSWORD`` as for scoring).
     """
 
     results_dir: Path
@@ -56,6 +59,7 @@ class ReviewSettings:
     trusted_header: str | None = None
     login_delay_s: float = 1.0
     organization: str = DEFAULT_ORGANIZATION
+    stow_url: str | None = None
 
     @classmethod
     def create(
@@ -69,6 +73,7 @@ class ReviewSettings:
         trusted_header: str | None = None,
         login_delay_s: float = 1.0,
         organization: str | None = None,
+        stow_url: str | None = None,
     ) -> ReviewSettings:
         """Settings with the defaults filled in (store and users file beside the results)."""
         results = Path(results_dir).resolve()
@@ -81,6 +86,7 @@ class ReviewSettings:
             trusted_header=trusted_header or None,
             login_delay_s=login_delay_s,
             organization=(organization or "").strip() or DEFAULT_ORGANIZATION,
+            stow_url=stow_url or None,
         )
 
     @classmethod
@@ -109,6 +115,7 @@ class ReviewSettings:
             trusted_header=env.get(ENV_HEADER),
             login_delay_s=delay,
             organization=env.get(ENV_ORGANIZATION),
+            stow_url=env.get(ENV_STOW),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -124,6 +131,7 @@ class ReviewSettings:
             (ENV_MODEL, self.model_uri),
             (ENV_TRACKING, self.tracking_uri),
             (ENV_HEADER, self.trusted_header),
+            (ENV_STOW, self.stow_url),
         ):
             if value:
                 env[key] = value

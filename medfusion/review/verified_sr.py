@@ -86,3 +86,14 @@ def issue_verified_sr(
         Path(tmp).unlink(missing_ok=True)
         raise
     return out
+
+
+def send_verified_sr(path: Path, stow_url: str) -> None:
+    """Send a VERIFIED SR to the PACS with STOW-RS (bounded retries; storing it again stores nothing new).
+
+    Raises:
+        InputRejected: The URL is not a DICOMweb root, or the PACS did not store it (after retries).
+    """
+    from medfusion.scoring.dicomweb import DicomwebSource
+
+    DicomwebSource(stow_url).store(path)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from pathlib import Path
 
 import highdicom as hd
@@ -14,6 +15,8 @@ from medfusion.review.store import ReviewStore
 from medfusion.scoring import read_results
 from tests.dicom_sr.validators import dciodvfy_errors
 from tests.review.conftest import PASSWORD
+from tests.scoring.orthanc_server import running_orthanc
+from tests.scoring.test_sr_stow import instance_count, stored_srs
 
 APP = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
 
@@ -160,3 +163,32 @@ def test_a_comment_with_identifiers_is_held_back_with_a_warning(app_env, review_
     at = save("unchanged since 04/11/2021")
     at = save("unchanged since 04/11/2021", confirm=True)
     assert [r.comment for r in store.audit(uid)][-1] == "unchanged since 04/11/2021"
+
+
+def test_a_verified_sr_reaches_the_pacs_once(review_project, tmp_path, monkeypatch) -> None:
+    with running_orthanc(tmp_path / "orthanc") as pacs:
+        settings = dataclasses.replace(
+            review_project.settings(tmp_path / "review.sqlite"), stow_url=pacs.dicomweb_url, organization="Radiology"
+        )
+        for key, value in settings.to_env().items():
+            monkeypatch.setenv(key, value)
+        monkeypatch.setenv("MEDFUSION_DICOMWEB_USER", pacs.username)
+        monkeypatch.setenv("MEDFUSION_DICOMWEB_PASSWORD", pacs.password)
+        torch.set_num_threads(1)
+        at = _login(AppTest.from_file(str(APP), default_timeout=120).run(), "dr.alice", PASSWORD)
+        uid = at.dataframe[0].value["study_uid"].iloc[-1]
+        at.selectbox(key="open_uid").select(uid)
+        at = at.button(key="open_study").click().run()
+        at.radio(key=f"d_{uid}_nodule").set_value("disagree")
+        at = _button(at, "Save decisions").click().run()
+        for _ in range(2):  # the second send stores nothing new: same SOP Instance UID
+            at = at.button(key=f"vsr_{uid}").click().run()
+            assert not at.exception, at.exception
+            assert [s.value for s in at.success][-1] == "Verified SR sent to the PACS."
+        (stored,) = stored_srs(pacs, uid)  # the model's SR was never sent here: only the verified one
+        assert (stored.VerificationFlag, str(stored.VerifyingObserverSequence[0].VerifyingObserverName)) == (
+            "VERIFIED",
+            "Alice^Reviewer",
+        )
+        assert stored.VerifyingObserverSequence[0].VerifyingOrganization == "Radiology"
+        assert instance_count(pacs) == 1
