@@ -169,7 +169,11 @@ def build_manifest_cmd(
     ],
     labels_csv: Annotated[
         Path,
-        typer.Option("--labels", help="CSV with study_uid and one column per config label (1, 0 or empty = unknown)."),
+        typer.Option(
+            "--labels",
+            help="CSV keyed by study_uid, accession_number, or patient_id + study_date, with one column per "
+            "config label (1, 0 or empty = unknown).",
+        ),
     ],
     out: Annotated[Path, typer.Option(help="Manifest to write (.parquet or .csv).")],
     config: ConfigOption = DEFAULT_CONFIG,
@@ -181,11 +185,14 @@ def build_manifest_cmd(
 
     Optional report CSV column: report_id (default row<N>). Accession numbers are pseudonymised as read.
 
-    Label CSV: study_uid + one column per label of the config (-c CONFIG, or --set "labels=\\[a, b]").
+    Label CSV: a study key (study_uid; or accession_number; or patient_id + study_date, YYYYMMDD or YYYY-MM-DD:
+    compared as pseudonyms, never stored) + one column per label of the config (-c CONFIG, or
+    --set "labels=\\[a, b]"). A key matching no study, or several, is rejected with its row.
 
     Both files' columns are checked before the DICOM folder is scanned.
     """
-    from medfusion.ingest.archive import MissingLabelColumns, build_manifest
+    from medfusion.ingest.archive import build_manifest
+    from medfusion.ingest.label_file import KEY_COLUMNS, MissingLabelColumns
     from medfusion.ingest.manifest import format_split_sizes, split_sizes
 
     cfg = _load(config, overrides)
@@ -204,7 +211,8 @@ def build_manifest_cmd(
         )
     except MissingLabelColumns as exc:
         origin = "--set labels" if "labels" in _parse_overrides(overrides) else f"the config {config}"
-        yours = [c for c in exc.columns if c != "study_uid"]
+        keys = {c for cols in KEY_COLUMNS.values() for c in cols}
+        yours = [c for c in exc.columns if c not in keys]
         raise MissingLabelColumns(
             exc.source,
             exc.missing,

@@ -29,18 +29,21 @@ from collections.abc import Iterable, Sequence
 from dataclasses import dataclass, field, replace
 from pathlib import Path
 
-import numpy as np
 import pandas as pd
 import pydicom
 
 from medfusion.errors import ManifestError, ReportParseError
-from medfusion.ingest.csv_table import read_text_csv
 from medfusion.ingest.dicom.read import read_dicom
 from medfusion.ingest.dicom.studies import (
     InstanceRef,
     StudyFiles,
     choose_copy,
     scan_dicom_folder,
+)
+from medfusion.ingest.label_file import (
+    match_label_rows,
+    read_label_file,
+    study_patient_date_key,
 )
 from medfusion.ingest.linkage import link_reports
 from medfusion.ingest.manifest import (
@@ -85,73 +88,14 @@ def _as_paths(reports: str | Path | Sequence[str | Path] | None) -> list[Path]:
     return [Path(p) for p in reports]
 
 
-class MissingLabelColumns(ManifestError):
-    """A label file lacks ``study_uid`` or some of the labels asked for.
-
-    Args:
-        hint: What to do about it, appended to the message (the command line says how to pass labels).
-
-    Attributes:
-        missing: The columns it lacks.
-        labels: The labels asked for.
-        columns: The columns it has.
-    """
-
-    def __init__(
-        self, path: str | Path, missing: list[str], labels: list[str], columns: list[str], *, hint: str = ""
-    ) -> None:
-        self.missing, self.labels, self.columns = missing, labels, columns
-        super().__init__(
-            path,
-            f"label file lacks column(s): {', '.join(missing)} (labels asked for: {', '.join(labels)}; "
-            f"columns in the file: {', '.join(columns)})" + (f"; {hint}" if hint else ""),
-        )
-
-
-def read_label_file(path: str | Path, labels: list[str]) -> tuple[dict[str, dict[str, float]], list[Rejection]]:
-    """Read a label CSV: a ``study_uid`` column and one column per label (1, 0, or empty = unknown).
-
-    Cells ``1``/``0`` (also ``1.0``/``0.0``, ``true``/``false``) are accepted; any other value rejects
-    the row. A repeated study UID keeps the first row and rejects the others.
-
-    Args:
-        path: The CSV file (UTF-8).
-        labels: Label columns required.
-
-    Returns:
-        ``{study_uid: {label: 1.0 | 0.0 | nan}}`` and the rejected rows (``file:row N``, N from 1).
-
-    Raises:
-        MissingLabelColumns: The file lacks ``study_uid`` or a label column.
-        ManifestError: The file is missing or not a readable UTF-8 CSV.
-    """
-    path = Path(path)
-    table = read_text_csv(path, ManifestError, "label file")
-    missing = [c for c in ("study_uid", *labels) if c not in table.columns]
-    if missing:
-        raise MissingLabelColumns(path, missing, labels, [str(c) for c in table.columns])
-    values = {"1": 1.0, "1.0": 1.0, "true": 1.0, "0": 0.0, "0.0": 0.0, "false": 0.0, "": np.nan}
-    out: dict[str, dict[str, float]] = {}
-    rejected: list[Rejection] = []
-    for n, row in enumerate(table.to_dict(orient="records"), start=1):
-        source = f"{path}:row {n}"
-        uid = row["study_uid"].strip()
-        if not uid:
-            rejected.append(Rejection(source, "empty study_uid"))
-            continue
-        if uid in out:
-            rejected.append(Rejection(source, f"duplicate row for study {uid} (first row kept)"))
-            continue
-        parsed: dict[str, float] = {}
-        for label in labels:
-            cell = row[label].strip().lower()
-            if cell not in values:
-                rejected.append(Rejection(source, f"{label} value {row[label]!r} is not 1, 0 or empty"))
-                break
-            parsed[label] = values[cell]
-        else:
-            out[uid] = parsed
-    return out, rejected
+def _label_keys(kind: str, studies: dict[str, StudyFiles]) -> dict[str, str | None]:
+    """Each study's key of a label file's kind (:mod:`medfusion.ingest.label_file`): its UID, its
+    accession pseudonym, or the patient-date pseudonym of its first file."""
+    if kind == "study_uid":
+        return {uid: uid for uid in studies}
+    if kind == "accession":
+        return {uid: study.accession_pseudonym for uid, study in studies.items()}
+    return {uid: study_patient_date_key(study.paths[0]) for uid, study in studies.items()}
 
 
 def _patient_pseudonym(path: Path, study_uid: str) -> str:
@@ -257,12 +201,13 @@ def build_manifest(
         DicomReadError: ``dicom_root`` does not exist.
         ReportParseError: A report source is missing, of an unknown type, or a CSV without a ``report``
             column (checked before the DICOM scan).
-        MissingLabelColumns: The label file lacks ``study_uid`` or a label column (checked before the scan).
+        MissingLabelColumns: The label file lacks a study key (``study_uid``, ``accession_number``, or
+            ``patient_id`` + ``study_date``) or a label column (checked before the scan).
         ManifestError: The label file cannot be read, no study is left, or ``out`` has an unknown extension.
         ValueError: Invalid split fractions.
     """
     # Errors before work: the small files' columns are checked before a long scan of the archive.
-    label_rows, label_rejections = read_label_file(labels_csv, labels)
+    label_file = read_label_file(labels_csv, labels)
     for source in _as_paths(reports):
         check_report_source(source)
     dicom_root = Path(dicom_root).resolve()
@@ -272,12 +217,13 @@ def build_manifest(
     readable, failed = _verify(scan.studies, progress) if verify_pixels else _unverified(scan.studies)
     rejected.extend(failed)
 
+    unreadable: list[str] = []
     studies: dict[str, StudyFiles] = {}
     for uid in sorted(scan.studies):
         if readable[uid]:
             studies[uid] = scan.studies[uid]
-        elif uid in label_rows:
-            rejected.append(Rejection(f"study {uid}", "no readable image in the study (see the file rejections)"))
+        else:
+            unreadable.append(uid)
 
     batch_reports: list[Report] = []
     for path in _as_paths(reports):
@@ -292,9 +238,15 @@ def build_manifest(
     rejected.extend(link.unmatched_reports)
     rejected.extend(link.conflicts)
 
-    rejected.extend(label_rejections)
-    unknown = sorted(set(label_rows) - set(scan.studies))
-    rejected.extend(Rejection(f"{labels_csv}", f"label row for study {uid} matches no DICOM study") for uid in unknown)
+    rejected.extend(label_file.rejected)
+    label_rows, unmatched = match_label_rows(label_file, _label_keys(label_file.kind, scan.studies), str(labels_csv))
+    rejected.extend(unmatched)
+    rejected.extend(
+        Rejection(f"study {uid}", "no readable image in the study (see the file rejections)")
+        for uid in unreadable
+        if uid in label_rows
+    )
+    rejected.extend(unmatched)
 
     masks = Path(masks_dir).resolve() if masks_dir is not None else None
     rows = []

@@ -1,7 +1,7 @@
 """Export reviewed labels for retraining: a label CSV and FHIR R5 resources. No PHI.
 
 - CSV: ``study_uid`` and one column per label, ``1``/``0`` where reviewed, empty where not: the
-  label file format of ``medfusion build-manifest --labels`` (:func:`medfusion.ingest.archive.read_label_file`).
+  label file format of ``medfusion build-manifest --labels`` (:func:`medfusion.ingest.label_file.read_label_file`).
 - FHIR NDJSON: per study one ``DiagnosticReport`` and one ``Observation`` per reviewed label
   (``valueBoolean``), written by :func:`medfusion.fhir.write.reviewed_resources`. Status ``final``
   when the reviewer agreed with the model, ``amended`` when the value was disagreed with or

@@ -21,8 +21,9 @@ from sklearn.metrics import roc_auc_score
 from medfusion.config import DemoCohortConfig
 from medfusion.datasets.demo.cohort import DEMO_LABELS, generate_demo_cohort
 from medfusion.errors import ConfigError, ManifestError
-from medfusion.ingest.archive import build_manifest, read_label_file
+from medfusion.ingest.archive import build_manifest
 from medfusion.ingest.dicom.read import read_dicom
+from medfusion.ingest.label_file import read_label_file
 from medfusion.ingest.linkage import NO_STUDY
 from medfusion.ingest.manifest import manifest_hash, read_manifest
 
@@ -365,7 +366,8 @@ def test_build_manifest_without_writing_and_without_reports(cohort) -> None:
 def test_label_file_problems(tmp_path: Path) -> None:
     bad = tmp_path / "labels.csv"
     bad.write_text("study_uid,nodule\n1.2.3,1\n1.2.3,0\n1.2.4,maybe\n1.2.5,\n")
-    rows, rejected = read_label_file(bad, ["nodule"])
+    read = read_label_file(bad, ["nodule"])
+    rows, rejected = read.rows, read.rejected
     assert rows["1.2.3"] == {"nodule": 1.0} and np.isnan(rows["1.2.5"]["nodule"])
     assert [r.source.rsplit(":", 1)[1] for r in rejected] == ["row 2", "row 3"]
     with pytest.raises(ManifestError, match="lacks column"):

@@ -9,7 +9,8 @@ from typer.testing import CliRunner
 
 from medfusion.cli import app
 from medfusion.errors import ReportParseError
-from medfusion.ingest.archive import MissingLabelColumns, build_manifest
+from medfusion.ingest.archive import build_manifest
+from medfusion.ingest.label_file import MissingLabelColumns
 from medfusion.ingest.reports.read import CSV_REPORT_COLUMNS
 
 ROOT = Path(__file__).resolve().parents[2]

@@ -7,7 +7,7 @@ import json
 from fhir.resources.diagnosticreport import DiagnosticReport
 from fhir.resources.observation import Observation
 
-from medfusion.ingest.archive import read_label_file
+from medfusion.ingest.label_file import read_label_file
 from medfusion.review.export import export_csv, export_fhir
 from medfusion.review.store import Decision, ReviewStore, Shown
 
@@ -32,7 +32,8 @@ def _store(tmp_path) -> ReviewStore:
 
 def test_csv_is_a_label_file_for_build_manifest(tmp_path) -> None:
     path = export_csv(_store(tmp_path), LABELS, tmp_path / "labels.csv")
-    rows, rejected = read_label_file(path, LABELS)
+    labels = read_label_file(path, LABELS)
+    rows, rejected = labels.rows, labels.rejected
     assert rejected == []
     assert rows["1.1"]["nodule"] == 1.0 and rows["1.1"]["effusion"] == 0.0
     assert rows["1.2"]["nodule"] == 0.0 and rows["1.2"]["fracture"] == 1.0
@@ -97,7 +98,8 @@ def test_comments_stay_out_of_every_export_by_default(tmp_path) -> None:
 def test_comments_are_exported_when_asked(tmp_path) -> None:
     store = _commented_store(tmp_path)
     path = export_csv(store, LABELS, tmp_path / "labels.csv", include_comments=True)
-    rows, rejected = read_label_file(path, LABELS)  # still a label file for build-manifest
+    labels = read_label_file(path, LABELS)
+    rows, rejected = labels.rows, labels.rejected  # still a label file for build-manifest
     assert rejected == [] and rows["1.1"]["nodule"] == 1.0
     table = {line.split(",")[0]: line for line in path.read_text().splitlines()}
     assert table["study_uid"] == "study_uid,nodule,effusion,fracture,comment"
