@@ -61,7 +61,8 @@ def connect(config: Config, experiment: str | None = None) -> MlflowClient:
         experiment: Experiment name (default ``config.tracking.experiment``).
 
     Returns:
-        A client bound to the store; ``mlflow``'s fluent API is set to the same store and experiment.
+        A client bound to the store; ``mlflow``'s fluent API is set to the same store and experiment
+        (for this process only: the environment, which children inherit, is left as the user set it).
     """
     import mlflow
 
@@ -76,5 +77,12 @@ def connect(config: Config, experiment: str | None = None) -> MlflowClient:
             location = (config.project_dir / "mlartifacts").resolve().as_uri()
         client.create_experiment(name, artifact_location=location)
         log.info("created MLflow experiment %r", name)
+    saved = os.environ.get("MLFLOW_EXPERIMENT_ID")
     mlflow.set_experiment(name)
+    # set_experiment also exports MLFLOW_EXPERIMENT_ID: an id of THIS store, which would then point every
+    # later store of this process (another config, a test) and every child process at a wrong experiment.
+    if saved is None:
+        os.environ.pop("MLFLOW_EXPERIMENT_ID", None)
+    else:
+        os.environ["MLFLOW_EXPERIMENT_ID"] = saved
     return client

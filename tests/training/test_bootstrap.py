@@ -112,8 +112,9 @@ def test_training_logs_each_test_metrics_interval_to_mlflow(synthetic_records: d
     assert result.test_ci == expected  # patient-level, seeded with training.seed
     previous = mlflow.get_tracking_uri()
     mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:
-        with mlflow.start_run() as run:
+    try:  # an experiment of this store: the process's active experiment may be another store's
+        experiment = mlflow.set_experiment(f"bootstrap-{tmp_path.name}")
+        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
             log_training_result(config, result)
         metrics = mlflow.get_run(run.info.run_id).data.metrics
     finally:
