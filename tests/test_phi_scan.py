@@ -24,8 +24,17 @@ COHORT_INPUTS = ("dicom", "reports")
 PLACEHOLDER_NAMES = ("BROKEN^FILE",)
 
 
+#: Output folders that must carry the patient's identifiers: DICOM SRs for the hospital's PACS
+#: (``score --sr``, the review app's verified SRs); see docs/dicom_sr.md.
+PACS_OUTPUTS = ("sr", "sr_verified")
+
+
 def _inputs(cohort: Path) -> list[Path]:
-    return [cohort / name for name in COHORT_INPUTS]
+    """What the scan leaves out: the cohort's input folders and, in the project, the SR folders."""
+    project = cohort.parent
+    return [cohort / name for name in COHORT_INPUTS] + [
+        p for name in PACS_OUTPUTS for p in project.rglob(name) if p.is_dir()
+    ]
 
 
 def _needles(cohort: Path) -> list[Needle]:
