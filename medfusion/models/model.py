@@ -128,7 +128,7 @@ class MedFusionModel(nn.Module):
         out = self.fusion(dict(sorted(embeddings.items())))
         fused = self.head(out.fused)  # (B, L)
         modality_logits = {m: self.head(f) for m, f in out.modality_features.items()}
-        logits, stack_weights = fused, {}
+        logits, stack_weights = fused, dict[str, torch.Tensor]()
         if self.stacking is not None and len(modality_logits) == 2:
             present = {m: embeddings[m].present for m in modality_logits}
             logits, stack_weights = combine(self.stacking, fused, modality_logits, present)

@@ -27,7 +27,6 @@ from collections.abc import Sequence
 
 import numpy as np
 import torch
-from scipy.special import expit
 from sklearn.metrics import roc_auc_score
 
 from medfusion.models.card import Stacking
@@ -99,7 +98,7 @@ def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
     a, b = np.ones(g), np.zeros(g)
     for _ in range(_NEWTON_STEPS):
         z = a[:, None] * s + b[:, None]
-        p = expit(z)
+        p = 0.5 * (1 + np.tanh(0.5 * z))  # the sigmoid, without overflow
         r = p - y  # (G, n)
         v = p * (1 - p) + 1e-9
         g_a, g_b = (r * s).mean(1) + _RIDGE * a, r.mean(1)

@@ -304,8 +304,10 @@ def best_candidate_auroc(c: Candidates, labels: Sequence[str]) -> float:
     A modality candidate scores its absent samples with the fused logits, as stacking would.
     """
     st = fit_stacking(c.fused, c.modality, c.present, c.targets, labels, step=1.0)  # one-hot weights only
-    best = [max((a[j] for a in (st.val_auroc[k] for k in CANDIDATES) if a[j] is not None), default=None)
-            for j in range(len(labels))]  # fmt: skip
+    best: list[float | None] = []
+    for j in range(len(labels)):
+        scored = [a for k in CANDIDATES if (a := st.val_auroc[k][j]) is not None]
+        best.append(max(scored) if scored else None)
     return _mean_auroc(best)
 
 
