@@ -206,7 +206,10 @@ class FusionConfig(_Strict):
         "stopping then follows the best of them. Needs aux_loss_weight > 0 (the modality heads' own training).",
     )
     stacking_prior: float = Field(
-        0.01, ge=0.0, description="Validation cross-entropy a full weight moved off the fused head must buy."
+        0.01,
+        ge=0.0,
+        description="Validation cross-entropy a full weight moved off the fused head must buy, on top of 1/n "
+        "(n: the label's validation studies).",
     )
 
     @field_validator("name")

@@ -14,7 +14,9 @@ only the learned *missing* embedding.
 Choice: every point of a simplex grid (step :data:`GRID_STEP`) is scored by the validation
 cross-entropy of a Platt-rescaled combination (``a * s + b``, with ``s`` the standardised combined
 logit and a small ridge on ``a``: only how well the combination *ranks and separates* counts, not its
-scale), plus a simplicity prior ``prior * (1 - w_fused)`` toward the fused head. Ties go to the fused
+scale), plus a simplicity prior ``(prior + 1 / n) * (1 - w_fused)`` toward the fused head (``n``: the
+label's known validation studies; the ``1 / n`` is AIC-like, so a small validation set, whose
+cross-entropy differences are mostly noise, moves weight only for a clear gain). Ties go to the fused
 head. The weights are stored in the model card (:class:`~medfusion.models.card.Stacking`) and applied
 inside :class:`~medfusion.models.model.MedFusionModel`, so training, inference, the pyfunc, scoring and
 explanations use the same logits.
@@ -128,7 +130,7 @@ def fit_stacking(
         present: Modality -> (N,) bool.
         targets: (N, L) 1/0, NaN unknown.
         labels: L names.
-        prior: Cross-entropy penalty per unit of weight moved off the fused head.
+        prior: Cross-entropy penalty per unit of weight moved off the fused head, on top of ``1 / n``.
         step: Simplex grid spacing.
 
     Returns:
@@ -154,7 +156,8 @@ def fit_stacking(
         if auroc["fused"][j] is not None:
             s = grid @ cands.T  # (G, n)
             s = (s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-9)
-            score = _platt_ce(s, y) + prior * (1 - grid[:, 0])
+            cost = prior + 1 / len(y)  # AIC-like: a small validation set buys little
+            score = _platt_ce(s, y) + cost * (1 - grid[:, 0])
             weights[j] = grid[int(np.argmin(score))]  # first minimum: the fused head wins ties
     stacked, _ = combine(weights, fused_t, t, here)
     for j in range(n_labels):

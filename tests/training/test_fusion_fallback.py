@@ -4,8 +4,8 @@ Cohorts built to break fusion (:func:`tests.support.synthetic.make_records` with
 removed: ``spot`` lives in the image, ``word`` in the report, ``both`` needs both). The assertions are
 the mechanism, not one run's figures: the weight on the noise modality for the label only the other
 modality carries is ~0, and averaged over seeds the model's test AUROC is within 0.01 of the best
-modality branch (the issue's bar). ``candidate_test_auroc["fused"]`` is the fusion head without the
-fallback (the previous behaviour); the run logs how far below it was.
+modality branch (the issue's bar). ``candidate_test_auroc["fused"]`` is the fusion head alone at the
+kept epoch (no fallback); the test logs how far below the best branch it was.
 """
 
 from __future__ import annotations
