@@ -1,6 +1,15 @@
 """Modality ablation: every fusion strategy on the same data, seeds and budget.
 
     python benchmarks/ablation.py --config configs/demo.yaml --seeds 0 1 2
+    python benchmarks/ablation.py --cohorts image_noise text_noise partial_image small_imbalanced
+
+``--cohorts`` picks demo cohorts built to break fusion (:data:`COHORTS`, knobs of
+:class:`~medfusion.config.DemoCohortConfig`); each gets its own ``<out>/<cohort>/`` folder and table.
+Besides mean +- sd over seeds, each fusion gets the paired difference fused - best single modality
+(the single-modality model with the higher mean test macro AUROC) on the same test studies: macro AUROC
+averaged over seeds, with a 95 % patient-level bootstrap interval (the same resamples for both models,
+:func:`medfusion.metrics.bootstrap_weights`), and the test macro AUROC of the fusion head alone, without
+the stacking fallback (``fused head``).
 
 Trains ``image_only``, ``text_only``, ``late``, ``concat``, ``gated`` and ``hybrid`` (or ``--fusions``)
 once per seed, each an MLflow run (tag ``purpose=ablation``, with the test predictions artifact) through
@@ -20,6 +29,7 @@ import json
 import logging
 import sys
 from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -27,6 +37,15 @@ from medfusion.training.run import resolve_config
 from medfusion.workflow import train_and_register
 
 FUSIONS = ["image_only", "text_only", "late", "concat", "gated", "hybrid"]
+SINGLES = ("image_only", "text_only")
+#: Demo cohorts built to break fusion: name -> data.demo overrides.
+COHORTS: dict[str, dict] = {
+    "default": {},
+    "image_noise": {"image_signal": 0.0},  # the image is pure noise for every label
+    "text_noise": {"text_signal": 0.0},  # the report is pure noise for every label
+    "partial_image": {"image_findings": ["nodule"]},  # the image informs one label only
+    "small_imbalanced": {"n_studies": 300, "prevalence": 0.1},  # a site pilot: 300 studies, 10 % positives
+}
 
 
 def _overrides(items: list[str]) -> dict:
@@ -52,10 +71,60 @@ def _fmt(values: list[float]) -> str:
     return f"{np.mean(values):.3f}±{np.std(values):.3f}"
 
 
+def paired_difference(
+    fused: list[np.ndarray],
+    single: list[np.ndarray],
+    targets: np.ndarray,
+    labels: list[str],
+    groups: list[str],
+    *,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float, float]:
+    """Macro AUROC of ``fused`` minus ``single``, averaged over seeds, with a 95 % patient bootstrap interval.
+
+    Args:
+        fused: Per seed, (N, L) test probabilities of the fused model.
+        single: Per seed (same order), (N, L) test probabilities of the single-modality model.
+        targets: (N, L) test targets (the same studies for every seed).
+        labels: L names.
+        groups: (N,) patient of each test study.
+
+    Returns:
+        ``(difference, low, high)``.
+    """
+    from medfusion.metrics import bootstrap_metrics, bootstrap_weights, evaluate
+
+    point = np.mean(
+        [
+            evaluate(f, targets, labels).metrics["macro_auroc"] - evaluate(s, targets, labels).metrics["macro_auroc"]
+            for f, s in zip(fused, single, strict=True)
+        ]
+    )
+    weights = bootstrap_weights(groups, n_boot, np.random.default_rng(seed))  # (B, N), shared by both models
+    draws = np.mean(
+        [
+            bootstrap_metrics(f, targets, labels, weights)["macro_auroc"]
+            - bootstrap_metrics(s, targets, labels, weights)["macro_auroc"]
+            for f, s in zip(fused, single, strict=True)
+        ],
+        axis=0,
+    )  # (B,)
+    low, high = np.nanpercentile(draws, [2.5, 97.5])
+    return float(point), float(low), float(high)
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Modality ablation of the fusion strategies.")
     parser.add_argument("--config", default="configs/demo.yaml")
-    parser.add_argument("--seeds", type=int, nargs="+", default=[0])
+    parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
+    parser.add_argument(
+        "--cohorts",
+        nargs="+",
+        default=None,
+        choices=list(COHORTS),
+        help="demo cohorts built to break fusion (data.source demo); default: the config's data as it is",
+    )
     parser.add_argument("--fusions", nargs="+", default=FUSIONS, choices=FUSIONS)
     parser.add_argument("--set", dest="overrides", action="append", default=[], help="config override KEY=VALUE")
     parser.add_argument("--out", type=Path, default=None, help="default: <project_dir>/ablation")
@@ -70,7 +139,23 @@ def main(argv: list[str] | None = None) -> int:
 
     base = resolve_config(args.config, _overrides(args.overrides))
     out = args.out or base.project_dir / "ablation"
+    if args.cohorts is None:
+        return run_table(args, base, out, "")
+    for cohort in args.cohorts:
+        demo = {**base.data.demo.model_dump(), **COHORTS[cohort]}
+        overrides = {"project_dir": str(out / cohort), "data": {"source": "demo", "manifest": None, "demo": demo}}
+        run_table(args, resolve_config(base, overrides), out / cohort, cohort)
+    return 0
+
+
+def run_table(args: argparse.Namespace, base: Any, out: Path, cohort: str) -> int:
+    """Train every fusion for every seed on ``base``'s data, print the table, write the rows to ``out``."""
+    from medfusion.training.engine import patients
+    from medfusion.training.run import load_records
+
     rows = []
+    probs: dict[tuple[str, int], np.ndarray] = {}
+    targets = np.zeros((0, len(base.labels)))
     for fusion in args.fusions:
         for seed in args.seeds:
             config = resolve_config(base, {"fusion": {"name": fusion}, "training": {"seed": seed}})
@@ -90,7 +175,12 @@ def main(argv: list[str] | None = None) -> int:
                 "ece": result.test_metrics.get("ece", float("nan")),
                 **{f"auroc_{n}": result.test_metrics.get(f"auroc_{n}", float("nan")) for n in base.labels},
             }
+            row["fused_head_auroc"] = result.candidate_test_auroc.get("fused", float("nan"))
+            if result.stacking is not None:
+                row["stacking"] = result.stacking.by_label(tuple(base.labels))
             rows.append(row)
+            probs[fusion, seed] = result.test_probabilities
+            targets = result.test_targets
             print(
                 f"{fusion:<11} seed {seed}: macro AUROC {row['macro_auroc']:.3f}  ECE {row['ece']:.3f}  "
                 f"{row['train_seconds']:.0f}s ({row['epochs']} epochs)",
@@ -103,8 +193,29 @@ def main(argv: list[str] | None = None) -> int:
 
     pd.DataFrame(rows).to_csv(out / "ablation.csv", index=False)
     short = {n: n[:8] for n in base.labels}
-    header = "| fusion | macro AUROC | " + " | ".join(short.values()) + " | ECE | train s | s/epoch |"
-    print(f"\nTest set, {len(args.seeds)} seed(s) {args.seeds} (mean±std); config {args.config}\n")
+    header = (
+        "| fusion | macro AUROC | "
+        + " | ".join(short.values())
+        + " | ECE | train s | s/epoch | fused head | fused - best single [CI] |"
+    )
+    groups = patients(load_records(base, progress=False).records["test"])
+    singles = [f for f in SINGLES if f in args.fusions]
+    best = max(singles, key=lambda f: np.mean([r["macro_auroc"] for r in rows if r["fusion"] == f]), default=None)
+    diffs: dict[str, str] = {}
+    for fusion in args.fusions:
+        if best is None or fusion in SINGLES:
+            continue
+        d, low, high = paired_difference(
+            [probs[fusion, s] for s in args.seeds], [probs[best, s] for s in args.seeds], targets, base.labels, groups
+        )
+        diffs[fusion] = f"{d:+.3f} [{low:+.3f}, {high:+.3f}]"
+        for r in rows:
+            if r["fusion"] == fusion:
+                r.update({"diff_vs_best_single": d, "diff_ci_low": low, "diff_ci_high": high})
+    (out / "ablation.json").write_text(json.dumps(rows, indent=1))
+    title = f"cohort {cohort}, " if cohort else ""
+    print(f"\n{title}test set, {len(args.seeds)} seed(s) {args.seeds} (mean±std); config {args.config}")
+    print(f"fused - best single ({best}): macro AUROC averaged over seeds [95 % patient bootstrap CI]\n")
     print(header)
     print("|" + "---|" * (header.count("|") - 1))
     for fusion in args.fusions:
@@ -115,6 +226,8 @@ def main(argv: list[str] | None = None) -> int:
             _fmt([r["ece"] for r in rs]),
             f"{np.mean([r['train_seconds'] for r in rs]):.0f}",
             f"{np.mean([r['seconds_per_epoch'] for r in rs]):.1f}",
+            _fmt([r["fused_head_auroc"] for r in rs]),
+            diffs.get(fusion, ""),
         ]
         print(f"| {fusion} | " + " | ".join(cells) + " |")
     print(f"\nrows: {out / 'ablation.csv'}")

@@ -125,6 +125,33 @@ class DemoCohortConfig(_Strict):
     image_size: int = Field(128, ge=32, le=2048, description="Side of the square radiographs, pixels.")
     seed: int = 0
     broken_files: int = Field(3, ge=0, description="Deliberately broken DICOM files to add.")
+    # Knobs that build cohorts to break fusion (defaults: today's cohort, byte for byte).
+    image_signal: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Chance that a study's image shows its findings (nodule, cardiomegaly, consolidation patch); "
+        "0: images are pure noise for every label.",
+    )
+    text_signal: float = Field(
+        1.0,
+        ge=0.0,
+        le=1.0,
+        description="Chance that a study's report states its findings (effusion, fracture, infectious context); "
+        "0: reports without finding words, pure noise for every label.",
+    )
+    image_findings: list[Literal["nodule", "cardiomegaly", "pneumonia"]] | None = Field(
+        None, description="Image cues drawn at all (pneumonia: the patch); None: all. The others are never drawn."
+    )
+    text_findings: list[Literal["effusion", "fracture", "pneumonia"]] | None = Field(
+        None, description="Report findings written at all (pneumonia: the context); None: all."
+    )
+    prevalence: float | None = Field(
+        None,
+        gt=0.0,
+        lt=1.0,
+        description="Positive fraction of every label (pneumonia included); None: the cohort's own (0.3-0.35, 0.25).",
+    )
 
 
 class DataConfig(_Strict):
@@ -256,6 +283,18 @@ class FusionConfig(_Strict):
         0.5,
         ge=0.0,
         description="Weight of each modality head's own loss (late, gated, hybrid), on samples that have it.",
+    )
+    stacking: bool = Field(
+        True,
+        description="late, gated, hybrid: after training, fit per-label weights over (fused, image-only, text-only) "
+        "logits on validation (medfusion.models.stacking), so the model can fall back to one modality; early "
+        "stopping then follows the best of them. Needs aux_loss_weight > 0 (the modality heads' own training).",
+    )
+    stacking_prior: float = Field(
+        0.01,
+        ge=0.0,
+        description="Validation cross-entropy a full weight moved off the fused head must buy, on top of 1/n "
+        "(n: the label's validation studies).",
     )
 
     @field_validator("name")

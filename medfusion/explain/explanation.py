@@ -82,7 +82,8 @@ def modality_contributions(out: FusionModelOutput, b: int = 0) -> dict[str, np.n
     exactly. The contribution of modality ``m`` is ``w_m * modality_logit_m`` (its own late logit,
     head bias included, times its mixing weight); ``joint`` is the rest, ``logit - sum_m w_m *
     modality_logit_m`` (the cross-attention slot of ``hybrid``; the whole logit of ``concat``). An
-    absent modality has weight 0, so contributes 0.
+    absent modality has weight 0, so contributes 0. With stacking (:mod:`medfusion.models.stacking`)
+    modality ``m``'s weight is per label: ``w_fused,l * w_m + w_stack_m,l``.
 
     Returns:
         Slot -> (L,) float array; the values sum to ``out.logits[b]``.
@@ -90,8 +91,11 @@ def modality_contributions(out: FusionModelOutput, b: int = 0) -> dict[str, np.n
     logits = out.logits[b].detach().float().cpu()
     parts: dict[str, np.ndarray] = {}
     rest = logits.clone()
+    stacked = out.stack_weights  # stacking: logit = w_fused * fused + sum_m w_m * modality_logit_m, per label
     for m, mlogits in sorted(out.modality_logits.items()):
-        w = float(out.modality_weights[m][b]) if m in out.modality_weights else 1.0
+        w: float | torch.Tensor = float(out.modality_weights[m][b]) if m in out.modality_weights else 1.0
+        if stacked:
+            w = stacked["fused"][b].detach().float().cpu() * w + stacked[m][b].detach().float().cpu()
         part = w * mlogits[b].detach().float().cpu()
         parts[m] = part.numpy()
         rest -= part

@@ -13,6 +13,9 @@ machine)::
     config                     the architecture: image_encoder, text_encoder (embed_dim, pooling), fusion;
                                the head is Linear(fusion.hidden_dim -> len(labels)) and has no settings
     tokenizer                  source ("tiny", a hub id, or a local folder's name), lowercase, vocab_size
+    stacking                   optional (absent: the fused logits as they are): per-label weights over
+                               (fused, image, text) logits fitted on validation, with their evidence
+                               (medfusion.models.stacking)
 
 Folders written with format version 1 (the whole run config under ``config``) still load.
 
@@ -103,6 +106,33 @@ def _text_source(config: Config) -> str:
     return Path(name).name if Path(name).is_dir() else name  # a hub id as is; a local folder by name only
 
 
+class Stacking(_Frozen):
+    """Per-label convex weights over the fused logits and each modality's own logits.
+
+    Attributes:
+        candidates: Weight order: ``fused``, then the modalities.
+        weights: (L, K) non-negative weights, each row summing to 1.
+        prior: The simplicity prior toward the fused head the weights were chosen with.
+        val_auroc: Candidate (and ``stacked``) -> (L,) validation AUROC (None: label not scorable).
+    """
+
+    candidates: tuple[str, ...] = ("fused", "image", "text")
+    weights: tuple[tuple[float, ...], ...]
+    prior: float = Field(0.0, ge=0)
+    val_auroc: dict[str, tuple[float | None, ...]] = {}
+
+    @model_validator(mode="after")
+    def _convex(self) -> Stacking:
+        for row in self.weights:
+            if len(row) != len(self.candidates) or min(row) < 0 or abs(sum(row) - 1) > 1e-4:
+                raise ValueError(f"stacking weights {row} are not {len(self.candidates)} non-negative summing to 1")
+        return self
+
+    def by_label(self, labels: tuple[str, ...]) -> dict[str, dict[str, float]]:
+        """Label -> candidate -> weight (for logs)."""
+        return {n: dict(zip(self.candidates, row, strict=True)) for n, row in zip(labels, self.weights, strict=True)}
+
+
 class ModelCard(_Frozen):
     """Everything a model folder says about its model (see the module docstring for the JSON)."""
 
@@ -113,6 +143,7 @@ class ModelCard(_Frozen):
     preprocessing: PreprocessingSpec
     config: ModelConfig
     tokenizer: TokenizerInfo = TokenizerInfo()
+    stacking: Stacking | None = None
     model_id: str = ""
     medfusion_version: str = ""
     created: str = ""
@@ -121,6 +152,8 @@ class ModelCard(_Frozen):
     def _one_threshold_per_label(self) -> ModelCard:
         if len(self.labels) != len(self.thresholds):
             raise ValueError(f"{len(self.labels)} labels but {len(self.thresholds)} thresholds")
+        if self.stacking is not None and len(self.stacking.weights) != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels but {len(self.stacking.weights)} rows of stacking weights")
         return self
 
     @classmethod
@@ -166,6 +199,8 @@ class ModelCard(_Frozen):
         """The JSON object written to ``medfusion_model.json``."""
         pretrained = {"pretrained_path", "pretrained_layout"}  # a saved model's weights are its own
         body = self.model_dump(mode="json", exclude={"config": {"image_encoder": pretrained}})
+        if body.get("stacking") is None:
+            body.pop("stacking", None)  # a card without stacking is written exactly as before
         return {"format": FORMAT, "format_version": FORMAT_VERSION, **body}
 
     @classmethod

@@ -37,6 +37,7 @@ from medfusion.models.convert import Layout
 from medfusion.models.fusion import IMAGE, TEXT, Fusion, ModalityEmbedding
 from medfusion.models.image_encoders import ImageEncoder, build_image_encoder, load_trunk_weights
 from medfusion.models.registry import get_fusion
+from medfusion.models.stacking import combine
 from medfusion.models.text_encoder import TextEncoder, load_tokenizer, load_transformer
 from medfusion.processing.spec import PreprocessingSpec
 
@@ -55,6 +56,9 @@ class FusionModelOutput:
         modality_weights: Slot (``joint``/``image``/``text``) -> (B,) weight in the final logits.
         attentions: (B, heads, T_text, N_img) text->image cross-attention (``hybrid``), else None.
         image_grid: Feature grid of the image tokens (``N = prod(grid)``), None without image encoder.
+        fused_logits: (B, L) the fusion head's logits before stacking (equal to ``logits`` without it).
+        stack_weights: Candidate (``fused``/``image``/``text``) -> (B, L) stacking weight of its logits in
+            ``logits`` (absent modality: 0); empty without stacking.
     """
 
     logits: torch.Tensor
@@ -62,6 +66,8 @@ class FusionModelOutput:
     modality_weights: dict[str, torch.Tensor] = field(default_factory=dict)
     attentions: torch.Tensor | None = None
     image_grid: tuple[int, ...] | None = None
+    fused_logits: torch.Tensor | None = None
+    stack_weights: dict[str, torch.Tensor] = field(default_factory=dict)
 
 
 class MedFusionModel(nn.Module):
@@ -88,6 +94,19 @@ class MedFusionModel(nn.Module):
         self.text_encoder = text_encoder
         self.fusion = fusion
         self.head = head
+        self.stacking: torch.Tensor | None  # (L, K) weights over (fused, image, text); not a weight file entry
+        self.register_buffer("stacking", None, persistent=False)
+
+    def set_stacking(self, weights: Any) -> None:
+        """Use per-label stacking weights (L, 3) over (fused, image, text) logits (None: the fused logits).
+
+        Raises:
+            MedfusionError: Weights given for a model without both modality heads.
+        """
+        if weights is not None and not {IMAGE, TEXT} <= set(self.fusion.modalities):
+            raise MedfusionError(f"{type(self.fusion).__name__} has no modality heads to stack")
+        device = self.head.weight.device if isinstance(self.head, nn.Linear) else None
+        self.stacking = None if weights is None else torch.as_tensor(weights, dtype=torch.float32, device=device)
 
     def forward(self, batch: dict[str, torch.Tensor]) -> FusionModelOutput:
         """Score a batch.
@@ -107,12 +126,20 @@ class MedFusionModel(nn.Module):
             t = self.text_encoder(batch["input_ids"], batch["attention_mask"])
             embeddings[TEXT] = ModalityEmbedding(t.pooled, t.tokens, t.attention_mask, batch["text_present"].bool())
         out = self.fusion(dict(sorted(embeddings.items())))
+        fused = self.head(out.fused)  # (B, L)
+        modality_logits = {m: self.head(f) for m, f in out.modality_features.items()}
+        logits, stack_weights = fused, dict[str, torch.Tensor]()
+        if self.stacking is not None and len(modality_logits) == 2:
+            present = {m: embeddings[m].present for m in modality_logits}
+            logits, stack_weights = combine(self.stacking, fused, modality_logits, present)
         return FusionModelOutput(
-            logits=self.head(out.fused),  # (B, L)
-            modality_logits={m: self.head(f) for m, f in out.modality_features.items()},
+            logits=logits,
+            modality_logits=modality_logits,
             modality_weights=out.weights,
             attentions=out.attentions,
             image_grid=grid,
+            fused_logits=fused,
+            stack_weights=stack_weights,
         )
 
 
@@ -138,7 +165,10 @@ def build_model(card: ModelCard, text_dir: str | Path) -> MedFusionModel:
         text_encoder = TextEncoder(transformer, tc.embed_dim, pooling=tc.pooling, freeze=tc.freeze)
     fusion = fusion_cls(arch.fusion, {m: dims[m] for m in fusion_cls.modalities})
     head = nn.Linear(arch.fusion.hidden_dim, len(card.labels))
-    return MedFusionModel(image_encoder, text_encoder, fusion, head)
+    model = MedFusionModel(image_encoder, text_encoder, fusion, head)
+    if card.stacking is not None:
+        model.set_stacking(card.stacking.weights)
+    return model
 
 
 def load_pretrained(

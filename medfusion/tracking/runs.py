@@ -116,6 +116,27 @@ class MlflowEpochLogger:
         """Nothing to do: final results are logged by :func:`log_training_result`."""
 
 
+def log_stacking(config: Config, result: Any) -> None:
+    """The stacking weights per label and their validation evidence (``model_card/stacking.json``, metrics).
+
+    Metrics: ``stack_w_<candidate>_<label>`` (the chosen weight), ``stack_val_auroc_<candidate>_<label>``
+    (candidate ``fused``/``image``/``text`` alone, and ``stacked``) and ``test_auroc_candidate_<candidate>``
+    (test macro AUROC of each candidate alone: what the fallback changed).
+    """
+    stacking = getattr(result, "stacking", None)
+    if stacking is None:
+        return
+    labels = tuple(config.labels)
+    weights = stacking.by_label(labels)
+    metrics = {f"stack_w_{c}_{n}": w for n, row in weights.items() for c, w in row.items()}
+    for c, values in stacking.val_auroc.items():
+        metrics.update({f"stack_val_auroc_{c}_{n}": v for n, v in zip(labels, values, strict=True) if v is not None})
+    metrics.update({f"test_auroc_candidate_{c}": v for c, v in result.candidate_test_auroc.items() if np.isfinite(v)})
+    mlflow.log_metrics(metrics)
+    evidence = {"weights": weights, "prior": stacking.prior, "val_auroc": stacking.val_auroc}
+    mlflow.log_dict(evidence, "model_card/stacking.json")
+
+
 def log_training_result(config: Config, result: Any) -> None:
     """Final metrics, thresholds, plots and the checkpoint of a finished training run."""
     mlflow.log_metrics({f"val_calibrated_{k}": float(v) for k, v in result.val_metrics.items() if np.isfinite(v)})
@@ -129,6 +150,7 @@ def log_training_result(config: Config, result: Any) -> None:
     if result.data_cache is not None:
         mlflow.log_metrics({k: v for k, v in result.data_cache.as_metrics().items() if np.isfinite(v)})
     mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds), strict=True)), "model_card/thresholds.json")
+    log_stacking(config, result)
     probs, targets = result.test_probabilities, result.test_targets
     for name, fig in (
         ("roc_curves.png", roc_figure(probs, targets, config.labels)),

@@ -13,7 +13,10 @@
    stops after ``early_stopping_patience`` epochs without improvement; every epoch is committed to
    ``checkpoints/`` (:mod:`medfusion.training.checkpoint`) so that ``resume=True`` continues a
    killed run from its last finished epoch;
-5. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
+5. with ``fusion.stacking`` (late, gated, hybrid): fits per-label weights over the fused, image-only and
+   text-only logits on validation (:mod:`medfusion.models.stacking`; early stopping then follows the
+   best of the three per label), so the model falls back to one modality where fusion does not help;
+6. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
    saves the model folder (:func:`medfusion.models.model.save_model_dir`) to ``<out_dir>/model``.
 
 On CPU, the same seed and configuration give identical results. On CUDA a few kernels are not
@@ -42,9 +45,10 @@ from medfusion.errors import ConfigError, MedfusionError
 from medfusion.ingest.records import Rejection
 from medfusion.metrics import bootstrap_ci, evaluate, tune_thresholds
 from medfusion.models.calibration import apply_temperature, fit_temperature
-from medfusion.models.card import ModelCard
+from medfusion.models.card import ModelCard, Stacking
 from medfusion.models.fusion import IMAGE, TEXT
 from medfusion.models.model import MedFusionModel, build_model, load_pretrained, resolve_device, save_model_dir
+from medfusion.models.stacking import CANDIDATES, fit_stacking
 from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
 from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
@@ -92,6 +96,10 @@ class TrainResult:
         data_cache: What the decoded-image cache (``data.cache_dir``) held at the start; None without one.
         test_study_uids: StudyInstanceUIDs of the rows of ``test_probabilities`` (in clear: pseudonymise
             before anything leaves the process, see :func:`medfusion.tracking.runs.log_test_predictions`).
+        stacking: The per-label weights over (fused, image, text) logits and their validation evidence
+            (``fusion.stacking``); None when the model has no stacking.
+        candidate_test_auroc: With stacking, test macro AUROC of each candidate alone (``fused``: the
+            fusion head without the fallback, ``image``, ``text``) and of the model (``stacked``).
     """
 
     model_dir: Path
@@ -111,6 +119,8 @@ class TrainResult:
     data_cache: CacheStats | None = None
     test_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     test_study_uids: list[str] = field(default_factory=list)
+    stacking: Stacking | None = None
+    candidate_test_auroc: dict[str, float] = field(default_factory=dict)
 
 
 def patients(records: list[dict]) -> list[str]:
@@ -246,6 +256,67 @@ def predict_logits(
         logits.append(out.logits.float().cpu())
         targets.append(batch["label"].cpu())
     return torch.cat(logits).double().numpy(), torch.cat(targets).double().numpy()
+
+
+@dataclass
+class Candidates:
+    """Validation (or test) outputs of every stacking candidate.
+
+    Attributes:
+        fused: (N, L) fused logits.
+        modality: Modality -> (N, L) its own logits (empty for ``concat`` and single-modality models).
+        present: Modality -> (N,) bool.
+        targets: (N, L) targets, NaN unknown.
+    """
+
+    fused: np.ndarray
+    modality: dict[str, np.ndarray]
+    present: dict[str, np.ndarray]
+    targets: np.ndarray
+
+
+@torch.no_grad()
+def predict_candidates(
+    model: MedFusionModel, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None
+) -> Candidates:
+    """The fused logits and each modality's own logits over a loader, in eval mode (stacking ignored)."""
+    model.eval()
+    fused, targets = [], []
+    modality: dict[str, list[torch.Tensor]] = {}
+    present: dict[str, list[torch.Tensor]] = {}
+    for batch in loader:
+        batch = _to(batch, device)
+        with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+            out = model(batch)
+        fused.append((out.logits if out.fused_logits is None else out.fused_logits).float().cpu())
+        targets.append(batch["label"].cpu())
+        for m, v in out.modality_logits.items():
+            modality.setdefault(m, []).append(v.float().cpu())
+            present.setdefault(m, []).append(batch[f"{m}_present"].bool().cpu())
+    return Candidates(
+        fused=torch.cat(fused).double().numpy(),
+        modality={m: torch.cat(v).double().numpy() for m, v in modality.items()},
+        present={m: torch.cat(v).numpy() for m, v in present.items()},
+        targets=torch.cat(targets).double().numpy(),
+    )
+
+
+def best_candidate_auroc(c: Candidates, labels: Sequence[str]) -> float:
+    """Mean over labels of the best validation AUROC among the stacking candidates (NaN: none scorable).
+
+    A modality candidate scores its absent samples with the fused logits, as stacking would.
+    """
+    st = fit_stacking(c.fused, c.modality, c.present, c.targets, labels, step=1.0)  # one-hot weights only
+    best: list[float | None] = []
+    for j in range(len(labels)):
+        scored = [a for k in CANDIDATES if (a := st.val_auroc[k][j]) is not None]
+        best.append(max(scored) if scored else None)
+    return _mean_auroc(best)
+
+
+def _mean_auroc(values: Sequence[float | None]) -> float:
+    scored = [v for v in values if v is not None]
+    return float(np.mean(scored)) if scored else float("nan")
 
 
 def _worker_init(worker_id: int) -> None:
@@ -415,6 +486,9 @@ def _train(
     use_dropout = config.fusion.modality_dropout > 0 and {IMAGE, TEXT} <= set(model.fusion.modalities)
     dropout_rng = torch.Generator().manual_seed(t.seed + 1)
     use_aux = config.fusion.aux_loss_weight > 0 and len(model.fusion.modalities) > 1
+    use_stacking = config.fusion.stacking and {IMAGE, TEXT} <= set(model.fusion.modalities)
+    if use_stacking and not use_aux:
+        log.warning("fusion.stacking with aux_loss_weight 0: the modality heads are trained only through fusion")
 
     optimizer = torch.optim.AdamW(param_groups(model, config))
     steps_per_epoch = math.ceil(len(loaders["train"]) / t.grad_accum_steps)
@@ -477,7 +551,13 @@ def _train(
         if not math.isfinite(total):
             raise MedfusionError(f"training loss is not finite at epoch {epoch}; lower training.lr or turn amp off")
 
-        val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
+        candidates = None
+        if use_stacking:  # no stacking while training: the model's logits are the fused ones
+            candidates = predict_candidates(model, loaders["val"], device, amp_dtype)
+            use_stacking = len(candidates.modality) == 2  # concat has no modality heads
+            val_logits, val_targets = candidates.fused, candidates.targets
+        else:
+            val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
         val_loss = float(
             masked_bce(
                 torch.as_tensor(val_logits).float(),
@@ -486,6 +566,7 @@ def _train(
             )
         )
         report = evaluate(apply_temperature(val_logits, 1.0), val_targets, labels)
+        stack_score = best_candidate_auroc(candidates, labels) if candidates and use_stacking else float("nan")
         row = {
             "epoch": float(epoch),
             "train_loss": total / max(1, batches),
@@ -499,7 +580,10 @@ def _train(
             if hasattr(cb, "on_epoch_end"):
                 cb.on_epoch_end(epoch, dict(row))
         # Early stopping on validation macro AUROC; on -loss when no label has both classes in val.
+        # With stacking, on the mean over labels of the best candidate's AUROC (what stacking can reach).
         score = report.metrics["macro_auroc"] if math.isfinite(report.metrics["macro_auroc"]) else -val_loss
+        if math.isfinite(stack_score):
+            score = stack_score
         improved = score > best_score + MIN_DELTA
         if improved:
             best_score, best_epoch, stale = score, epoch, 0
@@ -524,6 +608,16 @@ def _train(
     train_seconds = sum(row["epoch_seconds"] for row in history)  # includes epochs before a resume
 
     load_model(model, str(checkpoints.finalize()))
+    stacking = None
+    if use_stacking:
+        c = predict_candidates(model, loaders["val"], device, amp_dtype)
+        if len(c.modality) == 2:
+            stacking = fit_stacking(
+                c.fused, c.modality, c.present, c.targets, labels, prior=config.fusion.stacking_prior
+            )
+            model.set_stacking(stacking.weights)
+            card = card.model_copy(update={"stacking": stacking})
+            say("stacking weights (fused, image, text): %s", stacking.by_label(tuple(labels)))
     val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
     temperature = fit_temperature(val_logits, val_targets)
     val_probs = apply_temperature(val_logits, temperature)
@@ -533,12 +627,18 @@ def _train(
     n_labels = len(labels)
     test_probs, test_targets, test_metrics = np.zeros((0, n_labels)), np.zeros((0, n_labels)), {}
     test_ci: dict[str, tuple[float, float]] = {}
+    candidate_test_auroc: dict[str, float] = {}
     if "test" in loaders:
         test_logits, test_targets = predict_logits(model, loaders["test"], device, amp_dtype)
         test_probs = apply_temperature(test_logits, temperature)
         test_report = evaluate(test_probs, test_targets, labels, thresholds)
         test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
         test_ci = bootstrap_ci(test_probs, test_targets, labels, patients(records["test"]), thresholds, seed=t.seed)
+        if stacking is not None:
+            c = predict_candidates(model, loaders["test"], device, amp_dtype)
+            alone = fit_stacking(c.fused, c.modality, c.present, c.targets, labels, step=1.0).val_auroc
+            candidate_test_auroc = {k: _mean_auroc(alone[k]) for k in CANDIDATES}
+            candidate_test_auroc["stacked"] = test_metrics["macro_auroc"]
     else:
         log.warning("no test split: test metrics are empty")
 
@@ -563,6 +663,8 @@ def _train(
         stopped_early=stopped_early,
         test_ci=test_ci,
         test_study_uids=[str(r.get("meta", {}).get("study_uid", "")) for r in records.get("test", [])],
+        stacking=stacking,
+        candidate_test_auroc=candidate_test_auroc,
     )
     say(
         "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",

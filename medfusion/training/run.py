@@ -49,8 +49,11 @@ def demo_manifest(config: Config, *, progress: bool = True) -> Path:
         "image_size": demo.image_size,
         "broken_files": demo.broken_files,
     }
+    knobs = ("image_signal", "text_signal", "image_findings", "text_findings", "prevalence")  # absent: default
     if manifest.is_file() and (root / MARKER).is_file():
         marker = json.loads((root / MARKER).read_text(encoding="utf-8"))
+        marker = {**{k: getattr(type(demo)(), k) for k in knobs}, **marker}
+        wanted.update({k: getattr(demo, k) for k in knobs})
         if all(marker.get(k) == v for k, v in wanted.items()):
             log.info("using the existing demo cohort %s", root)
             return manifest

@@ -44,12 +44,22 @@ def _report(rng: np.random.Generator, word: bool, fever: bool) -> str:
     return f"INDICATION: {indication}\nFINDINGS: {filler[0]} {finding} {filler[1]}"
 
 
-def make_records(root: Path, seed: int = 0) -> dict[str, list[Record]]:
+def make_records(
+    root: Path,
+    seed: int = 0,
+    *,
+    image_signal: bool = True,
+    text_signal: bool = True,
+    sizes: dict[str, int] | None = None,
+) -> dict[str, list[Record]]:
     """Write the cohort's DICOM files (32x32) under ``root`` and return its records per split.
 
     Args:
         root: An empty folder.
         seed: The generator's seed.
+        image_signal: False: no image shows its spot (the image is pure noise for every label).
+        text_signal: False: no report states its finding or fever (the text is pure noise).
+        sizes: Studies per split (default :data:`SPLITS`).
 
     Returns:
         ``{"train": 96 records, "val": 32, "test": 32}``.
@@ -59,15 +69,15 @@ def make_records(root: Path, seed: int = 0) -> dict[str, list[Record]]:
     k = 0
     broken = root / "broken.dcm"
     broken.write_text("not a DICOM file")
-    for split, n in SPLITS.items():
+    for split, n in (sizes or SPLITS).items():
         records[split] = []
         for i in range(n):
             spot, word, fever = (bool(x) for x in rng.integers(0, 2, size=3))
             label = np.array([spot, word, spot and fever], dtype=np.float32)
             spec = DicomSpec(study_uid=f"1.2.3.{k}", series_uid=f"1.2.3.{k}.1")
-            path = write_dicom(root / f"s{k:03d}.dcm", _image(rng, spot), spec)
+            path = write_dicom(root / f"s{k:03d}.dcm", _image(rng, spot and image_signal), spec)
             image = [str(path)]
-            report = _report(rng, word, fever)
+            report = _report(rng, word and text_signal, fever and text_signal)
             if split == "train" and i % 12 == 5:
                 report = ""  # no report
             if split == "train" and i % 12 == 7:

@@ -57,3 +57,20 @@ def test_cli_train_without_a_manifest_is_one_line_and_exit_1(tmp_path: Path) -> 
     assert done.returncode == 1, done.stdout[-2000:]
     assert done.stderr.strip().splitlines() == [f"error: {REFUSAL} to train on the synthetic demo cohort"]
     assert not (tmp_path / "project").exists()
+
+
+def test_a_demo_cohort_is_reused_only_with_the_same_knobs(tmp_path: Path) -> None:
+    from medfusion.training.run import demo_manifest
+    from tests.support.demo import small_demo_config
+
+    small = {"n_studies": 16, "image_size": 32, "broken_files": 0}
+    plain = small_demo_config(tmp_path, data__demo=small)
+    manifest = demo_manifest(plain, progress=False)
+    stamp = manifest.stat().st_mtime_ns
+    assert demo_manifest(plain, progress=False) == manifest and manifest.stat().st_mtime_ns == stamp  # reused
+    noisy = small_demo_config(tmp_path, data__demo={**small, "image_signal": 0.0})
+    demo_manifest(noisy, progress=False)
+    assert manifest.stat().st_mtime_ns != stamp  # another cohort: generated again
+    stamp = manifest.stat().st_mtime_ns
+    demo_manifest(noisy, progress=False)
+    assert manifest.stat().st_mtime_ns == stamp

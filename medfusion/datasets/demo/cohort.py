@@ -163,6 +163,8 @@ class _Study:
     windowed: bool
     report_target: str  # "ndjson" | "bundle" | "none"
     link: str  # "accession" | "uid" | "reference" | "both"
+    drawn: dict[str, bool]  # image cue -> drawn (nodule, cardiomegaly, patch); the knobs may hide a finding
+    written: dict[str, bool]  # report finding -> written (effusion, fracture, context)
 
 
 def _uid(seed: int, *parts: object) -> str:
@@ -204,16 +206,19 @@ def _patients(rng: np.random.Generator, n: int) -> list[_Patient]:
 def _plan(rng: np.random.Generator, config: DemoCohortConfig) -> list[_Study]:
     """Decide every study's labels, identity, acquisition, file layout and report linkage."""
     n, seed = config.n_studies, config.seed
-    flags = {label: _exact(rng, n, fraction) for label, fraction in PREVALENCE.items()}
-    # Pneumonia = patch AND context; each combination gets a quarter of the studies.
-    quarter = n // 4
-    cells = np.array([(1, 1)] * quarter + [(1, 0)] * quarter + [(0, 1)] * quarter + [(0, 0)] * (n - 3 * quarter))
+    prevalence = {label: config.prevalence or fraction for label, fraction in PREVALENCE.items()}
+    flags = {label: _exact(rng, n, fraction) for label, fraction in prevalence.items()}
+    # Pneumonia = patch AND context; each combination gets a quarter of the studies (by default).
+    both = n // 4 if config.prevalence is None else min(max(round(config.prevalence * n), 1), n - 1)
+    one = n // 4 if config.prevalence is None else (n - both) // 3
+    cells = np.array([(1, 1)] * both + [(1, 0)] * one + [(0, 1)] * one + [(0, 0)] * (n - both - 2 * one))
     cells = cells[rng.permutation(n)]
     two_views = rng.random(n) < 0.35
     multiframe = _exact(rng, n, 0.06)
     monochrome1 = _exact(rng, n, 0.15)
     without_report = _exact(rng, n, 0.05)
 
+    cues = _cue_plan(config)
     patients = _patients(rng, max(2, round(n * 0.7)))
     owner = np.concatenate([rng.permutation(len(patients)), rng.integers(0, len(patients), n)])[:n]
     accessions: set[str] = set()
@@ -233,6 +238,7 @@ def _plan(rng: np.random.Generator, config: DemoCohortConfig) -> list[_Study]:
         patch, context = bool(cells[i][0]), bool(cells[i][1])
         labels = {label: int(flags[label][i]) for label in PREVALENCE}
         labels["pneumonia"] = int(patch and context)
+        drawn, written = cues(i, labels, patch, context)
         studies.append(
             _Study(
                 index=i,
@@ -254,9 +260,40 @@ def _plan(rng: np.random.Generator, config: DemoCohortConfig) -> list[_Study]:
                 windowed=bool(rng.random() < 0.4),
                 report_target=target,
                 link=link,
+                drawn=drawn,
+                written=written,
             )
         )
     return studies
+
+
+def _cue_plan(config: DemoCohortConfig) -> Any:
+    """``cues(i, labels, patch, context) -> (drawn, written)``: which findings the knobs let show.
+
+    With the defaults every finding shows and nothing is drawn from any generator; otherwise the
+    ``image_signal`` / ``text_signal`` coins come from their own generator (seed, 4), so the plan
+    itself (labels, identities, files) is the same as without the knobs.
+    """
+    image = set(config.image_findings if config.image_findings is not None else ("nodule", "cardiomegaly", "pneumonia"))
+    text = set(config.text_findings if config.text_findings is not None else ("effusion", "fracture", "pneumonia"))
+    coins = np.random.default_rng([config.seed, 4]).random((config.n_studies, 2))  # (n, image/text)
+
+    def cues(i: int, labels: dict[str, int], patch: bool, context: bool) -> tuple[dict[str, bool], dict[str, bool]]:
+        show_image = bool(coins[i, 0] < config.image_signal)
+        show_text = bool(coins[i, 1] < config.text_signal)
+        drawn = {
+            "nodule": bool(labels["nodule"]) and "nodule" in image and show_image,
+            "cardiomegaly": bool(labels["cardiomegaly"]) and "cardiomegaly" in image and show_image,
+            "patch": patch and "pneumonia" in image and show_image,
+        }
+        written = {
+            "effusion": bool(labels["effusion"]) and "effusion" in text and show_text,
+            "fracture": bool(labels["fracture"]) and "fracture" in text and show_text,
+            "context": context and "pneumonia" in text and show_text,
+        }
+        return drawn, written
+
+    return cues
 
 
 def _transfer_syntax(counter: int) -> str:
@@ -344,9 +381,9 @@ def _render_views(
     """
     anatomy: Anatomy = sample_anatomy(
         rng,
-        nodule=bool(study.labels["nodule"]),
-        cardiomegaly=bool(study.labels["cardiomegaly"]),
-        consolidation=study.patch,
+        nodule=study.drawn["nodule"],
+        cardiomegaly=study.drawn["cardiomegaly"],
+        consolidation=study.drawn["patch"],
     )
     if study.multiframe:
         d = 4.0 / size
@@ -413,7 +450,7 @@ def _write_study_images(
         write_dicom(path, stored, _spec(study, view, series, ts, bits, window, size, seed))
         _pin_content_time(path, study.study_time)
     record = dict(masks)
-    if study.labels["pneumonia"]:
+    if study.labels["pneumonia"] and "consolidation" in masks:  # a hidden patch (image_signal) has no mask
         record["pneumonia"] = masks["consolidation"]
     record["sop_uid"] = np.array(_uid(seed, "instance", study.index, 1))
     record["frame"] = np.array(_MULTIFRAME_FRAMES // 2 if study.multiframe else 0)
@@ -650,6 +687,9 @@ def generate_demo_cohort(
         "broken_files": config.broken_files,
         "labels": list(DEMO_LABELS),
     }
+    knobs = ("image_signal", "text_signal", "image_findings", "text_findings", "prevalence")
+    defaults = DemoCohortConfig()
+    marker.update({k: getattr(config, k) for k in knobs if getattr(config, k) != getattr(defaults, k)})
     (root / MARKER).write_text(json.dumps(marker, indent=1) + "\n", encoding="utf-8")  # first: marks the folder
     rng = np.random.default_rng(config.seed)
     studies = _plan(rng, config)
@@ -668,9 +708,9 @@ def generate_demo_cohort(
             _write_npz(root / "masks" / f"{study.study_uid}.npz", mask_record)
             generated = generate_report(
                 report_rng,
-                effusion=bool(study.labels["effusion"]),
-                fracture=bool(study.labels["fracture"]),
-                infectious_context=study.context,
+                effusion=study.written["effusion"],
+                fracture=study.written["fracture"],
+                infectious_context=study.written["context"],
                 two_views=study.two_views,
             )
             if study.report_target != "none":

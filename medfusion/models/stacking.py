@@ -1,0 +1,170 @@
+"""Stacking: a per-label convex combination of the fused logits and each modality's own logits.
+
+A fused model can score below its best single modality when one modality is uninformative or lets
+the fused head overfit. After the branches are trained, :func:`fit_stacking` chooses, per label, weights
+``w = (w_fused, w_image, w_text)`` (non-negative, sum 1) on the validation split, so the final logit is::
+
+    logit_l = w_fused,l * fused_l + w_image,l * image_l + w_text,l * text_l
+
+``image_l``/``text_l`` are the modality heads' own logits (the affine head on each modality's slot,
+trained by ``fusion.aux_loss_weight``). A sample without modality ``m`` moves ``w_m`` onto the fused
+logit (which already ignores the absent modality), so a missing input never reads a branch that saw
+only the learned *missing* embedding.
+
+Choice: every point of a simplex grid (step :data:`GRID_STEP`) is scored by the validation
+cross-entropy of a Platt-rescaled combination (``a * s + b``, with ``s`` the standardised combined
+logit and a small ridge on ``a``: only how well the combination *ranks and separates* counts, not its
+scale), plus a simplicity prior ``(prior + 1 / n) * (1 - w_fused)`` toward the fused head (``n``: the
+label's known validation studies; the ``1 / n`` is AIC-like, so a small validation set, whose
+cross-entropy differences are mostly noise, moves weight only for a clear gain). Ties go to the fused
+head. The weights are stored in the model card (:class:`~medfusion.models.card.Stacking`) and applied
+inside :class:`~medfusion.models.model.MedFusionModel`, so training, inference, the pyfunc, scoring and
+explanations use the same logits.
+"""
+
+from __future__ import annotations
+
+import itertools
+from collections.abc import Sequence
+
+import numpy as np
+import torch
+from sklearn.metrics import roc_auc_score
+
+from medfusion.models.card import Stacking
+
+#: Candidate order of the weights: the fused head, then the modalities (sorted).
+CANDIDATES = ("fused", "image", "text")
+#: Spacing of the simplex grid.
+GRID_STEP = 0.1
+#: Validation cross-entropy (nats per study) a weight of 1 away from the fused head must buy.
+DEFAULT_PRIOR = 0.01
+_RIDGE = 1e-2
+_NEWTON_STEPS = 25
+
+
+def simplex_grid(step: float = GRID_STEP, k: int = len(CANDIDATES)) -> np.ndarray:
+    """(G, k) weight vectors on the simplex, multiples of ``step``; row 0 is ``(1, 0, ..., 0)``."""
+    n = round(1 / step)
+    rows = [c for c in itertools.product(range(n + 1), repeat=k) if sum(c) == n]
+    rows.sort(key=lambda c: (-c[0], c))
+    return np.asarray(rows, dtype=np.float64) / n
+
+
+def combine(
+    weights: np.ndarray | torch.Tensor,
+    fused: torch.Tensor,
+    modality: dict[str, torch.Tensor],
+    present: dict[str, torch.Tensor],
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """Apply stacking weights.
+
+    Args:
+        weights: (L, K) weights in :data:`CANDIDATES` order.
+        fused: (B, L) fused logits.
+        modality: Modality -> (B, L) its own logits.
+        present: Modality -> (B,) bool, the sample has it.
+
+    Returns:
+        ``(logits (B, L), effective weights: candidate -> (B, L))``; an absent modality's weight is on
+        ``fused``.
+    """
+    w = torch.as_tensor(weights, dtype=fused.dtype, device=fused.device)  # (L, K)
+    w_fused = w[:, 0].expand_as(fused).clone()  # (B, L)
+    out: dict[str, torch.Tensor] = {}
+    logits = torch.zeros_like(fused)
+    for k, m in enumerate(CANDIDATES[1:], start=1):
+        if m not in modality:
+            continue
+        here = present[m].to(fused.device)[:, None]  # (B, 1)
+        w_m = torch.where(here, w[:, k].expand_as(fused), torch.zeros_like(fused))  # (B, L)
+        w_fused = w_fused + torch.where(here, torch.zeros_like(fused), w[:, k].expand_as(fused))
+        logits = logits + w_m * modality[m].to(fused.dtype)
+        out[m] = w_m
+    out["fused"] = w_fused
+    return logits + w_fused * fused, out
+
+
+def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
+    return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
+
+
+def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(G,) validation cross-entropy of ``sigmoid(a * s_g + b)`` fitted per row (Newton, ridge on a).
+
+    Args:
+        s: (G, n) standardised combined logits.
+        y: (n,) 0/1 targets.
+    """
+    g = s.shape[0]
+    a, b = np.ones(g), np.zeros(g)
+    for _ in range(_NEWTON_STEPS):
+        z = a[:, None] * s + b[:, None]
+        p = 0.5 * (1 + np.tanh(0.5 * z))  # the sigmoid, without overflow
+        r = p - y  # (G, n)
+        v = p * (1 - p) + 1e-9
+        g_a, g_b = (r * s).mean(1) + _RIDGE * a, r.mean(1)
+        h_aa, h_ab, h_bb = (v * s * s).mean(1) + _RIDGE, (v * s).mean(1), v.mean(1)
+        det = h_aa * h_bb - h_ab**2
+        a = a - (h_bb * g_a - h_ab * g_b) / det
+        b = b - (h_aa * g_b - h_ab * g_a) / det
+    z = a[:, None] * s + b[:, None]
+    return np.logaddexp(0, z).mean(1) - (y * z).mean(1) + 0.5 * _RIDGE * a**2
+
+
+def fit_stacking(
+    fused: np.ndarray,
+    modality: dict[str, np.ndarray],
+    present: dict[str, np.ndarray],
+    targets: np.ndarray,
+    labels: Sequence[str],
+    *,
+    prior: float = DEFAULT_PRIOR,
+    step: float = GRID_STEP,
+) -> Stacking:
+    """Fit per-label stacking weights on validation logits (see the module docstring).
+
+    Args:
+        fused: (N, L) fused logits.
+        modality: ``image`` and ``text`` -> (N, L) their own logits.
+        present: Modality -> (N,) bool.
+        targets: (N, L) 1/0, NaN unknown.
+        labels: L names.
+        prior: Cross-entropy penalty per unit of weight moved off the fused head, on top of ``1 / n``.
+        step: Simplex grid spacing.
+
+    Returns:
+        The :class:`~medfusion.models.card.Stacking` with the weights and each candidate's (and the
+        chosen combination's) validation AUROC per label (None where a label cannot be scored).
+    """
+    grid = simplex_grid(step)  # (G, K)
+    n_labels = len(labels)
+    t = {m: torch.as_tensor(v, dtype=torch.float64) for m, v in modality.items()}
+    here = {m: torch.as_tensor(v, dtype=torch.bool) for m, v in present.items()}
+    fused_t = torch.as_tensor(fused, dtype=torch.float64)
+    weights = np.zeros((n_labels, len(CANDIDATES)))
+    weights[:, 0] = 1.0
+    auroc: dict[str, list[float | None]] = {c: [] for c in (*CANDIDATES, "stacked")}
+    singles = {c: combine(np.tile(np.eye(len(CANDIDATES))[k], (n_labels, 1)), fused_t, t, here)[0].numpy()
+               for k, c in enumerate(CANDIDATES)}  # fmt: skip
+    for j in range(n_labels):
+        known = ~np.isnan(targets[:, j])
+        y = targets[known, j]
+        cands = np.stack([singles[c][known, j] for c in CANDIDATES], axis=1)  # (n, K)
+        for c in CANDIDATES:
+            auroc[c].append(_auroc(y, singles[c][known, j]))
+        if auroc["fused"][j] is not None:
+            s = grid @ cands.T  # (G, n)
+            s = (s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-9)
+            cost = prior + 1 / len(y)  # AIC-like: a small validation set buys little
+            score = _platt_ce(s, y) + cost * (1 - grid[:, 0])
+            weights[j] = grid[int(np.argmin(score))]  # first minimum: the fused head wins ties
+    stacked, _ = combine(weights, fused_t, t, here)
+    for j in range(n_labels):
+        known = ~np.isnan(targets[:, j])
+        auroc["stacked"].append(_auroc(targets[known, j], stacked.numpy()[known, j]))
+    return Stacking(
+        weights=tuple(tuple(round(float(x), 6) for x in row) for row in weights),
+        prior=prior,
+        val_auroc={c: tuple(v) for c, v in auroc.items()},
+    )

@@ -1,0 +1,168 @@
+"""Stacking: per-label weights over (fused, image, text) logits, fitted on validation, carried by the card."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+
+import numpy as np
+import pytest
+import torch
+
+from medfusion.config import Config
+from medfusion.errors import MedfusionError
+from medfusion.explain.explanation import modality_contributions
+from medfusion.models.card import META_FILE, ModelCard, Stacking
+from medfusion.models.model import build_model, load_model_dir, save_model_dir
+from medfusion.models.stacking import CANDIDATES, combine, fit_stacking, simplex_grid
+from medfusion.models.text_encoder import load_tokenizer
+
+LABELS = ["a", "b"]
+
+
+def _config(fusion: str) -> Config:
+    return Config(
+        name="stack",
+        labels=LABELS,
+        data={"image_size": [32, 32], "max_tokens": 16},
+        image_encoder={"name": "vit", "patch_size": 8, "embed_dim": 16},
+        text_encoder={"tiny": {}, "embed_dim": 16},
+        fusion={"name": fusion, "hidden_dim": 16, "num_heads": 2},
+    )
+
+
+def _batch(text_dir: Path) -> dict[str, torch.Tensor]:
+    enc = load_tokenizer(text_dir)(
+        ["Effusion.", "", "No effusion.", "fracture"], padding="longest", return_tensors="pt"
+    )
+    return {
+        "image": torch.randn(4, 1, 32, 32, generator=torch.Generator().manual_seed(0)),
+        "input_ids": enc["input_ids"],
+        "attention_mask": enc["attention_mask"],
+        "image_present": torch.tensor([True, True, False, True]),
+        "text_present": torch.tensor([True, False, True, True]),
+    }
+
+
+def _logits(rng: np.random.Generator, y: np.ndarray, signal: float) -> np.ndarray:
+    """(N,) logits whose separation of ``y`` is ``signal`` standard deviations."""
+    return signal * (y - 0.5) * 2 + rng.normal(size=len(y))
+
+
+def test_grid_is_the_simplex_with_the_fused_head_first() -> None:
+    grid = simplex_grid(0.1)
+    assert grid.shape == (66, 3) and np.allclose(grid.sum(1), 1) and (grid >= 0).all()
+    assert grid[0].tolist() == [1.0, 0.0, 0.0]
+    assert simplex_grid(1.0).tolist() == [[1, 0, 0], [0, 0, 1], [0, 1, 0]]
+
+
+def test_weights_leave_a_noise_modality_and_keep_the_fused_head_when_it_is_best() -> None:
+    rng = np.random.default_rng(0)
+    n = 400
+    y = (rng.random((n, 2)) < 0.3).astype(float)
+    # label a: text informative, image noise, fused hurt by the noise; label b: fused far better.
+    text = np.stack([_logits(rng, y[:, 0], 2.0), _logits(rng, y[:, 1], 0.5)], 1)
+    image = np.stack([rng.normal(size=n) * 3, _logits(rng, y[:, 1], 0.5)], 1)
+    fused = np.stack([0.5 * text[:, 0] + 0.5 * image[:, 0], _logits(rng, y[:, 1], 2.0)], 1)
+    everyone = {m: np.ones(n, dtype=bool) for m in ("image", "text")}
+    st = fit_stacking(fused, {"image": image, "text": text}, everyone, y, LABELS)
+    w = st.by_label(tuple(LABELS))
+    assert w["a"]["image"] == 0.0 and w["a"]["text"] >= 0.8, w
+    assert w["b"]["fused"] >= 0.6, w  # independent weak branches may add a little (an ensemble), no more
+    auroc = st.val_auroc
+    assert set(auroc) == {*CANDIDATES, "stacked"}
+    for j in range(2):
+        assert auroc["stacked"][j] >= max(auroc[c][j] for c in CANDIDATES) - 0.01
+    assert auroc["text"][0] > auroc["fused"][0] + 0.1  # the evidence the choice rests on
+
+
+def test_the_prior_keeps_the_fused_head_when_candidates_are_equal() -> None:
+    rng = np.random.default_rng(1)
+    y = (rng.random((200, 1)) < 0.5).astype(float)
+    z = _logits(rng, y[:, 0], 1.0)[:, None]
+    everyone = {m: np.ones(200, dtype=bool) for m in ("image", "text")}
+    st = fit_stacking(z, {"image": z.copy(), "text": z.copy()}, everyone, y, ["a"])
+    assert st.weights == ((1.0, 0.0, 0.0),)
+
+
+def test_unscorable_labels_keep_the_fused_head() -> None:
+    y = np.array([[1.0], [1.0], [np.nan]])
+    z = np.zeros((3, 1))
+    st = fit_stacking(z, {"image": z, "text": z}, {m: np.ones(3, dtype=bool) for m in ("image", "text")}, y, ["a"])
+    assert st.weights == ((1.0, 0.0, 0.0),) and st.val_auroc["fused"] == (None,)
+
+
+def test_combine_moves_an_absent_modality_weight_to_the_fused_logits() -> None:
+    fused = torch.tensor([[1.0, 2.0], [1.0, 2.0]])
+    modality = {"image": torch.full((2, 2), 10.0), "text": torch.full((2, 2), 100.0)}
+    present = {"image": torch.tensor([True, False]), "text": torch.tensor([True, True])}
+    weights = np.array([[0.5, 0.5, 0.0], [0.2, 0.3, 0.5]])
+    logits, w = combine(weights, fused, modality, present)
+    assert torch.allclose(logits[0], torch.tensor([0.5 + 5, 0.4 + 3 + 50]))
+    assert torch.allclose(logits[1], torch.tensor([1.0, 0.5 * 2 + 50]))  # no image: its weight is on fused
+    assert torch.allclose(w["fused"] + w["image"] + w["text"], torch.ones(2, 2))
+
+
+def test_stacking_block_validates() -> None:
+    with pytest.raises(ValueError, match="not 3 non-negative"):
+        Stacking(weights=((0.5, 0.6, 0.0),))
+    card = ModelCard.from_config(_config("late"))
+    with pytest.raises(ValueError, match="rows of stacking weights"):
+        ModelCard.model_validate({**card.model_dump(), "stacking": {"weights": [[1, 0, 0]]}})
+
+
+@pytest.mark.parametrize("fusion", ["late", "gated", "hybrid"])
+def test_model_folder_applies_the_card_stacking_identically(tmp_path: Path, text_dir: Path, fusion: str) -> None:
+    torch.manual_seed(0)
+    card = ModelCard.from_config(_config(fusion))
+    model = build_model(card, text_dir).eval()
+    batch = _batch(text_dir)
+    with torch.no_grad():
+        plain = model(batch)
+    assert "stacking" not in model.state_dict()  # not a weight: the card carries it
+    assert plain.stack_weights == {} and torch.equal(plain.logits, plain.fused_logits)
+    stacking = Stacking(weights=((0.2, 0.0, 0.8), (0.6, 0.4, 0.0)), prior=0.01, val_auroc={"fused": (0.7, None)})
+    model.set_stacking(stacking.weights)
+    with torch.no_grad():
+        stacked = model(batch)
+    expected, _ = combine(
+        np.array(stacking.weights),
+        plain.logits,
+        plain.modality_logits,
+        {"image": batch["image_present"], "text": batch["text_present"]},
+    )
+    assert torch.allclose(stacked.logits, expected, atol=1e-6)
+    assert not torch.allclose(stacked.logits, plain.logits)
+    # explanations: the modality contributions still add up to the (stacked) logit
+    for b in range(4):
+        parts = modality_contributions(stacked, b)
+        assert np.allclose(sum(parts.values()), stacked.logits[b].numpy(), atol=1e-5)
+
+    save_model_dir(
+        model, tmp_path / "m", card=card.model_copy(update={"stacking": stacking}), tokenizer=load_tokenizer(text_dir)
+    )
+    loaded = load_model_dir(tmp_path / "m", device="cpu")
+    assert loaded.card.stacking == stacking
+    with torch.no_grad():
+        assert torch.equal(loaded.model(batch).logits, stacked.logits)
+
+    # a card written before stacking (no block) loads as it did: the fused logits
+    data = json.loads((tmp_path / "m" / META_FILE).read_text())
+    del data["stacking"]
+    (tmp_path / "m" / META_FILE).write_text(json.dumps(data))
+    old = load_model_dir(tmp_path / "m", device="cpu")
+    assert old.card.stacking is None
+    with torch.no_grad():
+        assert torch.equal(old.model(batch).logits, plain.logits)
+
+
+def test_cards_without_stacking_are_written_as_before(tmp_path: Path, text_dir: Path) -> None:
+    card = ModelCard.from_config(_config("late"))
+    save_model_dir(build_model(card, text_dir), tmp_path, card=card, tokenizer=load_tokenizer(text_dir))
+    assert "stacking" not in json.loads((tmp_path / META_FILE).read_text())
+
+
+def test_single_modality_models_refuse_stacking(text_dir: Path) -> None:
+    model = build_model(ModelCard.from_config(_config("text_only")), text_dir)
+    with pytest.raises(MedfusionError, match="no modality heads"):
+        model.set_stacking([[1.0, 0.0, 0.0], [1.0, 0.0, 0.0]])
