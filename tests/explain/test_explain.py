@@ -61,10 +61,14 @@ def test_probabilities_match_the_predictor_and_contributions_sum_to_the_logit(de
     np.testing.assert_array_equal(explanation.thresholds, prediction.thresholds)
     contributions = explanation.modality_contributions
     assert set(contributions) == {"image", "text", "joint"}
-    for m in ("image", "text"):  # weight x the modality's own logit, as defined
-        np.testing.assert_allclose(
-            contributions[m], prediction.modality_weights[m] * prediction.modality_logits[m], rtol=1e-4, atol=1e-5
-        )
+    stacking = demo_predictor.loaded.card.stacking
+    for m in ("image", "text"):  # weight x the modality's own logit, as defined (per label with stacking)
+        weight = prediction.modality_weights[m]
+        if stacking is not None:  # w_fused,l * w_m + w_stack_m,l (both modalities present here)
+            rows = np.asarray(stacking.weights, dtype=float)  # (L, candidates)
+            fused, own = rows[:, stacking.candidates.index("fused")], rows[:, stacking.candidates.index(m)]
+            weight = fused * weight + own
+        np.testing.assert_allclose(contributions[m], weight * prediction.modality_logits[m], rtol=1e-4, atol=1e-5)
     p = prediction.probabilities
     logit = np.log(p / (1 - p)) * demo_predictor.loaded.temperature
     np.testing.assert_allclose(sum(contributions.values()), logit, rtol=1e-4, atol=1e-4)

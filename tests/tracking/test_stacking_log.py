@@ -31,7 +31,8 @@ def test_stacking_weights_and_evidence_are_logged(tmp_path: Path) -> None:
     )  # fmt: skip
     use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # this process only; the environment is left alone
     config = Config(name="t", labels=LABELS)
-    with mlflow.start_run() as run:
+    experiment_id = mlflow.MlflowClient().create_experiment(f"stacking-{tmp_path.name}")  # of this store
+    with mlflow.start_run(experiment_id=experiment_id) as run:
         log_stacking(config, result)
     logged = mlflow.get_run(run.info.run_id).data.metrics
     weights = stacking.by_label(tuple(LABELS))

@@ -11,6 +11,7 @@ from scipy.stats import norm
 
 from medfusion.metrics import bootstrap_ci, bootstrap_metrics, bootstrap_weights, evaluate
 from medfusion.tracking.runs import log_training_result
+from medfusion.tracking.store import use_store
 from medfusion.training.engine import patients
 from tests.support.synthetic import fast_config, train_quietly
 
@@ -110,15 +111,11 @@ def test_training_logs_each_test_metrics_interval_to_mlflow(synthetic_records: d
         result.thresholds, seed=config.training.seed,
     )  # fmt: skip
     assert result.test_ci == expected  # patient-level, seeded with training.seed
-    previous = mlflow.get_tracking_uri()
-    mlflow.set_tracking_uri(f"sqlite:///{tmp_path / 'mlflow.db'}")
-    try:  # an experiment of this store: the process's active experiment may be another store's
-        experiment = mlflow.set_experiment(f"bootstrap-{tmp_path.name}")
-        with mlflow.start_run(experiment_id=experiment.experiment_id) as run:
-            log_training_result(config, result)
-        metrics = mlflow.get_run(run.info.run_id).data.metrics
-    finally:
-        mlflow.set_tracking_uri(previous)
+    use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # this process only: the environment is left alone
+    experiment_id = mlflow.MlflowClient().create_experiment(f"bootstrap-{tmp_path.name}")  # of this store
+    with mlflow.start_run(experiment_id=experiment_id) as run:
+        log_training_result(config, result)
+    metrics = mlflow.get_run(run.info.run_id).data.metrics
     low, high = result.test_ci["macro_auroc"]
     assert metrics["test_macro_auroc_ci_low"] == pytest.approx(low)
     assert metrics["test_macro_auroc_ci_high"] == pytest.approx(high)
