@@ -130,3 +130,17 @@ def test_a_table_without_the_required_columns_is_an_error(tmp_path: Path) -> Non
     table = _table(tmp_path, [["a.png", "S1"]], ["image", "study_id"])
     with pytest.raises(ImageTableError, match=r"lacks column.*patient_id"):
         import_images(table, tmp_path / "out")
+
+
+def test_the_command_reports_a_bad_table_in_one_line(tmp_path: Path) -> None:
+    from typer.testing import CliRunner
+
+    from medfusion.cli import app
+
+    missing = CliRunner().invoke(app, ["import-images", str(tmp_path / "nope.csv"), "--out", str(tmp_path / "o")])
+    assert missing.exit_code == 1
+    assert "image table not found" in missing.output and "Traceback" not in missing.output
+    table = _table(tmp_path, [["a.png", "S1"]], ["image", "study_id"])
+    lacking = CliRunner().invoke(app, ["import-images", str(table), "--out", str(tmp_path / "o")])
+    assert lacking.exit_code == 1
+    assert "lacks column(s): patient_id" in lacking.output
