@@ -168,6 +168,9 @@ def import_images_cmd(
         ),
     ],
     out: Annotated[Path, typer.Option(help="Output folder: dicom/, reports.csv, labels.csv, rejected.csv.")],
+    modality: Annotated[
+        str, typer.Option(help="Modality written into the files (OT; CR or DX if your series rules select by it).")
+    ] = "OT",
 ) -> None:
     """Convert PNG/JPEG images + a CSV table into DICOM, a reports file and a labels file for build-manifest.
 
@@ -176,7 +179,10 @@ def import_images_cmd(
     """
     from medfusion.ingest.images_import import import_images
 
-    result = import_images(table, out)
+    try:
+        result = import_images(table, out, modality=modality)
+    except ValueError as exc:
+        raise MedfusionError(f"--modality: {exc}") from None
     typer.echo(result.summary())
 
 

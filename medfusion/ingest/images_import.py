@@ -162,7 +162,7 @@ class _Row:
     study_date: str
 
 
-def dicom_dataset(pixels: np.ndarray, row: _Row) -> Dataset:
+def dicom_dataset(pixels: np.ndarray, row: _Row, *, modality: str = "OT") -> Dataset:
     """A Secondary Capture dataset (MONOCHROME2, 8 or 16 bits as ``pixels``) for one imported row."""
     study_uid = stable_uid("study", row.patient_id, row.study_id)
     sop_class = pydicom.uid.SecondaryCaptureImageStorage
@@ -190,7 +190,7 @@ def dicom_dataset(pixels: np.ndarray, row: _Row) -> Dataset:
     ds.ReferringPhysicianName = ""
     ds.StudyID = ""
     ds.AccessionNumber = row.study_id if len(row.study_id) <= 16 else ""  # SH: 16 characters at most
-    ds.Modality = "OT"
+    ds.Modality = modality
     ds.SeriesNumber = 1
     ds.InstanceNumber = 1
     ds.Manufacturer = ""
@@ -213,12 +213,15 @@ def _resolve(table: Path, value: str) -> Path:
     return path if path.is_absolute() else table.parent / path
 
 
-def import_images(table: Path, out: Path, *, max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES) -> ImportResult:
+def import_images(
+    table: Path, out: Path, *, modality: str = "OT", max_pixels: int = MAX_PIXELS, max_bytes: int = MAX_BYTES
+) -> ImportResult:
     """Import every usable row of ``table`` into ``out`` (see the module docstring for the columns).
 
     Args:
         table: The CSV table.
         out: Output folder: ``dicom/``, ``reports.csv``, ``labels.csv``, ``rejected.csv``.
+        modality: The files' Modality (``OT``; ``CR`` or ``DX`` for radiographs that series rules select by it).
         max_pixels: Largest image accepted (pixels, read from the header before decoding).
         max_bytes: Largest image file accepted (bytes).
 
@@ -227,7 +230,10 @@ def import_images(table: Path, out: Path, *, max_pixels: int = MAX_PIXELS, max_b
 
     Raises:
         ImageTableError: The table is missing, not CSV, or lacks ``image``, ``patient_id``, or a study column.
+        ValueError: ``modality`` is not a DICOM code string.
     """
+    if not _VIEW.match(modality):
+        raise ValueError(f"modality {modality!r} is not a DICOM code string (e.g. OT, CR, DX)")
     frame = read_text_csv(table, ImageTableError, "image table")
     columns = [str(c).strip() for c in frame.columns]
     frame.columns = columns
@@ -270,7 +276,7 @@ def import_images(table: Path, out: Path, *, max_pixels: int = MAX_PIXELS, max_b
             continue
         seen[study] = index
         row = _Row(patient, study, view, _date(str(record.get("study_date", ""))))
-        ds = dicom_dataset(pixels, row)
+        ds = dicom_dataset(pixels, row, modality=modality)
         ds.save_as(dicom_dir / f"{ds.StudyInstanceUID}.dcm", enforce_file_format=True)
         result.study_uids.append(ds.StudyInstanceUID)
         report = str(record.get("report", "")).strip()

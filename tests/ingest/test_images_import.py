@@ -35,7 +35,7 @@ def test_16_bit_values_are_kept_and_8_bit_stays_8_bit(tmp_path: Path) -> None:
     Image.fromarray(deep).save(tmp_path / "deep.png")
     Image.fromarray(shallow).save(tmp_path / "shallow.png")
     table = _table(tmp_path, [["deep.png", "P1", "S1", "PA", "r", 1], ["shallow.png", "P2", "S2", "ll", "r", 0]])
-    result = import_images(table, tmp_path / "out")
+    result = import_images(table, tmp_path / "out", modality="DX")
     assert result.rejected == []
     files = _by_study(tmp_path / "out")
     d, s = files["S1"], files["S2"]
@@ -45,6 +45,7 @@ def test_16_bit_values_are_kept_and_8_bit_stays_8_bit(tmp_path: Path) -> None:
     np.testing.assert_array_equal(s.pixel_array, shallow)
     assert (d.ViewPosition, s.ViewPosition) == ("PA", "LL")
     assert d.SOPClassUID == pydicom.uid.SecondaryCaptureImageStorage
+    assert (d.Modality, s.Modality) == ("DX", "DX")
     for ds in (d, s):
         assert dciodvfy_errors(Path(ds.filename)) == []
 
@@ -144,3 +145,7 @@ def test_the_command_reports_a_bad_table_in_one_line(tmp_path: Path) -> None:
     lacking = CliRunner().invoke(app, ["import-images", str(table), "--out", str(tmp_path / "o")])
     assert lacking.exit_code == 1
     assert "lacks column(s): patient_id" in lacking.output
+
+    bad = CliRunner().invoke(app, ["import-images", str(table), "--out", str(tmp_path / "o"), "--modality", "x-ray"])
+    assert bad.exit_code == 1
+    assert "--modality" in bad.output and "not a DICOM code string" in bad.output
