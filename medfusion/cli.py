@@ -156,6 +156,36 @@ def demo_data(
     typer.echo(f"rejected inputs: {len(result.rejected)} (listed in {root / 'rejected.csv'})")
 
 
+@app.command("import-images")
+@_friendly_errors
+def import_images_cmd(
+    table: Annotated[
+        Path,
+        typer.Argument(
+            help="CSV, one row per study: image (path, relative to the CSV or absolute), patient_id, study_id or "
+            "accession_number; optional view, report, study_date; every other column is a label (1, 0, empty).",
+            readable=False,
+        ),
+    ],
+    out: Annotated[Path, typer.Option(help="Output folder: dicom/, reports.csv, labels.csv, rejected.csv.")],
+    modality: Annotated[
+        str, typer.Option(help="Modality written into the files (OT; CR or DX if your series rules select by it).")
+    ] = "OT",
+) -> None:
+    """Convert PNG/JPEG images + a CSV table into DICOM, a reports file and a labels file for build-manifest.
+
+    Rows that cannot be used (missing or unreadable image, too large, duplicate study id) are listed with
+    the reason in OUT/rejected.csv; the rest are imported.
+    """
+    from medfusion.ingest.images_import import import_images
+
+    try:
+        result = import_images(table, out, modality=modality)
+    except ValueError as exc:
+        raise MedfusionError(f"--modality: {exc}") from None
+    typer.echo(result.summary())
+
+
 @app.command("build-manifest")
 @_friendly_errors
 def build_manifest_cmd(
