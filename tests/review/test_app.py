@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import dataclasses
-from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -11,6 +10,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from medfusion.review.launch import APP_PATH
 from medfusion.review.store import ReviewStore
 from medfusion.scoring import read_results
 from tests.dicom_sr.validators import dciodvfy_errors
@@ -18,7 +18,7 @@ from tests.review.conftest import PASSWORD
 from tests.scoring.orthanc_server import running_orthanc
 from tests.scoring.test_sr_stow import instance_count, stored_srs
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
+APP = APP_PATH  # the packaged page (apps/review/app.py is a shim that runs it)
 
 
 @pytest.fixture
