@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+from pathlib import Path
 
 import highdicom as hd
 import pydicom
@@ -19,6 +20,7 @@ from tests.scoring.orthanc_server import running_orthanc
 from tests.scoring.test_sr_stow import instance_count, stored_srs
 
 APP = APP_PATH  # the packaged page (apps/review/app.py is a shim that runs it)
+SHIM = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
 
 
 @pytest.fixture
@@ -40,8 +42,9 @@ def _login(at: AppTest, name: str, password: str) -> AppTest:
     return _button(at, "Sign in").click().run()
 
 
-def test_wrong_password_is_refused(app_env) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+@pytest.mark.parametrize("script", [APP, SHIM], ids=["packaged", "shim"])
+def test_wrong_password_is_refused(app_env, script: Path) -> None:
+    at = AppTest.from_file(str(script), default_timeout=60).run()
     assert at.text_input(key="login_password") is not None and not at.exception
     at = _login(at, "dr.alice", "not-the-password")
     assert [e.value for e in at.error] == ["Unknown user name or wrong password."]
