@@ -1,5 +1,5 @@
 # medfusion on a CUDA host. Build:  docker build -t medfusion .
-# Run:    docker run --gpus all -v /data:/data -v medfusion-runs:/app/runs medfusion demo
+# Run:    docker run --gpus all -v /data:/data -v medfusion-runs:/work/runs medfusion demo
 FROM nvidia/cuda:12.8.1-cudnn-runtime-ubuntu24.04
 
 ENV DEBIAN_FRONTEND=noninteractive \
@@ -18,18 +18,23 @@ RUN apt-get update \
 RUN pip install --index-url https://download.pytorch.org/whl/cu128 "torch>=2.10"
 
 RUN useradd --create-home --uid 10001 medfusion
-WORKDIR /app
-COPY --chown=medfusion:medfusion pyproject.toml README.md ./
-COPY --chown=medfusion:medfusion medfusion ./medfusion
-RUN pip install .
-COPY --chown=medfusion:medfusion configs ./configs
-COPY --chown=medfusion:medfusion apps ./apps
+# Build the wheel from the source tree in a throwaway folder, install it, delete the source: at run time
+# only the installed package exists (configs and the review page are package data in the wheel).
+COPY pyproject.toml README.md /tmp/src/
+COPY medfusion /tmp/src/medfusion
+RUN pip wheel --no-deps -w /tmp/wheels /tmp/src \
+ && pip install /tmp/wheels/medfusion-*.whl \
+ && rm -rf /tmp/src /tmp/wheels
+# The work dir: shipped configs (-c demo, the default) resolve their relative paths here, so
+# outputs go to /work/runs/<name>.
+WORKDIR /work
+RUN chown medfusion:medfusion /work
 
 USER medfusion
-# MLflow store, checkpoints and outputs live under /app/runs by default: mount a volume there,
+# MLflow store, checkpoints and outputs live under /work/runs by default: mount a volume there,
 # or set MLFLOW_TRACKING_URI to a tracking server. The site's pseudonym salt (created on first use,
 # mode 0600) lives on that volume too, so pseudonyms stay the same from one container to the next.
-ENV MEDFUSION_HOME=/app/runs/.medfusion
-VOLUME ["/app/runs"]
+ENV MEDFUSION_HOME=/work/runs/.medfusion
+VOLUME ["/work/runs"]
 ENTRYPOINT ["medfusion"]
 CMD ["--help"]

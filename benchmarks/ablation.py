@@ -1,6 +1,6 @@
 """Modality ablation: every fusion strategy on the same data, seeds and budget.
 
-    python benchmarks/ablation.py --config configs/demo.yaml --seeds 0 1 2
+    python benchmarks/ablation.py --config demo --seeds 0 1 2
     python benchmarks/ablation.py --cohorts image_noise text_noise partial_image small_imbalanced
 
 ``--cohorts`` picks demo cohorts built to break fusion (:data:`COHORTS`, knobs of
@@ -116,7 +116,7 @@ def paired_difference(
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Modality ablation of the fusion strategies.")
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--config", default="demo")
     parser.add_argument("--seeds", type=int, nargs="+", default=[0, 1, 2])
     parser.add_argument(
         "--cohorts",

@@ -1,7 +1,7 @@
 """Faithfulness of the explanations on the demo cohort: pointing game and top-k token hit rate.
 
-    python benchmarks/faithfulness.py --config configs/demo.yaml --threads 1
-    python benchmarks/faithfulness.py --config configs/demo.yaml --model-dir runs/demo/training/<run>/model
+    python benchmarks/faithfulness.py --config demo --threads 1
+    python benchmarks/faithfulness.py --config demo --model-dir runs/demo/training/<run>/model
 
 Trains the config's model (or takes ``--model-dir``), explains every study of the ``--split`` whose
 label is positive, and prints, per method and label, the hit rate and its exact random baseline (see
@@ -22,7 +22,7 @@ from pathlib import Path
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description="Pointing game and top-k token hit rate on the demo cohort.")
-    parser.add_argument("--config", default="configs/demo.yaml")
+    parser.add_argument("--config", default="demo")
     parser.add_argument("--model-dir", type=Path, default=None, help="a trained model folder (default: train one)")
     parser.add_argument("--split", default="test", choices=["train", "val", "test"])
     parser.add_argument("--k", type=int, nargs="+", default=[1, 5], help="tokens per study for the top-k hit rate")

@@ -30,9 +30,27 @@ app = typer.Typer(
     pretty_exceptions_enable=False,
 )
 
-DEFAULT_CONFIG = Path("configs/demo.yaml")
+#: The shipped demo config (package data, found from any folder; see medfusion.config.load_config).
+DEFAULT_CONFIG = Path("demo")
 # readable=False: a path that cannot be read is reported by the command itself, as one line (exit 1)
-ConfigOption = Annotated[Path, typer.Option("--config", "-c", help="YAML run configuration.", readable=False)]
+ConfigOption = Annotated[
+    Path,
+    typer.Option(
+        "--config",
+        "-c",
+        help="YAML run configuration: a file, or a shipped config by name (demo, chest_xray).",
+        readable=False,
+    ),
+]
+ProjectDirOption = Annotated[
+    Path | None,
+    typer.Option(
+        "--project-dir",
+        help="Folder for this project's outputs (MLflow store, runs, cohort); default: the config's project_dir "
+        "(shipped configs: ./runs/<name> under the current folder).",
+        readable=False,
+    ),
+]
 OverrideOption = Annotated[
     list[str] | None,
     typer.Option("--set", help="Override a config key, e.g. --set fusion.name=late (repeatable)."),
@@ -70,10 +88,13 @@ def _parse_overrides(items: list[str] | None) -> dict[str, Any]:
     return overrides
 
 
-def _load(config: Path, overrides: list[str] | None) -> Config:
+def _load(config: Path, overrides: list[str] | None, project_dir: Path | None = None) -> Config:
     from medfusion.config import load_config
 
-    return load_config(config, _parse_overrides(overrides))
+    parsed = _parse_overrides(overrides)
+    if project_dir is not None:
+        parsed["project_dir"] = str(project_dir.absolute())
+    return load_config(config, parsed)
 
 
 def os_error_line(exc: OSError) -> str:
@@ -107,7 +128,11 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Debug lo
 
 @app.command("validate-config")
 @_friendly_errors
-def validate_config(config: Annotated[Path, typer.Argument(help="YAML file to check.")]) -> None:
+def validate_config(
+    config: Annotated[
+        Path, typer.Argument(help="YAML file to check, or a shipped config by name (demo, chest_xray).")
+    ] = DEFAULT_CONFIG,
+) -> None:
     """Validate a config file; print the resolved configuration."""
     from medfusion.config import load_config
 
@@ -273,12 +298,13 @@ def train(
             "--register/--no-register", help="Register the model as @challenger (--no-register: only log it)."
         ),
     ] = True,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
     from medfusion.workflow import train_and_register
 
     sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
-    outcome = train_and_register(_load(config, sets), resume=resume, register=register)
+    outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
     typer.echo(outcome.summary())
 
 
@@ -300,11 +326,13 @@ def promote(
 
 @app.command()
 @_friendly_errors
-def demo(config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = None) -> None:
+def demo(
+    config: ConfigOption = DEFAULT_CONFIG, overrides: OverrideOption = None, project_dir: ProjectDirOption = None
+) -> None:
     """End to end on embedded defaults: demo cohort -> train -> track -> promote -> next steps."""
     from medfusion.workflow import run_demo
 
-    promoted, text = run_demo(_load(config, overrides))
+    promoted, text = run_demo(_load(config, overrides, project_dir))
     typer.echo(text)
     if not promoted:
         raise typer.Exit(code=3)
@@ -349,12 +377,13 @@ def score(
     progress: Annotated[bool, typer.Option(help="Show a progress bar.")] = True,
     config: ConfigOption = DEFAULT_CONFIG,
     overrides: OverrideOption = None,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Batch-score an archive (folder tree or DICOMweb) with a registered model; resumable (re-run to resume)."""
     from medfusion.scoring.job import ScoreOptions, run_score
     from medfusion.tracking.store import tracking_uri
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, project_dir)
     summary = run_score(
         ScoreOptions(
             source=source,
@@ -412,6 +441,7 @@ def review(
         str | None, typer.Option(help="Send VERIFIED DICOM SRs to this PACS (DICOMweb root, STOW-RS).")
     ] = None,
     overrides: OverrideOption = None,
+    project_dir: ProjectDirOption = None,
 ) -> None:
     """Start the review dashboard on 127.0.0.1 (scores the demo test split first if needed)."""
     if ctx.invoked_subcommand is not None:
@@ -420,7 +450,7 @@ def review(
     from medfusion.review.settings import ReviewSettings
     from medfusion.tracking.store import tracking_uri
 
-    cfg = _load(config, overrides)
+    cfg = _load(config, overrides, project_dir)
     uri = tracking_uri(cfg)
     results_dir = results or launch.default_results_dir(cfg)
     if not launch.has_scores(results_dir):

@@ -2,8 +2,11 @@
 
 Every model forbids unknown keys, so a typo fails loudly. :func:`load_config` turns validation
 failures into a :class:`~medfusion.errors.ConfigError` naming the file and each offending key.
-Relative paths in a config are resolved against the config file's folder's parent (the repository
-root for files in ``configs/``), so commands work from any working directory.
+The shipped configs (``demo``, ``chest_xray``) are package data (``medfusion/configs/*.yaml``) and are
+loaded by name: ``load_config("demo")``. Relative paths in a shipped config (``project_dir``,
+``data.manifest``...) resolve against the current working directory, never inside the installed
+package; relative paths in any other config file resolve against its folder (the parent of a folder
+named ``configs``), so such commands work from any working directory.
 """
 
 from __future__ import annotations
@@ -12,6 +15,7 @@ import reprlib
 import types
 import typing
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 from typing import Annotated, Any, ClassVar, Literal
 
@@ -28,6 +32,10 @@ from pydantic import (
 
 from medfusion.errors import ConfigError
 from medfusion.ingest.dicom.selection import SeriesRuleSet
+
+#: The shipped configs' package (``medfusion/configs/<name>.yaml``).
+SHIPPED_PACKAGE = "medfusion"
+SHIPPED_FOLDER = "configs"
 
 #: The choice a YAML ``false`` / ``off`` / ``no`` means in an enum-like string field, in order of preference.
 _OFF_CHOICES = ("off", "none")
@@ -425,22 +433,62 @@ def _resolve_paths(config: Config, root: Path) -> Config:
     return config.model_copy(update=updates)
 
 
+def shipped_configs_dir() -> Path:
+    """The folder of the shipped configs inside the installed package (read only: nothing is written there)."""
+    return Path(str(resources.files(SHIPPED_PACKAGE).joinpath(SHIPPED_FOLDER)))
+
+
+def shipped_config_names() -> list[str]:
+    """Names of the shipped configs (``demo``, ``chest_xray``), sorted."""
+    return sorted(p.stem for p in shipped_configs_dir().glob("*.yaml"))
+
+
+def is_config_name(ref: str | Path) -> bool:
+    """Whether ``ref`` names a shipped config rather than a file: no folder part, no ``.yaml``/``.yml``
+    suffix, and no such file in the working directory."""
+    text = str(ref)
+    return (
+        "/" not in text and "\\" not in text and Path(text).suffix not in (".yaml", ".yml") and not Path(text).is_file()
+    )
+
+
+def resolve_config_path(ref: str | Path) -> Path:
+    """The YAML file ``ref`` means: a shipped config by name (``demo``), else the path itself.
+
+    Raises:
+        ConfigError: ``ref`` is a name that no shipped config has.
+    """
+    if not is_config_name(ref):
+        return Path(ref)
+    path = shipped_configs_dir() / f"{ref}.yaml"
+    if not path.is_file():
+        known = ", ".join(shipped_config_names())
+        raise ConfigError(f"{ref}: no such config file, and no shipped config of that name (shipped: {known})")
+    return path
+
+
+def _is_shipped(path: Path) -> bool:
+    """Whether ``path`` is one of the shipped configs (inside the installed package)."""
+    return path.resolve().parent == shipped_configs_dir().resolve()
+
+
 def load_config(path: str | Path, overrides: dict | None = None) -> Config:
     """Load and validate a YAML config.
 
     Args:
-        path: The YAML file.
+        path: The YAML file, or the name of a shipped config (``demo``, ``chest_xray``).
         overrides: Nested dict merged over the file's content before validation (CLI overrides).
 
     Returns:
-        The validated :class:`Config`, relative paths resolved against the config's repository root
-        (the parent of a ``configs/`` folder, else the file's folder).
+        The validated :class:`Config`. Relative paths resolve against the current working directory
+        for a shipped config, else against the config's root (the parent of a ``configs/`` folder,
+        else the file's folder).
 
     Raises:
         ConfigError: The file is missing, is not YAML, or fails validation. The message names the
             file and every offending key.
     """
-    path = Path(path)
+    path = resolve_config_path(path)
     try:
         raw = yaml.safe_load(path.read_text(encoding="utf-8"))
     except FileNotFoundError:
@@ -463,6 +511,8 @@ def load_config(path: str | Path, overrides: dict | None = None) -> Config:
         config = Config.model_validate(raw)
     except ValidationError as exc:
         raise ConfigError(_format_errors(path, exc)) from None
+    if _is_shipped(path):
+        return _resolve_paths(config, Path.cwd())
     folder = path.resolve().parent
     root = folder.parent if folder.name == "configs" else folder
     return _resolve_paths(config, root)

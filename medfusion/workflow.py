@@ -157,7 +157,7 @@ def run_demo(config: Config) -> tuple[bool, str]:
     (``data.source: demo``) whatever the configuration's source.
 
     Args:
-        config: Run configuration (``configs/demo.yaml`` by default).
+        config: Run configuration (``medfusion/configs/demo.yaml`` by default).
 
     Returns:
         ``(promoted, text)``: whether the new model became ``@champion``, and what to do next.

@@ -20,7 +20,7 @@ def test_help_lists_the_subcommands() -> None:
 
 
 def test_validate_config_prints_resolved_config() -> None:
-    result = runner.invoke(app, ["validate-config", str(ROOT / "configs" / "demo.yaml")])
+    result = runner.invoke(app, ["validate-config", str(ROOT / "medfusion" / "configs" / "demo.yaml")])
     assert result.exit_code == 0, result.output
     assert "fusion:" in result.output and "hybrid" in result.output
 

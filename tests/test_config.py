@@ -10,11 +10,12 @@ from medfusion.config import load_config
 from medfusion.errors import ConfigError
 
 ROOT = Path(__file__).resolve().parents[1]
+CONFIGS = ROOT / "medfusion" / "configs"  # the shipped configs (package data)
 
 
 @pytest.mark.parametrize("name", ["demo.yaml", "chest_xray.yaml"])
 def test_shipped_configs_are_valid(name: str) -> None:
-    config = load_config(ROOT / "configs" / name)
+    config = load_config(CONFIGS / name)
     assert config.labels
     assert config.project_dir.is_absolute()
 
@@ -61,13 +62,16 @@ def test_overrides_merge_and_validate(tmp_path: Path) -> None:
         load_config(path, {"fusion": {"bogus": 1}})
 
 
-def test_relative_paths_resolve_against_repo_root() -> None:
-    config = load_config(ROOT / "configs" / "chest_xray.yaml")
-    assert config.data.manifest == ROOT / "data" / "chest_xray" / "manifest.parquet"
+def test_shipped_relative_paths_resolve_against_the_working_directory(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = load_config(CONFIGS / "chest_xray.yaml")
+    assert config.data.manifest == tmp_path / "data" / "chest_xray" / "manifest.parquet"
 
 
 def test_data_source_is_explicit_in_the_shipped_configs(tmp_path: Path) -> None:
-    demo, site = load_config(ROOT / "configs" / "demo.yaml"), load_config(ROOT / "configs" / "chest_xray.yaml")
+    demo, site = load_config(CONFIGS / "demo.yaml"), load_config(CONFIGS / "chest_xray.yaml")
     assert (demo.data.source, demo.data.manifest) == ("demo", None)
     assert site.data.source == "manifest" and site.data.manifest is not None
     path = _write(tmp_path, "labels: [a]\ndata: {source: demo, manifest: m.parquet}\n")
@@ -100,30 +104,30 @@ def test_a_yaml_boolean_with_no_on_off_meaning_still_fails(tmp_path: Path) -> No
 def test_set_amp_off_is_off() -> None:
     from medfusion.cli import _parse_overrides
 
-    config = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["training.amp=off"]))
+    config = load_config(CONFIGS / "chest_xray.yaml", _parse_overrides(["training.amp=off"]))
     assert config.training.amp == "off"
 
 
 def test_set_one_exclusive_key_clears_the_other() -> None:
     from medfusion.cli import _parse_overrides
 
-    demo = load_config(ROOT / "configs" / "demo.yaml", _parse_overrides(["text_encoder.name_or_path=/models/bert"]))
+    demo = load_config(CONFIGS / "demo.yaml", _parse_overrides(["text_encoder.name_or_path=/models/bert"]))
     assert (demo.text_encoder.name_or_path, demo.text_encoder.tiny) == ("/models/bert", None)
     assert demo.text_encoder.pooling == "mean"  # the section's other keys stay
-    site = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["text_encoder.tiny={vocab_size: 99}"]))
+    site = load_config(CONFIGS / "chest_xray.yaml", _parse_overrides(["text_encoder.tiny={vocab_size: 99}"]))
     assert site.text_encoder.name_or_path is None and site.text_encoder.tiny is not None
     assert site.text_encoder.tiny.vocab_size == 99
     # data.source: demo and data.manifest exclude each other the same way
-    own = load_config(ROOT / "configs" / "demo.yaml", _parse_overrides(["data.manifest=data/m.parquet"]))
+    own = load_config(CONFIGS / "demo.yaml", _parse_overrides(["data.manifest=data/m.parquet"]))
     assert (own.data.source, own.data.manifest) == ("manifest", ROOT / "data" / "m.parquet")
-    back = load_config(ROOT / "configs" / "chest_xray.yaml", _parse_overrides(["data.source=demo"]))
+    back = load_config(CONFIGS / "chest_xray.yaml", _parse_overrides(["data.source=demo"]))
     assert (back.data.source, back.data.manifest) == ("demo", None)
 
 
 def test_overrides_of_a_built_config_switch_exclusive_keys_too() -> None:
     from medfusion.training.run import resolve_config
 
-    demo = load_config(ROOT / "configs" / "demo.yaml")
+    demo = load_config(CONFIGS / "demo.yaml")
     switched = resolve_config(demo, {"text_encoder": {"name_or_path": "/models/bert"}})
     assert (switched.text_encoder.name_or_path, switched.text_encoder.tiny) == ("/models/bert", None)
 
@@ -142,6 +146,6 @@ def test_readme_sections_named_in_configs_exist() -> None:
     headings = {
         line.lstrip("#").strip() for line in (ROOT / "README.md").read_text().splitlines() if line.startswith("#")
     }
-    for config in sorted((ROOT / "configs").glob("*.yaml")):
+    for config in sorted((CONFIGS).glob("*.yaml")):
         for name in re.findall(r'README(?: section)? "([^"]+)"', config.read_text()):
             assert name in headings, f"{config.name} points at README section {name!r}, which does not exist"

@@ -1,4 +1,4 @@
-"""The recipe written in ``configs/chest_xray.yaml`` runs as written: its command line, offline.
+"""The recipe written in ``medfusion/configs/chest_xray.yaml`` runs as written: its command line, offline.
 
 The recipe switches the config's text encoder with ``--set text_encoder.name_or_path=<minilm_folder>``
 and, without a GPU, sets ``training.amp=off`` (a YAML boolean). It is read from the config's comments,
@@ -26,7 +26,7 @@ from tests.support.text import write_tiny_text_dir
 from tests.support.threads import single_thread
 
 ROOT = Path(__file__).resolve().parents[1]
-CONFIG = ROOT / "configs" / "chest_xray.yaml"
+CONFIG = ROOT / "medfusion" / "configs" / "chest_xray.yaml"
 
 
 def recipe() -> list[str]:
@@ -58,7 +58,7 @@ def _manifest(tmp_path: Path, labels: list[str]) -> Path:
 
 def test_the_recipe_reads_as_documented() -> None:
     args = recipe()
-    assert args[:3] == ["train", "-c", "configs/chest_xray.yaml"]
+    assert args[:3] == ["train", "-c", "chest_xray"]
     sets = [args[i + 1] for i, a in enumerate(args) if a == "--set"]
     assert sets == [
         "data.manifest=<your_manifest.parquet>",
@@ -71,7 +71,7 @@ def test_the_recipe_reads_as_documented() -> None:
 
 def test_the_chest_xray_recipe_trains_with_a_local_bert(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.delenv("MLFLOW_TRACKING_URI", raising=False)
-    monkeypatch.chdir(ROOT)  # the recipe names configs/chest_xray.yaml relative to the repository
+    monkeypatch.chdir(tmp_path)  # the recipe names the shipped config (-c chest_xray): any folder works
     bert = write_tiny_text_dir(tmp_path / "bert")
     manifest = _manifest(tmp_path, load_config(CONFIG).labels)
     args = [a.replace("<minilm_folder>", str(bert)).replace("<your_manifest.parquet>", str(manifest)) for a in recipe()]

@@ -46,7 +46,7 @@ from medfusion.privacy import pseudonym
 
 log = logging.getLogger(__name__)
 
-#: The 14 CheXpert-style labels, in the order of ``configs/chest_xray.yaml``.
+#: The 14 CheXpert-style labels, in the order of ``medfusion/configs/chest_xray.yaml``.
 OPENI_LABELS = [
     "atelectasis",
     "cardiomegaly",

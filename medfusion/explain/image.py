@@ -16,7 +16,7 @@ label; an all-equal map becomes all zeros).
   image (seeded), smoothed over 3x3 pixels. Grad-CAM's channel-averaged gradients can cancel at
   the shallow stages small inputs force on it, and its stage map is coarse: on the demo champion at
   64 px (Grad-CAM at an 8x8 stage) saliency finds pneumonia's consolidation patch that Grad-CAM misses
-  (pointing game; measured by ``python benchmarks/faithfulness.py --config configs/demo.yaml --threads 1``,
+  (pointing game; measured by ``python benchmarks/faithfulness.py --config demo --threads 1``,
   figures in ``docs/explanations.md``); saliency works at pixel resolution and on ViTs too.
 """
 

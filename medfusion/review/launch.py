@@ -1,6 +1,6 @@
 """``medfusion review``: prepare the embedded defaults and run the Streamlit app headless on loopback.
 
-On the demo config (``configs/demo.yaml``): results default to ``<project_dir>/review/scores``;
+On the shipped demo config (``-c demo``, the default): results default to ``<project_dir>/review/scores``;
 when that folder holds no scoring output, the demo cohort's test split is scored first with the
 ``@champion`` model; when the users file is missing, a ``reviewer`` user is created with a
 generated password that is printed once.
@@ -12,6 +12,7 @@ import os
 import subprocess
 import sys
 from dataclasses import dataclass
+from importlib import resources
 from pathlib import Path
 
 from medfusion.config import Config
@@ -19,8 +20,8 @@ from medfusion.errors import MedfusionError
 from medfusion.review.auth import add_user, generate_password
 from medfusion.review.settings import ReviewSettings
 
-#: The Streamlit script, beside the package in a source checkout.
-APP_PATH = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
+#: The Streamlit page, package data of ``medfusion.review`` (``apps/review/app.py`` in a checkout runs it).
+APP_PATH = Path(str(resources.files("medfusion.review").joinpath("app", "page.py")))
 FIRST_USER = "reviewer"
 
 
@@ -115,7 +116,7 @@ def streamlit_command(port: int, address: str = "127.0.0.1", app_path: Path = AP
     clicking then queues dozens of them. Python's own generational collection still runs.
     """
     if not app_path.is_file():
-        raise MedfusionError(f"{app_path}: review app not found (run from a source checkout of medfusion)")
+        raise MedfusionError(f"{app_path}: review app not found (a broken medfusion install?)")
     return [
         sys.executable,
         "-m",

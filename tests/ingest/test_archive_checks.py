@@ -48,7 +48,7 @@ def test_a_report_csv_without_its_text_column_fails_before_the_scan(files: dict[
 
 
 def test_cli_names_the_file_the_config_labels_and_how_to_pass_yours(files: dict[str, Path], tmp_path: Path) -> None:
-    config = ROOT / "configs" / "demo.yaml"
+    config = ROOT / "medfusion" / "configs" / "demo.yaml"
     args = ["build-manifest", "--dicom", str(files["dicom"]), "--reports", str(files["reports"])]
     args += ["--labels", str(files["labels"]), "--out", str(tmp_path / "m.parquet"), "-c", str(config)]
     result = CliRunner().invoke(app, args)

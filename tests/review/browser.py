@@ -70,7 +70,7 @@ def _stop(proc: subprocess.Popen) -> None:
 
 @contextmanager
 def running_server(settings: ReviewSettings, log_path: Path) -> Iterator[tuple[str, subprocess.Popen]]:
-    """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL and its process.
+    """``streamlit run`` of the packaged review page on a free loopback port; yields its URL and its process.
 
     The server runs with Python's faulthandler on, so a crash leaves the threads' stacks in the log.
     """
@@ -87,7 +87,7 @@ def running_server(settings: ReviewSettings, log_path: Path) -> Iterator[tuple[s
 
 @contextmanager
 def running_app(settings: ReviewSettings, log_path: Path) -> Iterator[str]:
-    """``streamlit run apps/review/app.py`` on a free loopback port; yields its URL."""
+    """``streamlit run`` of the packaged review page on a free loopback port; yields its URL."""
     with running_server(settings, log_path) as (url, _proc):
         yield url
 

@@ -11,6 +11,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from medfusion.review.launch import APP_PATH
 from medfusion.review.store import ReviewStore
 from medfusion.scoring import read_results
 from tests.dicom_sr.validators import dciodvfy_errors
@@ -18,7 +19,8 @@ from tests.review.conftest import PASSWORD
 from tests.scoring.orthanc_server import running_orthanc
 from tests.scoring.test_sr_stow import instance_count, stored_srs
 
-APP = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
+APP = APP_PATH  # the packaged page (apps/review/app.py is a shim that runs it)
+SHIM = Path(__file__).resolve().parents[2] / "apps" / "review" / "app.py"
 
 
 @pytest.fixture
@@ -40,8 +42,9 @@ def _login(at: AppTest, name: str, password: str) -> AppTest:
     return _button(at, "Sign in").click().run()
 
 
-def test_wrong_password_is_refused(app_env) -> None:
-    at = AppTest.from_file(str(APP), default_timeout=60).run()
+@pytest.mark.parametrize("script", [APP, SHIM], ids=["packaged", "shim"])
+def test_wrong_password_is_refused(app_env, script: Path) -> None:
+    at = AppTest.from_file(str(script), default_timeout=60).run()
     assert at.text_input(key="login_password") is not None and not at.exception
     at = _login(at, "dr.alice", "not-the-password")
     assert [e.value for e in at.error] == ["Unknown user name or wrong password."]

@@ -36,7 +36,7 @@ def test_first_user_gets_a_generated_password_once(tmp_path) -> None:
 
 def test_streamlit_runs_headless_on_loopback() -> None:
     command = streamlit_command(8765)
-    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("apps/review/app.py")
+    assert command[1:4] == ["-m", "streamlit", "run"] and command[4].endswith("medfusion/review/app/page.py")
     assert {
         "--server.headless=true",
         "--server.address=127.0.0.1",

@@ -156,7 +156,7 @@ def test_bad_reports(runner: BoundedRunner, tiny_cohort: Path, tmp_path: Path) -
 def test_bad_configs(runner: BoundedRunner, tmp_path: Path) -> None:
     control = tmp_path / "configs" / "demo.yaml"
     control.parent.mkdir()
-    shutil.copy(ROOT / "configs" / "demo.yaml", control)
+    shutil.copy(ROOT / "medfusion" / "configs" / "demo.yaml", control)
     tally = runner.run_all("config", [("control/demo.yaml", control), *fuzz.config_variants(tmp_path / "bad")])
     _check("bad configs", tally)
     outcomes = tally.by_case()

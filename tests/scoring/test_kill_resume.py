@@ -54,7 +54,7 @@ def _killed_score(cohort: Cohort, out: Path, project: DemoProject) -> subprocess
         "4",
         "--no-progress",
         "--config",
-        str(ROOT / "configs" / "demo.yaml"),
+        str(ROOT / "medfusion" / "configs" / "demo.yaml"),
     ]
     pythonpath = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "MLFLOW_TRACKING_URI": project.tracking_uri, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}

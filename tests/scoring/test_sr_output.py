@@ -116,7 +116,7 @@ def _killed_score(cohort: Cohort, out: Path, project: DemoProject, target: str) 
     args = [
         *("score", str(cohort.dicom), "--reports", str(cohort.reports), "--model", project.model_uri),
         *("--out", str(out), "--part-size", "4", "--workers", "1", "--batch-size", "4", "--no-progress", "--sr"),
-        *("--config", str(ROOT / "configs" / "demo.yaml")),
+        *("--config", str(ROOT / "medfusion" / "configs" / "demo.yaml")),
     ]
     pythonpath = os.pathsep.join([str(ROOT), *filter(None, [os.environ.get("PYTHONPATH")])])
     env = {**os.environ, "MLFLOW_TRACKING_URI": project.tracking_uri, "OMP_NUM_THREADS": "1", "PYTHONPATH": pythonpath}

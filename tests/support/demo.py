@@ -13,7 +13,7 @@ ROOT = Path(__file__).resolve().parents[2]
 
 
 def small_demo_config(project_dir: Path, **overrides: Any) -> Config:
-    """``configs/demo.yaml`` shrunk to CPU seconds: 160 studies, 32x32 inputs, ResNet-18, tiny BERT.
+    """``medfusion/configs/demo.yaml`` shrunk to CPU seconds: 160 studies, 32x32 inputs, ResNet-18, tiny BERT.
 
     Args:
         project_dir: Where the cohort, the MLflow store and runs go.
@@ -38,7 +38,7 @@ def small_demo_config(project_dir: Path, **overrides: Any) -> Config:
             base.setdefault(section, {})[leaf] = value
         else:
             base[key] = value
-    return load_config(ROOT / "configs" / "demo.yaml", base)
+    return load_config(ROOT / "medfusion" / "configs" / "demo.yaml", base)
 
 
 @dataclass(frozen=True)

@@ -21,7 +21,7 @@ from medfusion.config import DemoCohortConfig
 from medfusion.datasets.demo.cohort import DemoCohortResult, generate_demo_cohort
 
 ROOT = Path(__file__).resolve().parents[2]
-DEMO = str(ROOT / "configs" / "demo.yaml")
+DEMO = str(ROOT / "medfusion" / "configs" / "demo.yaml")
 
 
 @pytest.fixture(scope="module")
@@ -60,7 +60,7 @@ def test_build_manifest_exact_split_and_its_achieved_sizes(manifest: tuple[Path,
     assert (table.groupby("patient_pseudonym")["split"].nunique() == 1).all()
 
 
-#: Shrinks configs/demo.yaml to CPU seconds (the data is the manifest above, not the demo cohort).
+#: Shrinks medfusion/configs/demo.yaml to CPU seconds (the data is the manifest above, not the demo cohort).
 SMALL = [
     "training.epochs=1",
     "data.image_size=[32, 32]",

@@ -35,7 +35,7 @@ def test_ablation_registers_only_when_asked(
         "training.epochs=1",
         "text_encoder.tiny={vocab_size: 200}",
     ]
-    args = ["--config", str(ROOT / "configs" / "demo.yaml"), "--fusions", "late", "--seeds", "0"]
+    args = ["--config", str(ROOT / "medfusion" / "configs" / "demo.yaml"), "--fusions", "late", "--seeds", "0"]
     for item in small:
         args += ["--set", item]
     ablation = _ablation()

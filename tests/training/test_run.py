@@ -45,7 +45,8 @@ def test_the_demo_is_explicit(tmp_path: Path) -> None:
     config = load_config(_config_file(tmp_path), {"data": {"source": "demo"}})
     assert training_manifest(config, progress=False) == tmp_path / "project" / "demo_cohort" / "manifest.parquet"
     with pytest.raises(ConfigError, match="the demo trains on the synthetic demo cohort, but the configuration sets"):
-        run_demo(load_config(ROOT / "configs" / "chest_xray.yaml"))  # a site config is never turned into the demo
+        # a site config is never turned into the demo
+        run_demo(load_config(ROOT / "medfusion" / "configs" / "chest_xray.yaml"))
 
 
 @pytest.mark.slow  # a CLI process: torch and MLflow imports take 20 s of CPU
