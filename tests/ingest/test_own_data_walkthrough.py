@@ -1,8 +1,9 @@
 """docs/own_data.md followed verbatim: PNG/JPEG + CSV -> import -> manifest -> train -> predictions -> score.
 
 The commands are parsed from the page's ```bash blocks (the config from its ```yaml block, the
-predictions step from its ```python block), so the page and this test cannot drift. Only tiny
-settings are appended (``--set`` for train, one worker for score) to keep the run to CPU seconds.
+predictions step from its ```python block), so the page and this test cannot drift. Only small
+settings are appended to keep the run to CPU seconds (``--set`` for train: one epoch, 32², and the
+page's MiniLM recipe where the ``real-data`` extra is installed, else the tiny encoder; one worker for score).
 """
 
 from __future__ import annotations
@@ -19,15 +20,24 @@ from PIL import Image
 from typer.testing import CliRunner
 
 from medfusion.cli import app
+from medfusion.datasets.assets import find_minilm_dir
 from tests.dicom_sr.validators import dciodvfy_errors
 
 ROOT = Path(__file__).resolve().parents[2]
 DOC = ROOT / "docs" / "own_data.md"
+MINILM = find_minilm_dir()
+#: The text encoder: the page's MiniLM recipe where the ``real-data`` extra is installed (CI), else tiny.
+TEXT_ENCODER = (
+    ["--set", f"text_encoder.name_or_path={MINILM}", "--set", "text_encoder.pooling=mean"]
+    if MINILM is not None
+    else ["--set", "text_encoder.tiny={vocab_size: 300}"]
+)
 #: Appended to the page's commands: CPU seconds instead of minutes.
 TINY: dict[str, list[str]] = {
     "train": [
         *("--set", "training.epochs=1", "--set", "data.image_size=[32, 32]", "--set", "training.batch_size=8"),
-        *("--set", "text_encoder.tiny={vocab_size: 300}", "--threads", "1"),
+        *TEXT_ENCODER,
+        *("--threads", "1"),
     ],
     "score": ["--workers", "1", "--no-progress"],
 }
