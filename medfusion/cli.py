@@ -66,7 +66,8 @@ def _setup_logging(verbose: bool) -> None:
         handlers=[RichHandler(show_path=False, rich_tracebacks=False)],
         force=True,
     )
-    for noisy in ("urllib3", "alembic", "matplotlib", "PIL", "filelock", "git"):
+    # highdicom logs a line per module it copies into each SR
+    for noisy in ("urllib3", "alembic", "matplotlib", "PIL", "filelock", "git", "highdicom"):
         logging.getLogger(noisy).setLevel(logging.WARNING)
     from medfusion.privacy import install_log_redaction
 

@@ -40,3 +40,14 @@ def test_overrides_parse_yaml_values() -> None:
         "training": {"epochs": 3},
         "data": {"image_size": [32, 32]},
     }
+
+
+def test_library_chatter_stays_below_warning_on_the_console() -> None:
+    """highdicom logs a line per module it copies into each SR: a job of thousands of studies must not
+    flood the console (its warnings still show)."""
+    import logging
+
+    result = runner.invoke(app, ["validate-config", "demo"])
+    assert result.exit_code == 0, result.output
+    for name in ("highdicom", "urllib3", "PIL"):
+        assert logging.getLogger(name).getEffectiveLevel() == logging.WARNING, name
