@@ -70,6 +70,18 @@ def pytest_runtest_makereport(item: pytest.Item, call: pytest.CallInfo) -> Any:
 
 
 @pytest.fixture(autouse=True)
+def mlflow_environment() -> Iterator[None]:
+    """The MLFLOW_* variables after a test are those before it: a test (or a library call such as
+    ``mlflow.set_tracking_uri``) that writes them must not point later tests at its store."""
+    before = {k: v for k, v in os.environ.items() if k.startswith("MLFLOW_")}
+    yield
+    for key in [k for k in os.environ if k.startswith("MLFLOW_")]:
+        if key not in before:
+            del os.environ[key]
+    os.environ.update(before)
+
+
+@pytest.fixture(autouse=True)
 def one_thread() -> Iterator[None]:
     """Tiny models: one torch intra-op thread is faster than two fighting over a busy 2-core machine."""
     with single_thread():

@@ -8,8 +8,11 @@ page's MiniLM recipe where the ``real-data`` extra is installed, else the tiny e
 
 from __future__ import annotations
 
+import os
 import re
 import shlex
+import subprocess
+import sys
 from pathlib import Path
 
 import numpy as np
@@ -140,10 +143,13 @@ def test_own_data_walkthrough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -
     run_id = re.search(r"run ([0-9a-f]{32})", outputs["train"])
     assert run_id is not None, outputs["train"]
     assert "test predictions: artifact predictions/test_predictions.parquet" in outputs["train"]
-    scope: dict[str, object] = {"RUN_ID": run_id[1]}
-    exec(blocks("python")[0], scope)  # the page's own snippet
-    predictions = scope["predictions"]
-    assert isinstance(predictions, pd.DataFrame)
+    # the page's own snippet, in a Python of its own as a user runs it (mlflow.set_tracking_uri there
+    # writes the environment: it must not leak into this test process)
+    snippet = f"RUN_ID = {run_id[1]!r}\n" + blocks("python")[0] + "\npredictions.to_parquet('snippet.parquet')\n"
+    env = {k: v for k, v in os.environ.items() if not k.startswith("MLFLOW_")}
+    done = subprocess.run([sys.executable, "-c", snippet], cwd=Path.cwd(), env=env, capture_output=True, text=True)
+    assert done.returncode == 0, done.stderr[-3000:]
+    predictions = pd.read_parquet(Path.cwd() / "snippet.parquet")
     assert len(predictions) == int((manifest["split"] == "test").sum())
     assert {"prob_nodule", "prob_effusion", "y_nodule", "y_effusion"} <= set(predictions.columns)
 
