@@ -13,6 +13,9 @@ Decisions, per label:
 - ``agree``: the model's decision (``probability >= threshold``) is right.
 - ``disagree``: the model's decision is wrong; the reviewed value is its negation.
 - ``corrected``: the reviewer states the value explicitly (``corrected_value`` 1 or 0).
+
+Measurements (``measurements``, append-only too) are saved in the same transaction as the decisions
+they go with: today the cardiothoracic ratio (``ctr``), two horizontal widths in image pixels.
 """
 
 from __future__ import annotations
@@ -57,6 +60,21 @@ CREATE TRIGGER IF NOT EXISTS decisions_append_only_update BEFORE UPDATE ON decis
 BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
 CREATE TRIGGER IF NOT EXISTS decisions_append_only_delete BEFORE DELETE ON decisions
 BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
+CREATE TABLE IF NOT EXISTS measurements (
+    id INTEGER PRIMARY KEY AUTOINCREMENT,
+    study_uid TEXT NOT NULL,
+    kind TEXT NOT NULL CHECK (kind IN ('ctr')),
+    sop_instance_uid TEXT NOT NULL,
+    cardiac_width REAL NOT NULL CHECK (cardiac_width > 0),
+    thoracic_width REAL NOT NULL CHECK (thoracic_width > 0),
+    reviewer TEXT NOT NULL,
+    decided_at TEXT NOT NULL
+);
+CREATE INDEX IF NOT EXISTS measurements_by_study ON measurements (study_uid, id);
+CREATE TRIGGER IF NOT EXISTS measurements_append_only_update BEFORE UPDATE ON measurements
+BEGIN SELECT RAISE(ABORT, 'review measurements are append-only'); END;
+CREATE TRIGGER IF NOT EXISTS measurements_append_only_delete BEFORE DELETE ON measurements
+BEGIN SELECT RAISE(ABORT, 'review measurements are append-only'); END;
 CREATE VIEW IF NOT EXISTS current_decisions AS
     SELECT d.* FROM decisions d
     WHERE d.id = (SELECT MAX(e.id) FROM decisions e WHERE e.study_uid = d.study_uid AND e.label = d.label);
@@ -129,6 +147,55 @@ class DecisionRecord(Decision):
     decided_at: str = field(default="")
 
 
+MeasurementKind = Literal["ctr"]
+
+
+@dataclass(frozen=True)
+class Measurement:
+    """A reviewer's measurement on one image of a study, saved with the study's decisions.
+
+    Attributes:
+        study_uid: StudyInstanceUID.
+        sop_instance_uid: The instance measured (SOPInstanceUID).
+        cardiac_width: Widest horizontal extent of the heart, in image pixels (> 0).
+        thoracic_width: Widest internal horizontal extent of the thorax, in image pixels (> 0).
+        reviewer: Login name of the reviewer.
+        kind: ``ctr`` (cardiothoracic ratio; the only kind so far).
+    """
+
+    study_uid: str
+    sop_instance_uid: str
+    cardiac_width: float
+    thoracic_width: float
+    reviewer: str
+    kind: MeasurementKind = "ctr"
+
+    @property
+    def ratio(self) -> float:
+        """The cardiothoracic ratio ``cardiac_width / thoracic_width``."""
+        return self.cardiac_width / self.thoracic_width
+
+
+@dataclass(frozen=True)
+class MeasurementRecord(Measurement):
+    """A stored :class:`Measurement` with its row id and UTC time (ISO 8601)."""
+
+    id: int = 0
+    decided_at: str = field(default="")
+
+
+def _validate_measurement(m: Measurement) -> None:
+    where = f"measurement on {m.study_uid}"
+    if m.kind != "ctr":
+        raise InputRejected(where, f"measurement kind must be 'ctr', got {m.kind!r}")
+    if not (m.cardiac_width > 0 and m.thoracic_width > 0):
+        raise InputRejected(where, "both widths must be positive")
+    if m.cardiac_width > m.thoracic_width:
+        raise InputRejected(where, "the cardiac width exceeds the thoracic width")
+    if not m.reviewer.strip():
+        raise InputRejected(where, "reviewer is empty")
+
+
 def _validate(decision: Decision) -> None:
     where = f"decision on {decision.study_uid}/{decision.label}"
     if decision.decision not in DECISIONS:
@@ -171,10 +238,22 @@ class ReviewStore:
         """
         return self.record_many([decision])[0]
 
-    def record_many(self, decisions: Sequence[Decision]) -> list[DecisionRecord]:
-        """Append several decisions in one transaction (a study's labels saved together)."""
+    def record_many(
+        self, decisions: Sequence[Decision], measurements: Sequence[Measurement] = ()
+    ) -> list[DecisionRecord]:
+        """Append several decisions, and the measurements that go with them, in one transaction.
+
+        Args:
+            decisions: A study's labels saved together.
+            measurements: Measurements saved with them (e.g. the cardiothoracic ratio).
+
+        Returns:
+            The decisions as stored.
+        """
         for d in decisions:
             _validate(d)
+        for m in measurements:
+            _validate_measurement(m)
         at = datetime.now(UTC).isoformat(timespec="milliseconds")
         stored = []
         with closing(self._connect()) as con:
@@ -202,6 +281,12 @@ class ReviewStore:
                         ),
                     )
                     stored.append(_stored(d, int(cur.lastrowid or 0), at))
+                for m in measurements:
+                    con.execute(
+                        "INSERT INTO measurements (study_uid, kind, sop_instance_uid, cardiac_width, thoracic_width,"
+                        " reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                        (m.study_uid, m.kind, m.sop_instance_uid, m.cardiac_width, m.thoracic_width, m.reviewer, at),
+                    )
                 con.execute("COMMIT")
             except BaseException:
                 con.execute("ROLLBACK")
@@ -215,6 +300,29 @@ class ReviewStore:
     def current(self, study_uid: str | None = None) -> list[DecisionRecord]:
         """The latest decision per ``(study_uid, label)``, optionally of one study."""
         return list(self._rows("current_decisions", study_uid))
+
+    def measurements(self, study_uid: str | None = None) -> list[MeasurementRecord]:
+        """Every stored measurement (oldest first), optionally of one study."""
+        query = "SELECT * FROM measurements"
+        args: tuple[str, ...] = ()
+        if study_uid is not None:
+            query += " WHERE study_uid = ?"
+            args = (study_uid,)
+        with closing(self._connect()) as con:
+            rows = con.execute(query + " ORDER BY id", args).fetchall()
+        return [
+            MeasurementRecord(
+                study_uid=r["study_uid"],
+                sop_instance_uid=r["sop_instance_uid"],
+                cardiac_width=r["cardiac_width"],
+                thoracic_width=r["thoracic_width"],
+                reviewer=r["reviewer"],
+                kind=r["kind"],
+                id=r["id"],
+                decided_at=r["decided_at"],
+            )
+            for r in rows
+        ]
 
     def current_frame(self) -> pd.DataFrame:
         """Current decisions as a table: one row per ``(study_uid, label)`` with ``reviewed_value``."""

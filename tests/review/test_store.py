@@ -7,7 +7,7 @@ import sqlite3
 import pytest
 
 from medfusion.errors import InputRejected
-from medfusion.review.store import Decision, ReviewStore, Shown
+from medfusion.review.store import Decision, Measurement, ReviewStore, Shown
 
 
 def _decision(label: str = "nodule", kind: str = "agree", **kw) -> Decision:
@@ -79,3 +79,31 @@ def test_current_frame_feeds_the_worklist(tmp_path) -> None:
     frame = store.current_frame()
     assert sorted(frame["label"]) == ["effusion", "nodule"]
     assert dict(zip(frame["label"], frame["reviewed_value"], strict=True)) == {"nodule": True, "effusion": False}
+
+
+def test_a_measurement_is_saved_with_the_decisions_and_is_append_only(tmp_path) -> None:
+    store = ReviewStore(tmp_path / "review.sqlite")
+    ctr = Measurement("1.2.3.4", "1.2.3.4.1", cardiac_width=130.0, thoracic_width=260.0, reviewer="alice")
+    store.record_many([_decision()], [ctr])
+    (row,) = store.measurements("1.2.3.4")
+    assert (row.kind, row.sop_instance_uid, row.reviewer) == ("ctr", "1.2.3.4.1", "alice")
+    assert row.ratio == pytest.approx(0.5)
+    assert row.decided_at == store.audit("1.2.3.4")[0].decided_at  # one transaction, one time
+    assert store.measurements("9.9") == []
+    con = sqlite3.connect(store.path)
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        con.execute("UPDATE measurements SET cardiac_width = 1")
+    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
+        con.execute("DELETE FROM measurements")
+
+
+@pytest.mark.parametrize(
+    ("widths", "reason"),
+    [((0.0, 200.0), "positive"), ((210.0, 200.0), "exceeds"), ((-1.0, -2.0), "positive")],
+)
+def test_an_impossible_measurement_rejects_the_whole_save(tmp_path, widths, reason) -> None:
+    store = ReviewStore(tmp_path / "review.sqlite")
+    bad = Measurement("1.2.3.4", "1.2.3.4.1", cardiac_width=widths[0], thoracic_width=widths[1], reviewer="alice")
+    with pytest.raises(InputRejected, match=reason):
+        store.record_many([_decision()], [bad])
+    assert store.audit() == [] and store.measurements() == []
