@@ -1,4 +1,4 @@
-"""The review store: reviewers' per-label decisions in sqlite, as an append-only audit trail.
+"""The review store: reviewers' per-label decisions, as an append-only audit trail.
 
 Every saved decision is one new row of ``decisions`` (updates and deletes are refused by triggers);
 the view ``current_decisions`` keeps the latest row per ``(study_uid, label)``. A row records who
@@ -16,69 +16,28 @@ Decisions, per label:
 
 Measurements (``measurements``, append-only too) are saved in the same transaction as the decisions
 they go with: today the cardiothoracic ratio (``ctr``), two horizontal widths in image pixels.
+
+The rows live in an embedded sqlite file (the default) or in a PostgreSQL database shared by several
+app servers (a ``postgresql://`` URL); :mod:`medfusion.review.store_backends` keeps the two alike.
 """
 
 from __future__ import annotations
 
 import json
-import sqlite3
-from collections.abc import Iterator, Sequence
-from contextlib import closing
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from datetime import UTC, datetime
 from pathlib import Path
-from typing import Literal
+from typing import Any, Literal
 
 import pandas as pd
 
 from medfusion.errors import InputRejected
 from medfusion.results import decide
+from medfusion.review.store_backends import SqliteBackend, open_backend
 
 DecisionKind = Literal["agree", "disagree", "corrected"]
 DECISIONS: tuple[DecisionKind, ...] = ("agree", "disagree", "corrected")
-
-_SCHEMA = """
-CREATE TABLE IF NOT EXISTS decisions (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_uid TEXT NOT NULL,
-    label TEXT NOT NULL,
-    decision TEXT NOT NULL CHECK (decision IN ('agree', 'disagree', 'corrected')),
-    corrected_value INTEGER CHECK (corrected_value IN (0, 1)),
-    comment TEXT NOT NULL DEFAULT '',
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL,
-    model_name TEXT NOT NULL,
-    model_version TEXT NOT NULL,
-    shown_probability REAL NOT NULL,
-    shown_threshold REAL NOT NULL,
-    shown_methods TEXT NOT NULL,
-    shown_opacity REAL,
-    CHECK ((decision = 'corrected') = (corrected_value IS NOT NULL))
-);
-CREATE INDEX IF NOT EXISTS decisions_by_study ON decisions (study_uid, label, id);
-CREATE TRIGGER IF NOT EXISTS decisions_append_only_update BEFORE UPDATE ON decisions
-BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS decisions_append_only_delete BEFORE DELETE ON decisions
-BEGIN SELECT RAISE(ABORT, 'review decisions are append-only'); END;
-CREATE TABLE IF NOT EXISTS measurements (
-    id INTEGER PRIMARY KEY AUTOINCREMENT,
-    study_uid TEXT NOT NULL,
-    kind TEXT NOT NULL CHECK (kind IN ('ctr')),
-    sop_instance_uid TEXT NOT NULL,
-    cardiac_width REAL NOT NULL CHECK (cardiac_width > 0),
-    thoracic_width REAL NOT NULL CHECK (thoracic_width > 0),
-    reviewer TEXT NOT NULL,
-    decided_at TEXT NOT NULL
-);
-CREATE INDEX IF NOT EXISTS measurements_by_study ON measurements (study_uid, id);
-CREATE TRIGGER IF NOT EXISTS measurements_append_only_update BEFORE UPDATE ON measurements
-BEGIN SELECT RAISE(ABORT, 'review measurements are append-only'); END;
-CREATE TRIGGER IF NOT EXISTS measurements_append_only_delete BEFORE DELETE ON measurements
-BEGIN SELECT RAISE(ABORT, 'review measurements are append-only'); END;
-CREATE VIEW IF NOT EXISTS current_decisions AS
-    SELECT d.* FROM decisions d
-    WHERE d.id = (SELECT MAX(e.id) FROM decisions e WHERE e.study_uid = d.study_uid AND e.label = d.label);
-"""
 
 
 @dataclass(frozen=True)
@@ -212,23 +171,32 @@ def _validate(decision: Decision) -> None:
 
 
 class ReviewStore:
-    """A sqlite (WAL) review store; safe to open from several processes.
+    """The review store, embedded (sqlite, WAL) or shared by several app servers (PostgreSQL).
+
+    Safe to open from several processes and threads; each call uses its own connection.
 
     Args:
-        path: The sqlite file (created with its folder when missing).
+        location: A sqlite file (created with its folder when missing), or a ``postgresql://`` URL
+            (credentials from the URL or libpq's environment such as ``PGPASSWORD``; see
+            :mod:`medfusion.review.store_backends`).
+
+    Raises:
+        medfusion.review.store_backends.StoreUnavailable: A PostgreSQL store cannot be reached, or
+            psycopg is not installed.
     """
 
-    def __init__(self, path: str | Path) -> None:
-        self.path = Path(path)
-        self.path.parent.mkdir(parents=True, exist_ok=True)
-        with closing(self._connect()) as con:
-            con.execute("PRAGMA journal_mode=WAL")
-            con.executescript(_SCHEMA)
+    def __init__(self, location: str | Path) -> None:
+        self._backend = open_backend(location)
+        #: The sqlite file, or None for a PostgreSQL store.
+        self.path: Path | None = self._backend.path if isinstance(self._backend, SqliteBackend) else None
 
-    def _connect(self) -> sqlite3.Connection:
-        con = sqlite3.connect(self.path, timeout=30, isolation_level=None)
-        con.row_factory = sqlite3.Row
-        return con
+    @property
+    def location(self) -> str:
+        """Where the rows are, fit for messages (a URL without its password)."""
+        return self._backend.label
+
+    def __repr__(self) -> str:
+        return f"ReviewStore({self.location!r})"
 
     def record(self, decision: Decision) -> DecisionRecord:
         """Append one decision; returns it as stored.
@@ -243,6 +211,10 @@ class ReviewStore:
     ) -> list[DecisionRecord]:
         """Append several decisions, and the measurements that go with them, in one transaction.
 
+        Writers are serialised, so the rows of one call get consecutive ids, later than those of
+        every save committed before, and ``decided_at`` (taken once the write lock is held) follows
+        the ids.
+
         Args:
             decisions: A study's labels saved together.
             measurements: Measurements saved with them (e.g. the cardiothoracic ratio).
@@ -254,62 +226,57 @@ class ReviewStore:
             _validate(d)
         for m in measurements:
             _validate_measurement(m)
-        at = datetime.now(UTC).isoformat(timespec="milliseconds")
         stored = []
-        with closing(self._connect()) as con:
-            con.execute("BEGIN IMMEDIATE")
-            try:
-                for d in decisions:
-                    cur = con.execute(
-                        "INSERT INTO decisions (study_uid, label, decision, corrected_value, comment, reviewer,"
-                        " decided_at, model_name, model_version, shown_probability, shown_threshold, shown_methods,"
-                        " shown_opacity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?)",
-                        (
-                            d.study_uid,
-                            d.label,
-                            d.decision,
-                            None if d.corrected_value is None else int(d.corrected_value),
-                            d.comment,
-                            d.reviewer,
-                            at,
-                            d.model_name,
-                            d.model_version,
-                            float(d.shown.probability),
-                            float(d.shown.threshold),
-                            json.dumps(list(d.shown.methods)),
-                            d.shown.heatmap_opacity,
-                        ),
-                    )
-                    stored.append(_stored(d, int(cur.lastrowid or 0), at))
-                for m in measurements:
-                    con.execute(
-                        "INSERT INTO measurements (study_uid, kind, sop_instance_uid, cardiac_width, thoracic_width,"
-                        " reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
-                        (m.study_uid, m.kind, m.sop_instance_uid, m.cardiac_width, m.thoracic_width, m.reviewer, at),
-                    )
-                con.execute("COMMIT")
-            except BaseException:
-                con.execute("ROLLBACK")
-                raise
+        with self._backend.session(write=True) as db:
+            at = datetime.now(UTC).isoformat(timespec="milliseconds")
+            for d in decisions:
+                (row,) = db.execute(
+                    "INSERT INTO decisions (study_uid, label, decision, corrected_value, comment, reviewer,"
+                    " decided_at, model_name, model_version, shown_probability, shown_threshold, shown_methods,"
+                    " shown_opacity) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?) RETURNING id",
+                    (
+                        d.study_uid,
+                        d.label,
+                        d.decision,
+                        None if d.corrected_value is None else int(d.corrected_value),
+                        d.comment,
+                        d.reviewer,
+                        at,
+                        d.model_name,
+                        d.model_version,
+                        float(d.shown.probability),
+                        float(d.shown.threshold),
+                        json.dumps(list(d.shown.methods)),
+                        None if d.shown.heatmap_opacity is None else float(d.shown.heatmap_opacity),
+                    ),
+                )
+                stored.append(_stored(d, int(row["id"]), at))
+            for m in measurements:
+                db.execute(
+                    "INSERT INTO measurements (study_uid, kind, sop_instance_uid, cardiac_width, thoracic_width,"
+                    " reviewer, decided_at) VALUES (?, ?, ?, ?, ?, ?, ?)",
+                    (
+                        m.study_uid,
+                        m.kind,
+                        m.sop_instance_uid,
+                        float(m.cardiac_width),
+                        float(m.thoracic_width),
+                        m.reviewer,
+                        at,
+                    ),
+                )
         return stored
 
     def audit(self, study_uid: str | None = None) -> list[DecisionRecord]:
         """Every stored decision (oldest first), optionally of one study."""
-        return list(self._rows("decisions", study_uid))
+        return [_record(row) for row in self._select("decisions", study_uid)]
 
     def current(self, study_uid: str | None = None) -> list[DecisionRecord]:
         """The latest decision per ``(study_uid, label)``, optionally of one study."""
-        return list(self._rows("current_decisions", study_uid))
+        return [_record(row) for row in self._select("current_decisions", study_uid)]
 
     def measurements(self, study_uid: str | None = None) -> list[MeasurementRecord]:
         """Every stored measurement (oldest first), optionally of one study."""
-        query = "SELECT * FROM measurements"
-        args: tuple[str, ...] = ()
-        if study_uid is not None:
-            query += " WHERE study_uid = ?"
-            args = (study_uid,)
-        with closing(self._connect()) as con:
-            rows = con.execute(query + " ORDER BY id", args).fetchall()
         return [
             MeasurementRecord(
                 study_uid=r["study_uid"],
@@ -321,7 +288,7 @@ class ReviewStore:
                 id=r["id"],
                 decided_at=r["decided_at"],
             )
-            for r in rows
+            for r in self._select("measurements", study_uid)
         ]
 
     def current_frame(self) -> pd.DataFrame:
@@ -333,16 +300,14 @@ class ReviewStore:
             columns=columns,
         )
 
-    def _rows(self, table: str, study_uid: str | None) -> Iterator[DecisionRecord]:
-        query = f"SELECT * FROM {table}"  # table is one of two constants
+    def _select(self, table: str, study_uid: str | None) -> list[Mapping[str, Any]]:
+        query = f"SELECT * FROM {table}"  # table is one of three constants
         args: tuple[str, ...] = ()
         if study_uid is not None:
             query += " WHERE study_uid = ?"
             args = (study_uid,)
-        with closing(self._connect()) as con:
-            rows = con.execute(query + " ORDER BY id", args).fetchall()
-        for row in rows:
-            yield _record(row)
+        with self._backend.session(write=False) as db:
+            return db.execute(query + " ORDER BY id", args)
 
 
 def _stored(d: Decision, row_id: int, decided_at: str) -> DecisionRecord:
@@ -362,7 +327,7 @@ def _stored(d: Decision, row_id: int, decided_at: str) -> DecisionRecord:
     )
 
 
-def _record(row: sqlite3.Row) -> DecisionRecord:
+def _record(row: Mapping[str, Any]) -> DecisionRecord:
     shown = Shown(
         probability=row["shown_probability"],
         threshold=row["shown_threshold"],

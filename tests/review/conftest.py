@@ -1,7 +1,9 @@
-"""A scored demo test split (through ``medfusion review``'s own path) and a users file, per session."""
+"""A scored demo test split (through ``medfusion review``'s own path) and a users file, per session;
+a PostgreSQL server for the review store's second backend."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -11,6 +13,7 @@ import torch
 from medfusion.review.auth import add_user
 from medfusion.review.launch import score_demo_test_split
 from medfusion.review.settings import ReviewSettings
+from tests.support.postgres import PostgresServer, running_postgres
 
 PASSWORD = "reviewer-pw-1"
 
@@ -47,3 +50,11 @@ def review_project(demo_project, tmp_path_factory: pytest.TempPathFactory) -> Re
     add_user(users, "dr.alice", PASSWORD, role="reviewer", display_name="Alice^Reviewer")
     add_user(users, "viewer.bob", PASSWORD, role="viewer")
     return ReviewProject(demo_project, root / "scores", users)
+
+
+@pytest.fixture(scope="session")
+def postgres() -> Iterator[PostgresServer]:
+    """A PostgreSQL server on loopback for the session (skipped when not installed, failed when
+    ``MEDFUSION_REQUIRE_SYSTEM_TESTS=1``); stopped at the end."""
+    with running_postgres() as server:
+        yield server

@@ -1,13 +1,51 @@
-"""The review store: append-only audit rows, current-decision view, validation."""
+"""The review store on both backends (sqlite, PostgreSQL): append-only audit rows, current-decision
+view, validation, concurrent saves."""
 
 from __future__ import annotations
 
 import sqlite3
+import threading
+from dataclasses import dataclass
+from typing import Any
 
 import pytest
 
 from medfusion.errors import InputRejected
 from medfusion.review.store import Decision, Measurement, ReviewStore, Shown
+from tests.support.postgres import PostgresServer
+
+
+@dataclass(frozen=True)
+class Backend:
+    """A fresh, empty store location and direct access to its database (bypassing the store).
+
+    Attributes:
+        name: ``sqlite`` or ``postgresql``.
+        location: What :class:`ReviewStore` is given (a path or a URL).
+        integrity_error: The driver's exception for a refused write (trigger or constraint).
+    """
+
+    name: str
+    location: Any
+    integrity_error: type[Exception]
+
+    def raw(self) -> Any:
+        """An autocommit DB-API connection to the store's database, as any client could open."""
+        if self.name == "sqlite":
+            return sqlite3.connect(self.location, isolation_level=None)
+        import psycopg
+
+        return psycopg.connect(self.location, autocommit=True)
+
+
+@pytest.fixture(params=["sqlite", "postgresql"])
+def backend(request: pytest.FixtureRequest, tmp_path) -> Backend:
+    if request.param == "sqlite":
+        return Backend("sqlite", tmp_path / "review.sqlite", sqlite3.IntegrityError)
+    import psycopg
+
+    server: PostgresServer = request.getfixturevalue("postgres")
+    return Backend("postgresql", server.url(server.create_database()), psycopg.IntegrityError)
 
 
 def _decision(label: str = "nodule", kind: str = "agree", **kw) -> Decision:
@@ -24,8 +62,8 @@ def _decision(label: str = "nodule", kind: str = "agree", **kw) -> Decision:
     return Decision(**base)
 
 
-def test_audit_keeps_every_row_and_current_keeps_the_latest(tmp_path) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_audit_keeps_every_row_and_current_keeps_the_latest(backend) -> None:
+    store = ReviewStore(backend.location)
     store.record(_decision(kind="agree"))
     store.record(_decision(kind="corrected", corrected_value=False, comment="calcified granuloma, not a nodule"))
     store.record(_decision(label="effusion", kind="disagree", shown=Shown(0.2, 0.4)))
@@ -43,16 +81,22 @@ def test_audit_keeps_every_row_and_current_keeps_the_latest(tmp_path) -> None:
     assert row.decided_at.endswith("+00:00")
 
 
-def test_rows_cannot_be_changed_or_deleted(tmp_path) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_rows_cannot_be_changed_or_deleted(backend) -> None:
+    store = ReviewStore(backend.location)
     store.record(_decision())
-    con = sqlite3.connect(store.path)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        con.execute("UPDATE decisions SET decision = 'disagree'")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        con.execute("DELETE FROM decisions")
-    assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
-    assert con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
+    with backend.raw() as con:
+        with pytest.raises(backend.integrity_error, match="append-only"):
+            con.execute("UPDATE decisions SET decision = 'disagree'")
+        with pytest.raises(backend.integrity_error, match="append-only"):
+            con.execute("DELETE FROM decisions")
+        if backend.name == "sqlite":
+            assert con.execute("PRAGMA journal_mode").fetchone()[0] == "wal"
+        else:  # statement-level triggers: refused even when no row matches, and TRUNCATE too
+            with pytest.raises(backend.integrity_error, match="append-only"):
+                con.execute("DELETE FROM decisions WHERE id < 0")
+            with pytest.raises(backend.integrity_error, match="append-only"):
+                con.execute("TRUNCATE decisions")
+        assert con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 1
 
 
 @pytest.mark.parametrize(
@@ -66,23 +110,23 @@ def test_rows_cannot_be_changed_or_deleted(tmp_path) -> None:
         ({"shown": Shown(0.5, 0.5, (), 2.0)}, "opacity"),
     ],
 )
-def test_inconsistent_decisions_are_rejected_and_nothing_is_written(tmp_path, kw, reason) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_inconsistent_decisions_are_rejected_and_nothing_is_written(backend, kw, reason) -> None:
+    store = ReviewStore(backend.location)
     with pytest.raises(InputRejected, match=reason):
         store.record_many([_decision(label="effusion"), _decision(**kw)])
     assert store.audit() == []
 
 
-def test_current_frame_feeds_the_worklist(tmp_path) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_current_frame_feeds_the_worklist(backend) -> None:
+    store = ReviewStore(backend.location)
     store.record_many([_decision(), _decision(label="effusion", kind="disagree")])
     frame = store.current_frame()
     assert sorted(frame["label"]) == ["effusion", "nodule"]
     assert dict(zip(frame["label"], frame["reviewed_value"], strict=True)) == {"nodule": True, "effusion": False}
 
 
-def test_a_measurement_is_saved_with_the_decisions_and_is_append_only(tmp_path) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_a_measurement_is_saved_with_the_decisions_and_is_append_only(backend) -> None:
+    store = ReviewStore(backend.location)
     ctr = Measurement("1.2.3.4", "1.2.3.4.1", cardiac_width=130.0, thoracic_width=260.0, reviewer="alice")
     store.record_many([_decision()], [ctr])
     (row,) = store.measurements("1.2.3.4")
@@ -90,20 +134,75 @@ def test_a_measurement_is_saved_with_the_decisions_and_is_append_only(tmp_path) 
     assert row.ratio == pytest.approx(0.5)
     assert row.decided_at == store.audit("1.2.3.4")[0].decided_at  # one transaction, one time
     assert store.measurements("9.9") == []
-    con = sqlite3.connect(store.path)
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        con.execute("UPDATE measurements SET cardiac_width = 1")
-    with pytest.raises(sqlite3.IntegrityError, match="append-only"):
-        con.execute("DELETE FROM measurements")
+    with backend.raw() as con:
+        with pytest.raises(backend.integrity_error, match="append-only"):
+            con.execute("UPDATE measurements SET cardiac_width = 1")
+        with pytest.raises(backend.integrity_error, match="append-only"):
+            con.execute("DELETE FROM measurements")
 
 
 @pytest.mark.parametrize(
     ("widths", "reason"),
     [((0.0, 200.0), "positive"), ((210.0, 200.0), "exceeds"), ((-1.0, -2.0), "positive")],
 )
-def test_an_impossible_measurement_rejects_the_whole_save(tmp_path, widths, reason) -> None:
-    store = ReviewStore(tmp_path / "review.sqlite")
+def test_an_impossible_measurement_rejects_the_whole_save(backend, widths, reason) -> None:
+    store = ReviewStore(backend.location)
     bad = Measurement("1.2.3.4", "1.2.3.4.1", cardiac_width=widths[0], thoracic_width=widths[1], reviewer="alice")
     with pytest.raises(InputRejected, match=reason):
         store.record_many([_decision()], [bad])
     assert store.audit() == [] and store.measurements() == []
+
+
+def test_reopening_a_store_keeps_its_rows(backend) -> None:
+    ReviewStore(backend.location).record(_decision())
+    again = ReviewStore(backend.location)  # schema creation is idempotent
+    assert [r.decision for r in again.audit()] == ["agree"]
+
+
+def test_concurrent_saves_on_one_study_keep_every_row_and_the_last_save_wins(backend) -> None:
+    """Eight reviewers (each with its own store object, as on separate app servers) save the same
+    study's two labels at the same moment."""
+    n = 8
+    stores = [ReviewStore(backend.location) for _ in range(n)]
+    start = threading.Barrier(n)
+    saved: dict[str, list[int]] = {}
+    errors: list[BaseException] = []
+
+    def save(i: int) -> None:
+        reviewer = f"reviewer{i}"
+        decisions = [
+            _decision(kind="agree", reviewer=reviewer),
+            _decision(label="effusion", kind="corrected", corrected_value=i % 2 == 0, reviewer=reviewer),
+        ]
+        ctr = Measurement("1.2.3.4", "1.2.3.4.1", cardiac_width=100.0 + i, thoracic_width=250.0, reviewer=reviewer)
+        try:
+            start.wait(timeout=30)
+            saved[reviewer] = [r.id for r in stores[i].record_many(decisions, [ctr])]
+        except BaseException as err:  # noqa: BLE001  (reported below)
+            errors.append(err)
+
+    threads = [threading.Thread(target=save, args=(i,)) for i in range(n)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=60)
+    assert errors == [] and len(saved) == n
+
+    audit = stores[0].audit("1.2.3.4")
+    assert len(audit) == 2 * n
+    ids = [r.id for r in audit]
+    assert ids == sorted(set(ids))
+    # writers are serialised: each save's two rows are consecutive, with one decided_at
+    for reviewer, (first, second) in saved.items():
+        assert second == first + 1
+        rows = [r for r in audit if r.reviewer == reviewer]
+        assert [r.id for r in rows] == [first, second] and rows[0].decided_at == rows[1].decided_at
+    # ids follow commit order, and so does the time taken under the write lock
+    assert [r.decided_at for r in audit] == sorted(r.decided_at for r in audit)
+    last = max(saved, key=lambda reviewer: saved[reviewer][0])
+    current = {r.label: r for r in stores[0].current("1.2.3.4")}
+    assert {label: r.reviewer for label, r in current.items()} == {"nodule": last, "effusion": last}
+    assert [r.id for r in current.values()] == sorted(saved[last])
+    measured = stores[0].measurements("1.2.3.4")
+    assert sorted(m.reviewer for m in measured) == sorted(saved)
+    assert {m.reviewer: m.decided_at for m in measured} == {r.reviewer: r.decided_at for r in audit}
