@@ -429,7 +429,13 @@ def review(
     model: Annotated[
         str | None, typer.Option(help="Model for explanations (default: the version that scored).")
     ] = None,
-    store: Annotated[Path | None, typer.Option(help="Review sqlite store (default: <results>/review.sqlite).")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(
+            help="Review store: a sqlite file (default: <results>/review.sqlite) or a postgresql:// URL shared by"
+            " several app servers (password from PGPASSWORD or ~/.pgpass rather than the URL)."
+        ),
+    ] = None,
     users: UsersOption = None,
     port: Annotated[int, typer.Option(help="Port on 127.0.0.1.")] = 8501,
     trusted_header: Annotated[
@@ -471,6 +477,9 @@ def review(
         organization=organization,
         stow_url=stow,
     )
+    from medfusion.review.store import ReviewStore
+
+    ReviewStore(settings.store_location)  # fail here, not in the browser, when the store cannot be used
     first = launch.ensure_users(settings.users_path)
     if first is not None:
         typer.secho(
@@ -478,6 +487,7 @@ def review(
             "  (shown once; add users with 'medfusion review add-user NAME')",
             fg=typer.colors.YELLOW,
         )
+    typer.echo(f"review store: {settings.store_label}")
     typer.echo(f"review app: open http://127.0.0.1:{port} in a browser (Ctrl+C stops it)")
     raise typer.Exit(code=launch.run_app(settings, port))
 
@@ -514,7 +524,10 @@ def review_hash_password() -> None:
 def review_export(
     results: Annotated[Path, typer.Option(help="Scoring output folder (for the label names).")],
     out: Annotated[Path, typer.Option(help="Folder to write reviewed_labels.csv and reviewed_labels.ndjson.")],
-    store: Annotated[Path | None, typer.Option(help="Review store (default: <results>/review.sqlite).")] = None,
+    store: Annotated[
+        str | None,
+        typer.Option(help="Review store: a sqlite file (default: <results>/review.sqlite) or a postgresql:// URL."),
+    ] = None,
     include_comments: Annotated[
         bool,
         typer.Option("--include-comments", help="Also export reviewers' free-text comments (left out by default)."),
@@ -531,7 +544,7 @@ def review_export(
     from medfusion.review.store import ReviewStore
 
     settings = ReviewSettings.create(results, store_path=store)
-    review_store = ReviewStore(settings.store_path)
+    review_store = ReviewStore(settings.store_location)
     labels = labels_of(read_scores(results))
     csv = export_csv(review_store, labels, out / "reviewed_labels.csv", include_comments=include_comments)
     ndjson = export_fhir(review_store, out / "reviewed_labels.ndjson", include_comments=include_comments)

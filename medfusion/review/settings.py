@@ -4,7 +4,8 @@
 ``MEDFUSION_REVIEW_RESULTS``        scoring output folder (``medfusion score --out DIR``)
 ``MEDFUSION_REVIEW_MODEL``          model URI or folder used for explanations (default: the
                                     scoring job's model, from the ledger)
-``MEDFUSION_REVIEW_STORE``          review sqlite store (default ``<results>/review.sqlite``)
+``MEDFUSION_REVIEW_STORE``          review store: a sqlite file (default ``<results>/review.sqlite``)
+                                    or a ``postgresql://`` URL shared by several app servers
 ``MEDFUSION_REVIEW_USERS``          users file (default ``<results>/../review_users.yaml``)
 ``MEDFUSION_REVIEW_TRUSTED_HEADER`` opt-in upstream auth header, e.g. ``X-Forwarded-User``
 ``MEDFUSION_REVIEW_LOGIN_DELAY``    seconds to wait after a failed login (default 1)
@@ -20,6 +21,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from medfusion.errors import ConfigError
+from medfusion.review.store_backends import is_postgres_url, redact
 
 ENV_RESULTS = "MEDFUSION_REVIEW_RESULTS"
 ENV_MODEL = "MEDFUSION_REVIEW_MODEL"
@@ -41,7 +43,7 @@ class ReviewSettings:
     Attributes:
         results_dir: Scoring output folder.
         model_uri: Model for explanations (folder or MLflow URI); None = the scoring job's model.
-        store_path: Review sqlite store.
+        store_path: Review sqlite store (used when ``store_url`` is None).
         users_path: Users file.
         tracking_uri: MLflow store for ``models:/`` URIs, or None.
         trusted_header: Upstream auth header name, or None (off).
@@ -49,6 +51,8 @@ class ReviewSettings:
         organization: The verifying organization signed on VERIFIED DICOM SRs (the site's name).
         stow_url: DICOMweb root of the PACS that VERIFIED SRs are sent to (STOW-RS), or None (written
             only; credentials from ``MEDFUSION_DICOMWEB_USER`` / ``_PASSWORD`` as for scoring).
+        store_url: A PostgreSQL review store (``postgresql://...``) shared by several app servers, or
+            None (the sqlite file). Its password, if any, never appears in :attr:`store_label`.
     """
 
     results_dir: Path
@@ -60,6 +64,17 @@ class ReviewSettings:
     login_delay_s: float = 1.0
     organization: str = DEFAULT_ORGANIZATION
     stow_url: str | None = None
+    store_url: str | None = None
+
+    @property
+    def store_location(self) -> str | Path:
+        """What :class:`medfusion.review.store.ReviewStore` opens: the PostgreSQL URL or the sqlite file."""
+        return self.store_url or self.store_path
+
+    @property
+    def store_label(self) -> str:
+        """The store for display: the sqlite file's name, or the URL without its password."""
+        return redact(self.store_url) if self.store_url else self.store_path.name
 
     @classmethod
     def create(
@@ -75,12 +90,17 @@ class ReviewSettings:
         organization: str | None = None,
         stow_url: str | None = None,
     ) -> ReviewSettings:
-        """Settings with the defaults filled in (store and users file beside the results)."""
+        """Settings with the defaults filled in (store and users file beside the results).
+
+        ``store_path`` may be a ``postgresql://`` URL: it then becomes :attr:`store_url`.
+        """
         results = Path(results_dir).resolve()
+        store_url = str(store_path) if store_path and is_postgres_url(str(store_path)) else None
         return cls(
             results_dir=results,
             model_uri=model_uri or None,
-            store_path=Path(store_path).resolve() if store_path else results / "review.sqlite",
+            store_path=Path(store_path).resolve() if store_path and not store_url else results / "review.sqlite",
+            store_url=store_url,
             users_path=Path(users_path).resolve() if users_path else results.parent / "review_users.yaml",
             tracking_uri=tracking_uri or None,
             trusted_header=trusted_header or None,
@@ -122,7 +142,7 @@ class ReviewSettings:
         """The environment variables that reproduce these settings in the app process."""
         env = {
             ENV_RESULTS: str(self.results_dir),
-            ENV_STORE: str(self.store_path),
+            ENV_STORE: self.store_url or str(self.store_path),
             ENV_USERS: str(self.users_path),
             ENV_DELAY: str(self.login_delay_s),
             ENV_ORGANIZATION: self.organization,

@@ -12,6 +12,7 @@ from medfusion.errors import ConfigError
 from medfusion.review.auth import Authenticator, read_users
 from medfusion.review.launch import ensure_users, has_scores, streamlit_command
 from medfusion.review.settings import ReviewSettings
+from tests.scoring.orthanc_server import free_port
 
 
 def test_settings_round_trip_through_the_environment(tmp_path) -> None:
@@ -23,6 +24,28 @@ def test_settings_round_trip_through_the_environment(tmp_path) -> None:
     assert ReviewSettings.from_env(settings.to_env()) == settings
     with pytest.raises(ConfigError, match="MEDFUSION_REVIEW_RESULTS"):
         ReviewSettings.from_env({})
+
+
+def test_a_postgresql_store_url_travels_through_the_environment_and_shows_without_password(tmp_path) -> None:
+    url = "postgresql://app:s3cret@db.hospital:5432/review?sslmode=require"
+    settings = ReviewSettings.create(tmp_path / "scores", store_path=url)
+    assert settings.store_url == url and settings.store_location == url  # not mangled into a Path
+    assert settings.store_label == "postgresql://app@db.hospital:5432/review"
+    assert ReviewSettings.from_env(settings.to_env()) == settings
+    sqlite = ReviewSettings.create(tmp_path / "scores")
+    assert sqlite.store_url is None and sqlite.store_location == sqlite.store_path
+    assert sqlite.store_label == "review.sqlite"
+
+
+def test_cli_names_an_unreachable_store_without_its_password(tmp_path) -> None:
+    port = free_port()
+    url = f"postgresql://app:s3cret@127.0.0.1:{port}/review?connect_timeout=5"
+    result = CliRunner().invoke(
+        app, ["review", "export", "--results", str(tmp_path), "--store", url, "--out", str(tmp_path / "out")]
+    )
+    assert result.exit_code == 1
+    assert f"error: review store postgresql://app@127.0.0.1:{port}/review: cannot connect" in result.output
+    assert "s3cret" not in result.output
 
 
 def test_first_user_gets_a_generated_password_once(tmp_path) -> None:
@@ -66,13 +89,18 @@ def test_cli_refuses_a_results_folder_without_scores(tmp_path) -> None:
     assert result.exit_code == 1 and "no scoring output" in result.output
 
 
-def test_cli_export_writes_labels_and_fhir(review_project, tmp_path) -> None:
+@pytest.mark.parametrize("backend", ["sqlite", "postgresql"])
+def test_cli_export_writes_labels_and_fhir(review_project, tmp_path, backend, request, monkeypatch) -> None:
     from medfusion.review.store import Decision, ReviewStore, Shown
     from medfusion.scoring import read_results
 
     results = read_results(review_project.results_dir)
     uid = results["study_uid"].iloc[0]
-    store = tmp_path / "review.sqlite"
+    store: object = tmp_path / "review.sqlite"
+    if backend == "postgresql":  # the password from libpq's environment, not the command line
+        server = request.getfixturevalue("postgres")
+        store = server.url(server.create_database(), password="")
+        monkeypatch.setenv("PGPASSWORD", server.password)
     ReviewStore(store).record(
         Decision(uid, "nodule", "corrected", "dr.alice", "medfusion", "1", Shown(0.6, 0.5), corrected_value=False)
     )

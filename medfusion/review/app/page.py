@@ -140,7 +140,7 @@ def _display_image(results_dir: str, study_uid: str, frame_policy: FramePolicy) 
 
 
 def _store(settings: ReviewSettings) -> ReviewStore:
-    return ReviewStore(settings.store_path)
+    return ReviewStore(settings.store_location)
 
 
 # -------------------------------------------------------------------------------------- login
@@ -216,7 +216,7 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
                 key="export_fhir",
                 width="stretch",
             )
-        st.caption(f"Results: `{settings.results_dir.name}` · store: `{settings.store_path.name}`")
+        st.caption(f"Results: `{settings.results_dir.name}` · store: `{settings.store_label}`")
     return WorklistQuery(
         label=None if label == "all labels" else label,
         prob_min=prob[0],
