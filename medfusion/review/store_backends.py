@@ -14,13 +14,15 @@ PostgreSQL credentials come from the URL or from libpq's environment (``PGPASSWO
 ``PGPASSFILE`` / ``~/.pgpass``, ``PGUSER``, ...); :func:`redact` is the only form of a location
 that appears in messages.
 
-Each operation opens its own connection (the app saves a study in one call), so any number of app
-servers may share one PostgreSQL store.
+Each operation runs on a connection of its own (PostgreSQL: a few idle ones are kept open between
+calls), so any number of app servers and threads may share one store.
 """
 
 from __future__ import annotations
 
+import os
 import sqlite3
+import threading
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Mapping, Sequence
 from contextlib import AbstractContextManager, closing, contextmanager
@@ -236,8 +238,8 @@ class PostgresBackend(Backend):
             raise StoreUnavailable(
                 f"review store {redact(url)}: PostgreSQL needs psycopg: pip install 'medfusion[postgres]'"
             ) from None
-        self.url = url
         self.label = redact(url)
+        self._conninfo = _conninfo(url, self.label)
         with self.session(write=False) as db:
             present = db.execute(
                 "SELECT to_regclass('decisions') IS NOT NULL AND to_regclass('measurements') IS NOT NULL"
@@ -250,22 +252,20 @@ class PostgresBackend(Backend):
 
     @contextmanager
     def _connection(self) -> Iterator[Any]:
+        """An autocommit connection: an idle one of this process (checked alive) or a new one."""
         import psycopg
-        from psycopg.conninfo import conninfo_to_dict, make_conninfo
         from psycopg.rows import dict_row
 
+        con = _IDLE.take(self._conninfo)
+        if con is None:
+            try:
+                con = psycopg.connect(self._conninfo, autocommit=True, row_factory=dict_row)
+            except psycopg.OperationalError as err:
+                raise StoreUnavailable(f"review store {self.label}: cannot connect: {_first_line(err)}") from None
         try:
-            options = conninfo_to_dict(self.url)
-        except psycopg.ProgrammingError as err:
-            raise StoreUnavailable(f"review store {self.label}: not a valid PostgreSQL URL ({err})") from None
-        options.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
-        options.setdefault("application_name", "medfusion-review")
-        try:
-            con = psycopg.connect(make_conninfo("", **options), row_factory=dict_row)
-        except psycopg.OperationalError as err:
-            raise StoreUnavailable(f"review store {self.label}: cannot connect: {_first_line(err)}") from None
-        with con:
             yield con
+        finally:
+            _IDLE.give_back(self._conninfo, con)
 
     @contextmanager
     def session(self, *, write: bool) -> Iterator[Session]:
@@ -275,6 +275,67 @@ class PostgresBackend(Backend):
                 # Held until commit: the next writer's ids come after this one's committed rows.
                 con.execute("SELECT pg_advisory_xact_lock(%s)", (_WRITE_LOCK,))
             yield _PostgresSession(con)
+
+
+def _conninfo(url: str, label: str) -> str:
+    """libpq's connection string for ``url``, with a connect timeout and an application name."""
+    import psycopg
+    from psycopg.conninfo import conninfo_to_dict, make_conninfo
+
+    try:
+        options = conninfo_to_dict(url)
+    except psycopg.ProgrammingError as err:
+        raise StoreUnavailable(f"review store {label}: not a valid PostgreSQL URL ({_first_line(err)})") from None
+    options.setdefault("connect_timeout", CONNECT_TIMEOUT_S)
+    options.setdefault("application_name", "medfusion-review")
+    return make_conninfo("", **options)
+
+
+class _IdleConnections:
+    """Connections kept open between store calls (a connection costs a TCP and SCRAM handshake,
+    tens of milliseconds, a query on an open one about one). At most :attr:`MAX_IDLE` in a process,
+    the least recently used closed first; each is used by one caller at a time; a connection is
+    checked alive before reuse and never reused in a forked child."""
+
+    MAX_IDLE = 8
+
+    def __init__(self) -> None:
+        self._lock = threading.Lock()
+        self._idle: list[tuple[str, int, Any]] = []  # (conninfo, pid, connection), oldest first
+
+    def take(self, conninfo: str) -> Any | None:
+        import psycopg
+
+        while True:
+            with self._lock:
+                found = next((i for i in reversed(range(len(self._idle))) if self._idle[i][0] == conninfo), None)
+                if found is None:
+                    return None
+                _, pid, con = self._idle.pop(found)
+            if pid != os.getpid():
+                continue  # the parent's socket: never touched here
+            try:
+                con.execute("SELECT 1")
+                return con
+            except psycopg.Error:
+                con.close()
+
+    def give_back(self, conninfo: str, con: Any) -> None:
+        from psycopg.pq import TransactionStatus
+
+        if con.closed or con.broken or con.info.transaction_status != TransactionStatus.IDLE:
+            con.close()
+            return
+        with self._lock:
+            self._idle.append((conninfo, os.getpid(), con))
+            evicted = self._idle[: -self.MAX_IDLE] if len(self._idle) > self.MAX_IDLE else []
+            del self._idle[: len(evicted)]
+        for _, pid, old in evicted:
+            if pid == os.getpid():
+                old.close()
+
+
+_IDLE = _IdleConnections()
 
 
 class _PostgresSession:

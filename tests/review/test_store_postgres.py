@@ -70,3 +70,29 @@ def test_an_app_role_with_only_select_and_insert_uses_an_existing_store(postgres
             with pytest.raises(psycopg.errors.InsufficientPrivilege):
                 con.execute(statement)
         assert con.execute("SELECT COUNT(*) FROM decisions").fetchone()[0] == 2
+
+
+def test_connections_are_reused_and_a_dropped_one_is_replaced(postgres: PostgresServer) -> None:
+    dbname = postgres.create_database()
+    store = ReviewStore(postgres.url(dbname))
+    for _ in range(20):
+        store.record(_decision())
+        store.current()
+
+    def sessions() -> list[int]:
+        with postgres.admin() as con:
+            rows = con.execute(
+                "SELECT pid FROM pg_stat_activity WHERE datname = %s AND application_name = 'medfusion-review'",
+                (dbname,),
+            ).fetchall()
+        return [pid for (pid,) in rows]
+
+    assert len(sessions()) == 1  # forty calls, one connection
+    with postgres.admin() as con:  # as when the server restarts or a proxy drops idle connections
+        for pid in sessions():
+            con.execute("SELECT pg_terminate_backend(%s)", (pid,))
+    deadline = time.monotonic() + 10
+    while sessions() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    store.record(_decision(kind="disagree"))
+    assert [r.decision for r in store.current()] == ["disagree"] and len(store.audit()) == 21
