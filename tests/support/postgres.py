@@ -119,7 +119,9 @@ def running_postgres() -> Iterator[PostgresServer]:
         skip_or_fail("psycopg is not installed (pip install 'medfusion[postgres]')")
         return
     run_as = _run_as()
-    folder = Path(tempfile.mkdtemp(prefix="medfusion-pg-"))  # short path: unix sockets allow ~100 chars
+    # A short path (unix socket paths hold ~100 characters); as root, under /tmp, which the postgres
+    # user can traverse (TMPDIR or pytest's tmp folders may be private to root).
+    folder = Path(tempfile.mkdtemp(prefix="medfusion-pg-", dir="/tmp" if run_as else None))
     process: subprocess.Popen | None = None
     try:
         if run_as:
@@ -147,6 +149,7 @@ def running_postgres() -> Iterator[PostgresServer]:
             text=True,
             timeout=120,
             check=False,
+            cwd=folder,  # the postgres user may not be allowed into the caller's folder
             **run_as,
         )
         if init.returncode != 0:
@@ -175,6 +178,7 @@ def running_postgres() -> Iterator[PostgresServer]:
                 ],
                 stdout=log,
                 stderr=subprocess.STDOUT,
+                cwd=folder,
                 **run_as,
             )
         server = PostgresServer(port, folder, password, folder, process)
