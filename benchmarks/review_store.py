@@ -1,7 +1,8 @@
 """Review store latency on both backends: a study's save (5 labels) and reading its current decisions.
 
 Starts a throwaway PostgreSQL (``tests/support/postgres.py``; Debian ``postgresql`` and the
-``postgres`` extra needed), then times ``--saves`` sequential saves and 50 reads per backend::
+``postgres`` extra needed; it runs with fsync off, so its saves are not durable and the figures
+compare round trips, not disks), then times ``--saves`` sequential saves and 50 reads per backend::
 
     PYTHONPATH=. python benchmarks/review_store.py --saves 200
 """
