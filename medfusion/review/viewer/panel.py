@@ -63,6 +63,8 @@ def _set_window(uid: str, windows: Mapping[str, Window]) -> None:
 def _choose_instance(study: StudyImages, uid: str, model_sop: str | None) -> tuple[Instance, int]:
     """Series selector, instance and frame sliders; returns the instance and frame to show."""
     start = study.find(model_sop) or (0, 0)
+    n_images = sum(len(s.instances) for s in study.series)
+    st.caption(f"This study: {len(study.series)} series, {n_images} image(s)")
     c1, c2, c3 = st.columns([1.4, 1, 1])
     s = c1.selectbox(
         "Series",
