@@ -91,12 +91,15 @@ def _choose_instance(study: StudyImages, uid: str, model_sop: str | None) -> tup
     return instance, frame
 
 
-def _window_controls(uid: str, image: ModalityImage, windows: list[Window]) -> tuple[Window, bool]:
+def _window_controls(uid: str, sop_uid: str, image: ModalityImage, windows: list[Window]) -> tuple[Window, bool]:
     by_name = {w.name: w for w in windows}
     names = list(by_name)
     if st.session_state.get(f"preset_{uid}") not in by_name:
         st.session_state[f"preset_{uid}"] = names[0]
         _set_window(uid, by_name)
+    elif st.session_state.get(f"wsop_{uid}") != sop_uid:  # another image: its own values for the preset
+        _set_window(uid, by_name)
+    st.session_state[f"wsop_{uid}"] = sop_uid
     c1, c2 = st.columns([2, 1], vertical_alignment="bottom")
     c1.selectbox("Window preset", names, key=f"preset_{uid}", on_change=_set_window, args=(uid, by_name))
     invert = c2.checkbox("Invert", key=f"inv_{uid}")
@@ -211,7 +214,7 @@ def image_panel(
     except InputRejected as err:
         st.error(f"Cannot show this image: {err.reason}")
         return [], None
-    window, invert = _window_controls(uid, modality_image, windows)
+    window, invert = _window_controls(uid, instance.sop_uid, modality_image, windows)
     grey = _grey(instance.path, frame, window, invert)
     key = f"{instance.sop_uid}:{frame}"
     on_model_image = image is not None and image.sop_uid == instance.sop_uid and image.frame in (None, frame)
