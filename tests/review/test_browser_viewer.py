@@ -133,6 +133,9 @@ def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_pr
         page.wait_for("!document.body.innerText.includes(' LL (1 image')", 60)
         page.wait_idle()
 
+        _choose(page, "Heatmap", "None")  # the plain image to measure on
+        page.wait_idle()
+
         # wheel zoom around the viewport's centre, then a drag pan
         vp = _rect(page, ".mfv-viewport")
         cx, cy = vp["x"] + vp["w"] / 2, vp["y"] + vp["h"] / 2
@@ -149,7 +152,7 @@ def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_pr
 
         # two calipers drawn while zoomed and panned: widths in full-resolution image pixels
         k = panned["k"]
-        cardiac_screen, thoracic_screen = 60.0, 150.0
+        cardiac_screen, thoracic_screen = 120.0, 300.0
         page.click_button("Cardiac width")
         _drag(page, (cx - cardiac_screen / 2, cy + 10), (cx + cardiac_screen / 2, cy + 14))
         page.wait_for("document.body.innerText.includes('draw the thoracic width')", 60)
@@ -164,6 +167,12 @@ def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_pr
         assert shown, page.text()[:2000]
         assert float(shown.group(2)) == pytest.approx(expected[0], abs=0.6)
         assert float(shown.group(3)) == pytest.approx(expected[1], abs=0.6)
+        page.click_button("Fit")  # the whole image with both calipers, which stay on the anatomy they measure
+        time.sleep(0.5)
+        assert _view(page)["k"] == pytest.approx(fitted["k"])
+        assert page.eval("document.querySelectorAll('.mfv-caliper').length") == 2, page.eval(
+            "document.querySelector('.mfv-readout').textContent + ' | ' + document.querySelector('.mfv-svg').innerHTML"
+        )
         page.screenshot(tmp_path / "viewer_ctr.png")
 
         # save a decision: the measurement goes with it

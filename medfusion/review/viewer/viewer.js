@@ -41,10 +41,10 @@ export default function (component) {
     s.calipers = {};
     requestAnimationFrame(() => fit(root));
   }
+  // calipers the server knows for this image (after a reload); those drawn here since stay until the image changes
   const given = data.calipers || {};
   for (const name of ["cardiac", "thoracic"]) {
-    if (given[name]) s.calipers[name] = given[name];
-    else if (!s.drag) delete s.calipers[name];
+    if (given[name] && !(s.drag && s.drag.name === name)) s.calipers[name] = given[name];
   }
   draw(root);
 }
@@ -73,11 +73,11 @@ function draw(root) {
   for (const [name, c] of Object.entries(s.calipers)) {
     const tick = 6 / s.k;
     parts +=
-      `<g class="mfv-caliper" data-name="${name}" stroke="${colours[name]}" stroke-width="2" ` +
-      `vector-effect="non-scaling-stroke">` +
-      `<line x1="${c.x0}" y1="${c.y}" x2="${c.x1}" y2="${c.y}" vector-effect="non-scaling-stroke"/>` +
-      `<line x1="${c.x0}" y1="${c.y - tick}" x2="${c.x0}" y2="${c.y + tick}" vector-effect="non-scaling-stroke"/>` +
-      `<line x1="${c.x1}" y1="${c.y - tick}" x2="${c.x1}" y2="${c.y + tick}" vector-effect="non-scaling-stroke"/></g>`;
+      // the layer's CSS scale also scales strokes: 2 screen pixels are 2 / k image pixels
+      `<g class="mfv-caliper" data-name="${name}" stroke="${colours[name]}" stroke-width="${2 / s.k}">` +
+      `<line x1="${c.x0}" y1="${c.y}" x2="${c.x1}" y2="${c.y}"/>` +
+      `<line x1="${c.x0}" y1="${c.y - tick}" x2="${c.x0}" y2="${c.y + tick}"/>` +
+      `<line x1="${c.x1}" y1="${c.y - tick}" x2="${c.x1}" y2="${c.y + tick}"/></g>`;
   }
   svg.innerHTML = parts;
   const fmt = (c) => (c ? Math.abs(c.x1 - c.x0).toFixed(1) + " px" : "–");
