@@ -6,6 +6,7 @@ Users file (YAML; path from ``MEDFUSION_REVIEW_USERS`` or ``medfusion review --u
       alice:
         password: "scrypt$16384$8$1$<salt base64>$<key base64>"
         role: reviewer        # reviewer: decides and exports; viewer: reads only
+        phi: true             # optional: may see patient identifiers (DICOM header panel); default false
 
 Write entries with ``medfusion review add-user NAME`` (or print a hash with
 ``medfusion review hash-password``); passwords are never stored in clear.
@@ -59,12 +60,15 @@ class User:
         via: ``password`` or ``header``.
         display_name: The name signed on results sent to the hospital (a verified DICOM SR's verifying
             observer, ``Family^Given`` or free text); None: the login name.
+        may_see_identifiers: The user may see patient identifiers (names, IDs, dates, accession
+            numbers) where the app can show them (users file ``phi: true``); default False: masked.
     """
 
     name: str
     role: Role
     via: Literal["password", "header"] = "password"
     display_name: str | None = None
+    may_see_identifiers: bool = False
 
     @property
     def signature(self) -> str:
@@ -117,11 +121,13 @@ def generate_password() -> str:
 
 @dataclass(frozen=True)
 class UserEntry:
-    """One users-file entry: the password hash (None for header-only users), the role and the display name."""
+    """One users-file entry: the password hash (None for header-only users), the role, the display name and
+    whether the user may see patient identifiers (``phi``)."""
 
     password_hash: str | None
     role: Role
     display_name: str | None = None
+    phi: bool = False
 
 
 def read_users(path: str | Path) -> dict[str, UserEntry]:
@@ -152,8 +158,11 @@ def read_users(path: str | Path) -> dict[str, UserEntry]:
         display = entry.get("display_name")
         if display is not None and (not isinstance(display, str) or not _valid_display_name(display)):
             raise ConfigError(f"{path}: users.{name}.display_name: {_DISPLAY_NAME_RULE}")
+        phi = entry.get("phi", False)
+        if not isinstance(phi, bool):
+            raise ConfigError(f"{path}: users.{name}.phi: expected true or false")
         entries[str(name)] = UserEntry(
-            password_hash=password, role=entry.get("role", "reviewer"), display_name=display or None
+            password_hash=password, role=entry.get("role", "reviewer"), display_name=display or None, phi=phi
         )
     return entries
 
@@ -166,7 +175,13 @@ def _valid_display_name(text: str) -> bool:
 
 
 def add_user(
-    path: str | Path, name: str, password: str, role: Role = "reviewer", *, display_name: str | None = None
+    path: str | Path,
+    name: str,
+    password: str,
+    role: Role = "reviewer",
+    *,
+    display_name: str | None = None,
+    phi: bool = False,
 ) -> None:
     """Add or replace a user in a users file (created with mode 0600 when missing).
 
@@ -176,6 +191,7 @@ def add_user(
         password: Password (stored as a scrypt hash).
         role: ``reviewer`` or ``viewer``.
         display_name: The name signed on verified results (see :class:`User`).
+        phi: The user may see patient identifiers (see :attr:`User.may_see_identifiers`).
     """
     if not name or set(name) - _USERNAME_CHARS:
         raise InputRejected("user name", "use letters, digits and . _ - @ only")
@@ -191,6 +207,8 @@ def add_user(
     data["users"][name] = {"password": hash_password(password), "role": role}
     if display_name:
         data["users"][name]["display_name"] = display_name
+    if phi:
+        data["users"][name]["phi"] = True
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
@@ -282,7 +300,12 @@ class Authenticator:
             time.sleep(self.failure_delay_s)
             raise LoginRefused("Unknown user name or wrong password.")
         self.throttle.succeeded(name)
-        return User(name=name, role=entry.role, display_name=entry.display_name)  # type: ignore[union-attr]
+        return User(
+            name=name,
+            role=entry.role,  # type: ignore[union-attr]
+            display_name=entry.display_name,  # type: ignore[union-attr]
+            may_see_identifiers=entry.phi,  # type: ignore[union-attr]
+        )
 
     def from_headers(self, headers: Mapping[str, str] | None) -> User | None:
         """The user named by the trusted upstream header, or None (header mode off or header absent)."""
@@ -298,4 +321,5 @@ class Authenticator:
             role=entry.role if entry else "reviewer",
             via="header",
             display_name=entry.display_name if entry else None,
+            may_see_identifiers=entry.phi if entry else False,
         )

@@ -24,11 +24,15 @@ class DisplayImage:
             model's frame policy, colour converted to luminance).
         window: (center, width) of the stored window in modality units, or None (colour images).
         modality: DICOM Modality (e.g. ``DX``), or None.
+        sop_uid: SOPInstanceUID of the instance the model read (the heatmaps belong to it), or None.
+        frame: The frame the model read (frame policy ``first``/``middle``), or None (``mean`` of all frames).
     """
 
     values: np.ndarray
     window: tuple[float, float] | None
     modality: str | None
+    sop_uid: str | None = None
+    frame: int | None = 0
 
     @property
     def default_window(self) -> tuple[float, float]:
@@ -50,6 +54,8 @@ def load_display_image(paths: Sequence[str], frame_policy: FramePolicy = "middle
         values=loaded["image"][0].numpy().astype(np.float32),
         window=(float(window[0]), float(window[1])) if window else None,
         modality=meta.get("modality"),
+        sop_uid=meta.get("sop_uid"),
+        frame={"first": 0, "middle": int(meta.get("frames") or 1) // 2}.get(frame_policy),
     )
 
 

@@ -54,7 +54,7 @@ def test_app_in_chromium_logs_in_opens_a_study_and_shows_no_error(review_project
         page.wait_for("document.body.innerText.includes('Probabilities vs thresholds')", 120)
         page.wait_idle()
         _assert_no_error(page, "study view")
-        assert page.eval("document.querySelectorAll('[data-testid=\"stImage\"] img').length") == 1
+        assert page.eval("document.querySelectorAll('.mfv-root img.mfv-img').length") == 1
         assert page.eval("document.querySelectorAll('mark').length") > 0  # highlighted report tokens
         shot = page.screenshot(tmp_path / "study.png")
         page.scroll_main(850)

@@ -111,7 +111,7 @@ def test_rapid_navigation_from_two_sessions_keeps_the_server_up(review_project, 
             where = f"session {name} after {CLICKS} rapid clicks"
             _assert_no_error(page, where)
             text = page.text()[:1500]
-            assert page.eval("document.querySelectorAll('[data-testid=\"stImage\"] img').length") == 1, (where, text)
+            assert page.eval("document.querySelectorAll('.mfv-root img.mfv-img').length") == 1, (where, text)
             assert page.eval("document.querySelectorAll('mark').length") > 0, (where, text)  # token evidence
         assert server.poll() is None, f"the server died after the clicks:\n{log_path.read_text()[-4000:]}"
         assert health(url) == "ok"

@@ -39,11 +39,11 @@ from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStor
 from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
-    apply_window,
     highlighted_report_html,
     load_display_image,
-    resize_map,
 )
+from medfusion.review.viewer import pending_measurement
+from medfusion.review.viewer.panel import last_ctr_text
 from medfusion.review.worklist import (
     SORTS,
     STATES,
@@ -283,45 +283,20 @@ def _focus(ex: StudyExplanation) -> int:
 def _image_panel(
     ex: StudyExplanation, image: DisplayImage | None, labels: list[str], uid: str
 ) -> tuple[list[str], float | None]:
-    """Draws the image with overlay controls; returns (heatmap methods shown, opacity or None)."""
-    methods = [m for m in HEATMAP_NAMES if m in ex.heatmaps]
-    c1, c2, c3 = st.columns([1.2, 1, 1])
-    method = c1.selectbox(
-        "Heatmap",
-        ["none", *methods],
-        index=1 if methods else 0,
-        key=f"hm_{uid}",
-        format_func=lambda m: HEATMAP_NAMES.get(m, "None"),
-    )
-    hm_label = c2.selectbox("For label", labels, index=_focus(ex), key=f"hml_{uid}")
-    opacity = c3.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=f"op_{uid}", disabled=method == "none")
-    if image is None:
-        st.info("This study has no image.")
-        return [], None
-    center0, width0 = image.default_window
-    level = st.session_state.get(f"wl_{uid}", float(center0))
-    width = st.session_state.get(f"ww_{uid}", float(width0))
-    windowed = apply_window(image, level, width)
-    caption = f"{image.modality or ''} · W {width:.4g} L {level:.4g}"
-    shown: tuple[list[str], float | None] = ([], None)
-    if method != "none":
-        from medfusion.explain import overlay_rgb
+    """Draws the viewer (series, window presets, zoom/pan, CTR calipers, header) with the heatmap overlay;
+    returns (heatmap methods shown, opacity or None)."""
+    from medfusion.review.viewer.panel import image_panel
 
-        heat = resize_map(ex.heatmaps[method][labels.index(hm_label)], windowed.shape)
-        st.image(
-            overlay_rgb(windowed, heat, opacity),
-            width="stretch",
-            caption=f"{HEATMAP_NAMES[method]} for {hm_label} · {caption}",
-        )
-        shown = ([method], opacity)
-    else:
-        st.image(windowed, clamp=True, width="stretch", caption=caption)
-    w1, w2 = st.columns(2)
-    w1.slider(
-        "Window level", float(center0 - width0), float(center0 + width0), float(center0), key=f"wl_{uid}", format="%.4g"
+    return image_panel(
+        ex,
+        image,
+        labels,
+        uid,
+        paths=study_input(str(_settings().results_dir), uid).image_paths,
+        heatmap_names=HEATMAP_NAMES,
+        focus=_focus(ex),
+        user=st.session_state.get("user"),
     )
-    w2.slider("Window width", float(width0 / 20), float(width0 * 2), float(width0), key=f"ww_{uid}", format="%.4g")
-    return shown
 
 
 def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str]:
@@ -362,6 +337,8 @@ def _decision_form(
     results_dir: str,
 ) -> None:
     current = {r.label: r for r in store.current(uid)}
+    if last_ctr := last_ctr_text(store.measurements(uid)):
+        st.caption(last_ctr)
     held = st.session_state.get(f"cflag_{uid}")  # (digest, warning) of a save held back for its comment
     flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
     with st.form(f"decide_{uid}", border=True):
@@ -431,11 +408,12 @@ def _decision_form(
         st.warning("Choose agree, disagree or corrected for at least one label.")
         return
     try:
-        stored = store.record_many(decisions)
+        stored = store.record_many(decisions, [m] if (m := pending_measurement(uid)) is not None else [])
     except InputRejected as rejected:
         st.error(f"Not saved: {rejected.reason}.")
         return
     st.session_state.pop(f"cflag_{uid}", None)
+    st.session_state.pop(f"ctr_{uid}", None)  # saved with them
     st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
 
 
