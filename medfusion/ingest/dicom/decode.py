@@ -2,14 +2,16 @@
 
 :func:`decode` reads the header first and refuses images over the pixel bound before any pixel byte
 is read; then it decodes with pydicom's pixel decoders (native, deflate, RLE, JPEG baseline/extended/
-lossless, JPEG-LS, JPEG 2000; YBR colour converted to RGB by pydicom), fills tolerable omissions of the
-Image Pixel module, and applies the modality LUT or rescale to grayscale. Colour is scaled to ``[0, 1]``
-here; grayscale gets its VOI stage in :mod:`medfusion.ingest.dicom.display`.
+lossless, JPEG-LS, JPEG 2000; YBR colour converted to RGB by pydicom; JPEG 2000 at a reduced
+resolution level when the caller says how much it needs, :mod:`medfusion.ingest.dicom.reduced`),
+fills tolerable omissions of the Image Pixel module, and applies the modality LUT or rescale to
+grayscale. Colour is scaled to ``[0, 1]`` here; grayscale gets its VOI stage in :mod:`medfusion.ingest.dicom.display`.
 """
 
 from __future__ import annotations
 
 import logging
+from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -31,6 +33,7 @@ from medfusion.ingest.dicom.header import (
     read_dataset,
 )
 from medfusion.ingest.dicom.limits import check_size
+from medfusion.ingest.dicom.reduced import decode_reduced
 
 logger = logging.getLogger(__name__)
 
@@ -57,8 +60,18 @@ class Decoded:
     grayscale: bool
 
 
-def decode(path: Path, max_pixels: int, max_bytes: int) -> Decoded:
-    """Header checks, then decode and apply the modality stage."""
+def decode(path: Path, max_pixels: int, max_bytes: int, min_size: Sequence[int] | None = None) -> Decoded:
+    """Header checks, then decode and apply the modality stage.
+
+    Args:
+        path: The file.
+        max_pixels: Pixel bound, checked from the header before any pixel byte is read.
+        max_bytes: Byte bound, checked before the file is read.
+        min_size: The model's ``(H, W)`` when only that much resolution is needed: JPEG 2000 is then
+            decoded at the smallest resolution level whose sides are all at least this
+            (:mod:`~medfusion.ingest.dicom.reduced`; ``values`` is then smaller than the stored
+            image); None: full resolution.
+    """
     header = read_dataset(path, pixels=False, max_bytes=max_bytes, tags=HEADER_TAGS)
     meta = image_meta(path, header)
     check_size(path, meta, max_pixels)
@@ -79,7 +92,9 @@ def decode(path: Path, max_pixels: int, max_bytes: int) -> Decoded:
 
     photometric = str(ds.PhotometricInterpretation).strip().upper()
     samples = meta["samples_per_pixel"]
-    arr = pixel_array(ds)
+    arr = decode_reduced(ds, meta["rows"], meta["columns"], min_size) if min_size is not None else None
+    if arr is None:
+        arr = pixel_array(ds)
     arr = _as_frames(path, arr, meta["frames"], samples)  # (frames, rows, cols, samples)
 
     if samples == 1 and photometric in _GRAYSCALE:
