@@ -190,3 +190,17 @@ def test_unusable_codestreams_are_left_to_the_full_decoder() -> None:
     assert reduced.codestream_info(b"not a codestream") is None
     assert reduced.codestream_info(b"\xff\x4f\xff\x51" + b"\x00" * 60) is None  # SIZ without COD
     assert reduced._pillow_decode(b"\xff\x4f\xff\x51" + b"\x00" * 200, 2, (512, 480), 12) is None
+
+
+def test_jpeg_ls_decodes_with_pyjpegls_identically(tmp_path: Path) -> None:
+    """Full decodes keep the fastest installed plugin: pyjpegls for JPEG-LS (3-4x pydicom's default)."""
+    from pydicom.uid import JPEGLSLossless
+
+    from medfusion.ingest.dicom.decode import _plugin
+
+    pixels = _radiograph(300, 280, 12)
+    jls = _write(tmp_path / "jls.dcm", pixels, 12, JPEGLSLossless)
+    native = _write(tmp_path / "native.dcm", pixels, 12, ExplicitVRLittleEndian)
+    assert _plugin(pydicom.dcmread(jls, stop_before_pixels=True)) == "pyjpegls"
+    assert _plugin(pydicom.dcmread(native, stop_before_pixels=True)) == ""
+    assert torch.equal(read_dicom(jls).pixels, read_dicom(native).pixels)

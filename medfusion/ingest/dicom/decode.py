@@ -39,6 +39,14 @@ logger = logging.getLogger(__name__)
 
 
 _GRAYSCALE = ("MONOCHROME1", "MONOCHROME2")
+#: Decoder plugin to use where pydicom's default is not the fastest installed one (measured on a
+#: 1955x1841 15-bit CR, one core: JPEG-LS lossless 0.10 s with pyjpegls, 0.37 s with pylibjpeg-libjpeg,
+#: pydicom's default; identical output). Other syntaxes keep pydicom's default (RLE: pylibjpeg-rle
+#: 0.03 s against pydicom's own 0.22 s; JPEG 2000: pylibjpeg-openjpeg; JPEG lossless: pylibjpeg-libjpeg).
+_FASTEST_PLUGIN = {
+    "1.2.840.10008.1.2.4.80": "pyjpegls",  # JPEG-LS lossless
+    "1.2.840.10008.1.2.4.81": "pyjpegls",  # JPEG-LS near-lossless
+}
 _CONVERTED_TO_RGB = ("RGB", "YBR_FULL", "YBR_FULL_422", "YBR_ICT", "YBR_RCT")
 
 
@@ -94,7 +102,7 @@ def decode(path: Path, max_pixels: int, max_bytes: int, min_size: Sequence[int] 
     samples = meta["samples_per_pixel"]
     arr = decode_reduced(ds, meta["rows"], meta["columns"], min_size) if min_size is not None else None
     if arr is None:
-        arr = pixel_array(ds)
+        arr = pixel_array(ds, decoding_plugin=_plugin(ds))
     arr = _as_frames(path, arr, meta["frames"], samples)  # (frames, rows, cols, samples)
 
     if samples == 1 and photometric in _GRAYSCALE:
@@ -115,6 +123,15 @@ def decode(path: Path, max_pixels: int, max_bytes: int, min_size: Sequence[int] 
     values = np.clip(np.nan_to_num(values, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
     values = np.ascontiguousarray(values.transpose(0, 3, 1, 2), dtype=np.float32)  # (frames, 3, rows, cols)
     return Decoded(values=values, ds=ds, meta=meta, grayscale=False)
+
+
+def _plugin(ds: Dataset) -> str:
+    """The decoder plugin for ``ds`` (``""``: pydicom's default), see :data:`_FASTEST_PLUGIN`."""
+    ts = UID(str(ds.file_meta.get("TransferSyntaxUID", "")))
+    plugin = _FASTEST_PLUGIN.get(str(ts), "")
+    if plugin and plugin not in get_decoder(ts).available_plugins:
+        return ""
+    return plugin
 
 
 def _fill_pixel_module(path: Path, ds: Dataset, meta: dict[str, Any]) -> None:
