@@ -204,3 +204,14 @@ def test_jpeg_ls_decodes_with_pyjpegls_identically(tmp_path: Path) -> None:
     assert _plugin(pydicom.dcmread(jls, stop_before_pixels=True)) == "pyjpegls"
     assert _plugin(pydicom.dcmread(native, stop_before_pixels=True)) == ""
     assert torch.equal(read_dicom(jls).pixels, read_dicom(native).pixels)
+
+
+def test_clip_unit_is_clip_of_nan_to_num() -> None:
+    """The display stage's two-pass clip maps NaN and -inf to 0, +inf to 1, exactly as before."""
+    from medfusion.ingest.dicom.display import clip_unit
+
+    x = np.random.default_rng(0).normal(0.5, 1.0, 1000).astype(np.float32)
+    x[:4] = [np.nan, np.inf, -np.inf, -0.0]
+    want = np.clip(np.nan_to_num(x, nan=0.0, posinf=1.0, neginf=0.0), 0.0, 1.0)
+    got = clip_unit(x)
+    assert got.dtype == np.float32 and np.array_equal(got, want) and got is not x
