@@ -94,9 +94,11 @@ def stage_profile(
     source = FolderSource(dicom, file_timeout_s=None)  # headers read here: their CPU time is counted
     with _timed(totals, "discovery"):
         refs = list(source.discover())
-    bounded = time.perf_counter()
-    list(FolderSource(dicom).discover())  # the job's default: a child process bounds each header read
-    bounded_wall_ms = 1000 * (time.perf_counter() - bounded) / max(1, len(refs))
+    bounded_wall_ms = []
+    for _ in range(2):  # the first also starts the forkserver (shared with the job's workers)
+        bounded = time.perf_counter()
+        list(FolderSource(dicom).discover())  # the job's default: a child process bounds each header read
+        bounded_wall_ms.append(1000 * (time.perf_counter() - bounded) / max(1, len(refs)))
     index = ReportIndex.from_path(reports)
     preprocessor = load_preprocessor(model_dir)
     predictor = Predictor.from_dir(model_dir, device="cpu", batch_size=batch_size)
@@ -296,9 +298,10 @@ def table(figures: dict[str, Any]) -> str:
     lines += [f"{s:<12} {stages[s]['cpu_ms']:>13.2f} {stages[s]['wall_ms']:>14.2f}" for s in STAGES]
     total = sum(v["cpu_ms"] for v in stages.values())
     lines.append(f"{'sum':<12} {total:>13.2f}")
+    first, again = figures["profile"]["discovery_bounded_wall_ms"]
     lines.append(
-        f"(discovery with the job's per-file time bound, a child process: "
-        f"{figures['profile']['discovery_bounded_wall_ms']:.2f} ms/study wall)"
+        f"(discovery with the job's per-file time bound, a child process: {first:.2f} ms/study wall, "
+        f"{again:.2f} once the forkserver is up)"
     )
     pipe_cpu = figures["pipeline_cpu_ms_per_study"]
     scoring_cpu = total - stages["discovery"]["cpu_ms"]
