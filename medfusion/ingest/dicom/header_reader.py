@@ -9,8 +9,6 @@ single file can stall discovery.
 
 from __future__ import annotations
 
-from collections import deque
-from collections.abc import Iterable, Iterator
 from multiprocessing.connection import Connection
 from pathlib import Path
 from typing import Any, Self
@@ -20,9 +18,6 @@ from medfusion.processes import worker_context
 
 #: Longest wait for the child to start (the first start may also start the forkserver), seconds.
 START_TIMEOUT_S = 600.0
-#: Paths sent ahead of the answers by :meth:`BoundedHeaderReader.read_many` (the child never waits for
-#: the parent between files; small enough that the pipe's buffers never fill).
-WINDOW = 32
 
 
 def _serve(conn: Connection, max_bytes: int | None) -> None:
@@ -79,43 +74,6 @@ class BoundedHeaderReader:
         if ok:
             return value
         raise DicomReadError(path, value)
-
-    def read_many(self, paths: Iterable[str | Path]) -> Iterator[tuple[Path, dict[str, Any] | DicomReadError]]:
-        """``(path, meta or the error)`` for each path, in order, with up to :data:`WINDOW` paths in flight.
-
-        The same bound as :meth:`__call__`: the child reads the files one after the other, so the wait
-        for each answer after the previous one is the time spent on that file; beyond ``timeout_s`` the
-        file is rejected, the child is replaced and the paths still in flight are sent again. Sending
-        ahead removes a parent/child round trip per file (16 ms a file on a busy 2-core machine).
-        """
-        todo = iter(Path(p) for p in paths)
-        flight: deque[Path] = deque()
-        conn: Connection | None = None
-        while True:
-            if conn is None:
-                conn = self._connection()
-                for path in flight:  # a fresh child: send again what the last one did not answer
-                    conn.send(str(path))
-            while len(flight) < WINDOW and (ahead := next(todo, None)) is not None:
-                conn.send(str(ahead))
-                flight.append(ahead)
-            if not flight:
-                return
-            head = flight.popleft()
-            if not conn.poll(self.timeout_s):
-                self._kill()
-                conn = None
-                yield head, DicomReadError(head, f"reading the header exceeded {self.timeout_s:g} s (stopped)")
-                continue
-            try:
-                ok, value = conn.recv()
-            except EOFError:
-                code = self._proc.exitcode if self._proc is not None else None
-                self._kill()
-                conn = None
-                yield head, DicomReadError(head, f"the header reader process died reading it (exit code {code})")
-                continue
-            yield head, (value if ok else DicomReadError(head, value))
 
     def _connection(self) -> Connection:
         if self._proc is not None and self._proc.is_alive() and self._conn is not None:

@@ -15,6 +15,7 @@ order never decides.
 
 from __future__ import annotations
 
+import functools
 import logging
 import os
 from collections.abc import Callable, Iterable, Iterator, Sequence
@@ -160,15 +161,14 @@ def scan_dicom_folder(
     scan = DicomScan()
     found: dict[tuple[str, str], list[tuple[Path, dict[str, Any]]]] = {}  # (study, SOP or path) -> copies
     with ExitStack() as stack:
-        headers: Iterable[tuple[Path, dict[str, Any] | DicomReadError]]
+        read_header: Callable[[Path], dict[str, Any]] = functools.partial(read_dicom_header, max_bytes=max_bytes)
         if file_timeout_s is not None and files:
-            reader = stack.enter_context(BoundedHeaderReader(file_timeout_s, max_bytes=max_bytes))
-            headers = reader.read_many(_maybe_progress(files, progress))
-        else:
-            headers = (_read_header(path, max_bytes) for path in _maybe_progress(files, progress))
-        for path, meta in headers:
-            if isinstance(meta, DicomReadError):
-                scan.rejected.append(Rejection(source=str(path), reason=meta.reason))
+            read_header = stack.enter_context(BoundedHeaderReader(file_timeout_s, max_bytes=max_bytes))
+        for path in _maybe_progress(files, progress):
+            try:
+                meta = read_header(path)
+            except DicomReadError as exc:
+                scan.rejected.append(Rejection(source=str(path), reason=exc.reason))
                 continue
             if not meta["study_uid"]:
                 scan.rejected.append(Rejection(source=str(path), reason="missing StudyInstanceUID"))
@@ -336,13 +336,6 @@ def resolve_copies(
         kept.append(choice.kept)
         set_aside.extend(choice.set_aside)
     return kept, set_aside
-
-
-def _read_header(path: Path, max_bytes: int | None) -> tuple[Path, dict[str, Any] | DicomReadError]:
-    try:
-        return path, read_dicom_header(path, max_bytes=max_bytes)
-    except DicomReadError as exc:
-        return path, exc
 
 
 def _size(path: Path) -> int:
