@@ -5,7 +5,8 @@ the pipeline, pure decoding and a naive loop.
    (``os.times``: user + system, children included) and wall time of
 
    - ``discovery``: :meth:`FolderSource.discover` (header scan; the job's default child process),
-   - ``decode``: ``read_dicom`` of every file of the study,
+   - ``decode``: ``read_dicom`` of every file of the study, as the model's preprocessing reads it (2D
+     JPEG 2000 at the reduced resolution level the model's input size allows, unless ``--full-decode``),
    - ``preprocess``: :func:`~medfusion.scoring.engine_local.prepare_study` (materialize + copies + decode
      + preprocess, exactly the worker's call) minus ``decode``,
    - ``inference``: :meth:`Predictor.score_samples` in batches of ``--batch-size``,
@@ -17,13 +18,21 @@ the pipeline, pure decoding and a naive loop.
 2. **Pipeline**: :func:`medfusion.scoring.job.run_score` (``--engine``, ``--workers``) into a fresh
    output folder; ``studies_per_s`` of the scoring phase (discovery, model and worker start-up
    excluded) and end to end (studies / whole job).
-3. **Decode**: ``read_dicom`` on every file, ``--workers`` processes.
+3. **Decode**: ``read_dicom`` on every file at full resolution (pydicom's default decoders), ``--workers``
+   processes.
 4. **Naive**: one process, one study at a time: ``Predictor.predict([study])``.
 
-Printed as a table and ratios; goals (issue #20): pipeline >= 0.9 x bound, pipeline >= 5 x naive.
+Printed as a table and ratios; goals (issue #20): pipeline >= 0.9 x bound, pipeline >= 5 x naive,
+and on lossless JPEG 2000 pipeline >= 3 x the full-resolution decode rate.
+
+``--archive realistic`` scores a realistic archive instead of ``--cohort``: real full-size radiographs
+re-encoded in the transfer syntaxes archives hold (:mod:`realistic_archive`; ``--studies``, ``--syntax``;
+``--archive-dir`` keeps it for the next run). ``--full-decode`` turns the reduced-resolution JPEG 2000
+decode off (``MEDFUSION_REDUCED_DECODE=0`` for this process and its workers): the "before" figures.
 
     python benchmarks/scoring.py --cohort runs/demo/demo_cohort --model models:/medfusion@champion \\
         --tracking-uri sqlite:///runs/demo/mlflow.db --workers 2 [--engine ray] [--device cuda] [--json out.json]
+    python benchmarks/scoring.py --archive realistic --studies 48 --syntax j2kr --model ... [--full-decode]
 """
 
 from __future__ import annotations
@@ -72,6 +81,7 @@ def stage_profile(
     from medfusion.errors import InputRejected
     from medfusion.inference import Predictor, load_preprocessor
     from medfusion.ingest.dicom.read import read_dicom
+    from medfusion.ingest.dicom.reduced import enabled as reduced_enabled
     from medfusion.results import ResultRow
     from medfusion.scoring.engine_local import prepare_study
     from medfusion.scoring.ledger import Ledger
@@ -84,20 +94,24 @@ def stage_profile(
     source = FolderSource(dicom, file_timeout_s=None)  # headers read here: their CPU time is counted
     with _timed(totals, "discovery"):
         refs = list(source.discover())
-    bounded = time.perf_counter()
-    list(FolderSource(dicom).discover())  # the job's default: a child process bounds each header read
-    bounded_wall_ms = 1000 * (time.perf_counter() - bounded) / max(1, len(refs))
+    bounded_wall_ms = []
+    for _ in range(2):  # the first also starts the forkserver (shared with the job's workers)
+        bounded = time.perf_counter()
+        list(FolderSource(dicom).discover())  # the job's default: a child process bounds each header read
+        bounded_wall_ms.append(1000 * (time.perf_counter() - bounded) / max(1, len(refs)))
     index = ReportIndex.from_path(reports)
     preprocessor = load_preprocessor(model_dir)
     predictor = Predictor.from_dir(model_dir, device="cpu", batch_size=batch_size)
+    spec = preprocessor.spec
+    min_size = spec.image_size if spec.spatial_dims == 2 and reduced_enabled() else None  # as the chain reads
     for path in refs[0].locator:  # first-call imports of the decoders are not per-study costs
         with suppress(InputRejected):
-            read_dicom(path, max_pixels=preprocessor.spec.max_pixels)
+            read_dicom(path, max_pixels=spec.max_pixels, min_size=min_size)
     for ref in refs:
         with _timed(totals, "decode"):
             for path in ref.locator:
                 with suppress(InputRejected):
-                    read_dicom(path, max_pixels=preprocessor.spec.max_pixels)
+                    read_dicom(path, max_pixels=spec.max_pixels, min_size=min_size)
     # one study and one batch before timing: first-call imports and allocations are not per-study costs
     warm = prepare_study(source, preprocessor, refs[0], index.text(refs[0]))
     if warm.sample is not None:
@@ -284,9 +298,10 @@ def table(figures: dict[str, Any]) -> str:
     lines += [f"{s:<12} {stages[s]['cpu_ms']:>13.2f} {stages[s]['wall_ms']:>14.2f}" for s in STAGES]
     total = sum(v["cpu_ms"] for v in stages.values())
     lines.append(f"{'sum':<12} {total:>13.2f}")
+    first, again = figures["profile"]["discovery_bounded_wall_ms"]
     lines.append(
-        f"(discovery with the job's per-file time bound, a child process: "
-        f"{figures['profile']['discovery_bounded_wall_ms']:.2f} ms/study wall)"
+        f"(discovery with the job's per-file time bound, a child process: {first:.2f} ms/study wall, "
+        f"{again:.2f} once the forkserver is up)"
     )
     pipe_cpu = figures["pipeline_cpu_ms_per_study"]
     scoring_cpu = total - stages["discovery"]["cpu_ms"]
@@ -296,19 +311,20 @@ def table(figures: dict[str, Any]) -> str:
         "",
         f"cores {figures['cores']}, {figures['engine']} engine, {figures['workers']} workers, "
         f"batch {figures['batch_size']}, {figures['profile']['studies']} studies, "
-        f"load average {figures['load_average']:.1f} during the pipeline",
+        f"load average {figures['load_average']:.1f} during the pipeline, "
+        f"reduced JPEG 2000 decode {'on' if figures.get('reduced_decode', True) else 'off'}",
         f"{'rate (studies/s)':<34} {'':>8}",
         f"{'CPU-work bound, all stages':<34} {r['bound']:>8.1f}",
         f"{'CPU-work bound, scoring stages':<34} {r['bound_scoring']:>8.1f}",
         f"{'pipeline, scoring phase':<34} {r['pipeline']:>8.1f}",
         f"{'pipeline, end to end':<34} {r['pipeline_end_to_end']:>8.1f}",
-        f"{'decode only (' + str(figures['workers']) + ' processes)':<34} {r['decode']:>8.1f}",
+        f"{'full decode (' + str(figures['workers']) + ' processes)':<34} {r['decode']:>8.1f}",
         f"{'naive loop':<34} {r['naive']:>8.1f}",
         "",
         f"pipeline / bound (scoring) = {r['pipeline'] / r['bound_scoring']:.2f}  (goal >= 0.9)",
         f"end to end / bound (all)   = {r['pipeline_end_to_end'] / r['bound']:.2f}",
         f"pipeline / naive           = {r['pipeline'] / r['naive']:.2f}  (goal >= 5)",
-        f"pipeline / decode          = {r['pipeline'] / r['decode']:.2f}",
+        f"pipeline / full decode     = {r['pipeline'] / r['decode']:.2f}  (goal >= 3 on lossless JPEG 2000)",
         f"stage CPU / pipeline CPU   = {scoring_cpu / pipe_cpu if pipe_cpu else float('nan'):.2f}  "
         "(CPU-work efficiency, independent of other load)",
     ]
@@ -319,6 +335,7 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
     """All measurements of one run (see the module docstring)."""
     import torch
 
+    from medfusion.ingest.dicom.reduced import enabled as reduced_enabled
     from medfusion.scoring.resolve import resolve_model
     from medfusion.scoring.sources import FolderSource, ReportIndex
 
@@ -355,6 +372,7 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
         "workers": args.workers,
         "batch_size": args.batch_size,
         "device": args.device,
+        "reduced_decode": reduced_enabled(),
         "profile": profile,
         "load_average": load,
         "pipeline_cpu_ms_per_study": pipe["cpu_ms_per_study"],
@@ -372,9 +390,12 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument(
-        "--cohort", type=Path, required=True, help="Demo cohort folder (dicom/ + reports/) or a DICOM folder."
-    )
+    parser.add_argument("--cohort", type=Path, help="Demo cohort folder (dicom/ + reports/) or a DICOM folder.")
+    parser.add_argument("--archive", choices=("realistic",), help="Generate and score a realistic archive instead.")
+    parser.add_argument("--studies", type=int, default=500, help="Studies of the realistic archive.")
+    parser.add_argument("--syntax", action="append", help="Transfer syntaxes of the realistic archive (repeatable).")
+    parser.add_argument("--archive-dir", type=Path, help="Keep the realistic archive here (reused when present).")
+    parser.add_argument("--full-decode", action="store_true", help="Turn the reduced JPEG 2000 decode off.")
     parser.add_argument("--reports", type=Path, default=None, help="Reports (default: <cohort>/reports when present).")
     parser.add_argument("--model", required=True, help="Model folder or MLflow URI.")
     parser.add_argument("--tracking-uri", default=None)
@@ -385,10 +406,37 @@ def main() -> None:
     parser.add_argument("--device", default="cpu", help="cpu or cuda (inference of the pipeline and the naive loop).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     args = parser.parse_args()
-    figures = run(args, step=lambda name: print(f"... {name}", flush=True))
+    if args.full_decode:
+        os.environ["MEDFUSION_REDUCED_DECODE"] = "0"  # before any worker starts: they inherit it
+    with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
+        if args.archive == "realistic":
+            args.cohort = archive(args.archive_dir or Path(tmp), args.studies, args.syntax)
+        elif args.cohort is None:
+            parser.error("give --cohort or --archive realistic")
+        figures = run(args, step=lambda name: print(f"... {name}", flush=True))
     print(table(figures))
     if args.json:
         args.json.write_text(json.dumps(figures, indent=2) + "\n")
+
+
+def archive(folder: Path, studies: int, syntaxes: list[str] | None) -> Path:
+    """The realistic archive in ``folder``: reused when its ``archive.json`` matches, else written."""
+    import sys
+
+    sys.path.insert(0, str(Path(__file__).resolve().parent))
+    from realistic_archive import SYNTAXES, build
+
+    codes = syntaxes or list(SYNTAXES)
+    record = folder / "archive.json"
+    if record.is_file():
+        seen = json.loads(record.read_text(encoding="utf-8"))
+        if seen.get("studies") == studies and sorted(seen.get("per_syntax", {})) == sorted(codes):
+            print(f"... reusing the archive in {folder}", flush=True)
+            return folder
+        raise SystemExit(f"{folder} holds another archive ({record}); give an empty --archive-dir")
+    print(f"... writing a realistic archive of {studies} studies ({', '.join(codes)}) to {folder}", flush=True)
+    print(json.dumps(build(folder, studies, codes)), flush=True)
+    return folder
 
 
 if __name__ == "__main__":

@@ -6,7 +6,8 @@ other key pass through unchanged.
 :func:`image_transforms` builds the standard chain:
 
 1. :class:`LoadDicomd`: path(s) -> float32 display values in ``[0, 1]``, ``(C, H, W)`` or
-   ``(C, D, H, W)``.
+   ``(C, D, H, W)``. 2D JPEG 2000 is decoded only down to the resolution level the resize needs
+   (:mod:`medfusion.ingest.dicom.reduced`).
 2. ``Resized`` to ``image_size`` (mode ``"area"`` by default: anti-aliased when downsampling, which
    is the usual case for radiographs).
 3. Training only: a small ``RandAffined`` (rotation up to 5 degrees, scale +-5 %, shift +-3 %,
@@ -127,6 +128,7 @@ class LoadDicomd(MapTransform):
         dicom_meta_key: str | None = None,
         allow_missing_keys: bool = False,
         series_rules: SeriesRuleSet | None = None,
+        min_size: Sequence[int] | None = None,
     ) -> None:
         """Args:
         keys: Keys holding path(s).
@@ -138,6 +140,9 @@ class LoadDicomd(MapTransform):
             key (e.g. ``"image_meta"``); off by default because its None values do not collate.
         allow_missing_keys: Don't fail when a key is absent.
         series_rules: Which instances to read; None: the default rule set (frontal first).
+        min_size: 2D only: the ``(H, W)`` the image is resized to next; JPEG 2000 is then decoded at
+            the smallest resolution level with both sides at least this (see
+            :func:`~medfusion.ingest.dicom.read.read_dicom`). None: full resolution.
         """
         super().__init__(keys, allow_missing_keys)
         if frame_policy not in ("first", "middle", "mean"):
@@ -150,6 +155,7 @@ class LoadDicomd(MapTransform):
         self.max_pixels = max_pixels
         self.dicom_meta_key = dicom_meta_key
         self.series_rules = series_rules or SeriesRuleSet()
+        self.min_size = tuple(int(v) for v in min_size) if min_size is not None and spatial_dims == 2 else None
 
     def __call__(self, data: Mapping[Hashable, Any]) -> dict[Hashable, Any]:
         d = dict(data)
@@ -173,7 +179,7 @@ class LoadDicomd(MapTransform):
 
     def _load_2d(self, paths: list[Path]) -> tuple[torch.Tensor, dict[str, Any]]:
         path = self._select(paths, whole_series=False)[0]
-        image = read_dicom(path, max_pixels=self.max_pixels)
+        image = read_dicom(path, max_pixels=self.max_pixels, min_size=self.min_size)
         pixels = image.pixels  # (F, C, H, W)
         if self.frame_policy == "first":
             pixels = pixels[0]
@@ -237,6 +243,7 @@ def image_transforms(
     intensity: Intensity = "zscore",
     keys: KeysCollection = "image",
     series_rules: SeriesRuleSet | None = None,
+    reduced_decode: bool = True,
 ) -> Compose:
     """The standard image chain for study records (see the module docstring for each step).
 
@@ -252,6 +259,9 @@ def image_transforms(
         intensity: ``zscore`` per image, or a pretrained source's fixed normalisation (``imagenet``, ``xrv``).
         keys: Image keys.
         series_rules: Which of a study's instances are read (:class:`LoadDicomd`); None: frontal first.
+        reduced_decode: 2D: decode JPEG 2000 only at the resolution the resize needs (the smallest
+            level with every side >= ``image_size``; :mod:`medfusion.ingest.dicom.reduced`). Model inputs
+            then differ from a full decode + resize by the bound stated in ``docs/scoring.md``.
 
     Returns:
         A ``Compose`` mapping a record to the same record with ``image`` a float32 tensor
@@ -272,6 +282,7 @@ def image_transforms(
             grayscale=grayscale,
             max_pixels=max_pixels,
             series_rules=series_rules,
+            min_size=size if reduced_decode and spatial_dims == 2 else None,
         ),
         Resized(keys, spatial_size=size, mode=resize_mode),
     ]

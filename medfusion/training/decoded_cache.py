@@ -7,8 +7,9 @@
 * the SHA-256 of every image file's bytes, in the study's order (a changed file is a miss; a moved or
   renamed archive still hits), and
 * the chain's fingerprint: the preprocessing spec, the flavour (train heads stop before the random
-  augmentations, evaluation heads run the whole chain), the cache format and the medfusion, MONAI and
-  torch versions (a change to any of them is a miss).
+  augmentations, evaluation heads run the whole chain), whether JPEG 2000 is decoded at a reduced
+  level (``MEDFUSION_REDUCED_DECODE``), the cache format and the medfusion, MONAI and torch versions
+  (a change to any of them is a miss).
 
 Guarantees: entries are written to a temporary file and renamed into place, so concurrent writers
 (two runs, DDP ranks, DataLoader workers) never expose a partial entry and the last rename wins with the
@@ -38,12 +39,13 @@ import torch
 from medfusion import __version__
 from medfusion.errors import InputRejected
 from medfusion.ingest.dicom.limits import byte_limit
+from medfusion.ingest.dicom.reduced import enabled as reduced_decode_enabled
 from medfusion.processing.preprocessor import Decoded, Preprocessor
 
 log = logging.getLogger(__name__)
 
 #: Bump when what :meth:`Preprocessor.decode` returns changes without a version or spec change.
-CACHE_FORMAT = 1
+CACHE_FORMAT = 2  # 2: 2D JPEG 2000 decoded at a reduced resolution level (medfusion.ingest.dicom.reduced)
 _CHUNK = 1 << 20
 
 
@@ -110,6 +112,7 @@ class DecodedCache:
             "format": CACHE_FORMAT,
             "spec": preprocessor.spec.to_dict(),
             "train": preprocessor.train,
+            "reduced_decode": reduced_decode_enabled(),
             "medfusion": __version__,
             "monai": monai.__version__,
             "torch": torch.__version__,

@@ -12,7 +12,9 @@ lives in its own module of :mod:`medfusion.ingest.dicom`:
    a small "deflate bomb" is refused while inflating.
 2. Decode with pydicom's pixel decoders (:mod:`~medfusion.ingest.dicom.decode`: native, deflate, RLE,
    JPEG baseline/extended/lossless via pylibjpeg-libjpeg or Pillow, JPEG-LS via pyjpegls, JPEG 2000
-   via pylibjpeg-openjpeg). YBR_FULL / YBR_FULL_422 / YBR_ICT / YBR_RCT are converted to RGB by pydicom.
+   via pylibjpeg-openjpeg), or, given ``min_size``, JPEG 2000 at the reduced resolution level the
+   caller needs (:mod:`~medfusion.ingest.dicom.reduced`, Pillow's OpenJPEG). YBR_FULL /
+   YBR_FULL_422 / YBR_ICT / YBR_RCT are converted to RGB by pydicom.
 3. Grayscale: modality LUT (Modality LUT Sequence, or Rescale Slope/Intercept, also looked up in
    the shared functional groups of enhanced multi-frame files), then the VOI stage
    (:mod:`~medfusion.ingest.dicom.display`):
@@ -42,6 +44,7 @@ single-frame slices is read by :func:`~medfusion.ingest.dicom.series.read_series
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -56,7 +59,13 @@ from medfusion.ingest.dicom.watch import report_start
 from medfusion.ingest.records import DicomImage
 
 
-def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_bytes: int | None = None) -> DicomImage:
+def read_dicom(
+    path: str | Path,
+    *,
+    max_pixels: int = DEFAULT_MAX_PIXELS,
+    max_bytes: int | None = None,
+    min_size: Sequence[int] | None = None,
+) -> DicomImage:
     """Read one DICOM file into a display-ready image.
 
     Args:
@@ -85,7 +94,7 @@ def read_dicom(path: str | Path, *, max_pixels: int = DEFAULT_MAX_PIXELS, max_by
     path = Path(path)
     report_start(path)
     with pydicom_warnings(path):
-        decoded = guard(path, lambda: decode(path, max_pixels, max_bytes or byte_limit(max_pixels)))
+        decoded = guard(path, lambda: decode(path, max_pixels, max_bytes or byte_limit(max_pixels), min_size))
         pixels = guard(path, lambda: display(decoded, None))
     return DicomImage(pixels=torch.from_numpy(pixels), meta=decoded.meta, source=str(path))
 
