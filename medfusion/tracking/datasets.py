@@ -10,6 +10,7 @@ dataset on a run can be matched to a manifest on disk without logging the manife
 from __future__ import annotations
 
 import mlflow
+import mlflow.data.pandas_dataset
 import numpy as np
 import pandas as pd
 
@@ -52,7 +53,7 @@ def log_manifest_input(manifest: pd.DataFrame, labels: list[str], *, name: str, 
     """
     digest = manifest_hash(manifest)[:DIGEST_CHARS]
     frame = phi_free_frame(manifest, labels)
-    dataset = mlflow.data.from_pandas(frame, name=name, digest=digest)
+    dataset = mlflow.data.pandas_dataset.from_pandas(frame, name=name, digest=digest)
     counts = frame["split"].value_counts()
     tags = {f"n_{split}": str(int(n)) for split, n in sorted(counts.items())}
     mlflow.log_input(dataset, context=context, tags={"n_studies": str(len(frame)), **tags})
