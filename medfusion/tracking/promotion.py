@@ -247,7 +247,7 @@ def promote_challenger(
             {
                 "decision": "promoted" if promoted else "rejected",
                 "failures": "; ".join(failures)[:4000],
-                "challenger_model_id": getattr(challenger_mv, "model_id", None) or "",
+                "challenger_model_id": challenger_mv.tags.get("logged_model_id") or "",
                 "approved_by": approver or "",
             }
         )
