@@ -22,7 +22,10 @@ RUN useradd --create-home --uid 10001 medfusion
 # only the installed package exists (configs and the review page are package data in the wheel).
 COPY pyproject.toml README.md /tmp/src/
 COPY medfusion /tmp/src/medfusion
-RUN pip wheel --no-deps -w /tmp/wheels /tmp/src \
+# The build context has no git history: the version comes in as a build argument
+# (docker build --build-arg MEDFUSION_VERSION=$(python -m setuptools_scm) .); without it 0.0.0+unknown.
+ARG MEDFUSION_VERSION=0.0.0+unknown
+RUN SETUPTOOLS_SCM_PRETEND_VERSION_FOR_MEDFUSION=$MEDFUSION_VERSION pip wheel --no-deps -w /tmp/wheels /tmp/src \
  && pip install /tmp/wheels/medfusion-*.whl \
  && rm -rf /tmp/src /tmp/wheels
 # The work dir: shipped configs (-c demo, the default) resolve their relative paths here, so

@@ -315,11 +315,17 @@ def promote(
     config: ConfigOption = DEFAULT_CONFIG,
     version: Annotated[str | None, typer.Option(help="Model version to evaluate (default: @challenger).")] = None,
     overrides: OverrideOption = None,
+    approved_by: Annotated[
+        str | None,
+        typer.Option(
+            help="Who approved this promotion (tagged on the version; required if promotion.require_approval)."
+        ),
+    ] = None,
 ) -> None:
     """Evaluate the challenger against the champion and move @champion only if every gate passes."""
     from medfusion.tracking.promotion import promote_challenger
 
-    decision = promote_challenger(_load(config, overrides), version=version)
+    decision = promote_challenger(_load(config, overrides), version=version, approved_by=approved_by)
     typer.echo(decision.summary())
     if not decision.promoted:
         raise typer.Exit(code=3)

@@ -372,6 +372,9 @@ class PromotionGates(_Strict):
     max_ece: float = Field(0.15, gt=0)
     max_label_auroc_drop: float = Field(0.05, ge=0)
     max_latency_ms: float = Field(2000.0, gt=0, description="Per-study latency bound (p95).")
+    require_approval: bool = Field(
+        False, description="Refuse promotion unless a named person approved it (medfusion promote --approved-by NAME)."
+    )
 
 
 class Config(_Strict):

@@ -29,6 +29,7 @@ class TrainOutcome:
     version: str | None
     result: Any
     tracking_uri: str
+    model_id: str = ""  # the MLflow 3 LoggedModel the run logged (``models:/<model_id>``)
 
     def summary(self) -> str:
         """Human-readable result: macro and per-label test metrics, where the predictions are, the registration."""
@@ -71,6 +72,7 @@ def train_and_register(
     """
     import mlflow
 
+    from medfusion.tracking.datasets import TRAINING_MANIFEST, log_manifest_input
     from medfusion.tracking.pyfunc import log_pyfunc
     from medfusion.tracking.runs import MlflowEpochLogger, log_run_context, log_training_result
     from medfusion.training.engine import train
@@ -89,19 +91,23 @@ def train_and_register(
             log.info("resuming MLflow run %s", resumed)
         else:
             log_run_context(config, data_hash, {s: len(r) for s, r in records.items()}, split_sizes(data.manifest))
+            log_manifest_input(data.manifest, config.labels, name=TRAINING_MANIFEST, context="training")
         mlflow.set_tags({**(tags or {}), "registered": str(register).lower()})
         out_dir = config.project_dir / "training" / run.info.run_id
         result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()], resume=bool(resumed))
         log_training_result(config, result)
-        version = log_pyfunc(
+        info = log_pyfunc(
             result.model_dir,
             labels=config.labels,
             registered_model=name if register else None,
             example_row=EXAMPLE_INPUT,
         )
     if not register:
-        return TrainOutcome(run.info.run_id, name, None, result, tracking_uri(config))
-    client.set_registered_model_alias(name, CHALLENGER, version.version)
+        return TrainOutcome(run.info.run_id, name, None, result, tracking_uri(config), info.model_id)
+    if info.registered_model_version is None:
+        raise MedfusionError(f"run {run.info.run_id}: the model was logged but no registered version came back")
+    version = str(info.registered_model_version)
+    client.set_registered_model_alias(name, CHALLENGER, version)
     version_tags = {
         "data_hash": data_hash,
         "fusion": config.fusion.name,
@@ -109,8 +115,8 @@ def train_and_register(
         "test_ece": f"{result.test_metrics['ece']:.4f}",
     }
     for key, value in version_tags.items():
-        client.set_model_version_tag(name, version.version, key, value)
-    return TrainOutcome(run.info.run_id, name, str(version.version), result, tracking_uri(config))
+        client.set_model_version_tag(name, version, key, value)
+    return TrainOutcome(run.info.run_id, name, version, result, tracking_uri(config), info.model_id)
 
 
 def _resumable_folder(config: Config) -> Path:

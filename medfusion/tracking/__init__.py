@@ -8,6 +8,9 @@
 * :mod:`.pyfunc`: :class:`~medfusion.tracking.pyfunc.MedFusionPyfunc` and
   :func:`~medfusion.tracking.pyfunc.log_pyfunc`; its output is :func:`medfusion.results.result_columns`
   with the same provenance as batch scoring. :mod:`.pyfunc_entry` is the "models from code" file it logs.
+* :mod:`.wheel`: the running medfusion code packed as the wheel a logged model ships, and the model's pip
+  requirements (that wheel plus the trained dependency versions).
+* :mod:`.datasets`: manifests as digest-only MLflow dataset inputs (PHI-free schema and counts).
 * :mod:`.promotion`: ``@challenger`` -> ``@champion`` behind evaluation gates on a frozen evaluation set
   (:func:`~medfusion.tracking.promotion.promote_challenger`).
 

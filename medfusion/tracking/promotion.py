@@ -124,9 +124,23 @@ def evaluate_version(model_uri: str, version: str, eval_set: pd.DataFrame, label
     )
 
 
-def check_gates(challenger: ModelEvaluation, champion: ModelEvaluation | None, gates: PromotionGates) -> list[str]:
-    """Return the failed gates as reasons (empty list: every gate passes)."""
+def check_gates(
+    challenger: ModelEvaluation,
+    champion: ModelEvaluation | None,
+    gates: PromotionGates,
+    approved_by: str | None = None,
+) -> list[str]:
+    """Return the failed gates as reasons (empty list: every gate passes).
+
+    Args:
+        challenger: The challenger's evaluation.
+        champion: The champion's, or None when there is none yet.
+        gates: The bounds; with ``require_approval`` a named approver is a gate too.
+        approved_by: Who approved the promotion (None: nobody).
+    """
     failures = []
+    if gates.require_approval and not (approved_by or "").strip():
+        failures.append("approval required (promotion.require_approval) and none given: --approved-by NAME")
     if challenger.ece > gates.max_ece:
         failures.append(f"ECE {challenger.ece:.3f} > bound {gates.max_ece}")
     if challenger.latency_p95_ms > gates.max_latency_ms:
@@ -149,15 +163,26 @@ def check_gates(challenger: ModelEvaluation, champion: ModelEvaluation | None, g
 
 
 def promote_challenger(
-    config: Config, *, version: str | None = None, manifest_path: Path | None = None
+    config: Config,
+    *,
+    version: str | None = None,
+    manifest_path: Path | None = None,
+    approved_by: str | None = None,
 ) -> PromotionDecision:
     """Evaluate the challenger (or ``version``) against the champion; move ``@champion`` if gates pass.
+
+    The evidence run (``<experiment>-promotions``) records the frozen evaluation set as a digest-only
+    MLflow dataset (``evaluation``), both evaluations, every gate and its outcome (``gates.json``), the
+    challenger's LoggedModel id and the approver (tag ``approved_by``). The version gets tags
+    ``promoted_by_run`` / ``rejected_by_run`` and, when approved, ``approved_by``.
 
     Args:
         config: Run configuration (registry name, gates, project_dir).
         version: Registered version to evaluate; default the ``@challenger`` alias.
         manifest_path: Manifest to freeze the evaluation set from, if it is not frozen yet
             (default: the run's, :func:`default_manifest_path`).
+        approved_by: Name of the person who approved the promotion (required when
+            ``promotion.require_approval`` is set).
 
     Raises:
         MedfusionError: No challenger, or no evaluation set can be built.
@@ -191,9 +216,13 @@ def promote_challenger(
         if champion_mv is not None
         else None
     )
-    failures = check_gates(challenger, champion, config.promotion)
+    approver = (approved_by or "").strip() or None
+    failures = check_gates(challenger, champion, config.promotion, approver)
     promoted = not failures
+    from medfusion.tracking.datasets import EVALUATION_SET, log_manifest_input
+
     with mlflow.start_run(run_name=f"promote-v{challenger.version}") as run:
+        log_manifest_input(eval_set, config.labels, name=EVALUATION_SET, context="evaluation")
         mlflow.log_params(
             {
                 "registered_model": name,
@@ -214,12 +243,22 @@ def promote_challenger(
                         **{f"{role}_auroc_{k}": v for k, v in ev.label_auroc.items()},
                     }
                 )
-        mlflow.set_tags({"decision": "promoted" if promoted else "rejected", "failures": "; ".join(failures)[:4000]})
+        mlflow.set_tags(
+            {
+                "decision": "promoted" if promoted else "rejected",
+                "failures": "; ".join(failures)[:4000],
+                "challenger_model_id": challenger_mv.tags.get("logged_model_id") or "",
+                "approved_by": approver or "",
+            }
+        )
         mlflow.log_dict(_evidence(challenger, champion, failures), "promotion_evidence.json")
+        mlflow.log_dict(gate_report(challenger, champion, config.promotion, approver), "gates.json")
         run_id = run.info.run_id
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
         client.set_model_version_tag(name, challenger.version, "promoted_by_run", run_id)
+        if approver:
+            client.set_model_version_tag(name, challenger.version, "approved_by", approver)
         log.info("v%s of %s promoted to @champion", challenger.version, name)
     else:
         client.set_model_version_tag(name, challenger.version, "rejected_by_run", run_id)
@@ -233,6 +272,35 @@ def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, fai
         "failures": failures,
         "promoted": not failures,
     }
+
+
+def gate_report(
+    challenger: ModelEvaluation, champion: ModelEvaluation | None, gates: PromotionGates, approved_by: str | None
+) -> dict[str, Any]:
+    """Every gate's bound, the challenger's value and whether it passed (``gates.json`` of the evidence run)."""
+    report: dict[str, Any] = {
+        "max_ece": {"bound": gates.max_ece, "value": challenger.ece, "passed": challenger.ece <= gates.max_ece},
+        "max_latency_ms": {
+            "bound": gates.max_latency_ms,
+            "value": challenger.latency_p95_ms,
+            "passed": challenger.latency_p95_ms <= gates.max_latency_ms,
+        },
+        "approval": {
+            "required": gates.require_approval,
+            "approved_by": approved_by,
+            "passed": bool(approved_by) or not gates.require_approval,
+        },
+    }
+    if champion is None:
+        report["above_chance"] = {"bound": 0.5, "value": challenger.macro_auroc, "passed": challenger.macro_auroc > 0.5}
+    else:
+        floor = champion.macro_auroc - gates.auroc_margin
+        report["auroc_margin"] = {
+            "bound": floor,
+            "value": challenger.macro_auroc,
+            "passed": challenger.macro_auroc >= floor,
+        }
+    return report
 
 
 def default_manifest_path(config: Config) -> Path:

@@ -149,7 +149,11 @@ def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str | No
     """Log the model folder as a pyfunc inside the active run and (unless ``registered_model`` is None) register it.
 
     The pyfunc is logged as code (:data:`ENTRY_POINT`), not as a cloudpickled object, and its weights
-    are safetensors: loading it runs no unpickler.
+    are safetensors: loading it runs no unpickler. The running medfusion code goes with it as a wheel
+    (:func:`medfusion.tracking.wheel.pack_running_package`), named in the model's ``requirements.txt``
+    with the trained versions of its dependencies, so a fresh environment built from that file loads it.
+    The registered version is tagged with the MLflow 3 ``LoggedModel`` id (``logged_model_id``) and the
+    wheel's code digest (``medfusion_source_sha256``).
 
     Args:
         model_dir: The model folder.
@@ -158,33 +162,29 @@ def log_pyfunc(model_dir: Path, *, labels: list[str], registered_model: str | No
         example_row: The input example (synthetic, never a real study).
 
     Returns:
-        The registered ``ModelVersion``, or (not registered) the ``ModelInfo``.
+        The ``ModelInfo``: ``model_id`` (the LoggedModel), ``registered_model_version`` (None when not
+        registered).
     """
+    import tempfile
+
+    from medfusion.tracking.wheel import WHEEL_ARTIFACT, model_requirements, pack_running_package, source_digest
+
     signature, example = signature_and_example(labels, example_row)
-    info = mlflow.pyfunc.log_model(
-        name="model",
-        python_model=str(ENTRY_POINT),  # models from code: nothing is pickled
-        artifacts={MODEL_DIR_ARTIFACT: str(model_dir)},
-        signature=signature,
-        input_example=example,
-        model_config={"model_name": registered_model or "unregistered"},
-        registered_model_name=registered_model,
-        pip_requirements=_pip_requirements(),
-    )
-    if registered_model is None:
-        return info
-    client = mlflow.MlflowClient()
-    versions = client.search_model_versions(f"name='{registered_model}'")
-    from medfusion.errors import MedfusionError
-
-    run = mlflow.active_run()
-    if run is None:
-        raise MedfusionError("log_pyfunc must run inside an active MLflow run")
-    run_id = run.info.run_id
-    return max((v for v in versions if v.run_id == run_id), key=lambda v: int(v.version), default=info)
-
-
-def _pip_requirements() -> list[str]:
-    from importlib.metadata import version
-
-    return [f"medfusion=={version('medfusion')}"]
+    with tempfile.TemporaryDirectory(prefix="medfusion-wheel-") as tmp:
+        wheel = pack_running_package(Path(tmp))
+        info = mlflow.pyfunc.log_model(
+            name="model",
+            python_model=str(ENTRY_POINT),  # models from code: nothing is pickled
+            artifacts={MODEL_DIR_ARTIFACT: str(model_dir), WHEEL_ARTIFACT: str(wheel)},
+            signature=signature,
+            input_example=example,
+            model_config={"model_name": registered_model or "unregistered"},
+            registered_model_name=registered_model,
+            pip_requirements=model_requirements(wheel.name),
+        )
+    if registered_model is not None and info.registered_model_version is not None:
+        client = mlflow.MlflowClient()
+        version = str(info.registered_model_version)
+        client.set_model_version_tag(registered_model, version, "logged_model_id", info.model_id)
+        client.set_model_version_tag(registered_model, version, "medfusion_source_sha256", source_digest())
+    return info

@@ -14,6 +14,8 @@ import mlflow
 import pytest
 
 from medfusion.config import Config
+from medfusion.ingest.manifest import manifest_hash, read_manifest
+from medfusion.tracking.datasets import EVALUATION_SET, TRAINING_MANIFEST
 from medfusion.tracking.promotion import CHALLENGER, CHAMPION, default_manifest_path, promote_challenger
 from medfusion.tracking.store import connect, tracking_uri
 from medfusion.workflow import TrainOutcome, train_and_register
@@ -60,22 +62,80 @@ def test_training_run_is_tracked(project: Path, text_only_run: TrainOutcome) -> 
     assert float(version.tags["test_macro_auroc"]) == pytest.approx(run.data.metrics["test_macro_auroc"], abs=1e-3)
 
 
+def test_the_version_is_linked_to_its_logged_model_and_the_run_to_its_manifest(
+    project: Path, text_only_run: TrainOutcome
+) -> None:
+    client = connect(_config(project))
+    version = client.get_model_version("medfusion", text_only_run.version)
+    model_id = text_only_run.model_id
+    assert model_id.startswith("m-") and version.tags["logged_model_id"] == model_id
+    logged = client.get_logged_model(model_id)
+    assert logged.source_run_id == text_only_run.run_id
+    assert len(version.tags["medfusion_source_sha256"]) == 64
+    run = client.get_run(text_only_run.run_id)
+    (inp,) = run.inputs.dataset_inputs
+    tags = {t.key: t.value for t in inp.tags}
+    assert inp.dataset.name == TRAINING_MANIFEST and tags["mlflow.data.context"] == "training"
+    assert inp.dataset.digest == run.data.tags["data_hash"][:32]
+    n = {s: int(run.data.params[f"data.n_{s}"]) for s in ("train", "val", "test")}
+    assert json.loads(inp.dataset.profile)["num_rows"] == sum(n.values()) == int(tags["n_studies"])
+    assert {tags[f"n_{s}"] for s in n} == {str(v) for v in n.values()}
+    columns = {c["name"] for c in json.loads(inp.dataset.schema)["mlflow_colspec"]}
+    assert columns == {"split", "n_images", "has_report", *(f"y_{label}" for label in _config(project).labels)}
+
+
 @pytest.fixture(scope="module")
 def promotions(project: Path, text_only_run: TrainOutcome) -> dict[str, Any]:
     """First promotion (no champion), then a worse challenger, then a better one."""
     config = _config(project)
-    first = promote_challenger(config)
+    needs_approval = _config(project, promotion__require_approval=True)
+    unapproved = promote_challenger(needs_approval)
+    first = promote_challenger(needs_approval, approved_by="Dr. Reviewer")
     worse = train_and_register(_config(project, fusion__name="image_only", training__epochs=1))
     rejected = promote_challenger(config)
     better = train_and_register(_config(project, fusion__name="hybrid"))
     promoted = promote_challenger(config)
-    return {"first": first, "worse": worse, "rejected": rejected, "better": better, "promoted": promoted}
+    return {
+        "unapproved": unapproved,
+        "first": first,
+        "worse": worse,
+        "rejected": rejected,
+        "better": better,
+        "promoted": promoted,
+    }
 
 
 def test_first_promotion_without_champion(promotions: dict[str, Any]) -> None:
     first = promotions["first"]
     assert first.promoted, first.failures
     assert first.champion is None
+
+
+def test_required_approval_is_a_gate_and_is_recorded(project: Path, promotions: dict[str, Any]) -> None:
+    unapproved, first = promotions["unapproved"], promotions["first"]
+    assert not unapproved.promoted and len(unapproved.failures) == 1 and "approval" in unapproved.failures[0]
+    client = connect(_config(project))
+    refused = client.get_run(unapproved.run_id)
+    assert refused.data.tags["decision"] == "rejected" and refused.data.tags["approved_by"] == ""
+    evidence = client.get_run(first.run_id)
+    assert evidence.data.tags["approved_by"] == "Dr. Reviewer" and evidence.data.tags["decision"] == "promoted"
+    version = client.get_model_version("medfusion", first.challenger.version)
+    assert version.tags["approved_by"] == "Dr. Reviewer" and version.tags["promoted_by_run"] == first.run_id
+    assert evidence.data.tags["challenger_model_id"] == version.tags["logged_model_id"]
+    gates = json.loads(
+        Path(
+            mlflow.artifacts.download_artifacts(
+                run_id=first.run_id, artifact_path="gates.json", tracking_uri=tracking_uri(_config(project))
+            )
+        ).read_text()
+    )
+    assert gates["approval"] == {"required": True, "approved_by": "Dr. Reviewer", "passed": True}
+    assert gates["max_ece"]["value"] == pytest.approx(first.challenger.ece) and gates["max_ece"]["passed"]
+    assert gates["above_chance"]["passed"] and "auroc_margin" not in gates
+    (inp,) = evidence.inputs.dataset_inputs
+    eval_set = read_manifest(_config(project).project_dir / "eval_set.parquet")
+    assert inp.dataset.name == EVALUATION_SET and inp.dataset.digest == manifest_hash(eval_set)[:32]
+    assert {t.key: t.value for t in inp.tags}["n_studies"] == str(len(eval_set))
 
 
 def test_worse_challenger_is_rejected_with_evidence(
