@@ -169,7 +169,13 @@ class GradCamExplainer:
                 _ImageToLogits(self.model), target_layers=f"model.{self.layer}", postprocessing=lambda x: x
             )
 
-    def heatmaps(self, batch: dict[str, torch.Tensor], n_labels: int, on_label: LabelStep | None = None) -> np.ndarray:
+    def heatmaps(
+        self,
+        batch: dict[str, torch.Tensor],
+        n_labels: int,
+        on_label: LabelStep | None = None,
+        labels: list[int] | None = None,
+    ) -> np.ndarray:
         """Grad-CAM per label for a one-study batch.
 
         Args:
@@ -177,19 +183,20 @@ class GradCamExplainer:
                 the model's device.
             n_labels: L.
             on_label: Called with each label index before its pass (may raise to abandon).
+            labels: Label indices to compute (default: all); the other maps are 0.
 
         Returns:
             (L, H, W) in [0, 1].
         """
         assert self.cam is not None, "Grad-CAM does not apply to this model"
-        maps = []
+        maps = torch.zeros(n_labels, *batch["image"].shape[-2:])
         with torch.enable_grad():
-            for label in range(n_labels):
+            for label in range(n_labels) if labels is None else labels:
                 if on_label is not None:
                     on_label(label)
                 cam = self.cam(batch["image"], class_idx=label, batch=batch)  # (1, 1, H, W), ReLU'd, upsampled
-                maps.append(cam[0, 0])
-        return normalize_maps(torch.stack(maps))
+                maps[label] = cam[0, 0].detach().float().cpu()
+        return normalize_maps(maps)
 
 
 #: SmoothGrad settings: noisy copies per label and noise spread (fraction of the image's range).
@@ -244,7 +251,12 @@ class SaliencyExplainer:
         self.smooth = _seeded_smoothgrad(_ImageToLogits(self.model))
 
     def heatmaps(
-        self, batch: dict[str, torch.Tensor], n_labels: int, seed: int = 0, on_label: LabelStep | None = None
+        self,
+        batch: dict[str, torch.Tensor],
+        n_labels: int,
+        seed: int = 0,
+        on_label: LabelStep | None = None,
+        labels: list[int] | None = None,
     ) -> np.ndarray:
         """SmoothGrad magnitude per label for a one-study batch.
 
@@ -253,17 +265,20 @@ class SaliencyExplainer:
             n_labels: L.
             seed: Seed of the noise (drawn from a private generator; the global torch RNG is not used).
             on_label: Called with each label index before its pass (may raise to abandon).
+            labels: Label indices to compute (default: all); the other maps are 0. Each label's
+                noise is seeded by ``(seed, label)``, so a label's map does not depend on the others.
 
         Returns:
             (L, H, W) in [0, 1].
         """
         image = batch["image"]
-        self.smooth.generator = torch.Generator(device=image.device).manual_seed(seed)
-        maps = []
+        maps = torch.zeros(n_labels, *image.shape[-2:])
         with torch.enable_grad():
-            for label in range(n_labels):
+            for label in range(n_labels) if labels is None else labels:
                 if on_label is not None:
                     on_label(label)
+                self.smooth.generator = torch.Generator(device=image.device).manual_seed(seed * 1009 + label)
                 grad = self.smooth(image.detach().clone(), index=label, batch=batch)  # (1, C, H, W)
-                maps.append(F.avg_pool2d(grad.abs().mean(1, keepdim=True), 3, stride=1, padding=1)[0, 0])
-        return normalize_maps(torch.stack(maps))
+                pooled = F.avg_pool2d(grad.abs().mean(1, keepdim=True), 3, stride=1, padding=1)[0, 0]
+                maps[label] = pooled.detach().float().cpu()
+        return normalize_maps(maps)

@@ -140,6 +140,7 @@ def integrated_gradients(
     real: torch.Tensor,
     steps: int = IG_STEPS,
     on_label: Callable[[int], None] | None = None,
+    labels: list[int] | None = None,
 ) -> np.ndarray:
     """Integrated gradients of each label's logit on the word embeddings of a one-study batch.
 
@@ -154,6 +155,7 @@ def integrated_gradients(
         real: (T,) bool, non-special tokens.
         steps: Path steps (one batch of ``steps`` copies of the study).
         on_label: Called with each label index before its gradient (may raise to abandon).
+        labels: Label indices to compute (default: all); the other rows are 0.
 
     Returns:
         (L, T) scores.
@@ -164,12 +166,97 @@ def integrated_gradients(
     repeated = {k: v.expand(steps, *v.shape[1:]) for k, v in batch.items()}
     with torch.enable_grad(), ScaledEmbeddings(model.text_encoder.transformer, alphas) as path:
         logits = model(repeated).logits  # (S, L)
-        rows = []
-        for label in range(logits.shape[1]):
+        todo = list(range(logits.shape[1])) if labels is None else list(labels)
+        rows = torch.zeros(logits.shape[1], batch["input_ids"].shape[1], device=real.device)  # (L, T)
+        for n, label in enumerate(todo):
             if on_label is not None:
                 on_label(label)
             if path.scaled is None or path.raw is None:
                 raise MedfusionError("the word-embedding hook did not run: the model never used its text encoder")
-            (grad,) = torch.autograd.grad(logits[:, label].sum(), path.scaled, retain_graph=label + 1 < logits.shape[1])
-            rows.append((path.raw[0] * grad.mean(0)).sum(-1).abs())  # (T,)
-    return normalize_rows(torch.stack(rows), real)
+            (grad,) = torch.autograd.grad(logits[:, label].sum(), path.scaled, retain_graph=n + 1 < len(todo))
+            rows[label] = (path.raw[0] * grad.mean(0)).sum(-1).abs()  # (T,)
+    return normalize_rows(rows, real)
+
+
+#: Studies per forward pass of the deletion passes (occlusion, deletion curves).
+DELETION_BATCH = 32
+
+
+def delete_tokens(batch: dict[str, torch.Tensor], drops: torch.Tensor) -> dict[str, torch.Tensor]:
+    """``V`` copies of a one-study batch, copy ``v`` without the tokens ``drops[v]``.
+
+    The kept tokens move left in order (the report as if the words were never written: later tokens
+    take the freed positions); the freed slots at the end become padding (mask 0).
+
+    Args:
+        batch: Collated batch of one study (``input_ids``, ``attention_mask`` (1, T), ...).
+        drops: (V, T) bool, the tokens to delete from each copy.
+
+    Returns:
+        The batch of V copies (other fields repeated).
+    """
+    n = drops.shape[0]
+    ids = batch["input_ids"].expand(n, -1)  # (V, T)
+    keep = batch["attention_mask"].bool().expand(n, -1) & ~drops.to(ids.device)
+    order = torch.argsort((~keep).int(), dim=1, stable=True)  # kept tokens first, in reading order
+    out = {k: v.expand(n, *v.shape[1:]) for k, v in batch.items()}
+    out["input_ids"] = ids.gather(1, order)
+    out["attention_mask"] = keep.gather(1, order).to(batch["attention_mask"].dtype)
+    return out
+
+
+@torch.no_grad()
+def deletion_logits(
+    model: nn.Module, batch: dict[str, torch.Tensor], drops: torch.Tensor, chunk: int = DELETION_BATCH
+) -> torch.Tensor:
+    """Logits (before temperature) of a one-study batch with ``drops[v]`` deleted, per copy.
+
+    Args:
+        model: The fusion model (eval mode).
+        batch: Collated batch of one study.
+        drops: (V, T) bool.
+        chunk: Copies per forward pass (bounds memory).
+
+    Returns:
+        (V, L) float32 logits on the CPU.
+    """
+    rows = [
+        model(delete_tokens(batch, drops[i : i + chunk])).logits.float().cpu() for i in range(0, drops.shape[0], chunk)
+    ]
+    return torch.cat(rows) if rows else torch.zeros(0, 0)
+
+
+#: Most words occlusion scores (a report longer than this in words scores its first ones only).
+MAX_OCCLUSION_WORDS = 256
+
+
+def occlusion(
+    model: nn.Module,
+    batch: dict[str, torch.Tensor],
+    word_tokens: list[tuple[int, ...]],
+    max_words: int = MAX_OCCLUSION_WORDS,
+) -> np.ndarray:
+    """Signed word deletion scores: each label's logit drop when one word is deleted from the report.
+
+    ``score[l, w] = logit_l(report) - logit_l(report without word w)``: positive when the word
+    supports the label, negative when it speaks against it ("no" in "no effusion"). One forward pass
+    per :data:`DELETION_BATCH` words.
+
+    Args:
+        model: The fusion model (eval mode).
+        batch: Collated batch of one study.
+        word_tokens: Token indices of each word (:class:`medfusion.explain.words.Word` ``.tokens``).
+        max_words: Words scored (the rest score 0).
+
+    Returns:
+        (L, W) float32 raw logit drops.
+    """
+    n_tokens = batch["input_ids"].shape[1]
+    scored = word_tokens[:max_words]
+    drops = torch.zeros(len(scored) + 1, n_tokens, dtype=torch.bool)  # row 0: nothing deleted
+    for w, tokens in enumerate(scored):
+        drops[w + 1, list(tokens)] = True
+    logits = deletion_logits(model, batch, drops)  # (1 + W', L)
+    out = np.zeros((logits.shape[1], len(word_tokens)), np.float32)
+    out[:, : len(scored)] = (logits[0][:, None] - logits[1:].T).numpy()
+    return out

@@ -57,12 +57,13 @@ def model_uri_for(settings: ReviewSettings, results: pd.DataFrame) -> str:
 
 @dataclass(frozen=True)
 class ReviewModel:
-    """The loaded model and its registry identity."""
+    """The loaded model, its registry identity and its folder (where its explanation checks live)."""
 
     predictor: Predictor
     name: str
     version: str
     uri: str
+    model_dir: Path | None = None
 
 
 def load_review_model(uri: str, tracking_uri: str | None, cache_dir: Path | None = None) -> ReviewModel:
@@ -74,4 +75,6 @@ def load_review_model(uri: str, tracking_uri: str | None, cache_dir: Path | None
     from medfusion.scoring.resolve import resolve_model
 
     resolved = resolve_model(uri, tracking_uri=tracking_uri, cache_dir=cache_dir)
-    return ReviewModel(Predictor.from_dir(resolved.model_dir), resolved.name, resolved.version, uri)
+    return ReviewModel(
+        Predictor.from_dir(resolved.model_dir), resolved.name, resolved.version, uri, Path(resolved.model_dir)
+    )

@@ -1,9 +1,13 @@
-"""HTML fragments of the study view (probabilities against thresholds, contributions); no Streamlit."""
+"""HTML fragments of the study view (probabilities against thresholds, contributions, word evidence) and
+which evidence methods to offer; no Streamlit."""
 
 from __future__ import annotations
 
 import html
+import itertools
 from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
 
 import numpy as np
 
@@ -77,3 +81,80 @@ def contributions_table_html(labels: Sequence[str], contributions: Mapping[str, 
         '<table style="width:100%;border-collapse:collapse;font-size:0.85rem">'
         f"<tr><th></th>{head}</tr>{''.join(rows)}</table>"
     )
+
+
+def word_evidence_html(
+    text: str,
+    words: Sequence[Any],
+    scores: np.ndarray | None,
+    negation_scopes: Sequence[tuple[int, int]] = (),
+    top_k: int = 8,
+) -> str:
+    """The report as HTML: the ``top_k`` words of largest |evidence| highlighted, negation scopes underlined.
+
+    Evidence for the label is orange, evidence against it blue (opacity = |score|); words a negation
+    denies ("no *pleural effusion*") carry a dotted underline and the tooltip "negated".
+
+    Args:
+        text: The report text the model read.
+        words: (W,) :class:`medfusion.explain.words.Word` (text, span, tokens, negated).
+        scores: (W,) signed word scores in [-1, 1], or None (plain text, scopes still shown).
+        negation_scopes: Character ranges a negation denies.
+        top_k: Words highlighted.
+
+    Returns:
+        HTML (escaped text, ``<mark>``/``<span>`` elements, line breaks kept).
+    """
+    marks: dict[int, tuple[int, float]] = {}  # word start -> (end, score)
+    if scores is not None and len(words):
+        values = np.asarray(scores, dtype=np.float64)
+        for w in np.argsort(-np.abs(values), kind="stable")[:top_k]:
+            if values[w] != 0:
+                a, b = words[w].span
+                marks[a] = (b, float(values[w]))
+    negated = np.zeros(len(text) + 1, dtype=bool)
+    for a, b in negation_scopes:
+        negated[a:b] = True
+    cuts = sorted({0, len(text), *marks, *(b for b, _ in marks.values()), *(x for s in negation_scopes for x in s)})
+    parts = []
+    for a, b in itertools.pairwise(cuts):
+        if a >= b:
+            continue
+        chunk = html.escape(text[a:b]).replace("\n", "<br>")
+        if negated[a]:
+            chunk = f'<span title="negated" style="text-decoration: underline dotted">{chunk}</span>'
+        owner = next(((e, v) for s, (e, v) in marks.items() if s <= a and b <= e), None)
+        if owner is not None:
+            v = owner[1]
+            rgb = "255, 140, 0" if v > 0 else "76, 139, 245"
+            alpha = 0.25 + 0.65 * min(abs(v), 1.0)
+            tip = f"{'for' if v > 0 else 'against'} the label ({v:+.2f})"
+            chunk = f'<mark title="{tip}" style="background: rgba({rgb}, {alpha:.2f}); padding: 0 1px">{chunk}</mark>'
+        parts.append(chunk)
+    return "".join(parts)
+
+
+def failed_checks(model_dir: str | Path | None, model_id: str) -> dict[str, str]:
+    """Method -> why it failed its recorded faithfulness check (:mod:`medfusion.explain.checks`), for the model."""
+    from medfusion.explain.checks import failed_methods, read_checks
+
+    return failed_methods(read_checks(model_dir, model_id))
+
+
+def evidence_methods(
+    available: Sequence[str], candidates: Sequence[str], failed: Mapping[str, str]
+) -> tuple[list[str], dict[str, str]]:
+    """Which evidence methods to offer, and why the others are not shown.
+
+    Args:
+        available: Methods that apply to the study.
+        candidates: The panel's methods in preference order.
+        failed: Method -> reason, for methods whose recorded check failed (:func:`failed_checks`).
+
+    Returns:
+        ``(shown, hidden)``: methods to offer (preference order), and method -> reason for the
+        available ones that failed.
+    """
+    shown = [m for m in candidates if m in available and m not in failed]
+    hidden = {m: failed[m] for m in candidates if m in available and m in failed}
+    return shown, hidden

@@ -72,7 +72,7 @@ def _assert_same_state(before: dict[str, Any], after: dict[str, Any]) -> None:
 
 def _assert_same_explanation(ex: StudyExplanation, ref: StudyExplanation) -> None:
     assert set(ex.heatmaps) == set(ref.heatmaps) == {"cross_attention", "gradcam", "saliency"}
-    assert set(ex.token_scores) == set(ref.token_scores) == {"attention", "gradient"}
+    assert set(ex.token_scores) == set(ref.token_scores) == {"attention", "gradient", "occlusion"}
     for name in ref.heatmaps:
         np.testing.assert_allclose(ex.heatmaps[name], ref.heatmaps[name], rtol=0, atol=1e-6, err_msg=name)
     for name in ref.token_scores:

@@ -34,14 +34,23 @@ def test_hybrid_resnet_has_every_method_with_contract_shapes(demo_predictor, exp
         assert maps.shape == (n_labels, h, w) and maps.dtype == np.float32
         assert maps.min() >= 0.0 and maps.max() <= 1.0
     assert np.isclose(ex.heatmaps["gradcam"].max(axis=(1, 2)), 1.0).any()  # not all flat
-    assert set(ex.token_scores) == {"attention", "gradient"}
+    assert set(ex.token_scores) == set(ex.word_scores) == {"attention", "gradient", "occlusion"}
     t = len(ex.token_spans)
     special = np.array([a == b for a, b in ex.token_spans])
     assert special[0] and special[-1] and special.sum() == 2  # [CLS] ... [SEP]
-    for scores in ex.token_scores.values():
-        assert scores.shape == (n_labels, t) and scores.min() >= 0.0
-        assert np.allclose(scores.max(axis=1), 1.0)
+    for name, scores in ex.token_scores.items():
+        assert scores.shape == (n_labels, t) and scores.min() >= 0.0 and scores.max() <= 1.0
+        if name != "occlusion":  # occlusion's tokens carry their word's positive part only
+            assert np.allclose(scores.max(axis=1), 1.0)
         assert (scores[:, special] == 0).all()
+    w = len(ex.words)
+    assert w > 5 and {t for word in ex.words for t in word.tokens}.isdisjoint(np.flatnonzero(special))
+    for scores in ex.word_scores.values():
+        assert scores.shape == (n_labels, w) and np.allclose(np.abs(scores).max(axis=1), 1.0)
+    negated = np.array([word.negated for word in ex.words])
+    for name in ("attention", "gradient"):  # unsigned methods take the negation scope's sign
+        assert (ex.word_scores[name][:, negated] <= 0).all() and (ex.word_scores[name][:, ~negated] >= 0).all()
+    assert ex.available == METHODS
     assert ex.provenance["status"] == "UNVERIFIED" and ex.provenance["model_id"] == demo_predictor.loaded.model_id
 
 
@@ -77,7 +86,7 @@ def test_probabilities_match_the_predictor_and_contributions_sum_to_the_logit(de
 def test_study_without_image_or_report_drops_the_methods_that_need_it(demo_predictor, full_record):
     no_image = explain_study(demo_predictor, StudyInput(image_paths=[], report_text=full_record["report"]))
     assert no_image.image is None and no_image.heatmaps == {}
-    assert set(no_image.token_scores) == {"attention", "gradient"}
+    assert set(no_image.token_scores) == {"attention", "gradient", "occlusion"}
     assert no_image.modality_contributions["image"].tolist() == [0.0] * len(demo_predictor.labels)  # weight 0
     no_report = explain_study(demo_predictor, StudyInput(image_paths=full_record["image"], report_text=""))
     assert set(no_report.heatmaps) == {"gradcam", "saliency"}  # no text queries, so no cross-attention map
@@ -89,6 +98,20 @@ def test_methods_can_be_chosen_and_unknown_ones_are_refused(demo_predictor, full
     assert ex.heatmaps == {} and set(ex.token_scores) == {"gradient"}
     with pytest.raises(MedfusionError, match="unknown explanation method"):
         explain_study(demo_predictor, _study(full_record), methods=("lime",))
+
+
+def test_labels_limit_the_per_label_passes_to_the_same_rows_as_a_full_explanation(
+    demo_predictor, full_record, explanation
+):
+    label = demo_predictor.labels[1]
+    part = explain_study(demo_predictor, _study(full_record), ("gradcam", "saliency", "gradient"), labels=[label])
+    assert part.computed == {m: frozenset({1}) for m in ("gradcam", "saliency", "gradient")}
+    for name in ("gradcam", "saliency"):
+        np.testing.assert_allclose(part.heatmaps[name][1], explanation.heatmaps[name][1], atol=1e-6, err_msg=name)
+        assert not part.heatmaps[name][[0, 2]].any()
+    np.testing.assert_allclose(part.token_scores["gradient"][1], explanation.token_scores["gradient"][1], atol=1e-6)
+    with pytest.raises(MedfusionError, match="unknown label"):
+        explain_study(demo_predictor, _study(full_record), ("gradient",), labels=["no-such-label"])
 
 
 def test_unreadable_image_is_rejected(demo_predictor, tmp_path):
@@ -103,7 +126,8 @@ def test_late_fusion_vit_has_saliency_but_no_cross_attention_and_no_gradcam(late
     record = next(r for r in synthetic_records["test"] if r["image"] and r["report"])
     ex = explain_study(late_vit_predictor, _study(record), METHODS)
     assert ex.image is not None and set(ex.heatmaps) == {"saliency"}
-    assert set(ex.token_scores) == {"attention", "gradient"}
+    assert set(ex.token_scores) == {"attention", "gradient", "occlusion"}
+    assert ex.available == ("saliency", "attention", "gradient", "occlusion")
     assert set(ex.modality_contributions) == {"image", "text"}  # late fusion has no joint slot
     [prediction] = late_vit_predictor.predict([_study(record)])
     logit = np.log(prediction.probabilities / (1 - prediction.probabilities)) * late_vit_predictor.loaded.temperature

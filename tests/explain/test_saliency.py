@@ -88,3 +88,33 @@ def test_saliency_is_seeded_and_leaves_the_global_rng_alone(square_detector: Squ
     assert torch.rand(1).item() == expected_next.item()
     second = explain_study(predictor, study, ("saliency",)).heatmaps["saliency"]
     np.testing.assert_array_equal(first, second)
+
+
+def test_randomisation_check_separates_the_trained_detector_from_its_randomised_copies(
+    square_detector: SquareDetector,
+) -> None:
+    """Maps of the same model recomputed agree exactly; Grad-CAM maps of copies whose head and top
+    stages are re-initialised do not (Adebayo et al.'s cascading randomisation)."""
+    from medfusion.explain.randomisation import (
+        MAX_CORRELATION,
+        cascade,
+        randomisation_check,
+        randomised,
+        spearman,
+    )
+
+    predictor, test, _ = square_detector
+    studies = [StudyInput(r["image"], r["report"]) for r in test if r["label"][0] == 1][:4]
+    a = explain_study(predictor, studies[0], ("gradcam",)).heatmaps["gradcam"][0]
+    assert spearman(a, explain_study(predictor, studies[0], ("gradcam",)).heatmaps["gradcam"][0]) == 1.0
+    steps = cascade(predictor.loaded.model)
+    assert [s for s, _ in steps] == ["head", "+fusion", "+layer4", "+layer3"]
+    twin = randomised(predictor.loaded.model, steps[0][1])
+    trained_params = dict(predictor.loaded.model.named_parameters())
+    for name, p in twin.named_parameters():  # only the head changed
+        assert torch.equal(p, trained_params[name]) != name.startswith("head."), name
+    rows = randomisation_check(predictor, studies, methods=("gradcam",), labels=[LABELS[0]])
+    assert [r.step for r in rows] == ["head", "+fusion", "+layer4", "+layer3"]
+    assert all(r.n == len(studies) for r in rows)
+    assert min(r.spearman for r in rows) < MAX_CORRELATION, rows  # the maps follow the weights
+    assert rows[-1].spearman < 0.9 and rows[-1].ssim < 0.9, rows

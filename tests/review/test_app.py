@@ -90,7 +90,7 @@ def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_proj
     assert (nodule.model_name, nodule.model_version) == (str(row["model_name"]), str(row["model_version"]))
     assert nodule.shown.probability == pytest.approx(float(row["prob_nodule"]))
     assert nodule.shown.threshold == pytest.approx(float(row["threshold_nodule"]))
-    assert nodule.shown.methods == ("saliency", "gradient")  # the defaults on screen
+    assert nodule.shown.methods == ("saliency", "occlusion")  # the defaults on screen
     assert nodule.shown.heatmap_opacity == pytest.approx(0.7)
     assert rows["effusion"].decision == "corrected" and rows["effusion"].reviewed_value is False
 

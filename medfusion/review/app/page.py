@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import hashlib
 import time
+from collections.abc import Callable
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
@@ -31,15 +32,20 @@ from medfusion.review.data import (
     read_scores,
     study_input,
 )
-from medfusion.review.explanations import ExplanationCache, explain_cached
+from medfusion.review.explanations import ExplanationCache, explain_lazily
 from medfusion.review.export import fhir_ndjson, labels_frame
-from medfusion.review.panels import contributions_table_html, probability_table_html
+from medfusion.review.panels import (
+    contributions_table_html,
+    evidence_methods,
+    failed_checks,
+    probability_table_html,
+    word_evidence_html,
+)
 from medfusion.review.settings import ReviewSettings
 from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
 from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
-    highlighted_report_html,
     load_display_image,
 )
 from medfusion.review.viewer import pending_measurement
@@ -65,7 +71,7 @@ st.markdown(
 )
 
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
-TOKEN_NAMES = {"gradient": "Integrated gradients", "attention": "Attention rollout"}
+TOKEN_NAMES = {"occlusion": "Word deletion", "gradient": "Integrated gradients", "attention": "Attention rollout"}
 SORT_NAMES = {
     "priority": "Priority (most suspicious first)",
     "uncertain": "Closest to threshold",
@@ -101,18 +107,18 @@ def _explanations() -> ExplanationCache:
     return ExplanationCache()  # shared by every session, bounded
 
 
-def _explanation(model: ReviewModel, results_dir: str, uid: str) -> StudyExplanation:
-    """The study's explanation: from the shared cache, else computed here behind a progress bar.
+def _explanation(
+    model: ReviewModel, results_dir: str, uid: str, methods: tuple[str, ...] = (), label: str | None = None
+) -> StudyExplanation:
+    """The study's explanation with ``methods`` for ``label`` (lazy: the rest is computed when asked for),
+    from the shared cache, else computed here behind a progress bar.
 
     Abandoned (``st.stop``) as soon as this session has moved to another study, and stopped by
     Streamlit itself (at the progress update) when this run has been superseded, so stale work
     neither piles up nor holds the model.
     """
     cache, key = _explanations(), (model.uri, results_dir, uid)
-    found = cache.get(key)
-    if found is not None:
-        return found
-    bar = st.progress(0.0, text="Computing explanations...")
+    bar = st.empty()
     shown: dict[str, Any] = {"at": 0.0, "state": ("", -1.0)}  # last progress update: time, (step, fraction)
 
     def checkpoint(step: str, done: float) -> None:
@@ -121,11 +127,13 @@ def _explanation(model: ReviewModel, results_dir: str, uid: str) -> StudyExplana
         state = (step, round(done, 2))
         if state != shown["state"] or time.monotonic() - shown["at"] >= 1.0:  # a delta: a yield point
             text = "Waiting for another explanation..." if step == "waiting" else f"Computing explanations: {step}"
-            bar.progress(min(max(done, 0.0), 1.0), text=text)
+            bar.progress(min(max(done, 0.0), 1.0), text=text)  # appears only once something is computed
             shown.update(at=time.monotonic(), state=state)
 
     try:
-        explanation = explain_cached(cache, key, model.predictor, study_input(results_dir, uid), checkpoint=checkpoint)
+        labels = [label] if label is not None else None
+        study = study_input(results_dir, uid)
+        explanation = explain_lazily(cache, key, model.predictor, study, methods, labels, checkpoint=checkpoint)
     except (InputRejected, MedfusionError):
         bar.empty()  # the caller shows the error instead
         raise
@@ -281,7 +289,12 @@ def _focus(ex: StudyExplanation) -> int:
 
 
 def _image_panel(
-    ex: StudyExplanation, image: DisplayImage | None, labels: list[str], uid: str
+    ex: StudyExplanation,
+    image: DisplayImage | None,
+    labels: list[str],
+    uid: str,
+    more: Callable[[tuple[str, ...], str], StudyExplanation],
+    failed: dict[str, str],
 ) -> tuple[list[str], float | None]:
     """Draws the viewer (series, window presets, zoom/pan, CTR calipers, header) with the heatmap overlay;
     returns (heatmap methods shown, opacity or None)."""
@@ -296,11 +309,21 @@ def _image_panel(
         heatmap_names=HEATMAP_NAMES,
         focus=_focus(ex),
         user=st.session_state.get("user"),
+        more=more,
+        failed=failed,
     )
 
 
-def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str]:
-    methods = [m for m in ("gradient", "attention") if m in ex.token_scores]
+def _report_panel(
+    ex: StudyExplanation,
+    labels: list[str],
+    uid: str,
+    more: Callable[[tuple[str, ...], str], StudyExplanation],
+    failed: dict[str, str],
+) -> list[str]:
+    """The report with word evidence (orange for, blue against the label; negations underlined); a
+    method that failed its recorded faithfulness check is not offered."""
+    methods, hidden = evidence_methods(ex.available, list(TOKEN_NAMES), failed)
     if not ex.report_text:
         st.info("This study has no report.")
         return []
@@ -313,13 +336,17 @@ def _report_panel(ex: StudyExplanation, labels: list[str], uid: str) -> list[str
         format_func=lambda m: TOKEN_NAMES.get(m, "None"),
     )
     tok_label = c2.selectbox("For label", labels, index=_focus(ex), key=f"tml_{uid}")
-    scores = ex.token_scores[method][labels.index(tok_label)] if method != "none" else None
+    if method != "none":
+        ex = more((method,), tok_label)
+    scores = ex.word_scores[method][labels.index(tok_label)] if method != "none" else None
     st.markdown(
         '<div style="line-height:1.6;font-size:0.95rem;padding:0.6rem 0.8rem;border:1px solid rgba(128,128,128,0.35);'
         'border-radius:6px;max-height:260px;overflow-y:auto">'
-        f"{highlighted_report_html(ex.report_text, ex.token_spans, scores)}</div>",
+        f"{word_evidence_html(ex.report_text, ex.words, scores, ex.negation_scopes)}</div>",
         unsafe_allow_html=True,
     )
+    for m, reason in hidden.items():
+        st.caption(f"{TOKEN_NAMES[m]}: not shown, {reason}.")
     return [method] if method != "none" else []
 
 
@@ -469,7 +496,7 @@ def _study_page(
     try:
         result = ResultRow.from_record(matches.iloc[0], labels)
         model = _model(model_uri_for(settings, results), settings.tracking_uri, str(settings.results_dir / "model"))
-        ex = _explanation(model, str(settings.results_dir), uid)
+        ex = _explanation(model, str(settings.results_dir), uid)  # the forward pass only: maps come when shown
         image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing.frame_policy)
     except (InputRejected, MedfusionError) as err:
         st.error(f"Cannot show this study: {err}")
@@ -481,9 +508,13 @@ def _study_page(
             f"the scores come from {scored_by.model_name} v{scored_by.model_version}."
         )
 
+    def more(methods: tuple[str, ...], label: str) -> StudyExplanation:
+        return _explanation(model, str(settings.results_dir), uid, methods, label)
+
+    failed = failed_checks(model.model_dir, model.predictor.loaded.model_id)
     left, right = st.columns([1.25, 1], gap="large")
     with left:
-        shown_maps, opacity = _image_panel(ex, image, labels, uid)
+        shown_maps, opacity = _image_panel(ex, image, labels, uid, more, failed)
     with right:
         st.markdown("##### Probabilities vs thresholds")
         st.markdown(probability_table_html(labels, result.probabilities, result.thresholds), unsafe_allow_html=True)
@@ -492,7 +523,7 @@ def _study_page(
             f"scored {result.scored_at} · {scored_by.status}"
         )
         st.markdown("##### Report")
-        shown_tokens = _report_panel(ex, labels, uid)
+        shown_tokens = _report_panel(ex, labels, uid, more, failed)
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
     _decision_form(user, result, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))

@@ -9,7 +9,7 @@ Session state per study ``uid``: ``ser_``/``inst_``/``frame_`` (what is shown), 
 
 from __future__ import annotations
 
-from collections.abc import Mapping, Sequence
+from collections.abc import Callable, Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -180,6 +180,8 @@ def image_panel(
     heatmap_names: Mapping[str, str],
     focus: int,
     user: User | None,
+    more: Callable[[tuple[str, ...], str], StudyExplanation] | None = None,
+    failed: Mapping[str, str] | None = None,
 ) -> tuple[list[str], float | None]:
     """Draw the image panel; returns (heatmap methods shown, opacity or None) for the audit row.
 
@@ -192,15 +194,20 @@ def image_panel(
         heatmap_names: Method -> display name.
         focus: Index of the label to show first.
         user: The logged-in user (reviewer of the CTR; may they see identifiers).
+        more: ``more(methods, label)`` computes (or takes from the cache) the selected map only; None
+            when ``ex`` already holds every map.
+        failed: Method -> why it failed its recorded sanity check; such methods are offered last and
+            labelled.
     """
-    methods = [m for m in heatmap_names if m in ex.heatmaps]
+    failed = failed or {}
+    methods = sorted((m for m in heatmap_names if m in ex.available), key=lambda m: m in failed)
     c1, c2, c3 = st.columns([1.2, 1, 1])
     method = c1.selectbox(
         "Heatmap",
         ["none", *methods],
         index=1 if methods else 0,
         key=f"hm_{uid}",
-        format_func=lambda m: heatmap_names.get(m, "None"),
+        format_func=lambda m: heatmap_names.get(m, "None") + (" (failed sanity check)" if m in failed else ""),
     )
     hm_label = c2.selectbox("For label", labels, index=focus, key=f"hml_{uid}")
     opacity = c3.slider("Opacity", 0.0, 1.0, 0.4, 0.05, key=f"op_{uid}", disabled=method == "none")
@@ -224,6 +231,11 @@ def image_panel(
     if method != "none" and on_model_image:
         from medfusion.explain import overlay_rgb
 
+        if method in failed:
+            warning = f"{heatmap_names[method]} {failed[method]}: it may not show what the model learnt."
+            st.caption(f":material/warning: {warning}")
+        if more is not None:
+            ex = more((method,), hm_label)
         heat = resize_map(ex.heatmaps[method][labels.index(hm_label)], grey.shape)
         png = png_bytes(overlay_rgb(grey.astype(np.float32) / 255.0, heat, opacity))
         caption = f"{heatmap_names[method]} for {hm_label} · {caption}"
