@@ -400,7 +400,7 @@ def drop_singleton_batch(n_samples: int, batch_size: int) -> bool:
         n_samples: Studies in the training split.
         batch_size: The configured batch size.
     """
-    return batch_size > 1 and n_samples > batch_size and n_samples % batch_size == 1
+    return drop_last_global(n_samples, batch_size, 1)  # the one-process case of the distributed rule
 
 
 def _loaders(
