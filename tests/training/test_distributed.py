@@ -24,6 +24,7 @@ fail after ``MEDFUSION_DIST_TIMEOUT`` seconds), so a hung rendezvous fails the t
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import signal
@@ -165,15 +166,29 @@ def _start(project: Path, out: Path, nproc: int, *extra: str) -> subprocess.Pope
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
     return subprocess.Popen(
         [sys.executable, *launcher, *worker],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, start_new_session=True,
+        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
+
+
+def _kill_tree(proc: subprocess.Popen) -> None:
+    """SIGKILL the launcher and every process under it (torchrun starts its ranks in their own sessions)."""
+    pids, todo = [], [proc.pid]
+    while todo:
+        pid = todo.pop()
+        pids.append(pid)
+        for children in Path(f"/proc/{pid}/task").glob("*/children"):
+            with contextlib.suppress(OSError):
+                todo += [int(c) for c in children.read_text().split()]
+    for pid in pids:
+        with contextlib.suppress(ProcessLookupError):
+            os.kill(pid, signal.SIGKILL)
 
 
 def _finish(proc: subprocess.Popen, timeout: float = RUN_TIMEOUT) -> None:
     try:
         output, _ = proc.communicate(timeout=timeout)
     except subprocess.TimeoutExpired:
-        os.killpg(proc.pid, signal.SIGKILL)  # the launcher and its ranks
+        _kill_tree(proc)
         output, _ = proc.communicate(timeout=30)
         pytest.fail(f"training did not finish in {timeout} s:\n{output[-3000:]}")
     assert proc.returncode == 0, output[-3000:]
@@ -232,10 +247,10 @@ def test_sigkilled_two_process_run_resumes_to_the_uninterrupted_result(project: 
     deadline = time.monotonic() + RUN_TIMEOUT
     while _committed_epoch(killed) < 1 and proc.poll() is None and time.monotonic() < deadline:
         time.sleep(0.05)
-    os.killpg(proc.pid, signal.SIGKILL)  # launcher and both ranks, no chance to clean up
-    proc.communicate(timeout=60)
+    _kill_tree(proc)  # launcher and both ranks, no chance to clean up
+    output, _ = proc.communicate(timeout=60)
     stopped_at = _committed_epoch(killed)
-    assert 1 <= stopped_at < EPOCHS
+    assert 1 <= stopped_at < EPOCHS, output[-3000:]
     assert not (killed / "result.json").exists() and not (killed / "model").exists()
 
     resumed = _run(project, killed, 2, "--resume")
