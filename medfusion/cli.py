@@ -321,7 +321,10 @@ def train(
     if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
         logging.getLogger().setLevel(logging.WARNING)  # rank 0 tells the story
     sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
-    outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
+    try:
+        outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
+    finally:
+        distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(outcome.summary())
 

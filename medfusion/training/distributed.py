@@ -121,6 +121,19 @@ def device_for(configured: str, info: Dist) -> str:
     return configured
 
 
+def _comm_device() -> torch.device:
+    """Where a tensor for a collective must live: the current GPU under NCCL, else the CPU."""
+    if tdist.get_backend() == "nccl":
+        return torch.device("cuda", torch.cuda.current_device())
+    return torch.device("cpu")
+
+
+def shutdown() -> None:
+    """Leave the process group (end of a distributed run; no-op otherwise)."""
+    if tdist.is_available() and tdist.is_initialized():
+        tdist.destroy_process_group()
+
+
 def barrier() -> None:
     """Wait for every rank (no-op on a single process)."""
     if current().active:
@@ -189,7 +202,7 @@ def mean_over_ranks(value: float) -> float:
     info = current()
     if not info.active:
         return value
-    t = torch.tensor([value], dtype=torch.float64)
+    t = torch.tensor([value], dtype=torch.float64, device=_comm_device())
     tdist.all_reduce(t)
     return float(t.item() / info.world_size)
 

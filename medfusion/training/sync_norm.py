@@ -12,9 +12,15 @@ models load into a model with plain BatchNorm).
 
 from __future__ import annotations
 
+import warnings
+
 import torch
 from torch import nn
 from torch.distributed.nn.functional import all_reduce
+
+# Its suggested replacement (torch.distributed._functional_collectives.all_reduce) has no autograd: the
+# gradients through the batch statistics need this one, so its deprecation notice is silenced (only it).
+warnings.filterwarnings("ignore", message=r"torch\.distributed\.nn\.functional\.all_reduce is deprecated")
 
 
 class AllReduceBatchNorm(nn.modules.batchnorm._BatchNorm):
