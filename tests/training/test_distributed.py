@@ -115,41 +115,15 @@ def _free_port() -> int:
         return int(s.getsockname()[1])
 
 
-def _bn_rank(rank: int, port: int, out: str) -> None:
-    import torch.distributed as dist
-    from torch import nn
-
-    from medfusion.training.sync_norm import synchronise_batchnorm
-
-    os.environ.update(MASTER_ADDR="127.0.0.1", MASTER_PORT=str(port))
-    dist.init_process_group("gloo", rank=rank, world_size=2, timeout=__import__("datetime").timedelta(seconds=60))
-    x, y, net = _bn_problem()
-    model = nn.parallel.DistributedDataParallel(synchronise_batchnorm(net, torch.device("cpu")))
-    lo, hi = (0, 3) if rank == 0 else (3, 8)  # unequal halves, as a global batch's slices can be
-    loss = ((model(x[lo:hi]) - y[lo:hi]) ** 2).sum() / (y.numel() / 2)  # global mean, DDP averages ranks
-    loss.backward()
-    if rank == 0:
-        torch.save({"grads": [p.grad for p in net.parameters()], "running_var": net[1].running_var}, out)
-    dist.destroy_process_group()
-
-
-def _bn_problem():
-    from torch import nn
-
-    g = torch.Generator().manual_seed(0)
-    torch.manual_seed(0)
-    net = nn.Sequential(nn.Conv2d(1, 4, 3), nn.BatchNorm2d(4), nn.ReLU(), nn.Conv2d(4, 3, 3), nn.BatchNorm2d(3),
-                        nn.AdaptiveAvgPool2d(1), nn.Flatten(), nn.Linear(3, 2))  # fmt: skip
-    return torch.randn(8, 1, 10, 10, generator=g) * 3 + 5, torch.randn(8, 2, generator=g), net
-
-
 @pytest.mark.slow  # two spawned interpreters importing torch: 10-30 s
 @pytest.mark.timeout(300)
 def test_batchnorm_over_two_gloo_ranks_has_the_whole_batch_gradients(tmp_path: Path) -> None:
-    x, y, net = _bn_problem()
+    from tests.training.bn_ranks import bn_problem, bn_rank
+
+    x, y, net = bn_problem()
     ((net(x) - y) ** 2).mean().backward()
     out = tmp_path / "rank0.pt"
-    torch.multiprocessing.start_processes(_bn_rank, args=(_free_port(), str(out)), nprocs=2, start_method="spawn")
+    torch.multiprocessing.start_processes(bn_rank, args=(_free_port(), str(out)), nprocs=2, start_method="spawn")
     got = torch.load(out, weights_only=True)
     for g, p in zip(got["grads"], net.parameters(), strict=True):
         torch.testing.assert_close(g, p.grad, rtol=1e-4, atol=1e-5)
