@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import functools
 import logging
+import os
 import sys
 from collections.abc import Callable
 from pathlib import Path
@@ -299,14 +300,46 @@ def train(
             "--register/--no-register", help="Register the model as @challenger (--no-register: only log it)."
         ),
     ] = True,
+    nproc: Annotated[
+        int,
+        typer.Option(
+            "--nproc",
+            min=1,
+            help="Train with N processes on this node (DistributedDataParallel; one per GPU on CUDA, gloo on "
+            "CPU), started through torchrun; training.batch_size stays the global batch. Multi-node: "
+            "docs/distributed.md.",
+        ),
+    ] = 1,
     project_dir: ProjectDirOption = None,
 ) -> None:
     """Train a model, tracked in MLflow, and register it as a challenger."""
+    from medfusion.training import distributed
     from medfusion.workflow import train_and_register
 
+    if nproc > 1 and not distributed.launched():
+        raise typer.Exit(code=distributed.launch(nproc, _without_nproc(sys.argv[1:])))
+    if distributed.launched() and int(os.environ.get("RANK", "0")) != 0:
+        logging.getLogger().setLevel(logging.WARNING)  # rank 0 tells the story
     sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
-    outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
-    typer.echo(outcome.summary())
+    try:
+        outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
+    finally:
+        distributed.shutdown()
+    if int(os.environ.get("RANK", "0")) == 0:
+        typer.echo(outcome.summary())
+
+
+def _without_nproc(argv: list[str]) -> list[str]:
+    """The command line without its ``--nproc N`` / ``--nproc=N`` (what each launched process runs)."""
+    out, skip = [], False
+    for arg in argv:
+        if skip:
+            skip = False
+        elif arg == "--nproc":
+            skip = True
+        elif not arg.startswith("--nproc="):
+            out.append(arg)
+    return out
 
 
 @app.command()

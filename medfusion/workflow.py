@@ -75,14 +75,19 @@ def train_and_register(
     from medfusion.tracking.datasets import TRAINING_MANIFEST, log_manifest_input
     from medfusion.tracking.pyfunc import log_pyfunc
     from medfusion.tracking.runs import MlflowEpochLogger, log_run_context, log_training_result
+    from medfusion.training import distributed
     from medfusion.training.engine import train
     from medfusion.training.run import check_data_source, load_records
 
+    info = distributed.init_from_env(config.training.device)  # torchrun: join the process group
     check_data_source(config)  # both refusals come before the tracking store or any data is touched
+    if not info.is_main:
+        return _train_other_rank(config)
     folder = _resumable_folder(config) if resume else None
     client = connect(config)
     resumed = _resumable_run(folder) if folder is not None else None
     data = load_records(config)
+    distributed.barrier()  # the other ranks read the records (the demo cohort) rank 0 made
     records = data.records
     data_hash = manifest_hash(data.manifest)
     name = config.tracking.registered_model
@@ -94,6 +99,7 @@ def train_and_register(
             log_manifest_input(data.manifest, config.labels, name=TRAINING_MANIFEST, context="training")
         mlflow.set_tags({**(tags or {}), "registered": str(register).lower()})
         out_dir = config.project_dir / "training" / run.info.run_id
+        distributed.broadcast((str(out_dir), run.info.run_id, bool(resumed)))
         result = train(config, records, out_dir, callbacks=[MlflowEpochLogger()], resume=bool(resumed))
         log_training_result(config, result)
         info = log_pyfunc(
@@ -117,6 +123,19 @@ def train_and_register(
     for key, value in version_tags.items():
         client.set_model_version_tag(name, version, key, value)
     return TrainOutcome(run.info.run_id, name, version, result, tracking_uri(config), info.model_id)
+
+
+def _train_other_rank(config: Config) -> TrainOutcome:
+    """Rank > 0 of a distributed run: train alongside rank 0 in its run folder; no tracking, no registration."""
+    from medfusion.training import distributed
+    from medfusion.training.engine import train
+    from medfusion.training.run import load_records
+
+    distributed.barrier()  # rank 0 has read (or generated) the data
+    records = load_records(config, progress=False).records
+    out_dir, run_id, resumed = distributed.broadcast(None)
+    result = train(config, records, out_dir, resume=resumed, progress=False)
+    return TrainOutcome(run_id, config.tracking.registered_model, None, result, "")
 
 
 def _resumable_folder(config: Config) -> Path:

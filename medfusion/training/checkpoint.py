@@ -11,6 +11,9 @@ After every epoch :meth:`EpochCheckpoints.commit` writes, under ``<out_dir>/chec
   of the last and of the best epoch, the best score, the early-stopping counter, the history and a
   fingerprint of the configuration.
 
+In a distributed run (:mod:`medfusion.training.distributed`) rank 0 writes the files; the random
+states of every rank are gathered into ``rng_by_rank`` so that each rank continues its own streams.
+
 A kill at any moment leaves the previous commit intact; files of an uncommitted epoch are removed
 on resume. Only the last and the best epoch's weights are kept. On CPU a resumed run gives the same
 weights and metrics as an uninterrupted one (the random states continue exactly).
@@ -20,6 +23,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import logging
 import os
 import random
 from dataclasses import dataclass, field
@@ -32,6 +36,9 @@ from safetensors.torch import load_model, save_model
 
 from medfusion.config import Config
 from medfusion.errors import MedfusionError
+from medfusion.training import distributed
+
+log = logging.getLogger(__name__)
 
 STATE_FILE = "state.json"
 BEST_FILE = "best.safetensors"
@@ -110,13 +117,17 @@ class EpochCheckpoints:
     Args:
         out_dir: The run folder (checkpoints go to ``out_dir/checkpoints``).
         config: The run's configuration (its fingerprint guards resuming).
+        writer: Whether this process writes (rank 0 of a distributed run; every rank takes part in
+            :meth:`commit`, which gathers the ranks' random states).
         parts: What to save and restore: ``model``, ``optimizer``, ``scheduler``, ``scaler``,
             ``dropout_rng`` (a ``torch.Generator``) and ``loaders`` (split -> DataLoader).
     """
 
-    def __init__(self, out_dir: Path, config: Config, **parts: Any) -> None:
+    def __init__(self, out_dir: Path, config: Config, *, writer: bool = True, **parts: Any) -> None:
         self.dir = Path(out_dir) / "checkpoints"
-        self.dir.mkdir(parents=True, exist_ok=True)
+        self.writer = writer
+        if writer:
+            self.dir.mkdir(parents=True, exist_ok=True)
         self.fingerprint = config_fingerprint(config)
         self.parts = parts
 
@@ -149,8 +160,13 @@ class EpochCheckpoints:
         """Save epoch ``state.epoch`` and make it the one a resume continues from."""
         n = state.epoch
         weights, extra = f"epoch-{n}.safetensors", f"epoch-{n}-state.pt"
+        training_state = self._training_state()
+        if distributed.current().active:
+            training_state["rng_by_rank"] = distributed.all_gather(training_state["rng"])
+        if not self.writer:
+            return
         save_model(self.parts["model"], str(self.dir / weights), metadata={"epoch": str(n)})
-        torch.save(self._training_state(), self.dir / extra)
+        torch.save(training_state, self.dir / extra)
         previous = self._read_json()
         best = weights if improved else (previous or {}).get("best_weights")
         record = {
@@ -202,7 +218,8 @@ class EpochCheckpoints:
                 f"{self.dir / STATE_FILE}: checkpoint was written with another configuration "
                 f"({record['config_fingerprint']} != {self.fingerprint}); resume with the same config or a new out_dir"
             )
-        self._remove_uncommitted(keep={record["weights"], record["training_state"], record["best_weights"]})
+        if self.writer:
+            self._remove_uncommitted(keep={record["weights"], record["training_state"], record["best_weights"]})
         p = self.parts
         load_model(p["model"], str(self.dir / record["weights"]), strict=True)
         extra = torch.load(self.dir / record["training_state"], map_location="cpu", weights_only=True)
@@ -210,6 +227,17 @@ class EpochCheckpoints:
         p["scheduler"].load_state_dict(extra["scheduler"])
         p["scaler"].load_state_dict(extra["scaler"])
         rng = extra["rng"]
+        info = distributed.current()
+        by_rank = extra.get("rng_by_rank") or []
+        if len(by_rank) == info.world_size and info.active:
+            rng = by_rank[info.rank]
+        elif info.active or by_rank:
+            log.warning(
+                "resuming a %d-process run on %d process(es): random streams restart from rank 0's; "
+                "the result will not match an uninterrupted run exactly",
+                max(1, len(by_rank)),
+                info.world_size,
+            )
         python = rng["python"]
         random.setstate((python[0], tuple(python[1]), python[2]))
         _set_np_state(rng["numpy"])

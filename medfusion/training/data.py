@@ -9,6 +9,9 @@ the image chain's first random transform (decoding, frame selection, resizing) r
 is kept in memory, or, with ``cache_dir``, on disk across runs
 (:class:`~medfusion.training.decoded_cache.DecodedCache`: keyed by file content and preprocessing, loaded
 per access, so memory does not grow with the cohort); only the random augmentations run every epoch.
+Training samples may be asked for by ``(epoch, index)`` (the sampler of
+:mod:`medfusion.training.distributed`): the random transforms are then seeded from that key, so a study's
+augmentation in an epoch is the same whichever process or worker reads it.
 A study whose image cannot be read (:class:`~medfusion.errors.InputRejected`) is logged, listed in
 :attr:`StudyDataset.rejected`, and used as a study without image.
 """
@@ -31,6 +34,7 @@ from medfusion.ingest.records import Rejection
 from medfusion.processing.preprocessor import Decoded, Preprocessor
 from medfusion.processing.sample import Sample, StudyInput
 from medfusion.training.decoded_cache import DecodedCache
+from medfusion.training.distributed import sample_seed
 
 log = logging.getLogger(__name__)
 
@@ -44,6 +48,7 @@ class StudyDataset(Dataset):
         cache: Run the deterministic head of the image chain once per study, at construction.
         cache_dir: Keep those heads in this on-disk :class:`~medfusion.training.decoded_cache.DecodedCache`
             (loaded per access) instead of in memory; None: in memory.
+        augment_seed: Base seed of the per-sample random-transform seeds of ``(epoch, index)`` keys.
     """
 
     def __init__(
@@ -53,8 +58,10 @@ class StudyDataset(Dataset):
         *,
         cache: bool = True,
         cache_dir: str | Path | None = None,
+        augment_seed: int = 0,
     ) -> None:
         self.preprocessor = preprocessor
+        self.augment_seed = augment_seed
         self.studies = [
             StudyInput(
                 image_paths=[str(p) for p in r.get("image") or []],
@@ -122,7 +129,12 @@ class StudyDataset(Dataset):
             self._reject(i, exc)
             return None
 
-    def __getitem__(self, i: int) -> Sample:
+    def __getitem__(self, key: int | tuple[int, int]) -> Sample:
+        if isinstance(key, tuple):  # (epoch, index): augmentation seeded by the key
+            epoch, i = key
+            self.preprocessor.set_random_state(sample_seed(self.augment_seed, epoch, i))
+        else:
+            i = key
         study, label = self.studies[i], self.labels[i]
         decoded = self._decoded[i] if i in self._decoded else self._decode(i)
         if decoded is not None:

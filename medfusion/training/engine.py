@@ -19,12 +19,18 @@
 6. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
    saves the model folder (:func:`medfusion.models.model.save_model_dir`) to ``<out_dir>/model``.
 
+Under ``torchrun`` (``medfusion train --nproc N``) every process runs :func:`train` on its slice of each
+global batch, the model wrapped in ``DistributedDataParallel`` with BatchNorm synchronised; predictions are
+gathered before metrics and rank 0 alone writes checkpoints and the model
+(:mod:`medfusion.training.distributed`).
+
 On CPU, the same seed and configuration give identical results. On CUDA a few kernels are not
 deterministic (PyTorch documents which), so figures may differ in the last digits.
 """
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import random
@@ -38,6 +44,7 @@ import numpy as np
 import torch
 import torch.nn.functional as F
 from safetensors.torch import load_model
+from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from medfusion.config import Config
@@ -51,10 +58,13 @@ from medfusion.models.model import MedFusionModel, build_model, load_pretrained,
 from medfusion.models.stacking import CANDIDATES, fit_stacking
 from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
-from medfusion.training.checkpoint import EpochCheckpoints, checkpoint_state, has_checkpoint
+from medfusion.training import distributed
+from medfusion.training.checkpoint import BEST_FILE, EpochCheckpoints, checkpoint_state, has_checkpoint
 from medfusion.training.data import StudyDataset
 from medfusion.training.decoded_cache import CacheStats
-from medfusion.training.text_setup import prepare_text_encoder, reads_text, warn_if_truncated
+from medfusion.training.distributed import GlobalBatchSampler, ShardSampler, drop_last_global, gather_rows
+from medfusion.training.sync_norm import synchronise_batchnorm
+from medfusion.training.text_setup import prepare_text_encoder, reads_text, reuse_text_encoder, warn_if_truncated
 
 log = logging.getLogger(__name__)
 
@@ -173,17 +183,30 @@ def pos_weights(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> tor
     return torch.as_tensor(weights, dtype=torch.float32)
 
 
-def masked_bce(logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None) -> torch.Tensor:
-    """Mean ``BCEWithLogits`` over known targets (NaN = unknown, excluded)."""
+def masked_bce(
+    logits: torch.Tensor, targets: torch.Tensor, pos_weight: torch.Tensor | None, *, global_batch: bool = False
+) -> torch.Tensor:
+    """Mean ``BCEWithLogits`` over known targets (NaN = unknown, excluded).
+
+    ``global_batch``: divide by the mean over ranks of the known count (:func:`distributed.global_count`),
+    so that DDP's average of the ranks' losses is the mean over the whole global batch.
+    """
     known = ~torch.isnan(targets)
     loss = F.binary_cross_entropy_with_logits(
         logits.float(), torch.nan_to_num(targets), pos_weight=pos_weight, reduction="none"
     )  # (B, L)
-    return (loss * known).sum() / known.sum().clamp(min=1)
+    count = known.sum().float()
+    if global_batch:
+        count = distributed.global_count(count)
+    return (loss * known).sum() / count.clamp(min=1)
 
 
 def modality_loss(
-    modality_logits: dict[str, torch.Tensor], batch: dict[str, torch.Tensor], pos_weight: torch.Tensor | None
+    modality_logits: dict[str, torch.Tensor],
+    batch: dict[str, torch.Tensor],
+    pos_weight: torch.Tensor | None,
+    *,
+    global_batch: bool = False,
 ) -> torch.Tensor:
     """Mean over modalities of each modality head's :func:`masked_bce`, on the samples that have the modality.
 
@@ -194,15 +217,22 @@ def modality_loss(
     for m, logits in modality_logits.items():
         present = batch[f"{m}_present"][:, None]  # (B, 1)
         targets = torch.where(present, batch["label"], torch.full_like(batch["label"], float("nan")))
-        losses.append(masked_bce(logits, targets, pos_weight))
+        losses.append(masked_bce(logits, targets, pos_weight, global_batch=global_batch))
     return torch.stack(losses).mean() if losses else torch.zeros(())
 
 
-def modality_dropout(batch: dict[str, torch.Tensor], p: float, generator: torch.Generator) -> dict[str, torch.Tensor]:
-    """Hide one modality (image or text, even odds) of samples that have both, each with chance ``p``."""
+def modality_dropout(
+    batch: dict[str, torch.Tensor], p: float, generator: torch.Generator, span: tuple[int, int, int] | None = None
+) -> dict[str, torch.Tensor]:
+    """Hide one modality (image or text, even odds) of samples that have both, each with chance ``p``.
+
+    ``span`` ``(lo, hi, n)``: the batch is rows ``lo:hi`` of a global batch of ``n`` (distributed); the
+    draws are made for the global batch and sliced, as one process would draw them.
+    """
     both = batch["image_present"] & batch["text_present"]
-    drop = (torch.rand(both.shape, generator=generator) < p) & both
-    hide_image = torch.rand(both.shape, generator=generator) < 0.5
+    lo, hi, n = span if span is not None else (0, both.shape[0], both.shape[0])
+    drop = (torch.rand((n,), generator=generator)[lo:hi] < p) & both
+    hide_image = torch.rand((n,), generator=generator)[lo:hi] < 0.5
     out = dict(batch)
     out["image_present"] = batch["image_present"] & ~(drop & hide_image)
     out["text_present"] = batch["text_present"] & ~(drop & ~hide_image)
@@ -255,7 +285,33 @@ def predict_logits(
             out = model(batch)
         logits.append(out.logits.float().cpu())
         targets.append(batch["label"].cpu())
+    if not logits:  # an empty shard (distributed, fewer studies than processes)
+        return np.zeros((0, 0)), np.zeros((0, 0))
     return torch.cat(logits).double().numpy(), torch.cat(targets).double().numpy()
+
+
+def gathered_logits(
+    model: MedFusionModel, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`predict_logits` over every rank's shard, gathered in study order (the same on every rank)."""
+    logits, targets = predict_logits(model, loader, device, amp_dtype)
+    return gather_rows(logits), gather_rows(targets)
+
+
+def gathered_candidates(
+    model: MedFusionModel, loader: DataLoader, device: torch.device, amp_dtype: torch.dtype | None
+) -> Candidates:
+    """:func:`predict_candidates` over every rank's shard, gathered in study order."""
+    c = predict_candidates(model, loader, device, amp_dtype)
+    if not distributed.current().active:
+        return c
+    parts = [p for p in distributed.all_gather(c) if p.fused.shape[0] > 0]  # one collective on every rank
+    return Candidates(
+        fused=np.concatenate([p.fused for p in parts]),
+        modality={m: np.concatenate([p.modality[m] for p in parts]) for m in parts[0].modality},
+        present={m: np.concatenate([p.present[m] for p in parts]) for m in parts[0].present},
+        targets=np.concatenate([p.targets for p in parts]),
+    )
 
 
 @dataclass
@@ -293,6 +349,8 @@ def predict_candidates(
         for m, v in out.modality_logits.items():
             modality.setdefault(m, []).append(v.float().cpu())
             present.setdefault(m, []).append(batch[f"{m}_present"].bool().cpu())
+    if not fused:  # an empty shard (distributed): modality heads are learned from the other ranks' rows
+        return Candidates(np.zeros((0, 0)), {}, {}, np.zeros((0, 0)))
     return Candidates(
         fused=torch.cat(fused).double().numpy(),
         modality={m: torch.cat(v).double().numpy() for m, v in modality.items()},
@@ -342,7 +400,7 @@ def drop_singleton_batch(n_samples: int, batch_size: int) -> bool:
         n_samples: Studies in the training split.
         batch_size: The configured batch size.
     """
-    return batch_size > 1 and n_samples > batch_size and n_samples % batch_size == 1
+    return drop_last_global(n_samples, batch_size, 1)  # the one-process case of the distributed rule
 
 
 def _loaders(
@@ -355,6 +413,7 @@ def _loaders(
     images: bool = True,
 ) -> tuple[dict[str, DataLoader], list[Rejection], CacheStats]:
     d, t = config.data, config.training
+    info = distributed.current()
     collate = Collator.for_tokenizer(tokenizer, card.preprocessing.image_shape)
     loaders, rejected = {}, []
     cache_stats: list[CacheStats] = []
@@ -365,22 +424,38 @@ def _loaders(
         preprocessor = Preprocessor(  # text_only models never decode images
             card.preprocessing, tokenizer, len(card.labels), uses_image=images, train=train, seed=t.seed
         )
-        dataset = StudyDataset(records[split], preprocessor, cache_dir=d.cache_dir)
+        dataset = StudyDataset(records[split], preprocessor, cache_dir=d.cache_dir, augment_seed=t.seed)
         rejected += dataset.rejected
         if dataset.disk_cache is not None:
             cache_stats.append(dataset.disk_cache.stats)
         generator = torch.Generator().manual_seed(t.seed)
+        workers: dict[str, Any] = {}
+        if d.num_workers > 0:
+            workers = {"persistent_workers": True, "prefetch_factor": d.prefetch_factor}
+        if train:  # the global batch's slice of this rank, keyed (epoch, study) for seeded augmentation
+            sampling: dict[str, Any] = {
+                "batch_sampler": GlobalBatchSampler(
+                    len(dataset),
+                    t.batch_size,
+                    generator,
+                    rank=info.rank,
+                    world_size=info.world_size,
+                    drop_last=drop_last_global(len(dataset), t.batch_size, info.world_size),
+                )
+            }
+        elif info.active:  # every study once, contiguous shards: gathered in study order
+            sampling = {"batch_size": t.batch_size, "sampler": ShardSampler(len(dataset), info.rank, info.world_size)}
+        else:
+            sampling = {"batch_size": t.batch_size}
         loaders[split] = DataLoader(
             dataset,
-            batch_size=t.batch_size,
-            shuffle=train,
-            drop_last=train and drop_singleton_batch(len(dataset), t.batch_size),
             collate_fn=collate,
             num_workers=d.num_workers,
             generator=generator,
             worker_init_fn=_worker_init,
             pin_memory=device.type == "cuda",
-            persistent_workers=d.num_workers > 0,
+            **sampling,
+            **workers,
         )
     return (
         loaders,
@@ -460,28 +535,47 @@ def _train(
     if resume and not has_checkpoint(out_dir):
         raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
     out_dir.mkdir(parents=True, exist_ok=True)
-    callbacks = list(callbacks or [])
+    info = distributed.current()
+    callbacks = list(callbacks or []) if info.is_main else []  # rank 0 alone reports (MLflow)
     t, labels = config.training, list(config.labels)
-    say = log.info if progress else log.debug
+    say = log.info if progress and info.is_main else log.debug
     seed_everything(t.seed)
-    device = resolve_device(t.device)
+    device = resolve_device(distributed.device_for(t.device, info))
     amp_dtype, use_scaler = resolve_amp(t.amp, device)
 
     card = ModelCard.from_config(config)
     sections = card.preprocessing.report_sections
     train_reports = [report_text(r.get("report") or "", sections) for r in records["train"]]
-    text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
-    if reads_text(config):
+    if info.is_main:
+        text_dir, tokenizer = prepare_text_encoder(config, train_reports, out_dir)
+    distributed.barrier()
+    if not info.is_main:  # read what rank 0 wrote
+        text_dir, tokenizer = reuse_text_encoder(config, out_dir)
+    if reads_text(config) and info.is_main:
         warn_if_truncated(tokenizer, train_reports, card.preprocessing.max_tokens)
     model = build_model(card, text_dir)
     image = config.image_encoder
     load_pretrained(
         model, image_weights=image.pretrained_path, image_layout=image.pretrained_layout, text_source=text_dir
     )
+    if info.active:
+        model = synchronise_batchnorm(model, device)  # type: ignore[assignment]
     model.to(device)
-    loaders, rejected, cache_stats = _loaders(
-        card, config, records, tokenizer, device, images=model.image_encoder is not None
-    )
+    # the decoded-image cache: rank 0 fills it, the other ranks then read it
+    with distributed.main_first() if config.data.cache_dir is not None else contextlib.nullcontext():
+        loaders, rejected, cache_stats = _loaders(
+            card, config, records, tokenizer, device, images=model.image_encoder is not None
+        )
+    #: What the training steps call: DDP (gradients averaged over ranks) or the model itself.
+    forward: torch.nn.Module = model
+    if info.active:
+        forward = DistributedDataParallel(
+            model,
+            device_ids=[device.index] if device.type == "cuda" else None,
+            find_unused_parameters=True,  # a fusion may leave a head out of a step (a modality missing)
+        )
+    train_sampler = loaders["train"].batch_sampler
+    assert isinstance(train_sampler, GlobalBatchSampler)
     pos_weight = pos_weights(records["train"], labels).to(device) if t.pos_weight == "auto" else None
     use_dropout = config.fusion.modality_dropout > 0 and {IMAGE, TEXT} <= set(model.fusion.modalities)
     dropout_rng = torch.Generator().manual_seed(t.seed + 1)
@@ -499,6 +593,7 @@ def _train(
     checkpoints = EpochCheckpoints(
         out_dir,
         config,
+        writer=info.is_main,
         model=model,
         optimizer=optimizer,
         scheduler=scheduler,
@@ -506,17 +601,19 @@ def _train(
         dropout_rng=dropout_rng,
         loaders=loaders,
     )
-    if not resume:
+    if not resume and info.is_main:
         checkpoints.clear()
+    distributed.barrier()
     state = checkpoints.restore()
     if state.epoch:
         say("resuming after epoch %d (best epoch %d) from %s", state.epoch, state.best_epoch, checkpoints.dir)
     say(
-        "training %s (%s fusion: %s) on %s, amp=%s: %s studies",
+        "training %s (%s fusion: %s) on %s%s, amp=%s: %s studies",
         config.name,
         config.fusion.name,
         _encoders(config, model),
         device,
+        f" x {info.world_size} processes" if info.active else "",
         amp_dtype,
         {s: len(records.get(s) or []) for s in SPLITS},
     )
@@ -528,36 +625,46 @@ def _train(
     for epoch in range(first, t.epochs + 1):
         epoch_start = time.perf_counter()
         model.train()
+        train_sampler.set_epoch(epoch)
         total, batches = 0.0, 0
         optimizer.zero_grad(set_to_none=True)
         n_batches = len(loaders["train"])
+        n_train = train_sampler.n
         for i, batch in enumerate(loaders["train"]):
             if use_dropout:
-                batch = modality_dropout(batch, config.fusion.modality_dropout, dropout_rng)
+                size = min(t.batch_size, n_train - i * t.batch_size)  # this global batch's studies
+                lo, hi = distributed.shard_span(size, info.rank, info.world_size)
+                batch = modality_dropout(batch, config.fusion.modality_dropout, dropout_rng, (lo, hi, size))
             batch = _to(batch, device)
-            with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
-                out = model(batch)
-            loss = masked_bce(out.logits, batch["label"], pos_weight)
-            if use_aux:
-                loss = loss + config.fusion.aux_loss_weight * modality_loss(out.modality_logits, batch, pos_weight)
-            scaler.scale(loss / t.grad_accum_steps).backward()
-            if (i + 1) % t.grad_accum_steps == 0 or i + 1 == n_batches:
+            sync = (i + 1) % t.grad_accum_steps == 0 or i + 1 == n_batches
+            no_sync = forward.no_sync() if info.active and not sync else contextlib.nullcontext()  # type: ignore[operator]
+            with no_sync:
+                with torch.autocast(device.type, dtype=amp_dtype or torch.float32, enabled=amp_dtype is not None):
+                    out = forward(batch)
+                loss = masked_bce(out.logits, batch["label"], pos_weight, global_batch=info.active)
+                if use_aux:
+                    loss = loss + config.fusion.aux_loss_weight * modality_loss(
+                        out.modality_logits, batch, pos_weight, global_batch=info.active
+                    )
+                scaler.scale(loss / t.grad_accum_steps).backward()
+            if sync:
                 scaler.step(optimizer)
                 scaler.update()
                 optimizer.zero_grad(set_to_none=True)
                 scheduler.step()
             total += float(loss.detach())
             batches += 1
+        total = distributed.mean_over_ranks(total)
         if not math.isfinite(total):
             raise MedfusionError(f"training loss is not finite at epoch {epoch}; lower training.lr or turn amp off")
 
         candidates = None
         if use_stacking:  # no stacking while training: the model's logits are the fused ones
-            candidates = predict_candidates(model, loaders["val"], device, amp_dtype)
+            candidates = gathered_candidates(model, loaders["val"], device, amp_dtype)
             use_stacking = len(candidates.modality) == 2  # concat has no modality heads
             val_logits, val_targets = candidates.fused, candidates.targets
         else:
-            val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
+            val_logits, val_targets = gathered_logits(model, loaders["val"], device, amp_dtype)
         val_loss = float(
             masked_bce(
                 torch.as_tensor(val_logits).float(),
@@ -607,10 +714,14 @@ def _train(
             break
     train_seconds = sum(row["epoch_seconds"] for row in history)  # includes epochs before a resume
 
-    load_model(model, str(checkpoints.finalize()))
+    best = checkpoints.dir / BEST_FILE
+    if info.is_main:
+        best = checkpoints.finalize()
+    distributed.barrier()
+    load_model(model, str(best))
     stacking = None
     if use_stacking:
-        c = predict_candidates(model, loaders["val"], device, amp_dtype)
+        c = gathered_candidates(model, loaders["val"], device, amp_dtype)
         if len(c.modality) == 2:
             stacking = fit_stacking(
                 c.fused, c.modality, c.present, c.targets, labels, prior=config.fusion.stacking_prior
@@ -618,7 +729,7 @@ def _train(
             model.set_stacking(stacking.weights)
             card = card.model_copy(update={"stacking": stacking})
             say("stacking weights (fused, image, text): %s", stacking.by_label(tuple(labels)))
-    val_logits, val_targets = predict_logits(model, loaders["val"], device, amp_dtype)
+    val_logits, val_targets = gathered_logits(model, loaders["val"], device, amp_dtype)
     temperature = fit_temperature(val_logits, val_targets)
     val_probs = apply_temperature(val_logits, temperature)
     thresholds = tune_thresholds(val_probs, val_targets)
@@ -629,22 +740,25 @@ def _train(
     test_ci: dict[str, tuple[float, float]] = {}
     candidate_test_auroc: dict[str, float] = {}
     if "test" in loaders:
-        test_logits, test_targets = predict_logits(model, loaders["test"], device, amp_dtype)
+        test_logits, test_targets = gathered_logits(model, loaders["test"], device, amp_dtype)
         test_probs = apply_temperature(test_logits, temperature)
         test_report = evaluate(test_probs, test_targets, labels, thresholds)
         test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
         test_ci = bootstrap_ci(test_probs, test_targets, labels, patients(records["test"]), thresholds, seed=t.seed)
         if stacking is not None:
-            c = predict_candidates(model, loaders["test"], device, amp_dtype)
+            c = gathered_candidates(model, loaders["test"], device, amp_dtype)
             alone = fit_stacking(c.fused, c.modality, c.present, c.targets, labels, step=1.0).val_auroc
             candidate_test_auroc = {k: _mean_auroc(alone[k]) for k in CANDIDATES}
             candidate_test_auroc["stacked"] = test_metrics["macro_auroc"]
     else:
         log.warning("no test split: test metrics are empty")
 
-    model_dir = save_model_dir(
-        model, out_dir / "model", card=card.calibrated(thresholds.tolist(), temperature), tokenizer=tokenizer
-    )
+    model_dir = out_dir / "model"
+    if info.is_main:
+        model_dir = save_model_dir(
+            model, model_dir, card=card.calibrated(thresholds.tolist(), temperature), tokenizer=tokenizer
+        )
+    distributed.barrier()
     result = TrainResult(
         model_dir=model_dir,
         best_epoch=best_epoch,

@@ -14,6 +14,7 @@ import pandas as pd
 
 from medfusion.config import Config, load_config, merge_overrides
 from medfusion.errors import ConfigError, MedfusionError
+from medfusion.training import distributed
 from medfusion.training.checkpoint import checkpoint_state, has_checkpoint
 from medfusion.training.engine import SPLITS, Callback, TrainResult, train
 
@@ -141,6 +142,12 @@ def train_from_config(
         MedfusionError: ``resume`` with nothing to resume; no manifest (:func:`training_manifest`).
     """
     cfg = resolve_config(config, overrides)
+    info = distributed.init_from_env(cfg.training.device)  # torchrun: join the process group
+    if not info.is_main:  # rank 0 names the run folder and makes the data first
+        distributed.barrier()
+        data = load_records(cfg, progress=False)
+        out_dir = distributed.broadcast(None)
+        return train(cfg, data.records, out_dir, callbacks=callbacks, progress=False, resume=resume)
     if out_dir is None and resume:
         pattern = f"{cfg.name}-{cfg.fusion.name}-*"
         out_dir = latest_resumable(cfg.project_dir / "training", pattern)
@@ -152,9 +159,11 @@ def train_from_config(
     elif resume and out_dir is not None and not has_checkpoint(out_dir):  # the engine refuses too; before reading data
         raise MedfusionError(f"{checkpoint_state(out_dir)}: nothing to resume (no committed epoch checkpoint)")
     data = load_records(cfg, progress=progress)
+    distributed.barrier()
     if out_dir is None:
         stamp = dt.datetime.now(dt.UTC).strftime("%Y%m%d-%H%M%S")
         out_dir = cfg.project_dir / "training" / f"{cfg.name}-{cfg.fusion.name}-{stamp}"
+    distributed.broadcast(str(out_dir))
     log.info("manifest %s -> %s", data.manifest_path, out_dir)
     return train(cfg, data.records, out_dir, callbacks=callbacks, progress=progress, resume=resume)
 

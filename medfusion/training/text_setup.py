@@ -83,3 +83,17 @@ def warn_if_truncated(tokenizer: Any, texts: Sequence[str], max_tokens: int, thr
             max(lengths),
         )
     return fraction
+
+
+def reuse_text_encoder(config: Config, out_dir: str | Path) -> tuple[str | Path, Any]:
+    """The text encoder folder and tokenizer :func:`prepare_text_encoder` made for ``out_dir`` (read only).
+
+    The other ranks of a distributed run read what rank 0 prepared, instead of writing it again.
+    """
+    tc = config.text_encoder
+    if tc.tiny is None:
+        if tc.name_or_path is None:
+            raise ConfigError("text_encoder: set exactly one of 'name_or_path' and 'tiny'")
+        return tc.name_or_path, load_tokenizer(tc.name_or_path)
+    text_dir = Path(out_dir) / "text_encoder"
+    return text_dir, load_tokenizer(text_dir)
