@@ -301,8 +301,8 @@ class FusionConfig(_Strict):
     stacking_prior: float = Field(
         0.01,
         ge=0.0,
-        description="Validation cross-entropy a full weight moved off the fused head must buy, on top of 1/n "
-        "(n: the label's validation studies).",
+        description="Validation cross-entropy a full weight moved off the fused head must buy; a blend must "
+        "moreover beat every simpler combination by more than one standard error (medfusion.models.stacking).",
     )
 
     @field_validator("name")
