@@ -372,6 +372,13 @@ class PromotionGates(_Strict):
     max_ece: float = Field(0.15, gt=0)
     max_label_auroc_drop: float = Field(0.05, ge=0)
     max_latency_ms: float = Field(2000.0, gt=0, description="Per-study latency bound (p95).")
+    require_ci_gain: bool = Field(
+        False,
+        description="Also require the lower bound of the 95 % CI of the macro AUROC gain over the champion "
+        "(paired patient-level bootstrap on the frozen evaluation set) to be > 0: a challenger must be "
+        "measurably better, not just within the margin.",
+    )
+    ci_resamples: int = Field(1000, ge=100, description="Bootstrap resamples of the require_ci_gain interval.")
 
 
 class Config(_Strict):
