@@ -132,7 +132,7 @@ def evaluate_version(model_uri: str, version: str, eval_set: pd.DataFrame, label
     failed = scored["error"].astype(bool)
     if failed.any():
         log.warning("%d evaluation studies could not be scored by v%s", int(failed.sum()), version)
-    every = scored[[f"prob_{n}" for n in labels]].to_numpy(dtype=np.float64)
+    every = np.array(scored[[f"prob_{n}" for n in labels]], dtype=np.float64)  # (N, L), a writable copy
     every[failed.to_numpy()] = np.nan
     probs = every[~failed.to_numpy()]
     targets = eval_set.loc[~failed.to_numpy(), [f"{LABEL_PREFIX}{n}" for n in labels]].to_numpy(dtype=np.float64)
