@@ -18,6 +18,12 @@ per-label AUROC, ECE and train seconds (mean +- std over seeds). The rows are al
 ``<out>/ablation.csv`` and ``<out>/ablation.json``. Report text can leak labels (Transchex's lesson):
 publish this table with any multimodal figure.
 
+Leakage probe (with ``text_only`` among the fusions): per label, the test AUROC of the label's own
+words alone (a logistic regression on their counts) and of each seed's text model on the plain and on
+label-scrubbed test reports (:mod:`medfusion.leakage`), so a reader sees how much of a text AUROC is
+the report naming its label. ``--leakage-only`` prints it again from a finished run's
+``<out>/ablation.json`` (its models under ``<project_dir>/training/<run id>/model``) without training.
+
 The models are not registered unless ``--register`` is given: the registry holds candidates, not
 experiments.
 """
@@ -130,6 +136,11 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--out", type=Path, default=None, help="default: <project_dir>/ablation")
     parser.add_argument("--threads", type=int, default=None, help="torch threads (default: training.threads, 1)")
     parser.add_argument(
+        "--leakage-only",
+        action="store_true",
+        help="print the leakage probe of a finished run (<out>/ablation.json) without training",
+    )
+    parser.add_argument(
         "--register", action="store_true", help="register each model (a new version, @challenger); default: log only"
     )
     args = parser.parse_args(argv)
@@ -139,12 +150,84 @@ def main(argv: list[str] | None = None) -> int:
 
     base = resolve_config(args.config, _overrides(args.overrides))
     out = args.out or base.project_dir / "ablation"
+    table = leakage_from_rows if args.leakage_only else run_table
     if args.cohorts is None:
-        return run_table(args, base, out, "")
+        return table(args, base, out, "")
     for cohort in args.cohorts:
         demo = {**base.data.demo.model_dump(), **COHORTS[cohort]}
         overrides = {"project_dir": str(out / cohort), "data": {"source": "demo", "manifest": None, "demo": demo}}
-        run_table(args, resolve_config(base, overrides), out / cohort, cohort)
+        table(args, resolve_config(base, overrides), out / cohort, cohort)
+    return 0
+
+
+def leakage_probe(base: Any, model_dirs: list[Path]) -> list[dict[str, Any]]:
+    """Per label: AUROC of the label words alone, and of the text models on plain and scrubbed test reports.
+
+    Args:
+        base: The configuration the text models were trained with (its data and labels).
+        model_dirs: The ``text_only`` model folders, one per seed.
+
+    Returns:
+        One row per label: ``label``, ``label_words``, ``text_model`` and ``text_model_scrubbed`` (lists
+        over seeds).
+    """
+    from medfusion.inference import Predictor
+    from medfusion.leakage import label_word_auroc, scrub
+    from medfusion.metrics import evaluate
+    from medfusion.processing.sample import StudyInput
+    from medfusion.training.run import load_records
+
+    records = load_records(base, progress=False).records
+    labels = list(base.labels)
+
+    def reports(split: str) -> list[str]:
+        return [r.get("report") or "" for r in records[split]]
+
+    def targets(split: str) -> np.ndarray:
+        return np.stack([np.asarray(r["label"], dtype=np.float64) for r in records[split]])
+
+    words = label_word_auroc(reports("train"), targets("train"), reports("test"), targets("test"), labels)
+    test = reports("test")
+    plain: list[dict[str, float]] = []
+    scrubbed: list[dict[str, float]] = []
+    for model_dir in model_dirs:
+        predictor = Predictor.from_dir(model_dir, device="cpu")
+        for texts, into in ((test, plain), ([scrub(t, labels) for t in test], scrubbed)):
+            preds = predictor.predict([StudyInput(report_text=t) for t in texts])
+            probs = np.stack([p.probabilities for p in preds])  # (N, L)
+            metrics = evaluate(probs, targets("test"), labels).metrics
+            into.append({n: metrics.get(f"auroc_{n}", float("nan")) for n in labels})
+    return [
+        {
+            "label": n,
+            "label_words": words[n],
+            "text_model": [p[n] for p in plain],
+            "text_model_scrubbed": [p[n] for p in scrubbed],
+        }
+        for n in labels
+    ]
+
+
+def print_leakage(rows: list[dict[str, Any]], title: str) -> None:
+    """The leakage table (markdown)."""
+    print(f"\n{title}leakage probe, test set: AUROC per label (text model: mean±std over seeds)\n")
+    print("| label | label words alone | text model | text model, label-scrubbed reports |")
+    print("|---|---|---|---|")
+    for r in rows:
+        cells = [f"{r['label_words']:.3f}", _fmt(r["text_model"]), _fmt(r["text_model_scrubbed"])]
+        print(f"| {r['label']} | " + " | ".join(cells) + " |")
+
+
+def leakage_from_rows(args: argparse.Namespace, base: Any, out: Path, cohort: str) -> int:
+    """``--leakage-only``: the probe over the ``text_only`` models of a finished ``<out>/ablation.json``."""
+    rows = json.loads((out / "ablation.json").read_text())
+    dirs = [base.project_dir / "training" / r["run_id"] / "model" for r in rows if r["fusion"] == "text_only"]
+    if not dirs:
+        print(f"{out / 'ablation.json'}: no text_only runs to probe")
+        return 1
+    probe = leakage_probe(base, dirs)
+    (out / "leakage.json").write_text(json.dumps(probe, indent=1))
+    print_leakage(probe, f"cohort {cohort}, " if cohort else "")
     return 0
 
 
@@ -176,6 +259,7 @@ def run_table(args: argparse.Namespace, base: Any, out: Path, cohort: str) -> in
                 **{f"auroc_{n}": result.test_metrics.get(f"auroc_{n}", float("nan")) for n in base.labels},
             }
             row["fused_head_auroc"] = result.candidate_test_auroc.get("fused", float("nan"))
+            row["model_dir"] = str(result.model_dir)
             if result.stacking is not None:
                 row["stacking"] = result.stacking.by_label(tuple(base.labels))
             rows.append(row)
@@ -230,6 +314,11 @@ def run_table(args: argparse.Namespace, base: Any, out: Path, cohort: str) -> in
             diffs.get(fusion, ""),
         ]
         print(f"| {fusion} | " + " | ".join(cells) + " |")
+    text_dirs = [Path(r["model_dir"]) for r in rows if r["fusion"] == "text_only"]
+    if text_dirs:
+        probe = leakage_probe(base, text_dirs)
+        (out / "leakage.json").write_text(json.dumps(probe, indent=1))
+        print_leakage(probe, title)
     print(f"\nrows: {out / 'ablation.csv'}")
     return 0
 

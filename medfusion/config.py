@@ -310,8 +310,8 @@ class FusionConfig(_Strict):
     stacking_prior: float = Field(
         0.01,
         ge=0.0,
-        description="Validation cross-entropy a full weight moved off the fused head must buy, on top of 1/n "
-        "(n: the label's validation studies).",
+        description="Validation cross-entropy a full weight moved off the fused head must buy; a blend must "
+        "moreover beat every simpler combination by more than one standard error (medfusion.models.stacking).",
     )
 
     @field_validator("name")
@@ -384,6 +384,13 @@ class PromotionGates(_Strict):
     require_approval: bool = Field(
         False, description="Refuse promotion unless a named person approved it (medfusion promote --approved-by NAME)."
     )
+    require_ci_gain: bool = Field(
+        False,
+        description="Also require the lower bound of the 95 % CI of the macro AUROC gain over the champion "
+        "(paired patient-level bootstrap on the frozen evaluation set) to be > 0: a challenger must be "
+        "measurably better, not just within the margin.",
+    )
+    ci_resamples: int = Field(1000, ge=100, description="Bootstrap resamples of the require_ci_gain interval.")
 
 
 class Config(_Strict):

@@ -114,12 +114,17 @@ class Stacking(_Frozen):
         weights: (L, K) non-negative weights, each row summing to 1.
         prior: The simplicity prior toward the fused head the weights were chosen with.
         val_auroc: Candidate (and ``stacked``) -> (L,) validation AUROC (None: label not scorable).
+        val_loss: Candidate, ``stacked`` and ``minimum`` (the best grid point) -> (L,) validation score
+            (Platt-rescaled cross-entropy plus the prior) the choice compared.
+        val_loss_se: (L,) standard error of the chosen score's difference to the minimum.
     """
 
     candidates: tuple[str, ...] = ("fused", "image", "text")
     weights: tuple[tuple[float, ...], ...]
     prior: float = Field(0.0, ge=0)
     val_auroc: dict[str, tuple[float | None, ...]] = {}
+    val_loss: dict[str, tuple[float | None, ...]] = {}
+    val_loss_se: tuple[float | None, ...] = ()
 
     @model_validator(mode="after")
     def _convex(self) -> Stacking:

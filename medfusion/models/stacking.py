@@ -14,18 +14,25 @@ only the learned *missing* embedding.
 Choice: every point of a simplex grid (step :data:`GRID_STEP`) is scored by the validation
 cross-entropy of a Platt-rescaled combination (``a * s + b``, with ``s`` the standardised combined
 logit and a small ridge on ``a``: only how well the combination *ranks and separates* counts, not its
-scale), plus a simplicity prior ``(prior + 1 / n) * (1 - w_fused)`` toward the fused head (``n``: the
-label's known validation studies; the ``1 / n`` is AIC-like, so a small validation set, whose
-cross-entropy differences are mostly noise, moves weight only for a clear gain). Ties go to the fused
-head. The weights are stored in the model card (:class:`~medfusion.models.card.Stacking`) and applied
-inside :class:`~medfusion.models.model.MedFusionModel`, so training, inference, the pyfunc, scoring and
-explanations use the same logits.
+scale), plus a simplicity prior ``prior * (1 - w_fused)`` toward the fused head. The grid minimum
+overfits a small validation split: with one modality pure noise, a few hundred studies still find a
+blend that gives the noise branch some weight. So the choice follows the *one-standard-error rule*
+(Breiman et al., CART): every grid point whose score is within one standard error of the minimum
+(the paired standard error of the per-study cross-entropy difference to the minimum) is as good as the
+minimum on this evidence, and among those the *sparsest* combination (fewest non-zero weights: a single
+candidate before a blend of two before all three) with the lowest score wins; ties go to the fused head.
+A blend survives only where its gain over every simpler combination is larger than the validation
+noise. The weights, each candidate's validation AUROC and cross-entropy, and the standard error the
+choice used are stored in the model card (:class:`~medfusion.models.card.Stacking`, logged to MLflow)
+and applied inside :class:`~medfusion.models.model.MedFusionModel`, so training, inference, the pyfunc,
+scoring and explanations use the same logits.
 """
 
 from __future__ import annotations
 
 import itertools
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 import numpy as np
 import torch
@@ -90,7 +97,10 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
 
 
 def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(G,) validation cross-entropy of ``sigmoid(a * s_g + b)`` fitted per row (Newton, ridge on a).
+    """(G, n) per-study cross-entropy of ``sigmoid(a * s_g + b)`` fitted per row (Newton, ridge on a).
+
+    The ridge term ``0.5 * ridge * a**2`` is added to every study's loss, so the row mean is the
+    penalised objective.
 
     Args:
         s: (G, n) standardised combined logits.
@@ -109,7 +119,49 @@ def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
         a = a - (h_bb * g_a - h_ab * g_b) / det
         b = b - (h_aa * g_b - h_ab * g_a) / det
     z = a[:, None] * s + b[:, None]
-    return np.logaddexp(0, z).mean(1) - (y * z).mean(1) + 0.5 * _RIDGE * a**2
+    return np.logaddexp(0, z) - y * z + 0.5 * _RIDGE * a[:, None] ** 2
+
+
+@dataclass(frozen=True)
+class Choice:
+    """One label's choice among the grid points.
+
+    Attributes:
+        index: The chosen grid row.
+        score: (G,) validation score of every grid point (cross-entropy + simplicity prior).
+        se: Standard error of the chosen point's score difference to the minimum (0 at the minimum).
+    """
+
+    index: int
+    score: np.ndarray
+    se: float
+
+
+def select(grid: np.ndarray, cands: np.ndarray, y: np.ndarray, prior: float = DEFAULT_PRIOR) -> Choice:
+    """The one-standard-error choice of a combination for one label (see the module docstring).
+
+    Args:
+        grid: (G, K) weights, row 0 the fused head alone.
+        cands: (n, K) the candidates' validation logits.
+        y: (n,) 0/1 targets, both classes present.
+        prior: Score added per unit of weight off the fused head.
+
+    Returns:
+        The :class:`Choice`.
+    """
+    s = grid @ cands.T  # (G, n)
+    s = (s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-9)
+    per_study = _platt_ce(s, y) + prior * (1 - grid[:, :1])  # (G, n)
+    score = per_study.mean(1)
+    best = int(np.argmin(score))
+    diff = per_study - per_study[best]  # (G, n) paired with the minimum
+    n = len(y)
+    se = diff.std(1, ddof=1) / np.sqrt(n) if n > 1 else np.zeros(len(grid))
+    eligible = np.flatnonzero(score - score[best] <= se + 1e-12)
+    sparsity = (grid[eligible] > 0).sum(1)
+    simplest = eligible[sparsity == sparsity.min()]
+    index = int(simplest[np.argmin(score[simplest])])  # first minimum: grid order puts the fused head first
+    return Choice(index=index, score=score, se=float(se[index]))
 
 
 def fit_stacking(
@@ -130,12 +182,13 @@ def fit_stacking(
         present: Modality -> (N,) bool.
         targets: (N, L) 1/0, NaN unknown.
         labels: L names.
-        prior: Cross-entropy penalty per unit of weight moved off the fused head, on top of ``1 / n``.
+        prior: Cross-entropy penalty per unit of weight moved off the fused head.
         step: Simplex grid spacing.
 
     Returns:
-        The :class:`~medfusion.models.card.Stacking` with the weights and each candidate's (and the
-        chosen combination's) validation AUROC per label (None where a label cannot be scored).
+        The :class:`~medfusion.models.card.Stacking` with the weights, each candidate's (and the chosen
+        combination's) validation AUROC and score per label, the grid minimum's score and the standard
+        error the choice used (None where a label cannot be scored).
     """
     grid = simplex_grid(step)  # (G, K)
     n_labels = len(labels)
@@ -145,20 +198,29 @@ def fit_stacking(
     weights = np.zeros((n_labels, len(CANDIDATES)))
     weights[:, 0] = 1.0
     auroc: dict[str, list[float | None]] = {c: [] for c in (*CANDIDATES, "stacked")}
+    loss: dict[str, list[float | None]] = {c: [] for c in (*CANDIDATES, "stacked", "minimum")}
+    se: list[float | None] = []
     singles = {c: combine(np.tile(np.eye(len(CANDIDATES))[k], (n_labels, 1)), fused_t, t, here)[0].numpy()
                for k, c in enumerate(CANDIDATES)}  # fmt: skip
+    one_hot = [next(g for g in range(len(grid)) if grid[g, k] == 1) for k in range(len(CANDIDATES))]
     for j in range(n_labels):
         known = ~np.isnan(targets[:, j])
         y = targets[known, j]
         cands = np.stack([singles[c][known, j] for c in CANDIDATES], axis=1)  # (n, K)
         for c in CANDIDATES:
             auroc[c].append(_auroc(y, singles[c][known, j]))
-        if auroc["fused"][j] is not None:
-            s = grid @ cands.T  # (G, n)
-            s = (s - s.mean(1, keepdims=True)) / np.maximum(s.std(1, keepdims=True), 1e-9)
-            cost = prior + 1 / len(y)  # AIC-like: a small validation set buys little
-            score = _platt_ce(s, y) + cost * (1 - grid[:, 0])
-            weights[j] = grid[int(np.argmin(score))]  # first minimum: the fused head wins ties
+        if auroc["fused"][j] is None:
+            for c in loss:
+                loss[c].append(None)
+            se.append(None)
+            continue
+        choice = select(grid, cands, y, prior)
+        weights[j] = grid[choice.index]
+        for k, c in enumerate(CANDIDATES):
+            loss[c].append(round(float(choice.score[one_hot[k]]), 6))
+        loss["stacked"].append(round(float(choice.score[choice.index]), 6))
+        loss["minimum"].append(round(float(choice.score.min()), 6))
+        se.append(round(choice.se, 6))
     stacked, _ = combine(weights, fused_t, t, here)
     for j in range(n_labels):
         known = ~np.isnan(targets[:, j])
@@ -167,4 +229,6 @@ def fit_stacking(
         weights=tuple(tuple(round(float(x), 6) for x in row) for row in weights),
         prior=prior,
         val_auroc={c: tuple(v) for c, v in auroc.items()},
+        val_loss={c: tuple(v) for c, v in loss.items()},
+        val_loss_se=tuple(se),
     )

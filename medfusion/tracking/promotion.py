@@ -3,6 +3,12 @@
 Both models are loaded as pyfuncs from the registry and scored on the same frozen evaluation set
 (``<project_dir>/eval_set.parquet``, written once from the manifest's test split and never rewritten).
 The decision and all its evidence are logged as an MLflow run in ``<experiment>-promotions``.
+
+With ``promotion.require_ci_gain`` the challenger must also be *measurably* better: the lower bound of
+the 95 % interval of its macro AUROC gain over the champion (a paired, patient-level bootstrap on the
+studies of the frozen set that both scored, :func:`medfusion.metrics.paired_bootstrap_difference`) must
+be above 0. The gain and its interval are logged either way (``gain_macro_auroc``, ``gain_ci_low``,
+``gain_ci_high``).
 """
 
 from __future__ import annotations
@@ -20,7 +26,7 @@ from medfusion.config import Config, PromotionGates
 from medfusion.errors import MedfusionError
 from medfusion.ingest.manifest import manifest_hash, read_manifest
 from medfusion.ingest.records import LABEL_PREFIX
-from medfusion.metrics import compute_metrics
+from medfusion.metrics import compute_metrics, paired_bootstrap_difference
 from medfusion.tracking.store import connect
 
 log = logging.getLogger(__name__)
@@ -39,6 +45,21 @@ class ModelEvaluation:
     ece: float
     label_auroc: dict[str, float]
     latency_p95_ms: float
+    probabilities: np.ndarray | None = field(default=None, repr=False)  # (N, L), NaN rows: not scored
+
+    def summary_dict(self) -> dict[str, Any]:
+        """The scores, without the per-study probabilities (for the evidence JSON)."""
+        return {k: v for k, v in self.__dict__.items() if k != "probabilities"}
+
+
+@dataclass(frozen=True)
+class Gain:
+    """Challenger minus champion macro AUROC on the studies both scored, with its 95 % bootstrap interval."""
+
+    macro_auroc: float
+    ci_low: float
+    ci_high: float
+    studies: int
 
 
 @dataclass
@@ -50,6 +71,7 @@ class PromotionDecision:
     champion: ModelEvaluation | None
     failures: list[str] = field(default_factory=list)
     run_id: str = ""
+    gain: Gain | None = None
 
     def summary(self) -> str:
         """Human-readable verdict."""
@@ -63,6 +85,9 @@ class PromotionDecision:
                 f"\nchampion   v{self.champion.version}: "
                 f"macro AUROC {self.champion.macro_auroc:.3f}, ECE {self.champion.ece:.3f}"
             )
+        if self.gain is not None:
+            g = self.gain
+            head += f"\ngain       {g.macro_auroc:+.3f} macro AUROC [95 % CI {g.ci_low:+.3f}, {g.ci_high:+.3f}]"
         if self.promoted:
             return f"{head}\nPROMOTED: v{c.version} is now @champion (evidence: MLflow run {self.run_id})"
         return f"{head}\nREJECTED: " + "; ".join(self.failures) + f" (evidence: MLflow run {self.run_id})"
@@ -107,7 +132,9 @@ def evaluate_version(model_uri: str, version: str, eval_set: pd.DataFrame, label
     failed = scored["error"].astype(bool)
     if failed.any():
         log.warning("%d evaluation studies could not be scored by v%s", int(failed.sum()), version)
-    probs = scored.loc[~failed, [f"prob_{n}" for n in labels]].to_numpy(dtype=np.float64)
+    every = np.array(scored[[f"prob_{n}" for n in labels]], dtype=np.float64)  # (N, L), a writable copy
+    every[failed.to_numpy()] = np.nan
+    probs = every[~failed.to_numpy()]
     targets = eval_set.loc[~failed.to_numpy(), [f"{LABEL_PREFIX}{n}" for n in labels]].to_numpy(dtype=np.float64)
     metrics = compute_metrics(probs, targets, labels)
     timings = []
@@ -121,13 +148,46 @@ def evaluate_version(model_uri: str, version: str, eval_set: pd.DataFrame, label
         ece=float(metrics["ece"]),
         label_auroc={n: float(metrics[f"auroc_{n}"]) for n in labels if f"auroc_{n}" in metrics},
         latency_p95_ms=float(np.percentile(timings, 95)),
+        probabilities=every,
     )
+
+
+def gain_over_champion(
+    challenger: ModelEvaluation,
+    champion: ModelEvaluation,
+    eval_set: pd.DataFrame,
+    labels: list[str],
+    *,
+    n_boot: int = 1000,
+) -> Gain | None:
+    """Paired macro AUROC gain of the challenger over the champion, on the studies both scored.
+
+    Args:
+        challenger: Its evaluation, with ``probabilities`` (N, L) over ``eval_set``.
+        champion: The same for the champion.
+        eval_set: The frozen set (``patient_pseudonym``: the resampling unit; ``y_<label>``).
+        labels: Label names.
+        n_boot: Bootstrap resamples.
+
+    Returns:
+        The :class:`Gain`; None without probabilities (nothing to pair).
+    """
+    a, b = challenger.probabilities, champion.probabilities
+    if a is None or b is None:
+        return None
+    both = ~(np.isnan(a).any(1) | np.isnan(b).any(1))
+    targets = eval_set[[f"{LABEL_PREFIX}{n}" for n in labels]].to_numpy(dtype=np.float64)[both]
+    groups = eval_set["patient_pseudonym"].astype(str).to_numpy()[both]
+    gain, low, high = paired_bootstrap_difference(a[both], b[both], targets, labels, groups, n_boot=n_boot)
+    return Gain(macro_auroc=gain, ci_low=low, ci_high=high, studies=int(both.sum()))
 
 
 def check_gates(
     challenger: ModelEvaluation,
     champion: ModelEvaluation | None,
     gates: PromotionGates,
+    gain: Gain | None = None,
+    *,
     approved_by: str | None = None,
 ) -> list[str]:
     """Return the failed gates as reasons (empty list: every gate passes).
@@ -136,6 +196,8 @@ def check_gates(
         challenger: The challenger's evaluation.
         champion: The champion's, or None when there is none yet.
         gates: The bounds; with ``require_approval`` a named approver is a gate too.
+        gain: :func:`gain_over_champion`, needed by ``gates.require_ci_gain`` when there is a champion
+            (without it that gate fails).
         approved_by: Who approved the promotion (None: nobody).
     """
     failures = []
@@ -159,6 +221,14 @@ def check_gates(
         drop = auroc - challenger.label_auroc.get(name, 0.0)
         if drop > gates.max_label_auroc_drop:
             failures.append(f"{name} AUROC drops {drop:.3f} > bound {gates.max_label_auroc_drop}")
+    if gates.require_ci_gain:
+        if gain is None:
+            failures.append("no paired evaluation to bound the gain over the champion")
+        elif not gain.ci_low > 0:
+            failures.append(
+                f"macro AUROC gain {gain.macro_auroc:+.3f} over champion: 95 % CI lower bound "
+                f"{gain.ci_low:+.3f} is not above 0"
+            )
     return failures
 
 
@@ -217,7 +287,12 @@ def promote_challenger(
         else None
     )
     approver = (approved_by or "").strip() or None
-    failures = check_gates(challenger, champion, config.promotion, approver)
+    gain = (
+        gain_over_champion(challenger, champion, eval_set, config.labels, n_boot=config.promotion.ci_resamples)
+        if champion is not None
+        else None
+    )
+    failures = check_gates(challenger, champion, config.promotion, gain, approved_by=approver)
     promoted = not failures
     from medfusion.tracking.datasets import EVALUATION_SET, log_manifest_input
 
@@ -243,6 +318,10 @@ def promote_challenger(
                         **{f"{role}_auroc_{k}": v for k, v in ev.label_auroc.items()},
                     }
                 )
+        if gain is not None and np.isfinite(gain.ci_low):
+            mlflow.log_metrics(
+                {"gain_macro_auroc": gain.macro_auroc, "gain_ci_low": gain.ci_low, "gain_ci_high": gain.ci_high}
+            )
         mlflow.set_tags(
             {
                 "decision": "promoted" if promoted else "rejected",
@@ -251,8 +330,8 @@ def promote_challenger(
                 "approved_by": approver or "",
             }
         )
-        mlflow.log_dict(_evidence(challenger, champion, failures), "promotion_evidence.json")
-        mlflow.log_dict(gate_report(challenger, champion, config.promotion, approver), "gates.json")
+        mlflow.log_dict(_evidence(challenger, champion, failures, gain), "promotion_evidence.json")
+        mlflow.log_dict(gate_report(challenger, champion, config.promotion, approver, gain), "gates.json")
         run_id = run.info.run_id
     if promoted:
         client.set_registered_model_alias(name, CHAMPION, challenger.version)
@@ -262,20 +341,27 @@ def promote_challenger(
         log.info("v%s of %s promoted to @champion", challenger.version, name)
     else:
         client.set_model_version_tag(name, challenger.version, "rejected_by_run", run_id)
-    return PromotionDecision(promoted, challenger, champion, failures, run_id)
+    return PromotionDecision(promoted, challenger, champion, failures, run_id, gain)
 
 
-def _evidence(challenger: ModelEvaluation, champion: ModelEvaluation | None, failures: list[str]) -> dict[str, Any]:
+def _evidence(
+    challenger: ModelEvaluation, champion: ModelEvaluation | None, failures: list[str], gain: Gain | None = None
+) -> dict[str, Any]:
     return {
-        "challenger": challenger.__dict__,
-        "champion": champion.__dict__ if champion else None,
+        "challenger": challenger.summary_dict(),
+        "champion": champion.summary_dict() if champion else None,
+        "gain": gain.__dict__ if gain else None,
         "failures": failures,
         "promoted": not failures,
     }
 
 
 def gate_report(
-    challenger: ModelEvaluation, champion: ModelEvaluation | None, gates: PromotionGates, approved_by: str | None
+    challenger: ModelEvaluation,
+    champion: ModelEvaluation | None,
+    gates: PromotionGates,
+    approved_by: str | None,
+    gain: Gain | None = None,
 ) -> dict[str, Any]:
     """Every gate's bound, the challenger's value and whether it passed (``gates.json`` of the evidence run)."""
     report: dict[str, Any] = {
@@ -300,6 +386,9 @@ def gate_report(
             "value": challenger.macro_auroc,
             "passed": challenger.macro_auroc >= floor,
         }
+        if gates.require_ci_gain:
+            low = None if gain is None else gain.ci_low
+            report["ci_gain"] = {"bound": 0.0, "value": low, "passed": low is not None and low > 0}
     return report
 
 

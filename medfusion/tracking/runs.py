@@ -121,7 +121,9 @@ def log_stacking(config: Config, result: Any) -> None:
 
     Metrics: ``stack_w_<candidate>_<label>`` (the chosen weight), ``stack_val_auroc_<candidate>_<label>``
     (candidate ``fused``/``image``/``text`` alone, and ``stacked``) and ``test_auroc_candidate_<candidate>``
-    (test macro AUROC of each candidate alone: what the fallback changed).
+    (test macro AUROC of each candidate alone: what the fallback changed), ``stack_val_loss_<candidate>_<label>``
+    (the validation score the choice compared; candidates also ``stacked`` and ``minimum``) and
+    ``stack_val_loss_se_<label>`` (the standard error of the one-standard-error rule).
     """
     stacking = getattr(result, "stacking", None)
     if stacking is None:
@@ -133,7 +135,19 @@ def log_stacking(config: Config, result: Any) -> None:
         metrics.update({f"stack_val_auroc_{c}_{n}": v for n, v in zip(labels, values, strict=True) if v is not None})
     metrics.update({f"test_auroc_candidate_{c}": v for c, v in result.candidate_test_auroc.items() if np.isfinite(v)})
     mlflow.log_metrics(metrics)
-    evidence = {"weights": weights, "prior": stacking.prior, "val_auroc": stacking.val_auroc}
+    for c, values in stacking.val_loss.items():
+        metrics.update({f"stack_val_loss_{c}_{n}": v for n, v in zip(labels, values, strict=True) if v is not None})
+    metrics.update(
+        {f"stack_val_loss_se_{n}": v for n, v in zip(labels, stacking.val_loss_se, strict=False) if v is not None}
+    )
+    evidence = {
+        "weights": weights,
+        "prior": stacking.prior,
+        "rule": "one-standard-error: the sparsest grid point within one SE of the minimum validation score",
+        "val_auroc": stacking.val_auroc,
+        "val_loss": stacking.val_loss,
+        "val_loss_se": stacking.val_loss_se,
+    }
     mlflow.log_dict(evidence, "model_card/stacking.json")
 
 

@@ -51,6 +51,7 @@ def make_records(
     image_signal: bool = True,
     text_signal: bool = True,
     sizes: dict[str, int] | None = None,
+    prevalence: float = 0.5,
 ) -> dict[str, list[Record]]:
     """Write the cohort's DICOM files (32x32) under ``root`` and return its records per split.
 
@@ -60,6 +61,7 @@ def make_records(
         image_signal: False: no image shows its spot (the image is pure noise for every label).
         text_signal: False: no report states its finding or fever (the text is pure noise).
         sizes: Studies per split (default :data:`SPLITS`).
+        prevalence: Chance of ``spot``, ``word`` and fever each (0.5: the default cohort, as before).
 
     Returns:
         ``{"train": 96 records, "val": 32, "test": 32}``.
@@ -72,7 +74,10 @@ def make_records(
     for split, n in (sizes or SPLITS).items():
         records[split] = []
         for i in range(n):
-            spot, word, fever = (bool(x) for x in rng.integers(0, 2, size=3))
+            if prevalence == 0.5:  # the default cohort's draws, unchanged
+                spot, word, fever = (bool(x) for x in rng.integers(0, 2, size=3))
+            else:
+                spot, word, fever = (bool(x) for x in rng.random(3) < prevalence)
             label = np.array([spot, word, spot and fever], dtype=np.float32)
             spec = DicomSpec(study_uid=f"1.2.3.{k}", series_uid=f"1.2.3.{k}.1")
             path = write_dicom(root / f"s{k:03d}.dcm", _image(rng, spot and image_signal), spec)

@@ -160,6 +160,31 @@ def test_better_challenger_is_promoted(project: Path, promotions: dict[str, Any]
     assert str(champion.version) == promotions["better"].version
 
 
+def test_ci_gain_gate_rejects_a_copy_of_the_champion(project: Path, promotions: dict[str, Any]) -> None:
+    """The champion's own model folder, registered again, is not measurably better: its gain is 0 [0, 0]."""
+    from medfusion.tracking.pyfunc import log_pyfunc
+    from medfusion.workflow import EXAMPLE_INPUT
+
+    promoted = promotions["promoted"]
+    assert promoted.gain is not None and promoted.gain.ci_low <= promoted.gain.macro_auroc <= promoted.gain.ci_high
+    client = connect(_config(project))
+    logged = client.get_run(promoted.run_id).data.metrics
+    assert logged["gain_macro_auroc"] == pytest.approx(promoted.gain.macro_auroc)
+    config = _config(project, promotion__require_ci_gain=True)
+    name = config.tracking.registered_model
+    with mlflow.start_run(run_name="champion-copy"):
+        copy = log_pyfunc(
+            promotions["better"].result.model_dir, labels=config.labels, registered_model=name,
+            example_row=EXAMPLE_INPUT,
+        )  # fmt: skip
+    decision = promote_challenger(config, version=str(copy.version))
+    assert not decision.promoted
+    assert decision.gain is not None and decision.gain.macro_auroc == 0 and decision.gain.ci_high == 0
+    assert any("95 % CI lower bound +0.000 is not above 0" in f for f in decision.failures), decision.failures
+    assert str(client.get_model_version_by_alias(name, CHAMPION).version) == promotions["better"].version
+    assert client.get_run(decision.run_id).data.params["gate_require_ci_gain"] == "True"
+
+
 def test_champion_scores_new_studies_in_a_fresh_process(project: Path, promotions: dict[str, Any]) -> None:
     config = _config(project)
     name = config.tracking.registered_model
