@@ -11,6 +11,7 @@ comes from ``medfusion``: scores from the scoring output, explanations from :mod
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -19,8 +20,6 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import streamlit as st
-import streamlit.components.v1 as components
-from streamlit_shortcuts import add_shortcuts  # type: ignore[import-untyped]
 
 from medfusion.errors import InputRejected, MedfusionError
 from medfusion.privacy import install_log_redaction
@@ -84,7 +83,7 @@ SORT_NAMES = {
     "probability": "Highest probability",
     "study": "Study UID",
 }
-#: Keyboard shortcuts (streamlit-shortcuts clicks the button with the key): key -> (button key, meaning).
+#: Keyboard shortcuts: key -> (the key of the button it clicks, meaning).
 SHORTCUTS = {
     "n": ("next", "next study"),
     "p": ("prev", "previous study"),
@@ -94,22 +93,31 @@ SHORTCUTS = {
     "d": ("kb_disagree", "disagree on the focused label"),
     "s": ("save", "save the decisions"),
 }
-#: Stops the shortcuts while the reviewer types (the comment, the login form, a select box) and warns
-#: before a reload or a closed tab drops unsaved drafts. %d: the number of unsaved drafts in the session.
-_KEY_GUARD = """<script>
-const w = window.parent, doc = w.document;
-if (!w.__medfusionKeyGuard) {
-  doc.body.addEventListener('keydown', (e) => {
+#: The shortcuts: a key press clicks the keyed button (``.st-key-<key> button``) unless the reviewer is
+#: typing (the comment, the login form, a select box) or the button is disabled; and a warning before a
+#: reload or a closed tab drops unsaved drafts. Filled with the key map (JSON) and the unsaved count.
+_KEYS_JS = """<script>
+(() => {
+  const w = window.parent || window, doc = w.document;
+  w.__medfusionKeys = %s;
+  w.__medfusionUnsaved = %d;
+  if (w.__medfusionKeyListener) return;
+  w.__medfusionKeyListener = (e) => {
+    if (e.ctrlKey || e.altKey || e.metaKey || e.repeat) return;
     const t = e.target;
     if (t && (t.isContentEditable || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' ||
-        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) e.stopPropagation();
-  });
+        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) return;
+    const key = (w.__medfusionKeys || {})[(e.key || '').toLowerCase()];
+    const button = key && doc.querySelector('.st-key-' + key + ' button');
+    if (!button || button.disabled) return;
+    e.preventDefault();
+    button.click();
+  };
+  doc.addEventListener('keydown', w.__medfusionKeyListener);
   w.addEventListener('beforeunload', (e) => {
     if (w.__medfusionUnsaved > 0) { e.preventDefault(); e.returnValue = ''; }
   });
-  w.__medfusionKeyGuard = true;
-}
-w.__medfusionUnsaved = %d;
+})();
 </script>"""
 
 
@@ -350,6 +358,7 @@ def _worklist_page(
     worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore, user: User, settings: ReviewSettings
 ) -> None:
     st.title("Worklist")
+    _keyboard(store)  # no study keys here; the warning before a reload drops unsaved drafts
     current = store.current_frame()
     reviewed = current["study_uid"].nunique() if len(current) else 0
     c1, c2, c3, c4 = st.columns(4)
@@ -662,10 +671,14 @@ def _default_queue(results: pd.DataFrame, store: ReviewStore, query: WorklistQue
 
 
 def _keyboard(store: ReviewStore) -> None:
-    """Keyboard shortcuts (streamlit-shortcuts) and the guard that pauses them while typing."""
-    add_shortcuts(**{button: key for key, (button, _) in SHORTCUTS.items()})
-    drafts = st.session_state.get("drafts", {})
-    components.html(_KEY_GUARD % sum(len(_unsaved(uid, store)) for uid in drafts), height=0, width=0)
+    """Keyboard shortcuts (:data:`SHORTCUTS`) and the unsaved-drafts warning on reload, in the page itself.
+
+    Not the ``streamlit-shortcuts`` package: its 1.2.2 draws with ``st.components.v1.html``, deprecated
+    in this Streamlit (a warning per rerun), and fires while the reviewer types a comment.
+    """
+    keys = {key: button for key, (button, _) in SHORTCUTS.items()}
+    unsaved = sum(len(_unsaved(uid, store)) for uid in st.session_state.get("drafts", {}))
+    st.html(_KEYS_JS % (json.dumps(keys), unsaved), unsafe_allow_javascript=True)
 
 
 def _study_page(
