@@ -52,7 +52,7 @@ def test_a_study_link_survives_the_login_and_opens_that_study(app_env, review_pr
     assert at.text_input(key="login_password") is not None and not at.exception
     at = _login(at, "dr.alice")
     assert not at.exception, at.exception
-    assert at.session_state["study"] == uid and at.query_params["study"] == [uid]
+    assert at.session_state["study"] == uid and at.query_params["study"] == uid
     assert any(uid in m.value and "Study **" in m.value for m in at.markdown)
     assert at.image, "the study's image is on screen"
     assert [r.options for r in at.radio if r.key == f"d_{uid}_nodule"] == [["agree", "disagree (the opposite value)"]]
@@ -71,7 +71,7 @@ def test_next_keeps_unsaved_drafts_warns_and_saves_them_later(app_env, review_pr
     queue = list(at.dataframe[0].value["study_uid"])
     first, second = queue[0], queue[1]
     at = at.button(key="open_study").click().run()
-    assert at.query_params["study"] == [first]
+    assert at.query_params["study"] == first
     # keyboard path: the focused label is the first; "a" agrees and moves down, "d" disagrees
     at = at.button(key="kb_agree").click().run()
     at = at.button(key="kb_disagree").click().run()
@@ -81,7 +81,7 @@ def test_next_keeps_unsaved_drafts_warns_and_saves_them_later(app_env, review_pr
     assert any("unsaved" in m.value for m in at.markdown)
     at = at.button(key="next").click().run()
     assert not at.exception, at.exception
-    assert at.query_params["study"] == [second] and at.session_state["study"] == second
+    assert at.query_params["study"] == second and at.session_state["study"] == second
     assert any(f"Study `{first}` has 2 unsaved decision(s)" in w.value for w in at.warning)
     store = ReviewStore(app_env.store_path)
     assert store.audit(first) == []
