@@ -18,6 +18,14 @@ from tests.review.conftest import PASSWORD
 
 OHIF = "https://pacs.example/ohif/viewer?StudyInstanceUIDs={study_uid}"
 
+AUTH = {
+    "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
+    "cookie_secret": "0123456789abcdef0123456789abcdef",
+    "client_id": "medfusion-review",
+    "client_secret": "test-client-secret",
+    "server_metadata_url": "https://idp.invalid/.well-known/openid-configuration",
+}
+
 
 @pytest.fixture
 def app_env(review_project, tmp_path, monkeypatch):
@@ -115,20 +123,38 @@ def test_identifiers_only_for_permitted_users(app_env, review_project) -> None:
 
 
 def test_hospital_login_button_calls_st_login_when_configured(app_env, monkeypatch) -> None:
+    from streamlit.runtime import secrets as st_secrets
+
     at = AppTest.from_file(str(APP_PATH), default_timeout=60)
-    at.secrets["auth"] = {
-        "redirect_uri": "http://127.0.0.1:8501/oauth2callback",
-        "cookie_secret": "0123456789abcdef0123456789abcdef",
-        "client_id": "medfusion-review",
-        "client_secret": "test-client-secret",
-        "server_metadata_url": "https://idp.invalid/.well-known/openid-configuration",
-    }
+    at.secrets["auth"] = AUTH
     at = at.run()
     assert any("Hospital sign-in is not available" in w.value and "OIDC_ROLES" in w.value for w in at.warning)
     assert not [b for b in at.button if b.key == "oidc_login"]
     monkeypatch.setenv(ENV_OIDC_ROLES, "rad=reviewer")
     at = at.run()
     assert not at.warning
+    # st.login validates Streamlit's own secrets (the file's), which AppTest's at.secrets does not reach
+    monkeypatch.setattr(st_secrets.secrets_singleton, "_secrets", {"auth": AUTH})
     at = at.button(key="oidc_login").click().run()
     assert not at.exception, at.exception
-    assert "user" not in at.session_state  # the provider has not answered: nobody is signed in
+    assert "user" not in at.session_state  # the browser is sent to the provider: nobody is signed in yet
+
+
+def test_a_hospital_identity_gets_the_role_its_claim_maps_to(app_env, monkeypatch) -> None:
+    """``st.user`` as Streamlit fills it after an OIDC login (AppTest's ``user``; no provider runs here)."""
+    monkeypatch.setenv(ENV_OIDC_ROLES, "rad-attending=reviewer+identifiers,rad-resident=viewer")
+    monkeypatch.setenv("MEDFUSION_REVIEW_OIDC_ROLE_CLAIM", "groups")
+    at = AppTest.from_file(str(APP_PATH), default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "preferred_username": "dr.oidc", "groups": ["nurses", "rad-attending"]}
+    at = at.run()
+    assert not at.exception, at.exception
+    user = at.session_state["user"]
+    assert (user.name, user.role, user.via, user.may_see_identifiers) == ("dr.oidc", "reviewer", "oidc", True)
+    assert "accession" in at.dataframe[0].value.columns
+    at = AppTest.from_file(str(APP_PATH), default_timeout=120)
+    at.secrets["auth"] = AUTH
+    at.user = {"is_logged_in": True, "preferred_username": "x", "groups": ["nurses"]}
+    at = at.run()
+    assert "user" not in at.session_state
+    assert any("has no medfusion role (claim 'groups')" in e.value for e in at.error)

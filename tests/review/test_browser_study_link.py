@@ -93,7 +93,7 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.wait_idle(120)
         page.press("n")
         page.wait_for(f"location.href.endsWith('study={after}')", 120)
-        page.wait_for(STUDY_SHOWN, 240)
+        page.wait_for(f"document.querySelector('[class*=\"st-key-decide_{after}\"]')", 240)  # its own form
         page.wait_idle(240)
         assert "Study 3 /" in page.text()
         # a draft left behind on Previous is kept and announced
@@ -103,6 +103,7 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.press("p")
         page.wait_for(f"location.href.endsWith('study={uid}')", 120)
         page.wait_for("document.body.innerText.includes('unsaved decision(s)')", 120)
+        assert f"Study {after} has 1 unsaved decision(s)" in page.text()
         _assert_no_error(page, "back on the first study")
 
         _nav(page, "Audit")

@@ -214,6 +214,11 @@ def _oidc(settings: ReviewSettings) -> tuple[RoleMap | None, list[str]]:
     return (None, problems) if problems else (roles, [])
 
 
+def _oidc_signed_in() -> bool:
+    """Whether Streamlit holds an identity from the provider (``st.user`` has no flag without ``[auth]``)."""
+    return bool(st.user.get("is_logged_in", False))
+
+
 def _login(settings: ReviewSettings) -> User | None:
     """The signed-in user, else the sign-in form (the page's URL and its ``?study=`` are kept throughout)."""
     auth = Authenticator(settings.users_path, _throttle(), settings.login_delay_s, settings.trusted_header)
@@ -224,7 +229,7 @@ def _login(settings: ReviewSettings) -> User | None:
         st.session_state["user"] = header_user
         return header_user
     roles, problems = _oidc(settings)
-    if roles is not None and st.user.is_logged_in:
+    if roles is not None and _oidc_signed_in():
         user = user_from_claims(st.user.to_dict(), roles)
         if user is not None:
             st.session_state["user"] = user
@@ -236,7 +241,7 @@ def _login(settings: ReviewSettings) -> User | None:
         if STUDY_PARAM in st.query_params:
             st.caption("Sign in to open the linked study.")
         if roles is not None:
-            if st.user.is_logged_in:
+            if _oidc_signed_in():
                 st.error(f"Your hospital account has no medfusion role (claim '{roles.claim}'). Ask an administrator.")
                 if st.button("Sign out of the hospital account", key="oidc_logout"):
                     st.logout()
