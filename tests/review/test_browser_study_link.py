@@ -93,7 +93,12 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.wait_idle(120)
         page.press("n")
         page.wait_for(f"location.href.endsWith('study={after}')", 120)
-        page.wait_for(f"document.querySelector('[class*=\"st-key-decide_{after}\"]')", 240)  # its own form
+        digits = after.replace(".", "")  # the container's class keeps the key's digits (dots are escaped)
+        page.wait_for(  # the next study's own decision form, not the previous one's still on screen
+            "[...document.querySelectorAll('[class*=\"st-key-decide_\"]')]"
+            f".some(e => e.className.replace(/[^0-9 ]/g, '').includes('{digits}'))",
+            240,
+        )
         page.wait_idle(240)
         assert "Study 3 /" in page.text()
         # a draft left behind on Previous is kept and announced
