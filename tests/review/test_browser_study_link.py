@@ -22,6 +22,23 @@ from tests.review.test_browser import REQUIRED, _assert_no_error
 STUDY_SHOWN = "document.body.innerText.includes('Probabilities vs thresholds')"
 
 
+def _form_of(page, uid: str) -> None:
+    """Wait for the study's own decision form (its container's class keeps the key's digits), idle."""
+    digits = uid.replace(".", "")
+    page.wait_for(
+        "[...document.querySelectorAll('[class*=\"st-key-decide_\"]')]"
+        f".some(e => e.className.replace(/[^0-9 ]/g, '').includes('{digits}'))",
+        240,
+    )
+    page.wait_idle(240)
+
+
+def _checked(page, n: int) -> None:
+    """Wait until ``n`` decision radios are checked (a key press has gone through a rerun)."""
+    page.wait_for(f"document.querySelectorAll('input[type=radio]:checked').length === {n}", 120)
+    page.wait_idle(120)
+
+
 def _nav(page, title: str) -> None:
     """Follow the sidebar's link to a page (same session: a reload would sign the user out)."""
     found = page.eval(
@@ -75,12 +92,13 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.screenshot(tmp_path / "study.png")
 
         page.eval("document.activeElement && document.activeElement.blur()")
-        for key in ("a", "d"):  # the focused label: agree, then (focus moved down) disagree
+        _form_of(page, uid)
+        for n, key in enumerate(("a", "d"), 1):  # the focused label: agree, then (focus moved down) disagree
             page.press(key)
-            page.wait_idle(120)
+            _checked(page, n)
         assert "unsaved" in page.text()
         page.press("s")
-        page.wait_for("document.body.innerText.includes('Saved 2 decision(s)')", 120)
+        page.wait_for("document.body.innerText.includes('Saved 2 decision(s)')", 180)
         page.wait_idle(120)
         page.scroll_main(900)
         page.screenshot(tmp_path / "study_decisions.png")
@@ -93,18 +111,12 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.wait_idle(120)
         page.press("n")
         page.wait_for(f"location.href.endsWith('study={after}')", 120)
-        digits = after.replace(".", "")  # the container's class keeps the key's digits (dots are escaped)
-        page.wait_for(  # the next study's own decision form, not the previous one's still on screen
-            "[...document.querySelectorAll('[class*=\"st-key-decide_\"]')]"
-            f".some(e => e.className.replace(/[^0-9 ]/g, '').includes('{digits}'))",
-            240,
-        )
-        page.wait_idle(240)
+        _form_of(page, after)
         assert "Study 3 /" in page.text()
         # a draft left behind on Previous is kept and announced
         page.eval("document.activeElement && document.activeElement.blur()")
         page.press("a")
-        page.wait_idle(120)
+        _checked(page, 1)
         page.press("p")
         page.wait_for(f"location.href.endsWith('study={uid}')", 120)
         page.wait_for("document.body.innerText.includes('unsaved decision(s)')", 120)
