@@ -43,7 +43,7 @@ def _nav(page, title: str) -> None:
     """Follow the sidebar's link to a page (same session: a reload would sign the user out)."""
     found = page.eval(
         "(() => { const a = [...document.querySelectorAll('[data-testid=\"stSidebarNav\"] a')]"
-        f".find(a => a.innerText.trim() === {title!r}); if (a) a.click(); return !!a; }})()"
+        f".find(a => a.innerText.trim().endsWith({title!r})); if (a) a.click(); return !!a; }})()"
     )
     assert found, f"no sidebar link {title!r}: {page.text()[:400]!r}"
 
