@@ -126,7 +126,7 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         _nav(page, "Audit")
         page.wait_for("document.body.innerText.includes('Audit trail')", 120)
         page.wait_idle(120)
-        assert uid in page.text()
+        assert "Entries\n\n2" in page.text()  # the table itself is a canvas
         page.screenshot(tmp_path / "audit.png")
         _nav(page, "Admin")
         page.wait_for("document.body.innerText.includes('Health')", 120)
