@@ -135,7 +135,7 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         _nav(page, "Worklist")
         page.wait_for("document.body.innerText.includes('Scored studies')", 120)
         page.wait_idle(120)
-        # the table itself is a canvas (its PACS link and unsaved marker are checked in test_app_pages.py)
+        # the table itself is a canvas (its PACS link column is checked in test_app_pages.py)
         page.screenshot(tmp_path / "worklist.png")
 
     rows = ReviewStore(settings.store_path).audit()
