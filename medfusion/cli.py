@@ -486,6 +486,37 @@ def review(
     stow: Annotated[
         str | None, typer.Option(help="Send VERIFIED DICOM SRs to this PACS (DICOMweb root, STOW-RS).")
     ] = None,
+    viewer_url_template: Annotated[
+        str | None,
+        typer.Option(
+            "--viewer-url-template",
+            envvar="MEDFUSION_REVIEW_VIEWER_URL",
+            help="'Open in PACS viewer' link, e.g. 'https://pacs/ohif/viewer?StudyInstanceUIDs={study_uid}'.",
+        ),
+    ] = None,
+    oidc_roles: Annotated[
+        str | None,
+        typer.Option(
+            "--oidc-roles",
+            envvar="MEDFUSION_REVIEW_OIDC_ROLES",
+            help="Hospital login (st.login, [auth] in .streamlit/secrets.toml): claim value -> role, "
+            "'value=role[+identifiers],...' with role admin | reviewer | viewer.",
+        ),
+    ] = None,
+    oidc_role_claim: Annotated[
+        str | None,
+        typer.Option(
+            "--oidc-role-claim", envvar="MEDFUSION_REVIEW_OIDC_ROLE_CLAIM", help="Identity-token claim (default roles)."
+        ),
+    ] = None,
+    oidc_provider: Annotated[
+        str | None,
+        typer.Option(
+            "--oidc-provider",
+            envvar="MEDFUSION_REVIEW_OIDC_PROVIDER",
+            help="Provider name ([auth.<name>]); default: the provider in [auth] itself.",
+        ),
+    ] = None,
     overrides: OverrideOption = None,
     project_dir: ProjectDirOption = None,
 ) -> None:
@@ -515,6 +546,10 @@ def review(
         trusted_header=trusted_header,
         organization=organization,
         stow_url=stow,
+        viewer_url_template=viewer_url_template,
+        oidc_provider=oidc_provider,
+        oidc_role_claim=oidc_role_claim,
+        oidc_roles=oidc_roles,
     )
     from medfusion.review.store import ReviewStore
 
@@ -536,17 +571,22 @@ def review(
 def review_add_user(
     name: Annotated[str, typer.Argument(help="Login name.")],
     users: Annotated[Path, typer.Option("--users", help="Users file to create or update.")],
-    role: Annotated[str, typer.Option(help="reviewer (decides, exports) or viewer (reads only).")] = "reviewer",
+    role: Annotated[
+        str, typer.Option(help="admin (reviewer + admin page), reviewer (decides, exports) or viewer (reads only).")
+    ] = "reviewer",
     display_name: Annotated[
         str | None,
         typer.Option(help="Name signed on verified DICOM SRs sent to the PACS (e.g. 'Smith^Alice'); default: login."),
     ] = None,
+    identifiers: Annotated[
+        bool, typer.Option("--identifiers", help="Show this user accession, study date, age and sex (display only).")
+    ] = False,
 ) -> None:
     """Add or replace a review user (prompts for the password; stores a salted scrypt hash)."""
     from medfusion.review.auth import add_user
 
     password = typer.prompt("Password", hide_input=True, confirmation_prompt=True)
-    add_user(users, name, password, role=role, display_name=display_name)  # type: ignore[arg-type]
+    add_user(users, name, password, role=role, display_name=display_name, identifiers=identifiers)  # type: ignore[arg-type]
     typer.echo(f"{users}: user '{name}' ({role}) saved")
 
 

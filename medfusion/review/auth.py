@@ -5,8 +5,8 @@ Users file (YAML; path from ``MEDFUSION_REVIEW_USERS`` or ``medfusion review --u
     users:
       alice:
         password: "scrypt$16384$8$1$<salt base64>$<key base64>"
-        role: reviewer        # reviewer: decides and exports; viewer: reads only
-        phi: true             # optional: may see patient identifiers (DICOM header panel); default false
+        role: reviewer        # admin: reviewer + the admin page; reviewer: decides, exports; viewer: reads
+        identifiers: true     # optional (default false): show accession, study date, age, sex
 
 Write entries with ``medfusion review add-user NAME`` (or print a hash with
 ``medfusion review hash-password``); passwords are never stored in clear.
@@ -42,8 +42,10 @@ import yaml
 
 from medfusion.errors import ConfigError, InputRejected
 
-Role = Literal["reviewer", "viewer"]
-ROLES: tuple[str, ...] = ("reviewer", "viewer")
+Role = Literal["admin", "reviewer", "viewer"]
+#: Roles, most capable first: ``admin`` (a reviewer who also sees the admin page: users, health,
+#: settings), ``reviewer`` (decides, exports), ``viewer`` (reads only).
+ROLES: tuple[str, ...] = ("admin", "reviewer", "viewer")
 
 # scrypt cost: 16 MiB of memory and ~50 ms per check on one core.
 _N, _R, _P, _KEY_BYTES = 2**14, 8, 1, 32
@@ -56,17 +58,19 @@ class User:
 
     Attributes:
         name: Login name (recorded as the reviewer in the audit trail).
-        role: ``reviewer`` (decides, exports) or ``viewer`` (reads only).
-        via: ``password`` or ``header``.
+        role: ``admin`` (a reviewer who also administers), ``reviewer`` (decides, exports) or
+            ``viewer`` (reads only).
+        via: ``password``, ``header`` or ``oidc`` (the hospital identity provider, ``st.login``).
         display_name: The name signed on results sent to the hospital (a verified DICOM SR's verifying
             observer, ``Family^Given`` or free text); None: the login name.
-        may_see_identifiers: The user may see patient identifiers (names, IDs, dates, accession
-            numbers) where the app can show them (users file ``phi: true``); default False: masked.
+        may_see_identifiers: Whether the app shows this user the study's identifying header values
+            (accession number, study date, patient age and sex), read at display time and never
+            logged, exported, cached to disk or written to the audit trail.
     """
 
     name: str
     role: Role
-    via: Literal["password", "header"] = "password"
+    via: Literal["password", "header", "oidc"] = "password"
     display_name: str | None = None
     may_see_identifiers: bool = False
 
@@ -78,7 +82,12 @@ class User:
     @property
     def can_decide(self) -> bool:
         """Whether the user may record decisions and export labels."""
-        return self.role == "reviewer"
+        return self.role in ("admin", "reviewer")
+
+    @property
+    def is_admin(self) -> bool:
+        """Whether the user sees the admin page (users, health, settings)."""
+        return self.role == "admin"
 
 
 class LoginRefused(Exception):
@@ -122,12 +131,12 @@ def generate_password() -> str:
 @dataclass(frozen=True)
 class UserEntry:
     """One users-file entry: the password hash (None for header-only users), the role, the display name and
-    whether the user may see patient identifiers (``phi``)."""
+    whether the user may see identifiers."""
 
     password_hash: str | None
     role: Role
     display_name: str | None = None
-    phi: bool = False
+    identifiers: bool = False
 
 
 def read_users(path: str | Path) -> dict[str, UserEntry]:
@@ -158,11 +167,14 @@ def read_users(path: str | Path) -> dict[str, UserEntry]:
         display = entry.get("display_name")
         if display is not None and (not isinstance(display, str) or not _valid_display_name(display)):
             raise ConfigError(f"{path}: users.{name}.display_name: {_DISPLAY_NAME_RULE}")
-        phi = entry.get("phi", False)
-        if not isinstance(phi, bool):
-            raise ConfigError(f"{path}: users.{name}.phi: expected true or false")
+        identifiers = entry.get("identifiers", False)
+        if not isinstance(identifiers, bool):
+            raise ConfigError(f"{path}: users.{name}.identifiers: expected true or false")
         entries[str(name)] = UserEntry(
-            password_hash=password, role=entry.get("role", "reviewer"), display_name=display or None, phi=phi
+            password_hash=password,
+            role=entry.get("role", "reviewer"),
+            display_name=display or None,
+            identifiers=identifiers,
         )
     return entries
 
@@ -181,7 +193,7 @@ def add_user(
     role: Role = "reviewer",
     *,
     display_name: str | None = None,
-    phi: bool = False,
+    identifiers: bool = False,
 ) -> None:
     """Add or replace a user in a users file (created with mode 0600 when missing).
 
@@ -189,9 +201,9 @@ def add_user(
         path: The users file.
         name: Login name.
         password: Password (stored as a scrypt hash).
-        role: ``reviewer`` or ``viewer``.
+        role: ``admin``, ``reviewer`` or ``viewer``.
         display_name: The name signed on verified results (see :class:`User`).
-        phi: The user may see patient identifiers (see :attr:`User.may_see_identifiers`).
+        identifiers: Whether the user may see the studies' identifying header values.
     """
     if not name or set(name) - _USERNAME_CHARS:
         raise InputRejected("user name", "use letters, digits and . _ - @ only")
@@ -207,12 +219,12 @@ def add_user(
     data["users"][name] = {"password": hash_password(password), "role": role}
     if display_name:
         data["users"][name]["display_name"] = display_name
-    if phi:
-        data["users"][name]["phi"] = True
+    if identifiers:
+        data["users"][name]["identifiers"] = True
     path.parent.mkdir(parents=True, exist_ok=True)
     fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
     with os.fdopen(fd, "w", encoding="utf-8") as fh:
-        fh.write("# medfusion review users: scrypt password hashes, roles reviewer | viewer\n")
+        fh.write("# medfusion review users: scrypt password hashes, roles admin | reviewer | viewer\n")
         yaml.safe_dump(data, fh, sort_keys=True)
 
 
@@ -295,17 +307,12 @@ class Authenticator:
         entry = read_users(self.users_path).get(name)
         encoded = entry.password_hash if entry and entry.password_hash else _DUMMY_HASH
         ok = verify_password(password, encoded) and entry is not None and entry.password_hash is not None
-        if not ok:
+        if not ok or entry is None:
             self.throttle.failed(name)
             time.sleep(self.failure_delay_s)
             raise LoginRefused("Unknown user name or wrong password.")
         self.throttle.succeeded(name)
-        return User(
-            name=name,
-            role=entry.role,  # type: ignore[union-attr]
-            display_name=entry.display_name,  # type: ignore[union-attr]
-            may_see_identifiers=entry.phi,  # type: ignore[union-attr]
-        )
+        return User(name=name, role=entry.role, display_name=entry.display_name, may_see_identifiers=entry.identifiers)
 
     def from_headers(self, headers: Mapping[str, str] | None) -> User | None:
         """The user named by the trusted upstream header, or None (header mode off or header absent)."""
@@ -321,5 +328,5 @@ class Authenticator:
             role=entry.role if entry else "reviewer",
             via="header",
             display_name=entry.display_name if entry else None,
-            may_see_identifiers=entry.phi if entry else False,
+            may_see_identifiers=entry.identifiers if entry else False,
         )

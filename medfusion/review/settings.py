@@ -9,6 +9,13 @@
 ``MEDFUSION_REVIEW_USERS``          users file (default ``<results>/../review_users.yaml``)
 ``MEDFUSION_REVIEW_TRUSTED_HEADER`` opt-in upstream auth header, e.g. ``X-Forwarded-User``
 ``MEDFUSION_REVIEW_LOGIN_DELAY``    seconds to wait after a failed login (default 1)
+``MEDFUSION_REVIEW_VIEWER_URL``     "open in PACS viewer" link template with ``{study_uid}``, e.g.
+                                    ``https://pacs/ohif/viewer?StudyInstanceUIDs={study_uid}``
+``MEDFUSION_REVIEW_OIDC_PROVIDER``  ``st.login`` provider name (``[auth.<name>]``; default: the
+                                    provider in ``[auth]`` itself)
+``MEDFUSION_REVIEW_OIDC_ROLE_CLAIM`` identity-token claim holding roles/groups (default ``roles``)
+``MEDFUSION_REVIEW_OIDC_ROLES``     claim value -> role map, ``value=role[+identifiers],...``
+                                    (see :mod:`medfusion.review.oidc`; empty: no OIDC login)
 ``MLFLOW_TRACKING_URI``             MLflow store for ``models:/`` URIs
 =================================== ==============================================================
 """
@@ -19,6 +26,8 @@ import os
 from collections.abc import Mapping
 from dataclasses import dataclass
 from pathlib import Path
+from string import Formatter
+from urllib.parse import quote, urlparse
 
 from medfusion.errors import ConfigError
 from medfusion.review.store_backends import is_postgres_url, redact
@@ -32,6 +41,10 @@ ENV_DELAY = "MEDFUSION_REVIEW_LOGIN_DELAY"
 ENV_TRACKING = "MLFLOW_TRACKING_URI"
 ENV_ORGANIZATION = "MEDFUSION_REVIEW_ORGANIZATION"
 ENV_STOW = "MEDFUSION_REVIEW_STOW"
+ENV_VIEWER_URL = "MEDFUSION_REVIEW_VIEWER_URL"
+ENV_OIDC_PROVIDER = "MEDFUSION_REVIEW_OIDC_PROVIDER"
+ENV_OIDC_CLAIM = "MEDFUSION_REVIEW_OIDC_ROLE_CLAIM"
+ENV_OIDC_ROLES = "MEDFUSION_REVIEW_OIDC_ROLES"
 #: Verifying organization of VERIFIED SRs when the site names none (DICOM requires a value).
 DEFAULT_ORGANIZATION = "Radiology (organization not configured)"
 
@@ -53,6 +66,11 @@ class ReviewSettings:
             only; credentials from ``MEDFUSION_DICOMWEB_USER`` / ``_PASSWORD`` as for scoring).
         store_url: A PostgreSQL review store (``postgresql://...``) shared by several app servers, or
             None (the sqlite file). Its password, if any, never appears in :attr:`store_label`.
+        viewer_url_template: "Open in PACS viewer" link with a ``{study_uid}`` placeholder, or None.
+        oidc_provider: ``st.login`` provider name, or None (the default provider).
+        oidc_role_claim: Identity-token claim mapped to roles, or None (``roles``).
+        oidc_roles: Claim value -> role map text (:meth:`medfusion.review.oidc.RoleMap.parse`), or None
+            (the hospital login is off).
     """
 
     results_dir: Path
@@ -76,6 +94,21 @@ class ReviewSettings:
         """The store for display: the sqlite file's name, or the URL without its password."""
         return redact(self.store_url) if self.store_url else self.store_path.name
 
+    viewer_url_template: str | None = None
+    oidc_provider: str | None = None
+    oidc_role_claim: str | None = None
+    oidc_roles: str | None = None
+
+    def __post_init__(self) -> None:
+        if self.viewer_url_template:
+            check_viewer_url_template(self.viewer_url_template)
+
+    def viewer_url(self, study_uid: str) -> str | None:
+        """The study's "open in PACS viewer" link, or None when no template is set."""
+        if not self.viewer_url_template:
+            return None
+        return self.viewer_url_template.replace("{study_uid}", quote(study_uid, safe=""))
+
     @classmethod
     def create(
         cls,
@@ -89,6 +122,10 @@ class ReviewSettings:
         login_delay_s: float = 1.0,
         organization: str | None = None,
         stow_url: str | None = None,
+        viewer_url_template: str | None = None,
+        oidc_provider: str | None = None,
+        oidc_role_claim: str | None = None,
+        oidc_roles: str | None = None,
     ) -> ReviewSettings:
         """Settings with the defaults filled in (store and users file beside the results).
 
@@ -107,6 +144,10 @@ class ReviewSettings:
             login_delay_s=login_delay_s,
             organization=(organization or "").strip() or DEFAULT_ORGANIZATION,
             stow_url=stow_url or None,
+            viewer_url_template=viewer_url_template or None,
+            oidc_provider=oidc_provider or None,
+            oidc_role_claim=oidc_role_claim or None,
+            oidc_roles=oidc_roles or None,
         )
 
     @classmethod
@@ -136,6 +177,10 @@ class ReviewSettings:
             login_delay_s=delay,
             organization=env.get(ENV_ORGANIZATION),
             stow_url=env.get(ENV_STOW),
+            viewer_url_template=env.get(ENV_VIEWER_URL),
+            oidc_provider=env.get(ENV_OIDC_PROVIDER),
+            oidc_role_claim=env.get(ENV_OIDC_CLAIM),
+            oidc_roles=env.get(ENV_OIDC_ROLES),
         )
 
     def to_env(self) -> dict[str, str]:
@@ -152,7 +197,29 @@ class ReviewSettings:
             (ENV_TRACKING, self.tracking_uri),
             (ENV_HEADER, self.trusted_header),
             (ENV_STOW, self.stow_url),
+            (ENV_VIEWER_URL, self.viewer_url_template),
+            (ENV_OIDC_PROVIDER, self.oidc_provider),
+            (ENV_OIDC_CLAIM, self.oidc_role_claim),
+            (ENV_OIDC_ROLES, self.oidc_roles),
         ):
             if value:
                 env[key] = value
         return env
+
+
+def check_viewer_url_template(template: str) -> str:
+    """Check an "open in PACS viewer" template: an http(s) URL whose only placeholder is ``{study_uid}``.
+
+    Raises:
+        ConfigError: Not http(s), no ``{study_uid}``, or another placeholder.
+    """
+    try:
+        fields = {name for _, name, _, _ in Formatter().parse(template) if name is not None}
+    except ValueError:
+        fields = {"?"}
+    if urlparse(template).scheme not in ("http", "https") or fields != {"study_uid"}:
+        raise ConfigError(
+            f"viewer URL template {template!r}: expected an http(s) URL with one placeholder {{study_uid}}, "
+            "e.g. https://pacs/ohif/viewer?StudyInstanceUIDs={study_uid}"
+        )
+    return template

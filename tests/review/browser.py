@@ -161,6 +161,17 @@ class Page:
         if not found:
             raise RuntimeError(f"no button {label!r}; text: {self.text()[:500]!r}")
 
+    def press(self, key: str) -> None:
+        """Press and release one printable key (as typed on the keyboard) where the focus is."""
+        code = f"Key{key.upper()}" if key.isalpha() else ""
+        vk = ord(key.upper())
+        self.send("Input.dispatchKeyEvent", type="keyDown", key=key, code=code, text=key, windowsVirtualKeyCode=vk)
+        self.send("Input.dispatchKeyEvent", type="keyUp", key=key, code=code, windowsVirtualKeyCode=vk)
+
+    def url(self) -> str:
+        """The tab's current URL."""
+        return self.eval("location.href") or ""
+
     def text(self) -> str:
         """The page's visible text."""
         return self.eval("document.body ? document.body.innerText : ''") or ""

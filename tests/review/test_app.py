@@ -76,8 +76,7 @@ def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_proj
     label = "nodule"
     decision = "agree"
     at.radio(key=f"d_{first}_{label}").set_value(decision)
-    at.radio(key=f"d_{first}_effusion").set_value("corrected")
-    at.selectbox(key=f"v_{first}_effusion").select("absent")
+    at.radio(key=f"d_{first}_effusion").set_value("disagree")  # a yes/no label: disagree is the other value
     at.text_area(key=f"c_{first}").input("checked against prior")
     at = _button(at, "Save decisions").click().run()
     assert not at.exception, at.exception
@@ -92,7 +91,9 @@ def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_proj
     assert nodule.shown.threshold == pytest.approx(float(row["threshold_nodule"]))
     assert nodule.shown.methods == ("saliency", "occlusion")  # the defaults on screen
     assert nodule.shown.heatmap_opacity == pytest.approx(0.7)
-    assert rows["effusion"].decision == "corrected" and rows["effusion"].reviewed_value is False
+    effusion = rows["effusion"]
+    assert (effusion.decision, effusion.corrected_value) == ("disagree", None)
+    assert effusion.reviewed_value is (not bool(row["decision_effusion"]))
 
     # the saved decisions become a VERIFIED DICOM SR superseding the model's (written by score --sr)
     at = at.button(key=f"vsr_{first}").click().run()
@@ -106,7 +107,10 @@ def test_reviewer_goes_from_worklist_to_an_audited_decision(app_env, review_proj
     groups = sr.content.get_image_measurement_groups()
     values = {str(g.tracking_identifier): g.get_qualitative_evaluations()[0].value.value for g in groups}
     present, absent = "52101004", "272519000"
-    assert values == {"nodule": present if row["decision_nodule"] else absent, "effusion": absent}
+    assert values == {
+        "nodule": present if row["decision_nodule"] else absent,
+        "effusion": absent if row["decision_effusion"] else present,
+    }
     (model_sr,) = (review_project.results_dir / "sr").glob(f"part-*/{first}.dcm")
     predecessor = sr.PredecessorDocumentsSequence[0].ReferencedSeriesSequence[0].ReferencedSOPSequence[0]
     assert predecessor.ReferencedSOPInstanceUID == pydicom.dcmread(model_sr).SOPInstanceUID

@@ -90,3 +90,26 @@ def test_display_name_is_what_a_verified_result_is_signed_with(tmp_path) -> None
     users.write_text("users:\n  dave: {password: null, role: reviewer, display_name: 7}\n")
     with pytest.raises(ConfigError, match=r"users\.dave\.display_name"):
         read_users(users)
+
+
+def test_users_file_identifiers_flag_and_admin_role(tmp_path) -> None:
+    from medfusion.review.auth import Authenticator, add_user, read_users
+
+    users = tmp_path / "users.yaml"
+    add_user(users, "dr.ids", "pw-123456", role="reviewer", identifiers=True)
+    add_user(users, "boss", "pw-123456", role="admin")
+    add_user(users, "plain", "pw-123456", role="viewer")
+    entries = read_users(users)
+    assert [(n, e.role, e.identifiers) for n, e in sorted(entries.items())] == [
+        ("boss", "admin", False),
+        ("dr.ids", "reviewer", True),
+        ("plain", "viewer", False),
+    ]
+    auth = Authenticator(users, failure_delay_s=0.0)
+    ids, boss, plain = (auth.login(n, "pw-123456") for n in ("dr.ids", "boss", "plain"))
+    assert ids.may_see_identifiers and not boss.may_see_identifiers and not plain.may_see_identifiers
+    assert (boss.is_admin, boss.can_decide) == (True, True)
+    assert (ids.is_admin, ids.can_decide, plain.can_decide) == (False, True, False)
+    users.write_text(users.read_text().replace("identifiers: true", "identifiers: 'yes'"))
+    with pytest.raises(ConfigError, match="identifiers: expected true or false"):
+        read_users(users)

@@ -17,7 +17,13 @@ from tests.scoring.orthanc_server import free_port
 
 def test_settings_round_trip_through_the_environment(tmp_path) -> None:
     settings = ReviewSettings.create(
-        tmp_path / "scores", tracking_uri="sqlite:///x.db", trusted_header="X-Forwarded-User"
+        tmp_path / "scores",
+        tracking_uri="sqlite:///x.db",
+        trusted_header="X-Forwarded-User",
+        viewer_url_template="https://pacs/ohif/viewer?StudyInstanceUIDs={study_uid}",
+        oidc_provider="hospital",
+        oidc_role_claim="groups",
+        oidc_roles="rad=reviewer+identifiers",
     )
     assert settings.store_path == tmp_path / "scores" / "review.sqlite"
     assert settings.users_path == tmp_path / "review_users.yaml"
@@ -77,6 +83,14 @@ def test_cli_add_user_and_hash_password(tmp_path) -> None:
     )
     assert result.exit_code == 0, result.output
     assert read_users(users)["dr.bob"].role == "viewer"
+    result = runner.invoke(
+        app,
+        ["review", "add-user", "boss", "--users", str(users), "--role", "admin", "--identifiers"],
+        input="pw-123\npw-123\n",
+    )
+    assert result.exit_code == 0, result.output
+    assert (read_users(users)["boss"].role, read_users(users)["boss"].identifiers) == ("admin", True)
+    assert read_users(users)["dr.bob"].identifiers is False
     result = runner.invoke(app, ["review", "hash-password"], input="pw-123\npw-123\n")
     assert result.exit_code == 0 and result.output.strip().splitlines()[-1].startswith("scrypt$")
 

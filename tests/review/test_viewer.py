@@ -209,11 +209,11 @@ def test_header_masks_identifiers_unless_allowed(tmp_path, caplog) -> None:
     assert "PID-991234" not in caplog.text
 
 
-def test_users_file_phi_flag_grants_identifiers(tmp_path) -> None:
+def test_users_file_identifiers_flag_grants_identifiers(tmp_path) -> None:
     users = tmp_path / "users.yaml"
-    add_user(users, "dr.rad", "pw-123456", role="reviewer", phi=True)
+    add_user(users, "dr.rad", "pw-123456", role="reviewer", identifiers=True)
     add_user(users, "dr.res", "pw-123456", role="reviewer")
-    assert read_users(users)["dr.rad"].phi and not read_users(users)["dr.res"].phi
+    assert read_users(users)["dr.rad"].identifiers and not read_users(users)["dr.res"].identifiers
     auth = Authenticator(users, failure_delay_s=0.0)
     assert auth.login("dr.rad", "pw-123456").may_see_identifiers
     assert not auth.login("dr.res", "pw-123456").may_see_identifiers

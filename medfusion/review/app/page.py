@@ -1,14 +1,17 @@
 """medfusion review dashboard: login -> worklist -> study view -> per-label decision (audited).
 
-Start it with ``medfusion review`` (which sets the configuration in the environment, see
-:mod:`medfusion.review.settings`). Everything it computes comes from ``medfusion``: scores from the
-scoring output, explanations from :mod:`medfusion.explain`, decisions into
+Pages (``st.navigation``): Worklist (``/worklist``), Study (``/study?study=<StudyInstanceUID>``, a
+link that survives reload and login), Audit (``/audit``) and, for the ``admin`` role, Admin
+(``/admin``: users, health, settings). Start it with ``medfusion review`` (which sets the
+configuration in the environment, see :mod:`medfusion.review.settings`). Everything it computes
+comes from ``medfusion``: scores from the scoring output, explanations from :mod:`medfusion.explain`, decisions into
 :class:`medfusion.review.store.ReviewStore`.
 """
 
 from __future__ import annotations
 
 import hashlib
+import json
 import time
 from collections.abc import Callable
 from datetime import UTC, datetime
@@ -22,7 +25,7 @@ from medfusion.errors import InputRejected, MedfusionError
 from medfusion.privacy import install_log_redaction
 from medfusion.processing.spec import FramePolicy
 from medfusion.results import ResultRow, labels_of
-from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User
+from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User, add_user, read_users
 from medfusion.review.comment_guard import comment_findings
 from medfusion.review.comment_guard import describe as describe_findings
 from medfusion.review.data import (
@@ -34,6 +37,10 @@ from medfusion.review.data import (
 )
 from medfusion.review.explanations import ExplanationCache, explain_lazily
 from medfusion.review.export import fhir_ndjson, labels_frame
+from medfusion.review.identifiers import COLUMNS as IDENTIFIER_COLUMNS
+from medfusion.review.identifiers import read_identifiers
+from medfusion.review.navigation import BINARY_DECISIONS, STUDY_PARAM, neighbour, unsaved_labels
+from medfusion.review.oidc import RoleMap, auth_problems, user_from_claims
 from medfusion.review.panels import (
     contributions_table_html,
     evidence_methods,
@@ -42,7 +49,7 @@ from medfusion.review.panels import (
     word_evidence_html,
 )
 from medfusion.review.settings import ReviewSettings
-from medfusion.review.store import DECISIONS, Decision, DecisionKind, ReviewStore, Shown
+from medfusion.review.store import Decision, DecisionKind, ReviewStore, Shown
 from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
@@ -56,6 +63,9 @@ from medfusion.review.worklist import (
     WorklistQuery,
     build_worklist,
 )
+
+if TYPE_CHECKING:
+    from streamlit.navigation.page import StreamlitPage
 
 if TYPE_CHECKING:
     import pandas as pd
@@ -78,6 +88,42 @@ SORT_NAMES = {
     "probability": "Highest probability",
     "study": "Study UID",
 }
+#: Keyboard shortcuts: key -> (the key of the button it clicks, meaning).
+SHORTCUTS = {
+    "n": ("next", "next study"),
+    "p": ("prev", "previous study"),
+    "j": ("kb_down", "focus the next label"),
+    "k": ("kb_up", "focus the previous label"),
+    "a": ("kb_agree", "agree on the focused label"),
+    "d": ("kb_disagree", "disagree on the focused label"),
+    "s": ("save", "save the decisions"),
+}
+#: The shortcuts: a key press clicks the keyed button (``.st-key-<key> button``) unless the reviewer is
+#: typing (the comment, the login form, a select box) or the button is disabled; and a warning before a
+#: reload or a closed tab drops unsaved drafts. Filled with the key map (JSON) and the unsaved count.
+_KEYS_JS = """<script>
+(() => {
+  const w = window.parent || window, doc = w.document;
+  w.__medfusionKeys = %s;
+  w.__medfusionUnsaved = %d;
+  if (w.__medfusionKeyListener) return;
+  w.__medfusionKeyListener = (e) => {
+    if (e.ctrlKey || e.altKey || e.metaKey || e.repeat) return;
+    const t = e.target;
+    if (t && (t.isContentEditable || t.tagName === 'TEXTAREA' || t.tagName === 'SELECT' ||
+        (t.tagName === 'INPUT' && !['radio', 'checkbox', 'button'].includes(t.type)))) return;
+    const key = (w.__medfusionKeys || {})[(e.key || '').toLowerCase()];
+    const button = key && doc.querySelector('.st-key-' + key + ' button');
+    if (!button || button.disabled) return;
+    e.preventDefault();
+    button.click();
+  };
+  doc.addEventListener('keydown', w.__medfusionKeyListener);
+  w.addEventListener('beforeunload', (e) => {
+    if (w.__medfusionUnsaved > 0) { e.preventDefault(); e.returnValue = ''; }
+  });
+})();
+</script>"""
 
 
 # ---------------------------------------------------------------------------------- resources
@@ -154,7 +200,34 @@ def _store(settings: ReviewSettings) -> ReviewStore:
 # -------------------------------------------------------------------------------------- login
 
 
+def _oidc(settings: ReviewSettings) -> tuple[RoleMap | None, list[str]]:
+    """The hospital login's role map when it is configured and usable, and what is wrong with it otherwise.
+
+    Off (None, no problem) when neither ``secrets.toml`` has an ``[auth]`` table nor a role map is set.
+    """
+    try:
+        auth = st.secrets.get("auth") if st.secrets.load_if_toml_exists() else None
+    except Exception:  # noqa: BLE001 - an unreadable secrets.toml: report it, keep the password login
+        return None, ["secrets.toml could not be read"]
+    if auth is None and not settings.oidc_roles:
+        return None, []
+    try:
+        roles = RoleMap.parse(settings.oidc_role_claim, settings.oidc_roles)
+    except MedfusionError as err:
+        return None, [str(err)]
+    problems = auth_problems(auth, settings.oidc_provider)
+    if not roles.grants:
+        problems.append("MEDFUSION_REVIEW_OIDC_ROLES maps no claim value to a role: nobody could sign in")
+    return (None, problems) if problems else (roles, [])
+
+
+def _oidc_signed_in() -> bool:
+    """Whether Streamlit holds an identity from the provider (``st.user`` has no flag without ``[auth]``)."""
+    return bool(st.user.get("is_logged_in", False))
+
+
 def _login(settings: ReviewSettings) -> User | None:
+    """The signed-in user, else the sign-in form (the page's URL and its ``?study=`` are kept throughout)."""
     auth = Authenticator(settings.users_path, _throttle(), settings.login_delay_s, settings.trusted_header)
     if "user" in st.session_state:
         return st.session_state["user"]
@@ -162,10 +235,28 @@ def _login(settings: ReviewSettings) -> User | None:
     if header_user is not None:
         st.session_state["user"] = header_user
         return header_user
+    roles, problems = _oidc(settings)
+    if roles is not None and _oidc_signed_in():
+        user = user_from_claims(st.user.to_dict(), roles)
+        if user is not None:
+            st.session_state["user"] = user
+            return user
     _, middle, _ = st.columns([1, 1.1, 1])
     with middle:
         st.title("medfusion review")
         st.caption("Research use only. Model outputs are UNVERIFIED until a clinician reviews them.")
+        if STUDY_PARAM in st.query_params:
+            st.caption("Sign in to open the linked study.")
+        if roles is not None:
+            if _oidc_signed_in():
+                st.error(f"Your hospital account has no medfusion role (claim '{roles.claim}'). Ask an administrator.")
+                if st.button("Sign out of the hospital account", key="oidc_logout"):
+                    st.logout()
+            elif st.button("Sign in with the hospital account", key="oidc_login", type="primary", width="stretch"):
+                st.login(settings.oidc_provider) if settings.oidc_provider else st.login()
+            st.caption("or with a local account:")
+        elif problems:
+            st.warning("Hospital sign-in is not available: " + "; ".join(problems))
         with st.form("login"):
             name = st.text_input("User name", key="login_name")
             password = st.text_input("Password", type="password", key="login_password")
@@ -176,7 +267,7 @@ def _login(settings: ReviewSettings) -> User | None:
             except LoginRefused as refused:
                 st.error(str(refused))
                 return None
-            st.rerun()
+            st.rerun()  # same URL: the query string (?study=...) survives
     return None
 
 
@@ -186,9 +277,11 @@ def _login(settings: ReviewSettings) -> User | None:
 def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: ReviewStore) -> WorklistQuery:
     with st.sidebar:
         st.markdown(f"**{user.name}** · {user.role}")
-        if user.via == "password" and st.button("Sign out", key="logout"):
+        if user.via in ("password", "oidc") and st.button("Sign out", key="logout"):
             for key in list(st.session_state.keys()):
                 del st.session_state[key]
+            if user.via == "oidc":
+                st.logout()
             st.rerun()
         st.divider()
         st.subheader("Worklist")
@@ -238,8 +331,46 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
 # ---------------------------------------------------------------------------------- worklist
 
 
-def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore) -> None:
+def _drafts(uid: str) -> dict[str, str | None]:
+    """The session's decision drafts of one study (label -> agree/disagree/None), kept across navigation."""
+    drafts: dict[str, dict[str, str | None]] = st.session_state.setdefault("drafts", {})
+    return drafts.setdefault(uid, {})
+
+
+def _unsaved(uid: str, store: ReviewStore) -> list[str]:
+    """Labels of a study with a drafted decision not saved yet."""
+    drafts = st.session_state.get("drafts", {}).get(uid)
+    if not drafts:
+        return []
+    return unsaved_labels(drafts, {r.label: r.decision for r in store.current(uid)})
+
+
+def _identifier_rows(results_dir: str, uids: list[str]) -> pd.DataFrame:
+    """Accession, study date, age and sex per study, read from the headers now (display only, never cached)."""
+    import pandas as pd
+
+    rows = []
+    for uid in uids:
+        try:
+            paths = study_input(results_dir, uid).image_paths
+        except MedfusionError:
+            paths = []
+        rows.append(read_identifiers(paths).as_row())
+    return pd.DataFrame(rows, columns=list(IDENTIFIER_COLUMNS))
+
+
+def _open(uid: str, queue: list[str]) -> None:
+    """Open a study: its page, with its UID in the URL."""
+    st.session_state["study"] = uid
+    st.session_state["queue"] = queue
+    st.switch_page(_PAGES["study"], query_params={STUDY_PARAM: uid})
+
+
+def _worklist_page(
+    worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore, user: User, settings: ReviewSettings
+) -> None:
     st.title("Worklist")
+    _keyboard(store)  # no study keys here; the warning before a reload drops unsaved drafts
     current = store.current_frame()
     reviewed = current["study_uid"].nunique() if len(current) else 0
     c1, c2, c3, c4 = st.columns(4)
@@ -250,7 +381,32 @@ def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store:
     if worklist.empty:
         st.info("No study matches the filters.")
         return
-    table = worklist[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]]
+    uids = list(worklist["study_uid"])
+    table = worklist[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]].copy()
+    table.insert(0, "unsaved", ["● unsaved" if _unsaved(uid, store) else "" for uid in uids])
+    columns: dict[str, Any] = {
+        "unsaved": st.column_config.TextColumn("Drafts", width="small"),
+        "study_uid": st.column_config.TextColumn("Study UID", width="medium"),
+        "positives": st.column_config.TextColumn("Positive calls", width="medium"),
+        "top_label": st.column_config.TextColumn("Focus label"),
+        "top_prob": st.column_config.ProgressColumn("Probability", format="%.2f", min_value=0.0, max_value=1.0),
+        "margin": st.column_config.NumberColumn("|p - t|", format="%.2f"),
+        "reviewed": st.column_config.TextColumn("Reviewed"),
+        "state": st.column_config.TextColumn("State"),
+    }
+    if user.may_see_identifiers:  # display only: read now, never logged, cached, exported or audited
+        ids = _identifier_rows(str(settings.results_dir), uids)
+        for i, column in enumerate(IDENTIFIER_COLUMNS):
+            table.insert(2 + i, column, list(ids[column]))
+        columns |= {
+            "accession": st.column_config.TextColumn("Accession"),
+            "study_date": st.column_config.TextColumn("Study date"),
+            "age": st.column_config.TextColumn("Age", width="small"),
+            "sex": st.column_config.TextColumn("Sex", width="small"),
+        }
+    if settings.viewer_url_template:
+        table["pacs"] = [settings.viewer_url(uid) for uid in uids]
+        columns["pacs"] = st.column_config.LinkColumn("PACS", display_text="open in PACS viewer")
     event = st.dataframe(
         table,
         key="worklist_table",
@@ -259,25 +415,14 @@ def _worklist_page(worklist: pd.DataFrame, labels: list[str], total: int, store:
         selection_mode="single-row",
         height=min(38 + 35 * len(table), 560),
         width="stretch",
-        column_config={
-            "study_uid": st.column_config.TextColumn("Study UID", width="medium"),
-            "positives": st.column_config.TextColumn("Positive calls", width="medium"),
-            "top_label": st.column_config.TextColumn("Focus label"),
-            "top_prob": st.column_config.ProgressColumn("Probability", format="%.2f", min_value=0.0, max_value=1.0),
-            "margin": st.column_config.NumberColumn("|p - t|", format="%.2f"),
-            "reviewed": st.column_config.TextColumn("Reviewed"),
-            "state": st.column_config.TextColumn("State"),
-        },
+        column_config=columns,
     )
     rows = event.selection.rows if event is not None and hasattr(event, "selection") else []
-    uids = list(worklist["study_uid"])
     default = rows[0] if rows else 0
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     chosen = left.selectbox("Study", uids, index=default, key="open_uid")
     if right.button("Open study", type="primary", key="open_study", width="stretch") or rows:
-        st.session_state["study"] = chosen if not rows else uids[rows[0]]
-        st.session_state["queue"] = uids
-        st.rerun()
+        _open(chosen if not rows else uids[rows[0]], uids)
 
 
 # ------------------------------------------------------------------------------------- study
@@ -354,6 +499,20 @@ def _digest(text: str) -> str:
     return hashlib.sha256(text.encode()).hexdigest()
 
 
+def _set_draft(uid: str, label: str) -> None:
+    """on_change of a decision radio: mirror it into the study's drafts."""
+    _drafts(uid)[label] = st.session_state.get(f"d_{uid}_{label}")
+
+
+def _key_decide(uid: str, labels: list[str], kind: str | None, move: int) -> None:
+    """A shortcut's button: set the focused label's decision (``kind``), then move the focus by ``move``."""
+    focus = min(max(int(st.session_state.get(f"focus_{uid}", 0)), 0), len(labels) - 1)
+    if kind is not None:
+        st.session_state[f"d_{uid}_{labels[focus]}"] = kind
+        _drafts(uid)[labels[focus]] = kind
+    st.session_state[f"focus_{uid}"] = min(max(focus + move, 0), len(labels) - 1)
+
+
 def _decision_form(
     user: User,
     result: ResultRow,
@@ -363,50 +522,81 @@ def _decision_form(
     uid: str,
     results_dir: str,
 ) -> None:
+    """Per-label agree/disagree (all labels are yes/no: "disagree" is the opposite value), drafts kept per study.
+
+    Not an ``st.form``: every choice reaches the session at once, so leaving the study keeps it as a
+    draft (marked unsaved) instead of dropping it silently.
+    """
     current = {r.label: r for r in store.current(uid)}
     if last_ctr := last_ctr_text(store.measurements(uid)):
         st.caption(last_ctr)
+    drafts = _drafts(uid)
+    labels = list(result.labels)
+    focus = min(max(int(st.session_state.get(f"focus_{uid}", 0)), 0), len(labels) - 1)
     held = st.session_state.get(f"cflag_{uid}")  # (digest, warning) of a save held back for its comment
     flagged = held[1] if held and held[0] == _digest(str(st.session_state.get(f"c_{uid}") or "").strip()) else None
-    with st.form(f"decide_{uid}", border=True):
-        st.markdown("**Your decision per label** (leave a label blank to skip it)")
-        choices: dict[str, tuple[DecisionKind | None, str | None, float, float]] = {}
-        for label, p, t, positive in zip(
-            result.labels, result.probabilities, result.thresholds, result.decisions, strict=True
+    with st.container(border=True, key=f"decide_{uid}"):
+        head, *keys = st.columns([3.2, 1, 1, 0.5, 0.5], vertical_alignment="center")
+        head.markdown("**Your decision per label** (leave a label blank to skip it)")
+        can = user.can_decide
+        keys[0].button(
+            "Agree",
+            key="kb_agree",
+            on_click=_key_decide,
+            args=(uid, labels, "agree", 1),
+            disabled=not can,
+            help="Agree on the focused label ▶ (key a)",
+            width="stretch",
+        )
+        keys[1].button(
+            "Disagree",
+            key="kb_disagree",
+            on_click=_key_decide,
+            args=(uid, labels, "disagree", 1),
+            disabled=not can,
+            help="Disagree on the focused label ▶ (key d)",
+            width="stretch",
+        )
+        keys[2].button("↑", key="kb_up", on_click=_key_decide, args=(uid, labels, None, -1), help="Previous label (k)")
+        keys[3].button("↓", key="kb_down", on_click=_key_decide, args=(uid, labels, None, 1), help="Next label (j)")
+        choices: dict[str, tuple[DecisionKind | None, float, float]] = {}
+        for i, (label, p, t, positive) in enumerate(
+            zip(result.labels, result.probabilities, result.thresholds, result.decisions, strict=True)
         ):
             p, t, call = float(p), float(t), "positive" if positive else "negative"
-            c1, c2, c3 = st.columns([1.3, 2.2, 1.3], vertical_alignment="center")
+            c1, c2 = st.columns([1.3, 3.5], vertical_alignment="center")
             before = current.get(label)
-            c1.markdown(
-                f"**{label}**  \nmodel: {call} ({p:.2f})" + (f"  \n_saved: {before.decision}_" if before else "")
+            key = f"d_{uid}_{label}"
+            if key not in st.session_state and drafts.get(label) is not None:
+                st.session_state[key] = drafts[label]  # back on a study: its drafts again
+            pending = st.session_state.get(key) is not None and (
+                before is None or before.decision != st.session_state[key]
             )
-            kind = c2.radio(
+            marker = "▶ " if i == focus and can else ""
+            c1.markdown(
+                f"{marker}**{label}**  \nmodel: {call} ({p:.2f})"
+                + (f"  \n_saved: {before.decision}_" if before else "")
+                + ("  \n:orange[unsaved]" if pending else "")
+            )
+            kind: DecisionKind | None = c2.radio(
                 label,
-                DECISIONS,
+                BINARY_DECISIONS,
                 index=None,
                 horizontal=True,
-                key=f"d_{uid}_{label}",
+                key=key,
                 label_visibility="collapsed",
-                disabled=not user.can_decide,
+                disabled=not can,
+                on_change=_set_draft,
+                args=(uid, label),
+                format_func=lambda k: {"agree": "agree", "disagree": "disagree (the opposite value)"}[k],
             )
-            value = c3.selectbox(
-                "Corrected value",
-                ["present", "absent"],
-                index=None,
-                key=f"v_{uid}_{label}",
-                label_visibility="collapsed",
-                placeholder="corrected value",
-                disabled=not user.can_decide,
-            )
-            choices[label] = (kind, value, p, t)
-        comment = st.text_area(
-            "Comment (no patient identifiers)", key=f"c_{uid}", height=70, disabled=not user.can_decide
-        )
+            choices[label] = (kind, p, t)
+        comment = st.text_area("Comment (no patient identifiers)", key=f"c_{uid}", height=70, disabled=not can)
         confirmed = False
         if flagged:
             st.warning(flagged, icon=":material/warning:")
             confirmed = st.checkbox("The comment holds no patient identifier: save it as written", key=f"cok_{uid}")
-        saved = st.form_submit_button("Save decisions", type="primary", disabled=not user.can_decide)
+        saved = st.button("Save decisions", type="primary", key="save", disabled=not can, help="Save (key s)")
     if not saved:
         return
     comment = comment.strip()
@@ -415,7 +605,7 @@ def _decision_form(
         st.session_state[f"cflag_{uid}"] = (_digest(comment), describe_findings(findings))  # kinds only, never the text
         st.rerun()
     decisions = []
-    for label, (kind, value, p, t) in choices.items():
+    for label, (kind, p, t) in choices.items():
         if kind is None:
             continue
         decisions.append(
@@ -427,12 +617,11 @@ def _decision_form(
                 model_name=result.provenance.model_name,
                 model_version=result.provenance.model_version,
                 shown=Shown(p, t, tuple(shown_methods), opacity),
-                corrected_value=None if kind != "corrected" or value is None else value == "present",
                 comment=comment,
             )
         )
     if not decisions:
-        st.warning("Choose agree, disagree or corrected for at least one label.")
+        st.warning("Choose agree or disagree for at least one label.")
         return
     try:
         stored = store.record_many(decisions, [m] if (m := pending_measurement(uid)) is not None else [])
@@ -441,7 +630,8 @@ def _decision_form(
         return
     st.session_state.pop(f"cflag_{uid}", None)
     st.session_state.pop(f"ctr_{uid}", None)  # saved with them
-    st.success(f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
+    st.session_state["saved_note"] = (uid, f"Saved {len(stored)} decision(s) at {stored[0].decided_at}.")
+    st.rerun()  # the labels' "saved" lines and the unsaved markers are drawn from the store again
 
 
 def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: str, settings: ReviewSettings) -> None:
@@ -472,29 +662,107 @@ def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: s
             st.success("Verified SR sent to the PACS.")
 
 
+def _leave(uid: str, target: str, store: ReviewStore) -> None:
+    """on_click of Previous/Next: go to ``target``; unsaved drafts of ``uid`` stay in the session, with a warning."""
+    pending = _unsaved(uid, store)
+    if pending:
+        st.session_state["left_unsaved"] = (uid, pending)
+    st.session_state["study"] = target
+    st.query_params[STUDY_PARAM] = target
+
+
+def _default_queue(results: pd.DataFrame, store: ReviewStore, query: WorklistQuery) -> list[str]:
+    """The worklist order under the sidebar's filters (a study opened by link has no queue yet); never empty."""
+    try:
+        return list(build_worklist(results, store.current_frame(), query)["study_uid"])
+    except ValueError:
+        return []
+
+
+def _keyboard(store: ReviewStore) -> None:
+    """Keyboard shortcuts (:data:`SHORTCUTS`) and the unsaved-drafts warning on reload, in the page itself.
+
+    Not the ``streamlit-shortcuts`` package: its 1.2.2 draws with ``st.components.v1.html``, deprecated
+    in this Streamlit (a warning per rerun), and fires while the reviewer types a comment.
+    """
+    keys = {key: button for key, (button, _) in SHORTCUTS.items()}
+    unsaved = sum(len(_unsaved(uid, store)) for uid in st.session_state.get("drafts", {}))
+    st.html(_KEYS_JS % (json.dumps(keys), unsaved), unsafe_allow_javascript=True)
+
+
 def _study_page(
-    user: User, settings: ReviewSettings, results: pd.DataFrame, labels: list[str], store: ReviewStore
+    user: User,
+    settings: ReviewSettings,
+    results: pd.DataFrame,
+    labels: list[str],
+    store: ReviewStore,
+    query: WorklistQuery,
 ) -> None:
-    uid = st.session_state["study"]
-    queue = st.session_state.get("queue", [uid])
-    pos = queue.index(uid) if uid in queue else 0
-    nav = st.columns([1, 1, 1, 5], vertical_alignment="center")
-    if nav[0].button("← Worklist", key="back"):
-        del st.session_state["study"]
-        st.rerun()
-    if nav[1].button("‹ Previous", key="prev", disabled=pos == 0):
-        st.session_state["study"] = queue[pos - 1]
-        st.rerun()
-    if nav[2].button("Next ›", key="next", disabled=pos >= len(queue) - 1):
-        st.session_state["study"] = queue[pos + 1]
-        st.rerun()
-    nav[3].markdown(f"Study **{pos + 1} / {len(queue)}** &nbsp; `{uid}`")
+    uid = st.query_params.get(STUDY_PARAM) or st.session_state.get("study")
+    if not uid:
+        st.info("Open a study from the worklist, or by its link (`/study?study=<StudyInstanceUID>`).")
+        return
+    if st.query_params.get(STUDY_PARAM) != uid:
+        st.query_params[STUDY_PARAM] = uid  # the URL names the study shown (reload, bookmark, share)
+    st.session_state["study"] = uid
     matches = results[results["study_uid"] == uid]
     if matches.empty:
-        st.error("This study is not in the scoring output.")
+        st.error(
+            f"Study `{uid}` is not in this scoring output (check the link, or the results folder "
+            f"`{settings.results_dir.name}`). Go back to the worklist to choose a study."
+        )
         return
+    queue = st.session_state.get("queue") or []
+    if uid not in queue:
+        queue = _default_queue(results, store, query)
+        queue = queue if uid in queue else [uid, *queue]
+        st.session_state["queue"] = queue
+    pos = queue.index(uid)
+    left_with = st.session_state.pop("left_unsaved", None)
+    if left_with is not None:
+        was, pending = left_with
+        st.warning(
+            f"Study `{was}` has {len(pending)} unsaved decision(s) ({', '.join(pending)}): kept as drafts, "
+            "marked unsaved in the worklist. Go back and save them.",
+            icon=":material/warning:",
+        )
+    before, after = neighbour(queue, uid, -1), neighbour(queue, uid, 1)
+    nav = st.columns([1, 1, 1, 5], vertical_alignment="center")
+    if nav[0].button("← Worklist", key="back"):
+        pending = _unsaved(uid, store)
+        if pending:
+            st.session_state["left_unsaved"] = (uid, pending)
+        st.switch_page(_PAGES["worklist"])
+    nav[1].button(
+        "‹ Previous",
+        key="prev",
+        disabled=before is None,
+        on_click=_leave,
+        args=(uid, before, store),
+        help="Previous study (key p)",
+    )
+    nav[2].button(
+        "Next ›",
+        key="next",
+        disabled=after is None,
+        on_click=_leave,
+        args=(uid, after, store),
+        help="Next study (key n)",
+    )
+    header = f"Study **{pos + 1} / {len(queue)}** &nbsp; `{uid}`"
+    if user.may_see_identifiers:  # display only: read now, never logged, cached, exported or audited
+        ids = read_identifiers(study_input(settings.results_dir, uid).image_paths)
+        header += (
+            f" &nbsp; Acc. **{ids.accession or '-'}** · {ids.study_date or '-'} · {ids.age or '-'} · {ids.sex or '-'}"
+        )
+    if _unsaved(uid, store):
+        header += " &nbsp; :orange[● unsaved]"
+    nav[3].markdown(header)
+    if settings.viewer_url_template:
+        st.link_button("Open in PACS viewer", str(settings.viewer_url(uid)), icon=":material/open_in_new:")
+    _keyboard(store)
     try:
-        result = ResultRow.from_record(matches.iloc[0], labels)
+        result = ResultRow.from_record({str(k): v for k, v in matches.iloc[0].items()}, labels)
         model = _model(model_uri_for(settings, results), settings.tracking_uri, str(settings.results_dir / "model"))
         ex = _explanation(model, str(settings.results_dir), uid)  # the forward pass only: maps come when shown
         image = _display_image(str(settings.results_dir), uid, model.predictor.loaded.preprocessing.frame_policy)
@@ -526,31 +794,165 @@ def _study_page(
         shown_tokens = _report_panel(ex, labels, uid, more, failed)
         with st.expander("Modality contributions (signed logit)", expanded=True):
             st.markdown(contributions_table_html(labels, ex.modality_contributions), unsafe_allow_html=True)
+    note = st.session_state.pop("saved_note", None)
+    if note is not None and note[0] == uid:
+        st.success(note[1])
     _decision_form(user, result, store, shown_maps + shown_tokens, opacity, uid, str(settings.results_dir))
+    st.caption("Keys: " + " · ".join(f"**{key}** {meaning}" for key, (_, meaning) in SHORTCUTS.items()))
     _verified_sr_panel(user, result, store, uid, settings)
     history = store.audit(uid)
     if history:
         with st.expander(f"Audit trail ({len(history)} entries)"):
-            st.dataframe(
-                [
-                    {
-                        "time (UTC)": r.decided_at,
-                        "reviewer": r.reviewer,
-                        "label": r.label,
-                        "decision": r.decision,
-                        "value": int(r.reviewed_value),
-                        "model": f"{r.model_name} v{r.model_version}",
-                        "shown p": round(r.shown.probability, 3),
-                        "comment": r.comment,
-                    }
-                    for r in reversed(history)
-                ],
-                hide_index=True,
-                width="stretch",
-            )
+            st.dataframe(_audit_rows(history), hide_index=True, width="stretch")
+
+
+def _audit_rows(history: list[Any], with_study: bool = False) -> list[dict[str, Any]]:
+    """Audit-trail rows, newest first (no patient identifier is ever stored, so none is shown)."""
+    return [
+        {
+            **({"study": r.study_uid} if with_study else {}),
+            "time (UTC)": r.decided_at,
+            "reviewer": r.reviewer,
+            "label": r.label,
+            "decision": r.decision,
+            "value": int(r.reviewed_value),
+            "model": f"{r.model_name} v{r.model_version}",
+            "shown p": round(r.shown.probability, 3),
+            "comment": r.comment,
+        }
+        for r in reversed(history)
+    ]
+
+
+# ------------------------------------------------------------------------------------- audit
+
+
+def _audit_page(store: ReviewStore) -> None:
+    st.title("Audit trail")
+    st.caption("Every saved decision, newest first. Append-only: nothing here can be edited or deleted.")
+    history = store.audit()
+    c1, c2 = st.columns(2)
+    reviewers = sorted({r.reviewer for r in history})
+    who = c1.multiselect("Reviewer", reviewers, key="audit_reviewers")
+    study = c2.text_input("Study UID contains", key="audit_study").strip()
+    shown = [r for r in history if (not who or r.reviewer in who) and (not study or study in r.study_uid)]
+    st.metric("Entries", len(shown))
+    if shown:
+        st.dataframe(_audit_rows(shown, with_study=True), hide_index=True, width="stretch", key="audit_table")
+    measured = store.measurements()
+    if measured:
+        st.subheader("Measurements")
+        st.dataframe(
+            [
+                {
+                    "study": m.study_uid,
+                    "time (UTC)": m.decided_at,
+                    "reviewer": m.reviewer,
+                    "kind": m.kind,
+                    "ratio": round(m.ratio, 3),
+                }
+                for m in reversed(measured)
+            ],
+            hide_index=True,
+            width="stretch",
+        )
+
+
+# ------------------------------------------------------------------------------------- admin
+
+
+def _admin_page(settings: ReviewSettings, results: pd.DataFrame, store: ReviewStore) -> None:
+    """Users (no hashes), health and settings (no secrets): the ``admin`` role only."""
+    st.title("Admin")
+    st.subheader("Health")
+    roles, problems = _oidc(settings)
+    h1, h2, h3 = st.columns(3)
+    h1.metric("Scored studies", len(results))
+    h2.metric("Saved decisions", len(store.audit()))
+    h3.metric("Explanations cached", len(_explanations()))
+    st.markdown(
+        f"- Hospital sign-in (OIDC): **{'on' if roles else 'off'}**"
+        + (f" ({'; '.join(problems)})" if problems else "")
+        + (f", role claim `{roles.claim}`, {len(roles.grants)} mapped value(s)" if roles else "")
+    )
+    st.subheader("Users")
+    try:
+        users = read_users(settings.users_path)
+    except MedfusionError as err:
+        st.error(str(err))
+        users = {}
+    st.dataframe(
+        [
+            {
+                "user": n,
+                "role": e.role,
+                "identifiers": e.identifiers,
+                "password": e.password_hash is not None,
+                "display name": e.display_name or "",
+            }
+            for n, e in sorted(users.items())
+        ],
+        hide_index=True,
+        width="stretch",
+        key="admin_users",
+    )
+    with st.form("add_user", clear_on_submit=True):
+        st.markdown("**Add or replace a local user** (stored as a salted scrypt hash)")
+        a1, a2, a3 = st.columns(3)
+        name = a1.text_input("User name", key="new_user")
+        role = a2.selectbox("Role", ["reviewer", "viewer", "admin"], key="new_role")
+        password = a3.text_input("Password", type="password", key="new_password")
+        identifiers = st.checkbox("May see identifiers (accession, study date, age, sex)", key="new_identifiers")
+        if st.form_submit_button("Save user"):
+            try:
+                add_user(settings.users_path, name.strip(), password, role, identifiers=identifiers)  # type: ignore[arg-type]
+            except InputRejected as err:
+                st.error(f"Not saved: {err.reason}.")
+            else:
+                st.success(f"User '{name.strip()}' ({role}) saved.")
+    st.subheader("Settings")
+    st.dataframe(
+        [
+            {"setting": "results", "value": str(settings.results_dir)},
+            {"setting": "store", "value": str(settings.store_path)},
+            {"setting": "users file", "value": str(settings.users_path)},
+            {"setting": "model", "value": settings.model_uri or "(the version that scored)"},
+            {"setting": "trusted header", "value": settings.trusted_header or "(off)"},
+            {"setting": "PACS viewer link", "value": settings.viewer_url_template or "(none)"},
+            {"setting": "verified SRs sent to", "value": settings.stow_url or "(written only)"},
+            {"setting": "organization", "value": settings.organization},
+        ],
+        hide_index=True,
+        width="stretch",
+    )
 
 
 # --------------------------------------------------------------------------------------- main
+
+#: The app's pages by name (set by :func:`main` before any page runs; page code switches with them).
+_PAGES: dict[str, StreamlitPage] = {}
+
+
+def _pages(user: User | None, run: Callable[[str], None]) -> list[StreamlitPage]:
+    """The pages this user may open (every page before login, so that the URL's page and query survive it)."""
+    specs = [
+        ("worklist", "Worklist", ":material/list:"),
+        ("study", "Study", ":material/radiology:"),
+        ("audit", "Audit", ":material/history:"),
+    ]
+    if user is None or user.is_admin:
+        specs.append(("admin", "Admin", ":material/admin_panel_settings:"))
+    pages = []
+    for name, title, icon in specs:
+
+        def page(name: str = name) -> None:
+            run(name)
+
+        page.__name__ = f"page_{name}"
+        pages.append(st.Page(page, title=title, icon=icon, url_path=name, default=name == "worklist"))
+    _PAGES.clear()
+    _PAGES.update(zip((s[0] for s in specs), pages, strict=True))
+    return pages
 
 
 def main() -> None:
@@ -559,17 +961,32 @@ def main() -> None:
     except MedfusionError as err:
         st.error(str(err))
         return
-    user = _login(settings)
+    user = st.session_state.get("user")
+    bodies: dict[str, Callable[[], None]] = {}  # filled once signed in; st.navigation needs the pages first
+    page = st.navigation(_pages(user, lambda name: bodies[name]()), position="hidden" if user is None else "sidebar")
     if user is None:
-        return
+        user = _login(settings)
+        if user is None:
+            return  # the page and its ?study= stay in the URL: the login's rerun lands on them
+        st.rerun()  # signed in by header or OIDC: again, with this user's pages
     results = _scores(str(settings.results_dir))
     labels = labels_of(results)
     store = _store(settings)
     query = _sidebar(user, settings, labels, store)
-    if "study" in st.session_state:
-        _study_page(user, settings, results, labels, store)
-    else:
-        _worklist_page(build_worklist(results, store.current_frame(), query), labels, len(results), store)
+
+    def worklist() -> None:
+        if STUDY_PARAM in st.query_params:  # an old-style link to the app's root: /?study=<uid>
+            st.switch_page(_PAGES["study"], query_params={STUDY_PARAM: st.query_params[STUDY_PARAM]})
+        listed = build_worklist(results, store.current_frame(), query)
+        _worklist_page(listed, labels, len(results), store, user, settings)
+
+    bodies.update(
+        worklist=worklist,
+        study=lambda: _study_page(user, settings, results, labels, store, query),
+        audit=lambda: _audit_page(store),
+        admin=lambda: _admin_page(settings, results, store),
+    )
+    page.run()
 
 
 main()
