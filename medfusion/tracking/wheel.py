@@ -64,6 +64,13 @@ def source_digest() -> str:
 
 
 def _distribution() -> metadata.Distribution:
+    """The installed medfusion's metadata: an installed ``.dist-info`` (with ``METADATA``) before a
+    source tree's ``medfusion.egg-info`` (``PKG-INFO`` only), which ``importlib.metadata`` finds first
+    whenever the checkout is the working directory."""
+    found = list(metadata.distributions(name=DIST))
+    found.sort(key=lambda d: not d.read_text("METADATA"))
+    if found:
+        return found[0]
     try:
         return metadata.distribution(DIST)
     except metadata.PackageNotFoundError:
@@ -93,7 +100,7 @@ def pack_running_package(dest: Path) -> Path:
     version = dist.version
     info = f"{DIST}-{version}.dist-info"
     members: list[tuple[str, bytes]] = [(name, path.read_bytes()) for name, path in package_files()]
-    meta = dist.read_text("METADATA")
+    meta = dist.read_text("METADATA") or dist.read_text("PKG-INFO")
     if not meta:
         raise MedfusionError(f"the installed {DIST} {version} has no METADATA file")
     members.append((f"{info}/METADATA", meta.encode()))

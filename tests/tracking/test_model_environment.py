@@ -72,6 +72,23 @@ def test_the_packed_wheel_is_the_running_code_and_reproducible(tmp_path: Path) -
     assert len(source_digest()) == 64
 
 
+def test_a_source_tree_egg_info_does_not_hide_the_installed_metadata(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    # ``pip install -e .`` leaves medfusion.egg-info (PKG-INFO, no METADATA) in the checkout, and
+    # importlib.metadata finds it first whenever the checkout is on sys.path (python -m pytest, a notebook).
+    egg = tmp_path / "medfusion.egg-info"
+    egg.mkdir()
+    (egg / "PKG-INFO").write_text("Metadata-Version: 2.1\nName: medfusion\nVersion: 9.9.9\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    assert metadata.distribution("medfusion").version == "9.9.9"  # the trap
+    wheel = pack_running_package(tmp_path / "out")
+    assert "9.9.9" not in wheel.name
+    with zipfile.ZipFile(wheel) as archive:
+        meta = next(n for n in archive.namelist() if n.endswith(".dist-info/METADATA"))
+        assert "Requires-Dist: torch" in archive.read(meta).decode()
+
+
 @pytest.fixture(scope="module")
 def champion_dir(demo_project: DemoProject, tmp_path_factory: pytest.TempPathFactory) -> Path:
     """The champion's model folder, downloaded from the registry (what a serving host receives)."""
