@@ -62,7 +62,7 @@ def test_a_study_link_survives_the_login_and_opens_that_study(app_env, review_pr
     assert not at.exception, at.exception
     assert at.session_state["study"] == uid and at.query_params["study"] == uid
     assert any(uid in m.value and "Study **" in m.value for m in at.markdown)
-    assert at.image, "the study's image is on screen"
+    assert any("wheel: zoom" in c.value for c in at.caption), "the study's image is in the viewer"
     assert [r.options for r in at.radio if r.key == f"d_{uid}_nodule"] == [["agree", "disagree (the opposite value)"]]
 
 

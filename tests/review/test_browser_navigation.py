@@ -112,7 +112,9 @@ def test_rapid_navigation_from_two_sessions_keeps_the_server_up(review_project, 
             _assert_no_error(page, where)
             text = page.text()[:1500]
             assert page.eval("document.querySelectorAll('.mfv-root img.mfv-img').length") == 1, (where, text)
-            assert page.eval("document.querySelectorAll('mark').length") > 0, (where, text)  # token evidence
+            # token evidence, or the page says that no word moves the focused label (read from the image)
+            marks = page.eval("document.querySelectorAll('mark').length")
+            assert marks > 0 or "No word of this report moves" in page.text(), (where, text)
         assert server.poll() is None, f"the server died after the clicks:\n{log_path.read_text()[-4000:]}"
         assert health(url) == "ok"
     log = log_path.read_text(errors="replace")

@@ -490,6 +490,8 @@ def _report_panel(
         f"{word_evidence_html(ex.report_text, ex.words, scores, ex.negation_scopes)}</div>",
         unsafe_allow_html=True,
     )
+    if scores is not None and not np.any(np.asarray(scores)):
+        st.caption(f"No word of this report moves the {tok_label} score: the model reads it from the image here.")
     for m, reason in hidden.items():
         st.caption(f"{TOKEN_NAMES[m]}: not shown, {reason}.")
     return [method] if method != "none" else []
