@@ -1,4 +1,6 @@
-"""The viewer in a real Chromium: preset, zoom, pan, the lateral view, a CTR measured and saved with a decision.
+"""A reviewer in a real Chromium, end to end: opens a study by its URL and signs in, changes the window
+preset, scrolls to the lateral view, zooms and pans, measures a CTR, records the decision with the
+keyboard shortcuts, and the audit row and the measurement are in the store.
 
 Mouse input goes through the DevTools protocol (``Input.dispatchMouseEvent``: real wheel, press, move and
 release events), so the component's own handlers run as they do for a user.
@@ -20,6 +22,7 @@ from medfusion.scoring import read_results, study_inputs
 from tests.review.browser import CHROMIUM, Page, chromium_page, running_app
 from tests.review.conftest import PASSWORD
 from tests.review.test_browser import REQUIRED, _assert_no_error
+from tests.review.test_browser_study_link import _checked, _form_of
 
 
 def _rect(page: Page, selector: str) -> dict:
@@ -88,7 +91,7 @@ def _wait_new_image(page: Page, before: str) -> None:
 
 
 @pytest.mark.slow
-def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_project, tmp_path) -> None:
+def test_link_login_preset_lateral_zoom_ctr_and_shortcut_decision_in_the_audit(review_project, tmp_path) -> None:
     if not Path(CHROMIUM).exists():
         if REQUIRED:
             pytest.fail(f"MEDFUSION_REQUIRE_SYSTEM_TESTS=1 but {CHROMIUM} is missing (apt-get install chromium)")
@@ -100,16 +103,11 @@ def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_pr
     )
     (tmp_path / "profile").mkdir()
     with running_app(settings, tmp_path / "streamlit.log") as url, chromium_page(tmp_path / "profile") as page:
-        page.send("Page.navigate", url=url)
+        page.send("Page.navigate", url=f"{url}study?study={study_uid}")  # a study with a lateral view
         page.wait_for("document.querySelector('input[type=password]')", 180)
         page.type_into("input[aria-label='User name']", "dr.alice")
         page.type_into("input[type=password]", PASSWORD)
         page.click_button("Sign in")
-        page.wait_for("document.body.innerText.includes('Scored studies')", 120)
-        page.wait_idle(120)
-        _choose(page, "Study", study_uid)  # a study with a lateral view (a second series)
-        page.wait_idle()
-        page.click_button("Open study")
         page.wait_for("document.body.innerText.includes('This study: 2 series')", 240)
         page.wait_for("document.querySelector('.mfv-root img.mfv-img')", 240)
         page.wait_idle(240)
@@ -175,16 +173,13 @@ def test_viewer_preset_zoom_lateral_view_and_ctr_saved_with_a_decision(review_pr
         )
         page.screenshot(tmp_path / "viewer_ctr.png")
 
-        # save a decision: the measurement goes with it
-        r = page.eval(
-            "(() => { const l = [...document.querySelectorAll('[data-testid=\"stRadio\"] label')]"
-            ".find(l => l.innerText.trim() === 'agree'); l.scrollIntoView({block: 'center'});"
-            " const b = l.getBoundingClientRect(); return {x: b.x + 8, y: b.y + b.height / 2}; })()"
-        )
-        time.sleep(0.3)
-        _click_at(page, r["x"], r["y"])
-        time.sleep(0.5)
-        page.click_button("Save decisions")
+        # decide with the keyboard (a: agree on the focused label, s: save): the measurement goes with it
+        assert page.url().endswith(f"/study?study={study_uid}"), page.url()
+        page.eval("document.activeElement && document.activeElement.blur()")
+        _form_of(page, study_uid)
+        page.press("a")
+        _checked(page, 1)
+        page.press("s")
         page.wait_for("document.body.innerText.includes('Saved 1 decision')", 60)
         page.wait_idle()
         _assert_no_error(page, "after saving")
