@@ -59,9 +59,21 @@ def test_scanner_finds_planted_phi(tmp_path: Path, demo_project: DemoProject) ->
     con.commit()
     con.close()
     pd.DataFrame({"acc": [acc]}).to_parquet(tmp_path / "x.parquet", compression="zstd")
+    # A model's shipped wheel: its members that are medfusion's own source files are code, not outputs
+    # (the demo generator's invented names), but a changed "source" file is scanned like any output.
+    import zipfile
+
+    import medfusion.datasets.demo.cohort as cohort_module
+
+    source = Path(cohort_module.__file__).read_bytes()
+    with zipfile.ZipFile(tmp_path / "own.whl", "w", compression=zipfile.ZIP_DEFLATED) as whl:
+        whl.writestr("medfusion/datasets/demo/cohort.py", source)
+    with zipfile.ZipFile(tmp_path / "changed.whl", "w", compression=zipfile.ZIP_DEFLATED) as whl:
+        whl.writestr("medfusion/datasets/demo/cohort.py", source + f"# {pid}\n".encode())
     hits = find_phi(output_files(tmp_path), needles)
     found = {(Path(h.path.split("::")[0]).name, h.needle.value) for h in hits}
-    assert {("run.log", name), ("x.db", pid), ("x.parquet", acc)} <= found, format_hits(hits)
+    assert {("run.log", name), ("x.db", pid), ("x.parquet", acc), ("changed.whl", pid)} <= found, format_hits(hits)
+    assert not any(Path(h.path.split("::")[0]).name == "own.whl" for h in hits), format_hits(hits)
 
 
 def test_demo_project_outputs_hold_no_phi(demo_project: DemoProject) -> None:

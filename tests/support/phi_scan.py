@@ -125,12 +125,27 @@ def _parquet_text(path: Path) -> list[tuple[str, bytes]]:
     return [(f"{path}::rows", text.encode("utf-8"))]
 
 
+#: The medfusion package's own source folder: a logged model ships it as a wheel (its code, not an output).
+_PACKAGE = Path(__file__).resolve().parents[2] / "medfusion"
+
+
+def _is_own_source(name: str, member: bytes) -> bool:
+    """A zip member that is byte for byte one of medfusion's own source files (the model's shipped wheel):
+    code such as the demo generator's invented name list, not something a run wrote."""
+    if not name.startswith("medfusion/"):
+        return False
+    source = _PACKAGE / name.removeprefix("medfusion/")
+    return source.is_file() and source.read_bytes() == member
+
+
 def _zip_members(path: Path, data: bytes) -> list[tuple[str, bytes]]:
     out = []
     with zipfile.ZipFile(io.BytesIO(data)) as zf:
         for info in zf.infolist():
             if not info.is_dir():
-                out.append((f"{path}::{info.filename}", zf.read(info)))
+                member = zf.read(info)
+                if not _is_own_source(info.filename, member):
+                    out.append((f"{path}::{info.filename}", member))
     return out
 
 

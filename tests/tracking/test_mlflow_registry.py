@@ -177,7 +177,7 @@ def test_ci_gain_gate_rejects_a_copy_of_the_champion(project: Path, promotions: 
             promotions["better"].result.model_dir, labels=config.labels, registered_model=name,
             example_row=EXAMPLE_INPUT,
         )  # fmt: skip
-    decision = promote_challenger(config, version=str(copy.version))
+    decision = promote_challenger(config, version=str(copy.registered_model_version))
     assert not decision.promoted
     assert decision.gain is not None and decision.gain.macro_auroc == 0 and decision.gain.ci_high == 0
     assert any("95 % CI lower bound +0.000 is not above 0" in f for f in decision.failures), decision.failures
