@@ -13,14 +13,13 @@ from __future__ import annotations
 
 import argparse
 import json
-import math
 import os
-import time
 from pathlib import Path
 
 import torch
 
 from tests.support.demo import small_demo_config
+from tests.training.resume_worker import _finite, _Sleep
 
 EPOCHS = 3
 
@@ -37,18 +36,6 @@ def config_for(project: Path, lr: float = 3e-3):
         training__batch_size=8,
         training__lr=lr,
     )
-
-
-class _Sleep:
-    def __init__(self, seconds: float) -> None:
-        self.seconds = seconds
-
-    def on_epoch_end(self, epoch: int, metrics: dict[str, float]) -> None:
-        time.sleep(self.seconds)
-
-
-def _finite(values: dict[str, float]) -> dict[str, float]:
-    return {k: float(v) for k, v in values.items() if isinstance(v, (int, float)) and math.isfinite(v)}
 
 
 def main() -> None:
