@@ -7,7 +7,7 @@
 Preprocessing (image size, frame policy, report sections, token limit) is the folder's model card's
 :class:`~medfusion.processing.spec.PreprocessingSpec`, applied by the same
 :class:`~medfusion.processing.preprocessor.Preprocessor` as in training, so inference matches training.
-Probabilities are temperature-scaled; decisions apply the stored per-label thresholds.
+Probabilities are calibrated (the card's per-label Platt scaling); decisions apply the stored per-label thresholds.
 
 A study may lack its image (``image_paths=[]``) or its report (``report_text=""``): the model's
 missing-modality path scores it. A study whose image cannot be read (a typed
@@ -31,7 +31,6 @@ import torch
 
 import medfusion
 from medfusion.errors import InputRejected
-from medfusion.models.calibration import apply_temperature
 from medfusion.models.card import TEXT_DIR, ModelCard
 from medfusion.models.model import LoadedModel, load_model_dir
 from medfusion.models.text_encoder import load_tokenizer
@@ -50,7 +49,7 @@ class Prediction:
 
     Attributes:
         labels: Label names.
-        probabilities: (L,) temperature-scaled probabilities (NaN when ``error`` is set).
+        probabilities: (L,) calibrated probabilities (NaN when ``error`` is set).
         thresholds: (L,) the thresholds used.
         modality_logits: Modality -> (L,) that modality's own logits (empty for ``concat``).
         modality_weights: Slot (``joint``/``image``/``text``) -> weight of that slot in the logits.
@@ -196,7 +195,7 @@ class Predictor:
         batch = {k: v.to(loaded.device, non_blocking=True) for k, v in self.collate(samples).items()}
         with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
             out = loaded.model(batch)
-        probs = apply_temperature(out.logits.float().cpu(), loaded.temperature)  # (B, L)
+        probs = loaded.calibration.probabilities(out.logits.float().cpu())  # (B, L)
         modality = {m: v.float().cpu().numpy() for m, v in out.modality_logits.items()}
         weights = {k: v.float().cpu().numpy() for k, v in out.modality_weights.items()}
         lengths = batch["attention_mask"].sum(1).tolist()

@@ -88,7 +88,7 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per label, the threshold maximising F1 (predict positive when ``p >= threshold``).
 
     Args:
-        probs: (N, L) probabilities (validation set, temperature-scaled as at inference).
+        probs: (N, L) probabilities (validation set, calibrated as at inference).
         targets: (N, L) 1/0 with NaN for unknown.
 
     Returns:

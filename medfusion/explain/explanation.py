@@ -36,7 +36,6 @@ from medfusion.explain.workspace import (
     no_checkpoint,
 )
 from medfusion.inference import Predictor, StudyInput
-from medfusion.models.calibration import apply_temperature
 from medfusion.models.model import FusionModelOutput
 from medfusion.processing.sample import Sample
 
@@ -72,7 +71,7 @@ class StudyExplanation:
         available: Every method that applies to this model and study (computed or not).
         computed: Method -> label indices whose rows were computed (all labels unless ``labels`` was given).
         modality_contributions: Slot (``image``, ``text``, ``joint``) -> (L,) signed contribution to
-            each label's logit (before temperature); they sum to the logit (see :func:`modality_contributions`).
+            each label's logit (before calibration); they sum to the logit (see :func:`modality_contributions`).
         provenance: ``model_id``, ``medfusion_version``, ``status`` (``UNVERIFIED``).
     """
 
@@ -194,7 +193,7 @@ def _explain(
 
     explanation = StudyExplanation(
         labels=list(loaded.labels),
-        probabilities=apply_temperature(out.logits.detach().float().cpu(), loaded.temperature)[0],
+        probabilities=loaded.calibration.probabilities(out.logits.detach().float().cpu())[0],
         thresholds=loaded.thresholds.copy(),
         image=None,
         report_text=sample.report,

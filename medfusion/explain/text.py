@@ -209,7 +209,7 @@ def delete_tokens(batch: dict[str, torch.Tensor], drops: torch.Tensor) -> dict[s
 def deletion_logits(
     model: nn.Module, batch: dict[str, torch.Tensor], drops: torch.Tensor, chunk: int = DELETION_BATCH
 ) -> torch.Tensor:
-    """Logits (before temperature) of a one-study batch with ``drops[v]`` deleted, per copy.
+    """Logits (before calibration) of a one-study batch with ``drops[v]`` deleted, per copy.
 
     Args:
         model: The fusion model (eval mode).

@@ -7,7 +7,7 @@
   step), and the model folder (:func:`~medfusion.models.model.save_model_dir`,
   :func:`~medfusion.models.model.load_model_dir`).
 * :mod:`.card`: :class:`~medfusion.models.card.ModelCard`, the one reader/writer of ``medfusion_model.json``.
-* :mod:`.calibration`: temperature scaling of the logits; :mod:`.weights`: pickle-free weight files.
+* :mod:`.calibration`: per-label Platt scaling of the logits; :mod:`.weights`: pickle-free weight files.
 
 May import: :mod:`medfusion.config` (component settings), :mod:`medfusion.processing.spec` (the card holds
 the preprocessing spec), :mod:`medfusion.errors`. Must not import training, inference, scoring, explain,

@@ -4,11 +4,12 @@
 nothing of the run that made it (no ``project_dir``, manifest or pretrained-file paths of the build
 machine)::
 
-    format, format_version     "medfusion-model", 2
+    format, format_version     "medfusion-model", 3
     name, model_id             the run's name; "<name>-<first 16 hex of the weights' SHA-256>"
     medfusion_version, created provenance
     labels, thresholds         (L,) label names and decision thresholds on calibrated probabilities
-    temperature                logits are divided by it before the sigmoid
+    calibration                per-label Platt scaling: {"scale": (L,), "bias": (L,)}, probability
+                               sigmoid(scale_l * logit_l + bias_l) (medfusion.models.calibration)
     preprocessing              the PreprocessingSpec (medfusion.processing.spec)
     config                     the architecture: image_encoder, text_encoder (embed_dim, pooling), fusion;
                                the head is Linear(fusion.hidden_dim -> len(labels)) and has no settings
@@ -17,10 +18,12 @@ machine)::
                                (fused, image, text) logits fitted on validation, with their evidence
                                (medfusion.models.stacking)
 
-Folders written with format version 1 (the whole run config under ``config``) still load.
+Folders written with format version 1 (the whole run config under ``config``) and 2 still load; their
+single ``temperature`` ``T`` becomes ``scale = 1/T`` and ``bias = 0`` for every label.
 
 May import: :mod:`medfusion.config` (component settings), :mod:`medfusion.processing.spec`,
-:mod:`medfusion.models.registry`, :mod:`medfusion.errors`.
+:mod:`medfusion.models.registry`, :mod:`medfusion.models.calibration` (torch-free at import),
+:mod:`medfusion.errors`.
 """
 
 from __future__ import annotations
@@ -29,17 +32,20 @@ import json
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from medfusion.config import Config, FusionConfig, ImageEncoderConfig
 from medfusion.errors import MedfusionError
+from medfusion.models.calibration import Calibration
 from medfusion.processing.spec import PreprocessingSpec
 
 META_FILE = "medfusion_model.json"
 #: Sub-folder holding the tokenizer files and the text transformer's ``config.json``.
 TEXT_DIR = "text_encoder"
 FORMAT = "medfusion-model"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3
+#: Older format versions :meth:`ModelCard.from_dict` still reads.
+_OLD_VERSIONS = (1, 2)
 
 
 class _Frozen(BaseModel):
@@ -144,7 +150,7 @@ class ModelCard(_Frozen):
     name: str
     labels: tuple[str, ...] = Field(min_length=1)
     thresholds: tuple[float, ...]
-    temperature: float = Field(1.0, gt=0)
+    calibration: Calibration
     preprocessing: PreprocessingSpec
     config: ModelConfig
     tokenizer: TokenizerInfo = TokenizerInfo()
@@ -159,32 +165,35 @@ class ModelCard(_Frozen):
             raise ValueError(f"{len(self.labels)} labels but {len(self.thresholds)} thresholds")
         if self.stacking is not None and len(self.stacking.weights) != len(self.labels):
             raise ValueError(f"{len(self.labels)} labels but {len(self.stacking.weights)} rows of stacking weights")
+        if self.calibration.n_labels != len(self.labels):
+            raise ValueError(f"{len(self.labels)} labels but calibration for {self.calibration.n_labels}")
         return self
 
     @classmethod
     def from_config(cls, config: Config) -> ModelCard:
-        """The card of a model about to be trained: thresholds 0.5 and temperature 1 until calibrated."""
+        """The card of a model about to be trained: thresholds 0.5 and identity calibration until calibrated."""
         return cls(
             name=config.name,
             labels=tuple(config.labels),
             thresholds=(0.5,) * len(config.labels),
+            calibration=Calibration.identity(len(config.labels)),
             preprocessing=PreprocessingSpec.from_config(config),
             config=ModelConfig.from_config(config),
             tokenizer=TokenizerInfo(source=_text_source(config)),
         )
 
-    def calibrated(self, thresholds: Any, temperature: float) -> ModelCard:
-        """A copy with the fitted decision thresholds (L,) and temperature.
+    def calibrated(self, thresholds: Any, calibration: Calibration) -> ModelCard:
+        """A copy with the fitted decision thresholds (L,) and calibration.
 
         Raises:
-            MedfusionError: Not one threshold per label, or a temperature that is not positive.
+            MedfusionError: Not one threshold, or not one calibration scale and bias, per label.
         """
         values = tuple(float(t) for t in thresholds)
         if len(values) != len(self.labels):
             raise MedfusionError(f"{len(self.labels)} labels but {len(values)} thresholds")
-        if not float(temperature) > 0:
-            raise MedfusionError(f"temperature must be positive, got {temperature}")
-        return self.model_copy(update={"thresholds": values, "temperature": float(temperature)})
+        if calibration.n_labels != len(self.labels):
+            raise MedfusionError(f"{len(self.labels)} labels but calibration for {calibration.n_labels}")
+        return self.model_copy(update={"thresholds": values, "calibration": calibration})
 
     @property
     def modalities(self) -> tuple[str, ...]:
@@ -210,18 +219,22 @@ class ModelCard(_Frozen):
 
     @classmethod
     def from_dict(cls, data: dict[str, Any], source: str = "model card") -> ModelCard:
-        """Validate a card read from JSON (format 2, or the run-config format 1).
+        """Validate a card read from JSON (format 3; 2 and the run-config format 1 are converted).
 
         Raises:
             MedfusionError: Another format, or an invalid card; the message names ``source``.
         """
         fmt, version = data.get("format"), data.get("format_version")
-        if fmt != FORMAT or version not in (1, FORMAT_VERSION):
+        if fmt != FORMAT or version not in (*_OLD_VERSIONS, FORMAT_VERSION):
             raise MedfusionError(f"{source}: unsupported format {fmt!r} v{version!r}")
         body = {k: v for k, v in data.items() if k not in ("format", "format_version")}
         try:
-            return cls.model_validate(_from_v1(body) if version == 1 else body)
-        except (ValidationError, KeyError, TypeError, AttributeError) as exc:
+            if version == 1:
+                body = _from_v1(body)
+            if version in _OLD_VERSIONS:
+                body = _from_v2(body)
+            return cls.model_validate(body)
+        except (ValueError, KeyError, TypeError, AttributeError) as exc:  # ValidationError is a ValueError
             raise MedfusionError(f"{source}: invalid model card: {exc}") from None
 
     @classmethod
@@ -249,8 +262,17 @@ class ModelCard(_Frozen):
         return path
 
 
+def _from_v2(body: dict[str, Any]) -> dict[str, Any]:
+    """A format-2 card (one ``temperature`` ``T``, 1.0 when absent) in the format-3 layout (scale 1/T, bias 0)."""
+    rest = {k: v for k, v in body.items() if k != "temperature"}
+    temperature = body.get("temperature", 1.0)
+    if isinstance(temperature, bool) or not isinstance(temperature, int | float):
+        raise ValueError(f"temperature must be a number, got {temperature!r}")
+    return {**rest, "calibration": Calibration.from_temperature(temperature, len(body["labels"]))}
+
+
 def _from_v1(body: dict[str, Any]) -> dict[str, Any]:
-    """A format-1 card (the whole run config under ``config``) in the format-2 layout."""
+    """A format-1 card (the whole run config under ``config``) in the format-2 layout (then see :func:`_from_v2`)."""
     run = body["config"]
     text = run["text_encoder"]
     return {

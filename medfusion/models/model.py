@@ -11,7 +11,7 @@ A model folder (:func:`save_model_dir`) holds everything needed to score new stu
 process, with no access to the training run or the hub::
 
     model.safetensors         all weights (encoders, fusion, head)
-    medfusion_model.json      the model card (labels, thresholds, temperature, preprocessing, architecture)
+    medfusion_model.json      the model card (labels, thresholds, calibration, preprocessing, architecture)
     text_encoder/             tokenizer files + the text transformer's config.json
 """
 
@@ -32,6 +32,7 @@ from torch import nn
 
 import medfusion
 from medfusion.errors import MedfusionError
+from medfusion.models.calibration import Calibration
 from medfusion.models.card import TEXT_DIR, ModelCard, TokenizerInfo
 from medfusion.models.convert import Layout
 from medfusion.models.fusion import IMAGE, TEXT, Fusion, ModalityEmbedding
@@ -51,7 +52,7 @@ class FusionModelOutput:
     """Output of :class:`MedFusionModel`.
 
     Attributes:
-        logits: (B, L) label logits (before temperature scaling).
+        logits: (B, L) label logits (before calibration).
         modality_logits: Modality -> (B, L) that modality's own logits (empty for ``concat``).
         modality_weights: Slot (``joint``/``image``/``text``) -> (B,) weight in the final logits.
         attentions: (B, heads, T_text, N_img) text->image cross-attention (``hybrid``), else None.
@@ -264,13 +265,13 @@ class LoadedModel:
 
     @property
     def thresholds(self) -> np.ndarray:
-        """(L,) float64 decision thresholds on temperature-scaled probabilities."""
+        """(L,) float64 decision thresholds on calibrated probabilities."""
         return np.asarray(self.card.thresholds, dtype=np.float64)
 
     @property
-    def temperature(self) -> float:
-        """Logit temperature."""
-        return self.card.temperature
+    def calibration(self) -> Calibration:
+        """Per-label Platt scaling from logits to probabilities."""
+        return self.card.calibration
 
     @property
     def preprocessing(self) -> PreprocessingSpec:

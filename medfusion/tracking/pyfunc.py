@@ -1,7 +1,7 @@
 """The model as an MLflow pyfunc: DICOM path(s) + report text (or a FHIR DiagnosticReport) in,
 per-label probabilities and decisions out.
 
-Labels, thresholds, temperature and preprocessing travel inside the logged model folder
+Labels, thresholds, calibration and preprocessing travel inside the logged model folder
 (``medfusion_model.json`` written by :func:`medfusion.models.model.save_model_dir`), so
 ``mlflow.pyfunc.load_model("models:/medfusion@champion")`` scores new studies in a fresh process.
 

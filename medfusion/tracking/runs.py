@@ -158,9 +158,10 @@ def log_training_result(config: Config, result: Any) -> None:
     ci = result.test_ci  # 95 % patient-level bootstrap interval of each test metric
     mlflow.log_metrics({f"test_{k}_ci_low": low for k, (low, _) in ci.items() if k in result.test_metrics})
     mlflow.log_metrics({f"test_{k}_ci_high": high for k, (_, high) in ci.items() if k in result.test_metrics})
-    mlflow.log_metrics(
-        {"best_epoch": result.best_epoch, "train_seconds": result.train_seconds, "temperature": result.temperature}
-    )
+    mlflow.log_metrics({"best_epoch": result.best_epoch, "train_seconds": result.train_seconds})
+    calibration = result.calibration.by_label(config.labels)  # label -> {"scale", "bias"}
+    mlflow.log_metrics({f"calib_{k}_{n}": v for n, params in calibration.items() for k, v in params.items()})
+    mlflow.log_dict(calibration, "model_card/calibration.json")
     if result.data_cache is not None:
         mlflow.log_metrics({k: v for k, v in result.data_cache.as_metrics().items() if np.isfinite(v)})
     mlflow.log_dict(dict(zip(config.labels, map(float, result.thresholds), strict=True)), "model_card/thresholds.json")
@@ -185,7 +186,7 @@ def test_predictions_table(result: Any) -> pd.DataFrame:
 
     Columns: ``study_pseudonym`` (the StudyInstanceUID pseudonymised with the site salt, ``kind="study"``:
     the same study gets the same key in every run of the site), then per label ``prob_<label>``
-    (temperature-scaled probability), ``decision_<label>`` (``prob >= threshold``) and ``y_<label>``
+    (calibrated probability), ``decision_<label>`` (``prob >= threshold``) and ``y_<label>``
     (target: 1, 0, NaN = unknown). Rows in test-record order.
 
     Args:

@@ -16,7 +16,7 @@
 5. with ``fusion.stacking`` (late, gated, hybrid): fits per-label weights over the fused, image-only and
    text-only logits on validation (:mod:`medfusion.models.stacking`; early stopping then follows the
    best of the three per label), so the model falls back to one modality where fusion does not help;
-6. fits the temperature and tunes per-label F1 thresholds on validation, scores the test split, and
+6. fits per-label calibration and tunes per-label F1 thresholds on validation, scores the test split, and
    saves the model folder (:func:`medfusion.models.model.save_model_dir`) to ``<out_dir>/model``.
 
 Under ``torchrun`` (``medfusion train --nproc N``) every process runs :func:`train` on its slice of each
@@ -51,7 +51,7 @@ from medfusion.config import Config
 from medfusion.errors import ConfigError, MedfusionError
 from medfusion.ingest.records import Rejection
 from medfusion.metrics import bootstrap_ci, evaluate, tune_thresholds
-from medfusion.models.calibration import apply_temperature, fit_temperature
+from medfusion.models.calibration import Calibration, fit_calibration
 from medfusion.models.card import ModelCard, Stacking
 from medfusion.models.fusion import IMAGE, TEXT
 from medfusion.models.model import MedFusionModel, build_model, load_pretrained, resolve_device, save_model_dir
@@ -86,18 +86,18 @@ class TrainResult:
     """What a training run produced.
 
     Attributes:
-        model_dir: The saved model folder (weights, labels, thresholds, temperature, preprocessing).
+        model_dir: The saved model folder (weights, labels, thresholds, calibration, preprocessing).
         best_epoch: 1-based epoch whose weights were kept.
         history: One dict per epoch: ``epoch``, ``train_loss``, ``val_loss``, ``lr``, ``epoch_seconds``
             and ``val_<metric>`` (uncalibrated, 0.5 thresholds).
-        val_metrics: Validation metrics of the best epoch, temperature-scaled, tuned thresholds.
+        val_metrics: Validation metrics of the best epoch, calibrated, tuned thresholds.
         test_metrics: Test metrics, same treatment; empty when there is no test split.
         test_ci: Test metric -> 95 % patient-level bootstrap interval ``(low, high)``
             (:func:`~medfusion.metrics.bootstrap_ci`, seeded with ``training.seed``).
         thresholds: Per-label decision thresholds (maximise validation F1).
-        temperature: Fitted logit temperature.
+        calibration: Per-label Platt scaling fitted on validation after stacking.
         train_seconds: Wall time of the epochs (setup and calibration excluded).
-        test_probabilities: (N_test, L) temperature-scaled test probabilities.
+        test_probabilities: (N_test, L) calibrated test probabilities.
         test_targets: (N_test, L) test targets, NaN = unknown.
         labels: Label names, in output order.
         skipped: Split -> label -> why the label has no AUROC there.
@@ -118,7 +118,7 @@ class TrainResult:
     val_metrics: dict[str, float]
     test_metrics: dict[str, float]
     thresholds: list[float]
-    temperature: float
+    calibration: Calibration
     train_seconds: float
     test_probabilities: np.ndarray
     test_targets: np.ndarray
@@ -672,7 +672,7 @@ def _train(
                 None if pos_weight is None else pos_weight.cpu(),
             )
         )
-        report = evaluate(apply_temperature(val_logits, 1.0), val_targets, labels)
+        report = evaluate(Calibration.identity(len(labels)).probabilities(val_logits), val_targets, labels)
         stack_score = best_candidate_auroc(candidates, labels) if candidates and use_stacking else float("nan")
         row = {
             "epoch": float(epoch),
@@ -730,8 +730,8 @@ def _train(
             card = card.model_copy(update={"stacking": stacking})
             say("stacking weights (fused, image, text): %s", stacking.by_label(tuple(labels)))
     val_logits, val_targets = gathered_logits(model, loaders["val"], device, amp_dtype)
-    temperature = fit_temperature(val_logits, val_targets)
-    val_probs = apply_temperature(val_logits, temperature)
+    calibration = fit_calibration(val_logits, val_targets)  # after stacking: per label, its own head's scale
+    val_probs = calibration.probabilities(val_logits)
     thresholds = tune_thresholds(val_probs, val_targets)
     val_report = evaluate(val_probs, val_targets, labels, thresholds)
     skipped = {"val": val_report.skipped}
@@ -741,7 +741,7 @@ def _train(
     candidate_test_auroc: dict[str, float] = {}
     if "test" in loaders:
         test_logits, test_targets = gathered_logits(model, loaders["test"], device, amp_dtype)
-        test_probs = apply_temperature(test_logits, temperature)
+        test_probs = calibration.probabilities(test_logits)
         test_report = evaluate(test_probs, test_targets, labels, thresholds)
         test_metrics, skipped["test"] = test_report.metrics, test_report.skipped
         test_ci = bootstrap_ci(test_probs, test_targets, labels, patients(records["test"]), thresholds, seed=t.seed)
@@ -756,7 +756,7 @@ def _train(
     model_dir = out_dir / "model"
     if info.is_main:
         model_dir = save_model_dir(
-            model, model_dir, card=card.calibrated(thresholds.tolist(), temperature), tokenizer=tokenizer
+            model, model_dir, card=card.calibrated(thresholds.tolist(), calibration), tokenizer=tokenizer
         )
     distributed.barrier()
     result = TrainResult(
@@ -766,7 +766,7 @@ def _train(
         val_metrics=val_report.metrics,
         test_metrics=test_metrics,
         thresholds=[float(x) for x in thresholds],
-        temperature=temperature,
+        calibration=calibration,
         train_seconds=train_seconds,
         test_probabilities=test_probs,
         test_targets=test_targets,
@@ -781,11 +781,11 @@ def _train(
         candidate_test_auroc=candidate_test_auroc,
     )
     say(
-        "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, temperature %.3f",
+        "best epoch %d: val macro AUROC %.4f, test macro AUROC %.4f, calibration (scale, bias) %s",
         best_epoch,
         val_report.metrics["macro_auroc"],
         test_metrics.get("macro_auroc", float("nan")),
-        temperature,
+        calibration.describe(labels),
     )
     for cb in callbacks:
         if hasattr(cb, "on_train_end"):

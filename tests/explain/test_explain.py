@@ -90,7 +90,7 @@ def test_probabilities_match_the_predictor_and_contributions_sum_to_the_logit(de
             weight = fused * weight + own
         np.testing.assert_allclose(contributions[m], weight * prediction.modality_logits[m], rtol=1e-4, atol=1e-5)
     p = prediction.probabilities
-    logit = np.log(p / (1 - p)) * demo_predictor.loaded.temperature
+    logit = demo_predictor.loaded.calibration.logits(p)
     np.testing.assert_allclose(sum(contributions.values()), logit, rtol=1e-4, atol=1e-4)
 
 
@@ -141,7 +141,7 @@ def test_late_fusion_vit_has_saliency_but_no_cross_attention_and_no_gradcam(late
     assert ex.available == ("saliency", "attention", "gradient", "occlusion")
     assert set(ex.modality_contributions) == {"image", "text"}  # late fusion has no joint slot
     [prediction] = late_vit_predictor.predict([_study(record)])
-    logit = np.log(prediction.probabilities / (1 - prediction.probabilities)) * late_vit_predictor.loaded.temperature
+    logit = late_vit_predictor.loaded.calibration.logits(prediction.probabilities)
     np.testing.assert_allclose(sum(ex.modality_contributions.values()), logit, rtol=1e-4, atol=1e-4)
 
 

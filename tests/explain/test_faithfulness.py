@@ -139,13 +139,13 @@ def test_gradient_tokens_hit_the_known_evidence_far_above_the_exact_random_basel
 
 
 def _logit_without(predictor: Predictor, study: StudyInput, spans: list[tuple[int, int]], tokens: np.ndarray) -> float:
-    """The temperature-free logit of label 0 with the characters of ``tokens`` blanked out of the report."""
+    """The logit (before calibration) of label 0 with the characters of ``tokens`` blanked out of the report."""
     chars = list(study.report_text)
     for t in tokens:
         a, b = spans[t]
         chars[a:b] = " " * (b - a)
     [p] = predictor.predict([StudyInput(study.image_paths, "".join(chars))])
-    return float(np.log(p.probabilities[0] / (1 - p.probabilities[0])) * predictor.loaded.temperature)
+    return float(predictor.loaded.calibration.logits(p.probabilities)[0])
 
 
 @pytest.mark.slow

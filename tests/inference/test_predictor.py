@@ -65,7 +65,7 @@ def test_batching_does_not_change_results(predictor: Predictor, synthetic_record
         np.testing.assert_allclose(alone.probabilities, expected.probabilities, atol=1e-5)
 
 
-def test_probabilities_are_temperature_scaled(predictor: Predictor, synthetic_records: dict) -> None:
+def test_probabilities_are_calibrated_logits(predictor: Predictor, synthetic_records: dict) -> None:
     study = _studies(synthetic_records)[0]
     [p] = predictor.predict([study])
     loaded = predictor.loaded
@@ -73,6 +73,7 @@ def test_probabilities_are_temperature_scaled(predictor: Predictor, synthetic_re
     batch = predictor.collate([sample])
     with torch.no_grad():
         logits = loaded.model(batch).logits[0].double()
-    expected = torch.sigmoid(logits / loaded.temperature).numpy()
+    scale, bias = (torch.tensor(v, dtype=torch.float64) for v in (loaded.calibration.scale, loaded.calibration.bias))
+    expected = torch.sigmoid(scale * logits + bias).numpy()
     np.testing.assert_allclose(p.probabilities, expected, atol=1e-6)
     assert predictor.predict([]) == []

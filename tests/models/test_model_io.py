@@ -10,6 +10,7 @@ import torch
 
 from medfusion.config import Config
 from medfusion.errors import MedfusionError
+from medfusion.models.calibration import Calibration
 from medfusion.models.card import ModelCard
 from medfusion.models.model import FusionModelOutput, build_model, load_model_dir, save_model_dir
 from medfusion.models.text_encoder import load_tokenizer
@@ -79,7 +80,8 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path, text_dir: P
     batch = _batch(text_dir)
     with torch.no_grad():
         expected = model(batch)
-    calibrated = card.calibrated([0.2, 0.5, 0.7], 1.5)
+    calibration = Calibration(scale=(0.5, 1.0, 2.0), bias=(-1.0, 0.0, 0.25))
+    calibrated = card.calibrated([0.2, 0.5, 0.7], calibration)
     save_model_dir(model, tmp_path / "model", card=calibrated, tokenizer=load_tokenizer(text_dir))
     loaded = load_model_dir(tmp_path / "model", device="cpu")
     with torch.no_grad():
@@ -87,7 +89,7 @@ def test_save_load_round_trip_gives_identical_logits(tmp_path: Path, text_dir: P
     assert torch.equal(got.logits, expected.logits)
     for m in expected.modality_logits:
         assert torch.equal(got.modality_logits[m], expected.modality_logits[m])
-    assert loaded.labels == LABELS and loaded.temperature == 1.5
+    assert loaded.labels == LABELS and loaded.calibration == calibration
     assert loaded.thresholds.tolist() == [0.2, 0.5, 0.7]
     assert loaded.preprocessing.image_size == (32, 32) and loaded.preprocessing.max_tokens == 16
     assert loaded.model_id.startswith("test-")
@@ -130,6 +132,6 @@ def test_load_errors_are_clear(tmp_path: Path, text_dir: Path) -> None:
         save_model_dir(
             build_model(card, text_dir),
             tmp_path / "x",
-            card=card.calibrated([0.5] * 2, 1.0),
+            card=card.calibrated([0.5] * 2, Calibration.identity(3)),
             tokenizer=load_tokenizer(text_dir),
         )

@@ -8,6 +8,7 @@ import mlflow
 import numpy as np
 
 from medfusion.config import Config
+from medfusion.models.calibration import Calibration
 from medfusion.models.stacking import fit_stacking
 from medfusion.tracking.runs import log_stacking
 from medfusion.tracking.store import use_store
@@ -25,8 +26,8 @@ def test_stacking_weights_and_evidence_are_logged(tmp_path: Path) -> None:
     stacking = fit_stacking(0.5 * (text + image), {"image": image, "text": text}, everyone, y, LABELS)
     result = TrainResult(
         model_dir=tmp_path, best_epoch=1, history=[], val_metrics={}, test_metrics={}, thresholds=[0.5, 0.5],
-        temperature=1.0, train_seconds=0.0, test_probabilities=np.zeros((0, 2)), test_targets=np.zeros((0, 2)),
-        labels=LABELS, stacking=stacking,
+        calibration=Calibration.identity(2), train_seconds=0.0, test_probabilities=np.zeros((0, 2)),
+        test_targets=np.zeros((0, 2)), labels=LABELS, stacking=stacking,
         candidate_test_auroc={"fused": 0.7, "image": 0.5, "text": 0.8, "stacked": 0.8},
     )  # fmt: skip
     use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # this process only; the environment is left alone

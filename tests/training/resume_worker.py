@@ -61,7 +61,7 @@ def main() -> None:
         "best_epoch": result.best_epoch,
         "val_metrics": _finite(result.val_metrics),
         "test_metrics": _finite(result.test_metrics),
-        "temperature": result.temperature,
+        "calibration": result.calibration.model_dump(mode="json"),
         "test_probabilities": result.test_probabilities.tolist(),
     }
     (args.out / "result.json").write_text(json.dumps(summary), encoding="utf-8")

@@ -122,3 +122,9 @@ def test_training_logs_each_test_metrics_interval_to_mlflow(synthetic_records: d
     assert low <= metrics["test_macro_auroc"] <= high
     for name in result.test_ci:
         assert f"test_{name}_ci_low" in metrics and f"test_{name}_ci_high" in metrics
+    for j, label in enumerate(config.labels):  # the per-label calibration, as metrics and as the card's block
+        assert metrics[f"calib_scale_{label}"] == pytest.approx(result.calibration.scale[j])
+        assert metrics[f"calib_bias_{label}"] == pytest.approx(result.calibration.bias[j])
+    assert "temperature" not in metrics
+    logged = mlflow.artifacts.load_dict(f"{run.info.artifact_uri}/model_card/calibration.json")
+    assert logged == result.calibration.by_label(config.labels)

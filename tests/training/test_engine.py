@@ -35,13 +35,13 @@ def test_train_result_and_model_folder(trained: tuple[TrainResult, Recorder]) ->
         assert math.isfinite(first[key]), key
     assert result.test_probabilities.shape == (32, 3) and result.test_targets.shape == (32, 3)
     assert np.all((result.test_probabilities >= 0) & (result.test_probabilities <= 1))
-    assert len(result.thresholds) == 3 and result.temperature > 0
+    assert len(result.thresholds) == 3 and result.calibration.n_labels == 3
     assert result.test_metrics["macro_auroc"] > 0.6
     assert [r.reason for r in result.rejected] == ["not a DICOM file (no DICM preamble and no valid dataset)"]
     assert (result.model_dir.parent / "checkpoints" / "best.safetensors").is_file()
     assert (result.model_dir.parent / "text_encoder" / "tokenizer.json").is_file()  # vocabulary from train reports
     loaded = load_model_dir(result.model_dir, "cpu")
-    assert loaded.labels == LABELS and loaded.temperature == pytest.approx(result.temperature)
+    assert loaded.labels == LABELS and loaded.calibration == result.calibration
     assert loaded.thresholds.tolist() == pytest.approx(result.thresholds)
 
 

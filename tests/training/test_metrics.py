@@ -1,4 +1,4 @@
-"""Metrics against sklearn, ECE, threshold tuning and temperature scaling."""
+"""Metrics against sklearn, ECE, threshold tuning and calibration of over-confident logits."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import pytest
 from sklearn.metrics import average_precision_score, f1_score, roc_auc_score
 
 from medfusion.metrics import compute_metrics, evaluate, expected_calibration_error, tune_thresholds
-from medfusion.models.calibration import apply_temperature, fit_temperature, nll
+from medfusion.models.calibration import Calibration, fit_calibration, nll
 
 LABELS = ["a", "b", "c"]
 
@@ -72,24 +72,25 @@ def test_thresholds_maximise_validation_f1() -> None:
     assert tune_thresholds(probs, targets)[0] == 0.5  # unscorable label: default threshold
 
 
-def test_temperature_scaling_fixes_overconfident_logits() -> None:
+def test_calibration_fixes_overconfident_logits() -> None:
     rng = np.random.default_rng(3)
     true_logits = rng.normal(0, 1.5, size=(2000, 3))
     targets = (rng.uniform(size=true_logits.shape) < 1 / (1 + np.exp(-true_logits))).astype(float)
     targets[:50, 0] = np.nan
     overconfident = 4.0 * true_logits
-    t = fit_temperature(overconfident, targets)
-    assert 3.0 < t < 5.0
-    assert nll(overconfident, targets, t) < nll(overconfident, targets) - 0.1
-    before = expected_calibration_error(apply_temperature(overconfident, 1.0), targets)
-    after = expected_calibration_error(apply_temperature(overconfident, t), targets)
-    assert after < before
+    calibration = fit_calibration(overconfident, targets)
+    assert calibration.scale == pytest.approx((0.25,) * 3, rel=0.2)
+    assert calibration.bias == pytest.approx((0.0,) * 3, abs=0.2)
+    assert nll(overconfident, targets, calibration) < nll(overconfident, targets) - 0.1
+    before = expected_calibration_error(Calibration.identity(3).probabilities(overconfident), targets)
+    after = expected_calibration_error(calibration.probabilities(overconfident), targets)
+    assert after < 0.05 < before
     # ranking (AUROC) unchanged
     keep = ~np.isnan(targets[:, 0])
-    assert roc_auc_score(targets[keep, 0], apply_temperature(overconfident, t)[keep, 0]) == pytest.approx(
+    assert roc_auc_score(targets[keep, 0], calibration.probabilities(overconfident)[keep, 0]) == pytest.approx(
         roc_auc_score(targets[keep, 0], overconfident[keep, 0])
     )
-    assert fit_temperature(overconfident, np.full_like(targets, np.nan)) == 1.0
+    assert fit_calibration(overconfident, np.full_like(targets, np.nan)) == Calibration.identity(3)
 
 
 def test_shape_mismatch_is_an_error() -> None:
