@@ -53,8 +53,10 @@ def test_a_label_with_few_targets_far_from_zero_is_still_calibrated() -> None:
     val_z, val_y = _simulate(rng, 150, heads)
     test_z, test_y = _simulate(rng, 5000, heads)
     fitted = fit_calibration(val_z, val_y)
+    # uncentred (the scale pivoting at z = 0), the bias prior holds the scale near 1.2 and label 1's ECE
+    # near 0.15 (seeds 1-7); centred, scales 2.9-5.0 and ECE <= 0.06
     assert 2.5 < fitted.scale[1] < 6.0
-    assert max(_ece(fitted.probabilities(test_z), test_y)) < 0.06
+    assert max(_ece(fitted.probabilities(test_z), test_y)) < 0.08
 
 
 def test_a_label_with_no_known_target_gets_the_shared_temperature_and_no_bias() -> None:
