@@ -7,9 +7,17 @@
                  |                            v
           PartWriter <-- rows -- main process: batches of ``batch_size`` -> model (GPU + AMP when present)
 
-At most ``window = batch_size + 2 * workers`` studies are in flight or waiting for inference, so
-memory stays bounded whatever the archive size, and the workers keep decoding while the main
-process runs a forward pass.
+At most ``window = 2 * batch_size + 2 * workers`` studies are in flight or waiting for inference, so
+memory stays bounded whatever the archive size. The window is a double buffer: while the main
+process runs a forward pass on one batch, the next batch (and two studies per worker) is still
+queued for the workers, so they never wait for the forward pass (with one batch's worth, the workers
+ran dry after a few studies and one core sat idle for most of each forward pass).
+
+The main process's inference is the pipeline's one serial stage; the workers run at a lower CPU
+priority (:data:`WORKER_NICE`), so on a CPU-only machine they take the cores the forward pass
+leaves, never the other way round. With equal priority the three processes (main + 2 workers) on
+two cores each got a third: the workers raced ahead, filled the window and stopped, and the main
+process, the bottleneck, then ran alone on one core.
 
 A study whose input is rejected (:class:`~medfusion.errors.InputRejected`) is dead-lettered with the
 file and the reason. When a worker process dies (segfault in a codec, out of memory, ``os._exit``)
@@ -63,6 +71,8 @@ if TYPE_CHECKING:  # job.py imports the engines lazily; the engines need the con
 log = logging.getLogger(__name__)
 
 CRASH_STAGE = "worker-crash"
+#: Niceness added to each worker process (lower CPU priority than the main process's inference).
+WORKER_NICE = 5
 #: Longest wait for a result before the main process checks the workers' step times, seconds.
 POLL_S = 1.0
 
@@ -198,6 +208,7 @@ def _init_worker(source: StudySource, model_dir: str, steps: Any, sr: bool = Fal
 
     install_log_redaction()  # identifiers this worker reads never reach a log line
     torch.set_num_threads(1)
+    os.nice(WORKER_NICE)  # the serial stage (the main process's inference) goes first
     _WORKER["source"] = source
     _WORKER["preprocessor"] = load_preprocessor(model_dir)
     _WORKER["steps"] = steps
@@ -299,7 +310,7 @@ def run_local(ctx: EngineContext) -> None:
         batch_size=options.batch_size,
         amp=True,
     )
-    window = options.batch_size + 2 * options.workers
+    window = 2 * options.batch_size + 2 * options.workers
     threads = torch.get_num_threads()
     if predictor.loaded.device.type == "cpu":  # CPU inference shares the cores with the workers
         torch.set_num_threads(max(1, _cores() - options.workers))
