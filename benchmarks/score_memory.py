@@ -94,8 +94,8 @@ def tree_rss(root: psutil.Process) -> tuple[int, int, int, int] | None:
     """``(sum of RSS, root's RSS, largest single RSS, processes)`` of ``root`` and its descendants, bytes;
     None when ``root`` is gone."""
     main = _rss(root)
-    if main is None:
-        return None
+    if not main:
+        return None  # gone, or exited and not yet reaped (a zombie's RSS reads 0)
     try:
         children = root.children(recursive=True)
     except (psutil.NoSuchProcess, psutil.ZombieProcess):
