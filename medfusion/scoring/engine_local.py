@@ -64,6 +64,7 @@ from medfusion.processes import worker_context
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
+from medfusion.scoring.threads import InferenceThreads
 
 if TYPE_CHECKING:  # job.py imports the engines lazily; the engines need the context type only
     from medfusion.scoring.job import EngineContext
@@ -89,6 +90,7 @@ class Prepared:
         stage: ``materialize`` or ``decode`` when rejected.
         set_aside: Copies of an instance not used because another copy was chosen (with why).
         source: The study's headers for its DICOM SR (identifiers included), when SRs are written.
+        cpu_s: CPU seconds the worker spent on the study (what sizes the main process's inference threads).
     """
 
     study_uid: str
@@ -98,6 +100,7 @@ class Prepared:
     stage: str | None = None
     set_aside: list[Rejection] = field(default_factory=list)
     source: SourceStudy | None = None
+    cpu_s: float = 0.0
 
     def __reduce__(self) -> tuple[Any, ...]:
         """Pickle the sample's tensors by value, as numpy arrays.
@@ -113,7 +116,7 @@ class Prepared:
             arrays = (image, s.input_ids.numpy(), s.report, s.label.numpy(), s.study_uid)
         return (
             _unpickle_prepared,
-            (self.study_uid, arrays, self.file, self.reason, self.stage, self.set_aside, self.source),
+            (self.study_uid, arrays, self.file, self.reason, self.stage, self.set_aside, self.source, self.cpu_s),
         )
 
 
@@ -125,6 +128,7 @@ def _unpickle_prepared(
     stage: str | None,
     set_aside: list[Rejection],
     source: SourceStudy | None = None,
+    cpu_s: float = 0.0,
 ) -> Prepared:
     import torch
 
@@ -133,7 +137,7 @@ def _unpickle_prepared(
         image, input_ids, report, label, uid = arrays
         image_t = None if image is None else torch.from_numpy(image)
         sample = Sample(image_t, torch.from_numpy(input_ids), report, torch.from_numpy(label), uid)
-    return Prepared(study_uid, sample, file, reason, stage, set_aside, source)
+    return Prepared(study_uid, sample, file, reason, stage, set_aside, source, cpu_s)
 
 
 _WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders
@@ -227,9 +231,12 @@ def _work(ref: StudyRef, report_text: str) -> Prepared:
         steps.put((pid, ref.study_uid, None if file is None else str(file), time.monotonic(), done))
 
     step(None)  # materializing
+    cpu = time.process_time()
     try:
         with watch_files(step):
-            return prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text, sr=_WORKER["sr"])
+            prepared = prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text, sr=_WORKER["sr"])
+        prepared.cpu_s = time.process_time() - cpu
+        return prepared
     finally:
         step(None, done=True)
 
@@ -298,8 +305,9 @@ def _stop(pid: int) -> None:
 def run_local(ctx: EngineContext) -> None:
     """Score every pending study of ``ctx.ledger``.
 
-    On CPU the main process runs inference with ``cores - workers`` torch threads (at least one) for
-    the job, so that it does not contend with the workers for the cores.
+    On CPU the main process runs inference with the torch threads that its measured share of the
+    job's CPU work asks for (:class:`~medfusion.scoring.threads.InferenceThreads`: ``cores - workers``,
+    at least one, until the first batch is measured), and gives the thread count back afterwards.
     """
     import torch
 
@@ -312,8 +320,11 @@ def run_local(ctx: EngineContext) -> None:
     )
     window = 2 * options.batch_size + 2 * options.workers
     threads = torch.get_num_threads()
-    if predictor.loaded.device.type == "cpu":  # CPU inference shares the cores with the workers
-        torch.set_num_threads(max(1, _cores() - options.workers))
+    on_cpu = predictor.loaded.device.type == "cpu"  # CPU inference shares the cores with the workers
+    sizing = InferenceThreads(_cores(), options.workers)
+    if on_cpu:
+        torch.set_num_threads(sizing.threads)
+    worker_cpu = [0.0]  # CPU seconds the workers spent on the studies taken since the last batch
     mp = worker_context()
     bound_s = getattr(options, "file_timeout_s", None)
     if bound_s is not None and not bound_s > 0:
@@ -334,6 +345,7 @@ def run_local(ctx: EngineContext) -> None:
     ready: list[tuple[str, Sample, SourceStudy | None]] = []  # (study_uid, sample, SR headers) waiting for a batch
 
     def take(prepared: Prepared) -> None:
+        worker_cpu[0] += prepared.cpu_s
         record_set_aside(ctx, prepared)
         if prepared.sample is None:
             ctx.rejected(
@@ -347,9 +359,14 @@ def run_local(ctx: EngineContext) -> None:
 
     def score(n: int) -> None:
         batch, ready[:] = ready[:n], ready[n:]
-        for (study_uid, _, headers), prediction in zip(
-            batch, predictor.score_samples([sample for _, sample, _ in batch]), strict=True
-        ):
+        cpu = time.process_time()
+        predictions = predictor.score_samples([sample for _, sample, _ in batch])
+        if on_cpu:
+            sizing.record(time.process_time() - cpu, worker_cpu[0])
+            worker_cpu[0] = 0.0
+            if sizing.threads != torch.get_num_threads():
+                torch.set_num_threads(sizing.threads)
+        for (study_uid, _, headers), prediction in zip(batch, predictions, strict=True):
             ctx.scored_prediction(study_uid, prediction, headers)
 
     refs = ctx.ledger.iter_pending()
@@ -449,6 +466,14 @@ def run_local(ctx: EngineContext) -> None:
             score(len(ready))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        if on_cpu and sizing.share is not None:
+            log.info(
+                "CPU inference: %d torch thread(s) for %.0f %% of the CPU work (inference %.1f s, workers %.1f s)",
+                sizing.threads,
+                100 * sizing.share,
+                sizing.inference_s,
+                sizing.worker_s,
+            )
         torch.set_num_threads(threads)
 
 
