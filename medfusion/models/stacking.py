@@ -13,8 +13,9 @@ only the learned *missing* embedding.
 
 Choice: every point of a simplex grid (step :data:`GRID_STEP`) is scored by the validation
 cross-entropy of a Platt-rescaled combination (``a * s + b``, with ``s`` the standardised combined
-logit and a small ridge on ``a``: only how well the combination *ranks and separates* counts, not its
-scale), plus a simplicity prior ``prior * (1 - w_fused)`` toward the fused head. The grid minimum
+logit, ``a >= 0`` and a small ridge on ``a``: only how well the combination *ranks and separates*
+counts, not its scale; a combination that ranks backwards scores as the base rate, since the weights
+cannot flip it), plus a simplicity prior ``prior * (1 - w_fused)`` toward the fused head. The grid minimum
 overfits a small validation split: with one modality pure noise, a few hundred studies still find a
 blend that gives the noise branch some weight. So the choice follows the *one-standard-error rule*
 (Breiman et al., CART): every grid point whose score is within one standard error of the minimum
@@ -48,6 +49,7 @@ GRID_STEP = 0.1
 DEFAULT_PRIOR = 0.01
 _RIDGE = 1e-2
 _NEWTON_STEPS = 25
+_LINE_SEARCH_HALVINGS = 30
 
 
 def simplex_grid(step: float = GRID_STEP, k: int = len(CANDIDATES)) -> np.ndarray:
@@ -96,18 +98,32 @@ def _auroc(y: np.ndarray, p: np.ndarray) -> float | None:
     return float(roc_auc_score(y, p)) if 0 < y.sum() < len(y) else None
 
 
+def _platt_objective(a: np.ndarray, b: np.ndarray, s: np.ndarray, y: np.ndarray) -> np.ndarray:
+    """(G,) mean cross-entropy of ``sigmoid(a * s + b)`` per row plus the ridge ``0.5 * ridge * a**2``."""
+    z = a[:, None] * s + b[:, None]
+    return (np.logaddexp(0, z) - y * z).mean(1) + 0.5 * _RIDGE * a**2
+
+
 def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
-    """(G, n) per-study cross-entropy of ``sigmoid(a * s_g + b)`` fitted per row (Newton, ridge on a).
+    """(G, n) per-study cross-entropy of ``sigmoid(a * s_g + b)`` fitted per row, with ``a >= 0``.
 
     The ridge term ``0.5 * ridge * a**2`` is added to every study's loss, so the row mean is the
-    penalised objective.
+    penalised objective. Newton steps with a backtracking line search (an undamped step overshoots on
+    logits with outliers and diverges to a cross-entropy of millions), from the base rate (``a = 0``).
+    ``a`` is constrained to be non-negative: stacking applies non-negative weights, so a combination
+    that ranks the studies backwards must score as uninformative (the base-rate entropy), not as the
+    flipped ranking it would take a negative weight to use. The objective is convex, so where the
+    unconstrained optimum has ``a < 0`` the constrained one is ``a = 0`` with ``b`` the base-rate logit.
 
     Args:
         s: (G, n) standardised combined logits.
         y: (n,) 0/1 targets.
     """
     g = s.shape[0]
-    a, b = np.ones(g), np.zeros(g)
+    rate = float(np.clip(y.mean(), 1e-6, 1 - 1e-6))
+    base = np.log(rate / (1 - rate))
+    a, b = np.zeros(g), np.full(g, base)
+    f = _platt_objective(a, b, s, y)
     for _ in range(_NEWTON_STEPS):
         z = a[:, None] * s + b[:, None]
         p = 0.5 * (1 + np.tanh(0.5 * z))  # the sigmoid, without overflow
@@ -115,9 +131,21 @@ def _platt_ce(s: np.ndarray, y: np.ndarray) -> np.ndarray:
         v = p * (1 - p) + 1e-9
         g_a, g_b = (r * s).mean(1) + _RIDGE * a, r.mean(1)
         h_aa, h_ab, h_bb = (v * s * s).mean(1) + _RIDGE, (v * s).mean(1), v.mean(1)
-        det = h_aa * h_bb - h_ab**2
-        a = a - (h_bb * g_a - h_ab * g_b) / det
-        b = b - (h_aa * g_b - h_ab * g_a) / det
+        det = h_aa * h_bb - h_ab**2  # >= ridge * h_bb > 0 (Cauchy-Schwarz)
+        d_a = -(h_bb * g_a - h_ab * g_b) / det
+        d_b = -(h_aa * g_b - h_ab * g_a) / det
+        t = np.ones(g)
+        for _ in range(_LINE_SEARCH_HALVINGS):
+            f_new = _platt_objective(a + t * d_a, b + t * d_b, s, y)
+            worse = ~(f_new <= f)
+            if not worse.any():
+                break
+            t[worse] *= 0.5
+        t[worse] = 0.0  # no decrease found: stay
+        a, b = a + t * d_a, b + t * d_b
+        f = np.minimum(f, f_new)
+    backwards = a < 0
+    a[backwards], b[backwards] = 0.0, base
     z = a[:, None] * s + b[:, None]
     return np.logaddexp(0, z) - y * z + 0.5 * _RIDGE * a[:, None] ** 2
 

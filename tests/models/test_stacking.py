@@ -207,3 +207,53 @@ def test_small_validation_sets_do_not_buy_a_blend_that_loses_on_test(scenario: s
         noise_weight += scenario == "noise" and grid[choice.index, 1] > 0
     assert np.mean(gaps) >= -0.01, np.round(gaps, 3)
     assert noise_weight <= 0.05 * len(gaps)
+
+
+def _entropy(y: np.ndarray) -> float:
+    rate = y.mean()
+    return float(-(rate * np.log(rate) + (1 - rate) * np.log(1 - rate)))
+
+
+def test_the_rescaled_score_is_never_worse_than_the_base_rate_and_never_diverges() -> None:
+    """Each candidate's score (prior 0) is the validation cross-entropy of its best Platt rescaling with
+    a non-negative slope, so it lies between 0 and the base-rate entropy (slope 0), whatever the logits:
+    heavy-tailed ones included (the undamped Newton fit scored 89 of 2,000 such draws in the millions)
+    and ones that rank the studies backwards (a slope of 0 there: no better than the base rate)."""
+    one_hot = simplex_grid(1.0)  # (3, 3): the score of each candidate alone
+    rng = np.random.default_rng(0)
+    for _ in range(300):
+        n = int(rng.integers(40, 120))
+        y = (rng.random(n) < rng.uniform(0.05, 0.6)).astype(float)
+        if y.sum() in (0, n):
+            continue
+        cands = np.stack(
+            [
+                _logits(rng, y, rng.uniform(-4, 4)) * rng.choice([0.1, 1, 5]),
+                rng.standard_t(1, size=n) + _logits(rng, y, rng.uniform(-2, 2)),  # Cauchy outliers
+                -_logits(rng, y, 2.0),  # backwards
+            ],
+            axis=1,
+        )
+        score = select(one_hot, cands, y, prior=0.0).score
+        h = _entropy(y)
+        assert np.isfinite(score).all() and (score > 0).all() and (score <= h + 1e-9).all(), (score, h)
+        assert abs(score[one_hot[:, 2] == 1][0] - h) < 1e-9  # the backwards candidate: the base rate
+    y = (rng.random(200) < 0.3).astype(float)
+    strong = select(one_hot, np.stack([_logits(rng, y, 3.0)] * 3, axis=1), y, prior=0.0).score
+    assert (strong < 0.5 * _entropy(y)).all()  # an informative candidate still scores far below it
+
+
+def test_a_candidate_that_ranks_backwards_on_validation_is_not_chosen() -> None:
+    """Stacking weights are non-negative, so a modality head whose validation AUROC is far below 0.5
+    cannot be used flipped: it must not win the choice on the strength of its (backwards) separation."""
+    rng = np.random.default_rng(3)
+    n = 120
+    y = (rng.random((n, 1)) < 0.3).astype(float)
+    fused = _logits(rng, y[:, 0], 0.3)[:, None]  # weak but the right way round
+    image = -_logits(rng, y[:, 0], 2.0)[:, None]  # strongly backwards
+    text = rng.normal(size=(n, 1))
+    everyone = {m: np.ones(n, dtype=bool) for m in ("image", "text")}
+    st = fit_stacking(fused, {"image": image, "text": text}, everyone, y, ["a"])
+    assert st.val_auroc["image"][0] < 0.2  # the evidence: it ranks backwards
+    assert st.weights[0][1] == 0.0, st.weights
+    assert st.val_auroc["stacked"][0] > 0.5
