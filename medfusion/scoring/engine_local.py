@@ -324,7 +324,7 @@ def run_local(ctx: EngineContext) -> None:
     sizing = InferenceThreads(_cores(), options.workers)
     if on_cpu:
         torch.set_num_threads(sizing.threads)
-    worker_cpu = [0.0]  # CPU seconds the workers spent on the studies taken since the last batch
+    worker_cpu = 0.0  # CPU seconds the workers spent on the studies taken since the last batch
     mp = worker_context()
     bound_s = getattr(options, "file_timeout_s", None)
     if bound_s is not None and not bound_s > 0:
@@ -345,7 +345,8 @@ def run_local(ctx: EngineContext) -> None:
     ready: list[tuple[str, Sample, SourceStudy | None]] = []  # (study_uid, sample, SR headers) waiting for a batch
 
     def take(prepared: Prepared) -> None:
-        worker_cpu[0] += prepared.cpu_s
+        nonlocal worker_cpu
+        worker_cpu += prepared.cpu_s
         record_set_aside(ctx, prepared)
         if prepared.sample is None:
             ctx.rejected(
@@ -358,12 +359,13 @@ def run_local(ctx: EngineContext) -> None:
             ready.append((prepared.study_uid, prepared.sample, prepared.source))
 
     def score(n: int) -> None:
+        nonlocal worker_cpu
         batch, ready[:] = ready[:n], ready[n:]
         cpu = time.process_time()
         predictions = predictor.score_samples([sample for _, sample, _ in batch])
         if on_cpu:
-            sizing.record(time.process_time() - cpu, worker_cpu[0])
-            worker_cpu[0] = 0.0
+            sizing.record(time.process_time() - cpu, worker_cpu)
+            worker_cpu = 0.0
             if sizing.threads != torch.get_num_threads():
                 torch.set_num_threads(sizing.threads)
         for (study_uid, _, headers), prediction in zip(batch, predictions, strict=True):

@@ -6,10 +6,9 @@ import os
 from pathlib import Path
 
 from medfusion.scoring.engine_local import WORKER_NICE
-from medfusion.scoring.job import ScoreOptions, run_score
 from tests.scoring.recording_source import NicenessRecordingSource
 from tests.support.demo import DemoProject
-from tests.support.scoring import Cohort
+from tests.support.scoring import Cohort, score_job
 
 
 def test_workers_run_niced_and_the_main_process_keeps_its_priority(
@@ -18,17 +17,14 @@ def test_workers_run_niced_and_the_main_process_keeps_its_priority(
     record = tmp_path / "niceness"
     record.mkdir()
     main_nice = os.nice(0)
-    options = ScoreOptions(
+    summary = score_job(
+        demo_project,
+        small_cohort,
+        tmp_path / "out",
         source=NicenessRecordingSource(small_cohort.dicom, record_dir=record),
-        reports=small_cohort.reports,
-        model=demo_project.model_uri,
-        out_dir=tmp_path / "out",
-        tracking_uri=demo_project.tracking_uri,
-        workers=2,
         batch_size=4,
         part_size=4,
     )
-    summary = run_score(options)
     seen = {path.name.split("-", 1)[0]: int(path.read_text()) for path in record.iterdir()}
     assert summary.scored > 0 and len(list(record.iterdir())) >= summary.scored
     assert str(os.getpid()) not in seen  # studies are materialized in the workers only

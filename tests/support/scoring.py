@@ -38,14 +38,19 @@ def score_job(project: DemoProject, cohort: Cohort, out: Path, **options: Any) -
         project: The demo project (its champion and MLflow store).
         cohort: The studies.
         out: The job's output folder.
-        **options: :class:`~medfusion.scoring.job.ScoreOptions` settings over the defaults.
+        **options: :class:`~medfusion.scoring.job.ScoreOptions` settings over the defaults (``source``: a
+            :class:`~medfusion.scoring.sources.StudySource` over the cohort instead of its folder).
     """
     torch.set_num_threads(1)
-    settings: dict[str, Any] = {"workers": 2, "batch_size": 8, "part_size": 16, "tracking_uri": project.tracking_uri}
+    settings: dict[str, Any] = {
+        "source": str(cohort.dicom),
+        "workers": 2,
+        "batch_size": 8,
+        "part_size": 16,
+        "tracking_uri": project.tracking_uri,
+    }
     settings.update(options)
-    return run_score(
-        ScoreOptions(source=str(cohort.dicom), reports=cohort.reports, model=project.model_uri, out_dir=out, **settings)
-    )
+    return run_score(ScoreOptions(reports=cohort.reports, model=project.model_uri, out_dir=out, **settings))
 
 
 def copy_cohort(cohort: Cohort, dest: Path, n_studies: int | None = None) -> Cohort:
