@@ -12,6 +12,7 @@ import functools
 import logging
 import os
 import sys
+import traceback
 from collections.abc import Callable
 from pathlib import Path
 from typing import TYPE_CHECKING, Annotated, Any
@@ -323,8 +324,11 @@ def train(
     sets = [*(overrides or []), *([f"training.threads={threads}"] if threads is not None else [])]
     try:
         outcome = train_and_register(_load(config, sets, project_dir), resume=resume, register=register)
-    finally:
+    except BaseException as error:
+        traceback.clear_frames(error.__traceback__)  # frees the DDP wrapper before its group (shutdown())
         distributed.shutdown()
+        raise
+    distributed.shutdown()
     if int(os.environ.get("RANK", "0")) == 0:
         typer.echo(outcome.summary())
 
