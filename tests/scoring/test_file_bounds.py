@@ -19,7 +19,6 @@ from medfusion.errors import DicomReadError
 from medfusion.ingest.dicom.read import read_dicom
 from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
-from medfusion.scoring.job import ScoreOptions, run_score
 from medfusion.scoring.ledger import Ledger
 from tests.robustness import fuzz
 from tests.support.demo import DemoProject
@@ -86,18 +85,8 @@ def test_steps_over_the_per_file_bound_are_stopped_and_dead_lettered(
     source = HangingSource(cohort.dicom, file_timeout_s=None, hang_uid=hang_uid)
 
     start = time.perf_counter()
-    summary = run_score(
-        ScoreOptions(
-            source=source,
-            reports=cohort.reports,
-            model=demo_project.model_uri,
-            out_dir=tmp_path / "out",
-            tracking_uri=demo_project.tracking_uri,
-            workers=2,
-            batch_size=4,
-            part_size=4,
-            file_timeout_s=bound_s,
-        )
+    summary = score_job(
+        demo_project, cohort, tmp_path / "out", source=source, batch_size=4, part_size=4, file_timeout_s=bound_s
     )
     assert time.perf_counter() - start < JOB_BOUND_S
 

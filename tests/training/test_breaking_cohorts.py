@@ -6,7 +6,7 @@ same records with the same budget. Cohorts (:func:`tests.support.synthetic.make_
 
 * ``partial``: each modality informs only some labels (``spot`` image only, ``word`` text only,
   ``both`` needs both);
-* ``image_noise``: the image is pure noise for every label;
+* ``image_noise`` / ``text_noise``: the image / the text is pure noise for every label;
 * ``small_imbalanced``: a site pilot's size and balance, 300 studies with 10 % positives per finding
   (``benchmarks/ablation.py --cohorts small_imbalanced`` measures the demo cohort's version, docs/fusion.md).
 
@@ -30,6 +30,7 @@ SEEDS = (0, 1)
 COHORTS = {
     "partial": {"sizes": {"train": 96, "val": 64, "test": 128}},
     "image_noise": {"sizes": {"train": 96, "val": 64, "test": 128}, "image_signal": False},
+    "text_noise": {"sizes": {"train": 96, "val": 64, "test": 128}, "text_signal": False},
     "small_imbalanced": {"sizes": {"train": 150, "val": 60, "test": 90}, "prevalence": 0.1},
 }
 
@@ -37,7 +38,13 @@ COHORTS = {
 @pytest.mark.slow
 @pytest.mark.parametrize(
     ("cohort", "fusion"),
-    [("partial", "gated"), ("image_noise", "late"), ("small_imbalanced", "hybrid"), ("small_imbalanced", "gated")],
+    [
+        ("partial", "gated"),
+        ("image_noise", "late"),
+        ("text_noise", "hybrid"),
+        ("small_imbalanced", "hybrid"),
+        ("small_imbalanced", "gated"),
+    ],
 )
 def test_fused_is_not_below_the_best_single_modality_model(tmp_path: Path, cohort: str, fusion: str) -> None:
     gaps, auroc = [], {}
