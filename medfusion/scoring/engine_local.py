@@ -141,17 +141,20 @@ def _unpickle_prepared(
 
 
 _WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders
+_WORK_ROOT: dict[str, Path] = {}  # "root" -> the job's folder the private folders are made in (local engine)
 
 
 def _study_workdir() -> Path:
     """A fresh path for one study's files, not created: a source that writes (DICOMweb) creates it.
 
     It lies in a private (0700) folder made once per process, so folder sources, which write
-    nothing, cost no folder creation and removal per study.
+    nothing, cost no folder creation and removal per study. In a local job that folder is made inside
+    the job's own folder (:func:`run_local`), which the main process removes when the job ends: a worker
+    killed mid-study (a crash, the per-file time bound) cannot leave a study's retrieved files behind.
     """
     pid = os.getpid()
     if pid not in _WORKDIR:
-        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-"))
+        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-", dir=_WORK_ROOT.get("root")))
         multiprocessing.util.Finalize(None, shutil.rmtree, (_WORKDIR[pid], True), exitpriority=0)
     return _WORKDIR[pid] / f"study-{uuid.uuid4().hex}"
 
@@ -205,7 +208,9 @@ def record_set_aside(ctx: EngineContext, prepared: Prepared) -> None:
 _WORKER: dict[str, Any] = {}
 
 
-def _init_worker(source: StudySource, model_dir: str, steps: Any, sr: bool = False) -> None:
+def _init_worker(
+    source: StudySource, model_dir: str, steps: Any, sr: bool = False, work_root: str | None = None
+) -> None:
     import torch
 
     from medfusion.privacy import install_log_redaction
@@ -213,6 +218,8 @@ def _init_worker(source: StudySource, model_dir: str, steps: Any, sr: bool = Fal
     install_log_redaction()  # identifiers this worker reads never reach a log line
     torch.set_num_threads(1)
     os.nice(WORKER_NICE)  # the serial stage (the main process's inference) goes first
+    if work_root is not None:
+        _WORK_ROOT["root"] = Path(work_root)
     _WORKER["source"] = source
     _WORKER["preprocessor"] = load_preprocessor(model_dir)
     _WORKER["steps"] = steps
@@ -330,6 +337,7 @@ def run_local(ctx: EngineContext) -> None:
     if bound_s is not None and not bound_s > 0:
         raise MedfusionError(f"the per-file time bound must be positive, got {bound_s}")
     watchdog: _Watchdog | None = None
+    work_root = tempfile.mkdtemp(prefix="medfusion-job-")  # the workers' study folders; removed at the end
 
     def new_pool() -> ProcessPoolExecutor:
         nonlocal watchdog
@@ -339,7 +347,7 @@ def run_local(ctx: EngineContext) -> None:
             max_workers=options.workers,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(ctx.source, str(ctx.model.model_dir), steps, ctx.sr_codes is not None),
+            initargs=(ctx.source, str(ctx.model.model_dir), steps, ctx.sr_codes is not None, work_root),
         )
 
     ready: list[tuple[str, Sample, SourceStudy | None]] = []  # (study_uid, sample, SR headers) waiting for a batch
@@ -468,6 +476,7 @@ def run_local(ctx: EngineContext) -> None:
             score(len(ready))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
+        shutil.rmtree(work_root, ignore_errors=True)
         if on_cpu and sizing.share is not None:
             log.info(
                 "CPU inference: %d torch thread(s) for %.0f %% of the CPU work (inference %.1f s, workers %.1f s)",

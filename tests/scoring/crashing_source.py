@@ -14,10 +14,20 @@ from medfusion.scoring.sources import FolderSource, StudyRef
 
 @dataclass
 class CrashingSource(FolderSource):
+    """Dies on ``crash_uid``; with ``record_workdir``, first copies the study into its work folder (as a
+    DICOMweb retrieval does) and appends that folder's path to the ``record_workdir`` file."""
+
     crash_uid: str = ""
+    record_workdir: str = ""
 
     def materialize(self, ref: StudyRef, workdir: Path) -> list[Path]:
         if ref.study_uid == self.crash_uid:
+            if self.record_workdir:
+                workdir.mkdir()
+                for i, path in enumerate(ref.locator):
+                    (workdir / f"{i}.dcm").write_bytes(Path(path).read_bytes())
+                with open(self.record_workdir, "a") as log:
+                    log.write(f"{workdir}\n")
             os._exit(70)  # no exception, no cleanup: the process is gone
         return super().materialize(ref, workdir)
 

@@ -1,4 +1,5 @@
-"""A study whose decoding kills the worker process is retried, then dead-lettered; the job goes on."""
+"""A study whose decoding kills the worker process is retried, then dead-lettered; the job goes on, and
+the files the dead worker had retrieved for the study do not outlive the job."""
 
 from __future__ import annotations
 
@@ -17,7 +18,8 @@ def test_worker_crash_is_retried_then_dead_lettered(
 ) -> None:
     uids = sorted(scan_dicom_folder(small_cohort.dicom).studies)
     crash_uid = uids[5]
-    source = CrashingSource(small_cohort.dicom, crash_uid=crash_uid)
+    left = tmp_path / "workdirs.txt"
+    source = CrashingSource(small_cohort.dicom, crash_uid=crash_uid, record_workdir=str(left))
     summary = score_job(
         demo_project, small_cohort, tmp_path / "out", source=source, batch_size=4, part_size=4, max_attempts=2
     )
@@ -29,3 +31,6 @@ def test_worker_crash_is_retried_then_dead_lettered(
     assert status == "failed" and attempts == 2 and part is None
     assert row["stage"] == "worker-crash" and "died" in row["reason"] and row["file"] == ref.locator[0]
     assert summary.scored == len(uids) - 1 and summary.failed == 1 and summary.pending == 0
+    workdirs = [Path(line) for line in left.read_text().splitlines()]
+    assert workdirs  # each killed with the study's files in it
+    assert not any(d.exists() or d.parent.exists() for d in workdirs)
