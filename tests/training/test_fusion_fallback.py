@@ -4,8 +4,11 @@ Cohorts built to break fusion (:func:`tests.support.synthetic.make_records` with
 removed: ``spot`` lives in the image, ``word`` in the report, ``both`` needs both). The assertions are
 the mechanism, not one run's figures: the weight on the noise modality for the label only the other
 modality carries is ~0, and averaged over seeds the model's test AUROC is within 0.01 of the best
-modality branch (the issue's bar). ``candidate_test_auroc["fused"]`` is the fusion head alone at the
-kept epoch (no fallback); the test logs how far below the best branch it was.
+modality branch (the issue's bar) on the labels some input informs. The label only the noise modality
+carries is left out of that mean: every candidate scores it at chance, and the difference of two
+chance AUROCs over 128 studies (SD about 0.07) would decide the test, whatever the fallback does.
+``candidate_test_auroc["fused"]`` is the fusion head alone at the kept epoch (no fallback); the test
+logs how far below the best branch it was.
 """
 
 from __future__ import annotations
@@ -39,8 +42,10 @@ def test_fused_model_is_not_below_its_best_modality(tmp_path: Path, fusion: str,
         assert result.stacking is not None
         weights = result.stacking.by_label(("spot", "word", "both"))
         assert weights[label][noise] <= 0.1, weights  # the noise modality is left out
-        auroc = result.candidate_test_auroc
-        assert auroc["stacked"] == pytest.approx(result.test_metrics["macro_auroc"])
+        assert result.candidate_test_auroc["stacked"] == pytest.approx(result.test_metrics["macro_auroc"])
+        informed = [j for j, n in enumerate(("spot", "word", "both")) if ONLY_IN.get(n) != noise]
+        by_label = result.candidate_test_auroc_by_label
+        auroc = {k: float(np.mean([by_label[k][j] for j in informed])) for k in ("stacked", "fused", "image", "text")}
         best_branch = max(auroc["image"], auroc["text"])
         gaps.append(auroc["stacked"] - best_branch)
         no_fallback.append(auroc["fused"] - best_branch)
