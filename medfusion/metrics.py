@@ -87,6 +87,11 @@ def expected_calibration_error(probs: np.ndarray, targets: np.ndarray, n_bins: i
 def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
     """Per label, the threshold maximising F1 (predict positive when ``p >= threshold``).
 
+    The threshold lies halfway between the F1-best validation probability and the next lower one, not
+    on a validation probability: the validation decisions (and F1) are the same, but no validation
+    study's probability sits on the threshold, where rounding noise (1e-8 from a different batch
+    composition) flips its decision. Below the lowest validation probability, halfway to 0.
+
     Args:
         probs: (N, L) probabilities (validation set, calibrated as at inference).
         targets: (N, L) 1/0 with NaN for unknown.
@@ -102,7 +107,9 @@ def tune_thresholds(probs: np.ndarray, targets: np.ndarray) -> np.ndarray:
             continue
         precision, recall, cuts = precision_recall_curve(y, p)
         f1 = 2 * precision[:-1] * recall[:-1] / np.maximum(precision[:-1] + recall[:-1], 1e-12)  # (len(cuts),)
-        thresholds[j] = float(cuts[int(np.argmax(f1))])
+        cut = cuts[int(np.argmax(f1))]
+        below = p[p < cut]
+        thresholds[j] = float((cut + below.max()) / 2 if below.size else cut / 2)
     return thresholds
 
 

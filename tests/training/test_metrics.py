@@ -68,6 +68,8 @@ def test_thresholds_maximise_validation_f1() -> None:
         tp, fp, fn = (predicted & y).sum(1), (predicted & ~y).sum(1), (~predicted & y).sum(1)
         best = (2 * tp / (2 * tp + fp + fn)).max()
         assert f1_score(y, p >= cuts[j]) == pytest.approx(best)
+        above, below = p[p >= cuts[j]].min(), p[p < cuts[j]].max()
+        assert cuts[j] == pytest.approx((above + below) / 2) and below < cuts[j] < above  # between two studies
     targets[:, 0] = 1.0
     assert tune_thresholds(probs, targets)[0] == 0.5  # unscorable label: default threshold
 
