@@ -141,7 +141,6 @@ def _unpickle_prepared(
 
 
 _WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders
-_WORK_ROOT: dict[str, Path] = {}  # "root" -> the job's folder the private folders are made in (local engine)
 
 
 def _study_workdir() -> Path:
@@ -154,7 +153,7 @@ def _study_workdir() -> Path:
     """
     pid = os.getpid()
     if pid not in _WORKDIR:
-        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-", dir=_WORK_ROOT.get("root")))
+        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-", dir=_WORKER.get("work_root")))
         multiprocessing.util.Finalize(None, shutil.rmtree, (_WORKDIR[pid], True), exitpriority=0)
     return _WORKDIR[pid] / f"study-{uuid.uuid4().hex}"
 
@@ -218,8 +217,7 @@ def _init_worker(
     install_log_redaction()  # identifiers this worker reads never reach a log line
     torch.set_num_threads(1)
     os.nice(WORKER_NICE)  # the serial stage (the main process's inference) goes first
-    if work_root is not None:
-        _WORK_ROOT["root"] = Path(work_root)
+    _WORKER["work_root"] = work_root
     _WORKER["source"] = source
     _WORKER["preprocessor"] = load_preprocessor(model_dir)
     _WORKER["steps"] = steps

@@ -109,10 +109,9 @@ class TrainResult:
             before anything leaves the process, see :func:`medfusion.tracking.runs.log_test_predictions`).
         stacking: The per-label weights over (fused, image, text) logits and their validation evidence
             (``fusion.stacking``); None when the model has no stacking.
-        candidate_test_auroc: With stacking, test macro AUROC of each candidate alone (``fused``: the
-            fusion head without the fallback, ``image``, ``text``) and of the model (``stacked``).
-        candidate_test_auroc_by_label: The same per label: candidate -> (L,) test AUROC (None: the
-            label has one class in test).
+        candidate_test_auroc_by_label: With stacking, the test AUROC per label of each candidate alone
+            (``fused``: the fusion head without the fallback, ``image``, ``text``) and of the model
+            (``stacked``): candidate -> (L,) (None: the label has one class in test).
     """
 
     model_dir: Path
@@ -133,8 +132,12 @@ class TrainResult:
     test_ci: dict[str, tuple[float, float]] = field(default_factory=dict)
     test_study_uids: list[str] = field(default_factory=list)
     stacking: Stacking | None = None
-    candidate_test_auroc: dict[str, float] = field(default_factory=dict)
     candidate_test_auroc_by_label: dict[str, tuple[float | None, ...]] = field(default_factory=dict)
+
+    @property
+    def candidate_test_auroc(self) -> dict[str, float]:
+        """Candidate -> its test macro AUROC (the mean of :attr:`candidate_test_auroc_by_label`)."""
+        return {k: _mean_auroc(v) for k, v in self.candidate_test_auroc_by_label.items()}
 
 
 def patients(records: list[dict]) -> list[str]:
@@ -752,7 +755,6 @@ def _train(
     n_labels = len(labels)
     test_probs, test_targets, test_metrics = np.zeros((0, n_labels)), np.zeros((0, n_labels)), {}
     test_ci: dict[str, tuple[float, float]] = {}
-    candidate_test_auroc: dict[str, float] = {}
     by_label: dict[str, tuple[float | None, ...]] = {}
     if "test" in loaders:
         test_logits, test_targets = gathered_logits(model, loaders["test"], device, amp_dtype)
@@ -763,8 +765,6 @@ def _train(
         if stacking is not None:
             c = gathered_candidates(model, loaders["test"], device, amp_dtype)
             alone = fit_stacking(c.fused, c.modality, c.present, c.targets, labels, step=1.0).val_auroc
-            candidate_test_auroc = {k: _mean_auroc(alone[k]) for k in CANDIDATES}
-            candidate_test_auroc["stacked"] = test_metrics["macro_auroc"]
             by_label = {k: tuple(alone[k]) for k in CANDIDATES}
             by_label["stacked"] = tuple(test_metrics.get(f"auroc_{n}") for n in labels)
     else:
@@ -795,7 +795,6 @@ def _train(
         test_ci=test_ci,
         test_study_uids=[str(r.get("meta", {}).get("study_uid", "")) for r in records.get("test", [])],
         stacking=stacking,
-        candidate_test_auroc=candidate_test_auroc,
         candidate_test_auroc_by_label=by_label,
     )
     say(

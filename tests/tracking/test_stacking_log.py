@@ -28,7 +28,7 @@ def test_stacking_weights_and_evidence_are_logged(tmp_path: Path) -> None:
         model_dir=tmp_path, best_epoch=1, history=[], val_metrics={}, test_metrics={}, thresholds=[0.5, 0.5],
         calibration=Calibration.identity(2), train_seconds=0.0, test_probabilities=np.zeros((0, 2)),
         test_targets=np.zeros((0, 2)), labels=LABELS, stacking=stacking,
-        candidate_test_auroc={"fused": 0.7, "image": 0.5, "text": 0.8, "stacked": 0.8},
+        candidate_test_auroc_by_label={"fused": (0.7,), "image": (0.5,), "text": (0.8,), "stacked": (0.8,)},
     )  # fmt: skip
     use_store(f"sqlite:///{tmp_path / 'mlflow.db'}")  # this process only; the environment is left alone
     config = Config(name="t", labels=LABELS)
