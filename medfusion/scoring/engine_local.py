@@ -40,12 +40,9 @@ from __future__ import annotations
 import functools
 import logging
 import multiprocessing
-import multiprocessing.util
 import os
 import shutil
-import tempfile
 import time
-import uuid
 from collections import deque
 from concurrent.futures import FIRST_COMPLETED, Future, ProcessPoolExecutor, wait
 from concurrent.futures.process import BrokenProcessPool
@@ -65,6 +62,7 @@ from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
 from medfusion.scoring.threads import InferenceThreads
+from medfusion.scoring.workdir import study_workdir
 
 if TYPE_CHECKING:  # job.py imports the engines lazily; the engines need the context type only
     from medfusion.scoring.job import EngineContext
@@ -140,26 +138,14 @@ def _unpickle_prepared(
     return Prepared(study_uid, sample, file, reason, stage, set_aside, source, cpu_s)
 
 
-_WORKDIR: dict[int, Path] = {}  # pid -> this process's private folder for study work folders
-
-
-def _study_workdir() -> Path:
-    """A fresh path for one study's files, not created: a source that writes (DICOMweb) creates it.
-
-    It lies in a private (0700) folder made once per process, so folder sources, which write
-    nothing, cost no folder creation and removal per study. In a local job that folder is made inside
-    the job's own folder (:func:`run_local`), which the main process removes when the job ends: a worker
-    killed mid-study (a crash, the per-file time bound) cannot leave a study's retrieved files behind.
-    """
-    pid = os.getpid()
-    if pid not in _WORKDIR:
-        _WORKDIR[pid] = Path(tempfile.mkdtemp(prefix="medfusion-work-", dir=_WORKER.get("work_root")))
-        multiprocessing.util.Finalize(None, shutil.rmtree, (_WORKDIR[pid], True), exitpriority=0)
-    return _WORKDIR[pid] / f"study-{uuid.uuid4().hex}"
-
-
 def prepare_study(
-    source: StudySource, preprocessor: Preprocessor, ref: StudyRef, report_text: str, *, sr: bool = False
+    source: StudySource,
+    preprocessor: Preprocessor,
+    ref: StudyRef,
+    report_text: str,
+    *,
+    sr: bool = False,
+    work_root: str | None = None,
 ) -> Prepared:
     """Materialize, choose among copies of an instance, decode and preprocess one study (worker side,
     shared by both engines).
@@ -168,9 +154,12 @@ def prepare_study(
     stage ``sr`` when that fails): the only path on which identifiers leave the worker, in memory, for
     the study's DICOM SR.
 
+    The study's files, if the source writes any, go to a folder inside ``work_root``, the job's work
+    folder (:mod:`medfusion.scoring.workdir`), and are removed when the study is done.
+
     Typed input errors become a rejected :class:`Prepared`; anything else is a bug and propagates.
     """
-    workdir = _study_workdir()
+    workdir = study_workdir(work_root)
     stage = "materialize"
     set_aside: list[Rejection] = []
     try:
@@ -239,7 +228,14 @@ def _work(ref: StudyRef, report_text: str) -> Prepared:
     cpu = time.process_time()
     try:
         with watch_files(step):
-            prepared = prepare_study(_WORKER["source"], _WORKER["preprocessor"], ref, report_text, sr=_WORKER["sr"])
+            prepared = prepare_study(
+                _WORKER["source"],
+                _WORKER["preprocessor"],
+                ref,
+                report_text,
+                sr=_WORKER["sr"],
+                work_root=_WORKER["work_root"],
+            )
         prepared.cpu_s = time.process_time() - cpu
         return prepared
     finally:
@@ -335,7 +331,7 @@ def run_local(ctx: EngineContext) -> None:
     if bound_s is not None and not bound_s > 0:
         raise MedfusionError(f"the per-file time bound must be positive, got {bound_s}")
     watchdog: _Watchdog | None = None
-    work_root = tempfile.mkdtemp(prefix="medfusion-job-")  # the workers' study folders; removed at the end
+    work_root = str(ctx.work_dir)  # the workers' study folders (the job removes it)
 
     def new_pool() -> ProcessPoolExecutor:
         nonlocal watchdog
@@ -474,7 +470,6 @@ def run_local(ctx: EngineContext) -> None:
             score(len(ready))
     finally:
         pool.shutdown(wait=True, cancel_futures=True)
-        shutil.rmtree(work_root, ignore_errors=True)
         if on_cpu and sizing.share is not None:
             log.info(
                 "CPU inference: %d torch thread(s) for %.0f %% of the CPU work (inference %.1f s, workers %.1f s)",

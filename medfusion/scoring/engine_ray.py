@@ -179,9 +179,12 @@ class _Feeder(threading.Thread):
 
 
 def preprocess_batch(
-    batch: dict[str, np.ndarray], source: StudySource, model_dir: str, n_labels: int
+    batch: dict[str, np.ndarray], source: StudySource, model_dir: str, n_labels: int, work_root: str | None = None
 ) -> dict[str, np.ndarray]:
     """Ray task: studies -> samples as numpy columns (zeros and ``ok = False`` where rejected).
+
+    A study's retrieved files go to a folder inside ``work_root``, the job's work folder
+    (:mod:`medfusion.scoring.workdir`; the task's own temporary directory on a node without it).
 
     Returns:
         ``study_uid``, ``ok`` (B,) bool, ``image`` (B, C, *spatial) float32, ``image_present`` (B,) bool,
@@ -203,7 +206,7 @@ def preprocess_batch(
         batch["study_uid"], batch["locator"], batch["report_key"], batch["report_text"], strict=True
     ):
         ref = StudyRef(str(uid), tuple(json.loads(str(locator))), str(key) or None)
-        prepared.append(prepare_study(source, preprocessor, ref, str(text)))
+        prepared.append(prepare_study(source, preprocessor, ref, str(text), work_root=work_root))
     return _sample_columns(prepared, tuple(preprocessor.spec.image_shape), preprocessor.spec.max_tokens, n_labels)
 
 
@@ -370,7 +373,12 @@ def _dataset(ctx: EngineContext, feed: Any, windows: int, scorers: int, gpus: in
         warnings.simplefilter("ignore", DeprecationWarning)
         ds = ds.map_batches(
             preprocess_batch,
-            fn_kwargs={"source": ctx.source, "model_dir": str(ctx.model.model_dir), "n_labels": len(ctx.labels)},
+            fn_kwargs={
+                "source": ctx.source,
+                "model_dir": str(ctx.model.model_dir),
+                "n_labels": len(ctx.labels),
+                "work_root": str(ctx.work_dir) if ctx.work_dir is not None else None,
+            },
             batch_format="numpy",
             batch_size=max(1, options.batch_size // 2),
             compute=ray.data.TaskPoolStrategy(size=options.workers),

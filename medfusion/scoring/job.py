@@ -8,8 +8,9 @@ job) before the model is touched, so a mistake in them fails at once, with nothi
 ...                                  model="models:/medfusion@champion", out_dir=Path("scores")))
 
 Re-running the same job (same ``out_dir``) resumes it: studies already done are not scored again,
-part files written but never committed are deleted and their studies scored again. A different
-model into the same ``out_dir`` is refused.
+part files written but never committed are deleted and their studies scored again, and the files a
+killed run had retrieved are removed from its work folder (:mod:`medfusion.scoring.workdir`). A
+different model into the same ``out_dir`` is refused.
 """
 
 from __future__ import annotations
@@ -39,6 +40,7 @@ from medfusion.scoring.sources import (
     StudySource,
     open_source,
 )
+from medfusion.scoring.workdir import job_workdir
 from medfusion.scoring.writer import FHIR_DIR, RESULTS_DIR, SR_DIR, PartWriter
 
 if TYPE_CHECKING:
@@ -218,6 +220,8 @@ class EngineContext:
         options: Job options.
         advance: Called once per study finished (scored or dead-lettered).
         sr_codes: Finding codes of the SRs (None: no SR is written).
+        work_dir: The job's work folder, for the studies' retrieved files
+            (:func:`~medfusion.scoring.workdir.job_workdir`; None: the system's temporary directory).
     """
 
     source: StudySource
@@ -229,6 +233,7 @@ class EngineContext:
     options: ScoreOptions
     advance: Callable[[], None] = lambda: None
     sr_codes: CodeMap | None = None
+    work_dir: Path | None = None
     scored: int = 0
     started_at: float | None = None
 
@@ -360,8 +365,8 @@ def _run_locked(
         )
         ctx = EngineContext(source, ledger, writer, model, labels, reports, options, sr_codes=sr_codes)
         scoring_started = time.perf_counter()
-        with _progress(options.progress, ledger.count(PENDING)) as advance:
-            ctx.advance = advance
+        with job_workdir(out) as work_dir, _progress(options.progress, ledger.count(PENDING)) as advance:
+            ctx.work_dir, ctx.advance = work_dir, advance
             if options.engine == "ray":
                 from medfusion.scoring.engine_ray import run_ray
 

@@ -18,6 +18,7 @@ import pytest
 from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import read_results
 from medfusion.scoring.job import ScoreOptions, run_score
+from medfusion.scoring.workdir import WORK_DIR
 from tests.support.demo import ROOT, DemoProject
 from tests.support.scoring import Cohort, copy_cohort
 
@@ -89,6 +90,7 @@ def test_kill_9_between_rename_and_commit_then_resume(
     done, committed, on_disk = _state(out)  # as the killed job left it
     orphans = on_disk - committed
     assert orphans == {KILLED_PART} and committed == {"part-000000"} and done == 4
+    assert any((out / WORK_DIR).iterdir())  # the killed worker's folder: nothing removed it
 
     # resume (in-process: the same job, minus the interpreter start-up)
     summary = run_score(
@@ -109,3 +111,4 @@ def test_kill_9_between_rename_and_commit_then_resume(
     assert set(results["study_uid"]) == uids  # zero lost (this subset has no broken file)
     assert not any((out / "results" / f"{name}.parquet").exists() and name not in _state(out)[1] for name in orphans)
     assert summary.orphan_parts_deleted >= 1 and summary.scored_this_run == len(uids) - done
+    assert not (out / WORK_DIR).exists()  # the resume removed what the killed run left, then its own

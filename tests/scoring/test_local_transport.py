@@ -1,12 +1,13 @@
-"""The local engine's per-study costs: samples cross the pool by value (no shared-memory handle per
-tensor), and folder sources make no work folder per study (sources that write get a private one)."""
+"""The engines' per-study costs and files: samples cross the pool by value (no shared-memory handle per
+tensor); folder sources make no work folder per study (sources that write get a private one inside
+the job's work folder, which the job owns and removes, an interrupted run's included)."""
 
 from __future__ import annotations
 
+import json
 import pickle
 import shutil
 import stat
-import tempfile
 from collections.abc import Iterator
 from multiprocessing.reduction import ForkingPickler
 from pathlib import Path
@@ -21,7 +22,7 @@ from medfusion.ingest.records import Rejection
 from medfusion.models.tokenizer import train_wordpiece_tokenizer
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.spec import PreprocessingSpec
-from medfusion.scoring import engine_local
+from medfusion.scoring import engine_ray, workdir
 from medfusion.scoring.engine_local import Prepared, prepare_study
 from medfusion.scoring.sources import FolderSource, StudyRef
 
@@ -85,18 +86,64 @@ def test_prepared_crosses_the_pool_by_value(preprocessor: Preprocessor, study: S
 def test_work_folders_only_for_sources_that_write(
     preprocessor: Preprocessor, study: StudyRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    temp = tmp_path / "tmp"
+    temp = tmp_path / "work"
     temp.mkdir()
-    monkeypatch.setattr(tempfile, "tempdir", str(temp))
-    monkeypatch.setattr(engine_local, "_WORKDIR", {})
-    folder = [prepare_study(FolderSource(temp), preprocessor, study, REPORT) for _ in range(3)]
+    monkeypatch.setattr(workdir, "_PRIVATE", {})
+    source = FolderSource(Path(study.locator[0]).parent)
+    folder = [prepare_study(source, preprocessor, study, REPORT, work_root=str(temp)) for _ in range(3)]
     (private,) = temp.iterdir()  # one folder for the process, none per study
     assert list(private.iterdir()) == [] and stat.S_IMODE(private.stat().st_mode) == 0o700
     copying = CopyingSource()
-    copied = [prepare_study(copying, preprocessor, study, REPORT) for _ in range(2)]
+    copied = [prepare_study(copying, preprocessor, study, REPORT, work_root=str(temp)) for _ in range(2)]
     assert [w.parent for w in copying.workdirs] == [private, private] and len(set(copying.workdirs)) == 2
     assert list(private.iterdir()) == []  # each study's files removed after it
     for a, b in zip(folder, copied, strict=False):
         assert a.sample is not None and b.sample is not None
         assert a.sample.image is not None and b.sample.image is not None
         assert torch.equal(a.sample.image, b.sample.image)
+
+
+def test_the_job_work_folder_is_private_and_removed_with_what_a_killed_run_left(tmp_path: Path) -> None:
+    out = tmp_path / "out"
+    left = out / workdir.WORK_DIR / "medfusion-work-dead" / "study-1"
+    left.mkdir(parents=True)
+    (left / "1.dcm").write_bytes(b"patient pixels")  # what a killed worker had retrieved
+    with pytest.raises(RuntimeError), workdir.job_workdir(out) as work:
+        assert work == out / workdir.WORK_DIR and list(work.iterdir()) == []
+        assert stat.S_IMODE(work.stat().st_mode) == 0o700
+        (work / "x").write_bytes(b"more")
+        raise RuntimeError("the engine failed")
+    assert not (out / workdir.WORK_DIR).exists()
+
+
+def test_a_study_folder_outside_a_missing_job_folder_falls_back_to_the_temp_dir(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workdir, "_PRIVATE", {})
+    path = workdir.study_workdir(str(tmp_path / "not-on-this-node"))
+    assert path.parent.is_dir() and not path.exists() and not (tmp_path / "not-on-this-node").exists()
+    shutil.rmtree(path.parent)
+    again = workdir.study_workdir(str(tmp_path / "not-on-this-node"))  # the private folder went: a new one
+    assert again.parent.is_dir() and again.parent != path.parent
+    shutil.rmtree(again.parent)
+
+
+def test_the_ray_task_puts_study_files_in_the_job_work_folder(
+    preprocessor: Preprocessor, study: StudyRef, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    monkeypatch.setattr(workdir, "_PRIVATE", {})
+    model_dir = tmp_path / "model"
+    monkeypatch.setitem(engine_ray._PREPROCESSORS, str(model_dir), preprocessor)
+    copying = CopyingSource()
+    work = tmp_path / "work"
+    work.mkdir()
+    batch = {
+        "study_uid": np.array([study.study_uid], dtype=object),
+        "locator": np.array([json.dumps(list(study.locator))], dtype=object),
+        "report_key": np.array([""], dtype=object),
+        "report_text": np.array([REPORT], dtype=object),
+    }
+    columns = engine_ray.preprocess_batch(batch, copying, str(model_dir), 3, work_root=str(work))
+    assert columns["ok"].tolist() == [True]
+    (used,) = copying.workdirs
+    assert used.parent.parent == work and not used.exists()

@@ -13,6 +13,7 @@ import pytest
 from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.scoring import engine_ray, read_results
 from medfusion.scoring.ledger import Ledger
+from medfusion.scoring.workdir import WORK_DIR
 from tests.support.demo import DemoProject
 from tests.support.scoring import Cohort, ScoredJob, copy_cohort, score_job
 
@@ -41,6 +42,7 @@ def test_ray_engine_matches_local_engine(
     b = read_results(tmp_path / "ray")
     a = read_results(scored_demo.out).set_index("study_uid").loc[b["study_uid"]].reset_index()
     assert ray_run.scored == len(b) == 12 and ray_run.failed == 0
+    assert not (tmp_path / "ray" / WORK_DIR).exists()  # the workers' folders went with the job's
     assert list(a["study_uid"]) == list(b["study_uid"])
     probs = [c for c in a.columns if c.startswith("prob_")]
     np.testing.assert_allclose(a[probs].to_numpy(), b[probs].to_numpy(), atol=1e-6)
