@@ -32,6 +32,7 @@ import gc
 import hashlib
 import logging
 import os
+import tempfile
 from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
 from typing import Any
@@ -319,12 +320,15 @@ def launch(nproc: int, argv: Sequence[str]) -> int:
     from torch.distributed.elastic.multiprocessing.errors import ChildFailedError
     from torch.distributed.run import get_args_parser, run
 
-    args = get_args_parser().parse_args(
-        ["--standalone", f"--nproc-per-node={nproc}", "--module", "medfusion.cli", *argv]
-    )
-    try:
-        run(args)
-    except ChildFailedError as exc:  # torchrun has printed the failing rank's traceback
-        log.error("distributed training failed: %s", ", ".join(f"rank {r}" for r in sorted(exc.failures)))
-        return 1
+    # torchrun's agent makes a log folder per run (``torchelastic_*`` in the temporary directory when
+    # not told where) and never removes it; this one goes when the run ends.
+    with tempfile.TemporaryDirectory(prefix="medfusion-torchrun-") as log_dir:
+        args = get_args_parser().parse_args(
+            ["--standalone", f"--nproc-per-node={nproc}", "--log-dir", log_dir, "--module", "medfusion.cli", *argv]
+        )
+        try:
+            run(args)
+        except ChildFailedError as exc:  # torchrun has printed the failing rank's traceback
+            log.error("distributed training failed: %s", ", ".join(f"rank {r}" for r in sorted(exc.failures)))
+            return 1
     return 0

@@ -108,6 +108,19 @@ def test_nproc_is_removed_from_the_launched_command_line() -> None:
     assert _without_nproc(argv) == ["-v", "train", "-c", "x.yaml", "--set", "a=1"]
 
 
+def test_the_cli_launcher_leaves_no_torchrun_log_folder_behind(tmp_path: Path) -> None:
+    """``medfusion train --nproc N`` goes through :func:`launch`; torchrun's agent makes a log folder per
+    run in the temporary directory and never removes it (a ``torchelastic_*`` folder per training run)."""
+    tmp = tmp_path / "tmp"
+    code = "from medfusion.training.distributed import launch; raise SystemExit(launch(2, ['--help']))"
+    done = subprocess.run(
+        [sys.executable, "-c", code], cwd=ROOT, env=_env(tmp), capture_output=True, text=True, timeout=RUN_TIMEOUT
+    )
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.count("Usage:") == 2  # both ranks ran the CLI
+    assert list(tmp.iterdir()) == []
+
+
 def _spawn_two_ranks(fn: object, args: tuple, timeout: float) -> None:
     """Run ``fn(rank, *args)`` in two spawned processes; fail (after killing them) if either has not
     exited within ``timeout`` seconds: a rank that finished its work but never exits is a failure too."""
@@ -139,8 +152,13 @@ def test_batchnorm_over_two_gloo_ranks_has_the_whole_batch_gradients_and_the_ran
 
 
 # ------------------------------------------------------------------------------------ whole runs
-def _env() -> dict[str, str]:
-    return {**os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEDFUSION_DIST_TIMEOUT": "120"}
+def _env(tmp: Path) -> dict[str, str]:
+    """The launch's environment; its temporary folder (torchrun's ``torchelastic_*`` logs) is the test's."""
+    tmp.mkdir(parents=True, exist_ok=True)
+    return {
+        **os.environ, "OMP_NUM_THREADS": "1", "MKL_NUM_THREADS": "1", "MEDFUSION_DIST_TIMEOUT": "120",
+        "TMPDIR": str(tmp),
+    }  # fmt: skip
 
 
 def _start(project: Path, out: Path, nproc: int, *extra: str) -> subprocess.Popen:
@@ -148,7 +166,7 @@ def _start(project: Path, out: Path, nproc: int, *extra: str) -> subprocess.Pope
     launcher = ["-m", "torch.distributed.run", "--standalone", f"--nproc-per-node={nproc}"] if nproc > 1 else []
     return subprocess.Popen(
         [sys.executable, *launcher, *worker],
-        cwd=ROOT, env=_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        cwd=ROOT, env=_env(out.parent / "tmp"), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
     )  # fmt: skip
 
 
