@@ -95,6 +95,7 @@ def make_images(folder: Path) -> dict[str, int]:
     return {N_STUDIES + 1: 0, N_STUDIES + 2: 0, N_STUDIES + 3: 0}
 
 
+@pytest.mark.slow
 def test_own_data_walkthrough(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     bad_rows = make_images(tmp_path)
     config = blocks("yaml")[0]

@@ -248,6 +248,7 @@ def test_duplicate_instances_of_mixed_quality(runner: BoundedRunner, tiny_cohort
             assert o.status == HANDLED and o.detail == f"kept {intact}; {n_aside} set aside", o
 
 
+@pytest.mark.slow
 @pytest.mark.timeout(900)
 def test_per_file_time_bound_at_discovery(tmp_path: Path) -> None:
     """Inputs that keep a header parser busy for minutes within the byte bounds (millions of tiny

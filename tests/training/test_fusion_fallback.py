@@ -29,6 +29,7 @@ SEEDS = (0, 1)
 ONLY_IN = {"spot": "image", "word": "text"}
 
 
+@pytest.mark.slow
 @pytest.mark.parametrize(("fusion", "noise"), [("late", "image"), ("gated", "text"), ("hybrid", "image")])
 def test_fused_model_is_not_below_its_best_modality(tmp_path: Path, fusion: str, noise: str) -> None:
     informative = "text" if noise == "image" else "image"
