@@ -331,7 +331,6 @@ def run_local(ctx: EngineContext) -> None:
     if bound_s is not None and not bound_s > 0:
         raise MedfusionError(f"the per-file time bound must be positive, got {bound_s}")
     watchdog: _Watchdog | None = None
-    work_root = str(ctx.work_dir)  # the workers' study folders (the job removes it)
 
     def new_pool() -> ProcessPoolExecutor:
         nonlocal watchdog
@@ -341,7 +340,7 @@ def run_local(ctx: EngineContext) -> None:
             max_workers=options.workers,
             mp_context=mp,
             initializer=_init_worker,
-            initargs=(ctx.source, str(ctx.model.model_dir), steps, ctx.sr_codes is not None, work_root),
+            initargs=(ctx.source, str(ctx.model.model_dir), steps, ctx.sr_codes is not None, ctx.work_root),
         )
 
     ready: list[tuple[str, Sample, SourceStudy | None]] = []  # (study_uid, sample, SR headers) waiting for a batch

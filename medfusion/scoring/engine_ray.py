@@ -377,7 +377,7 @@ def _dataset(ctx: EngineContext, feed: Any, windows: int, scorers: int, gpus: in
                 "source": ctx.source,
                 "model_dir": str(ctx.model.model_dir),
                 "n_labels": len(ctx.labels),
-                "work_root": str(ctx.work_dir) if ctx.work_dir is not None else None,
+                "work_root": ctx.work_root,
             },
             batch_format="numpy",
             batch_size=max(1, options.batch_size // 2),

@@ -237,6 +237,11 @@ class EngineContext:
     scored: int = 0
     started_at: float | None = None
 
+    @property
+    def work_root(self) -> str | None:
+        """:attr:`work_dir` as the workers take it (None: the system's temporary directory)."""
+        return None if self.work_dir is None else str(self.work_dir)
+
     def started(self) -> None:
         """Workers are up: throughput is measured from now on."""
         self.started_at = time.perf_counter()
