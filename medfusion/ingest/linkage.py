@@ -74,12 +74,14 @@ def _targets(report: Report, studies: Mapping[str, str | None], by_accession: di
     return NO_STUDY if (report.study_uid or acc) else NO_KEY
 
 
-def link_reports(studies: Mapping[str, str | None], reports: list[Report]) -> LinkResult:
+def link_reports(studies: Mapping[str, str | None], reports: list[Report], *, summary: bool = True) -> LinkResult:
     """Attach reports to studies.
 
     Args:
         studies: StudyInstanceUID to the study's accession pseudonym (None when unknown).
         reports: Parsed reports, in chronological / input order.
+        summary: Log the INFO summary line (counts only). Callers that link one study at a time (a
+            scoring job's report lookup) pass False: one line per study would flood the log.
 
     Returns:
         The :class:`LinkResult`. Every report is kept in ``by_study``, or rejected in
@@ -118,6 +120,8 @@ def link_reports(studies: Mapping[str, str | None], reports: list[Report]) -> Li
             )
             result.conflicts.append(Rejection(_source(loser, loser_index), reason))
     result.studies_without_report = [uid for uid in studies if uid not in result.by_study]
+    if not summary:
+        return result
     logger.info(
         "linked %d study(ies) to reports; %d unmatched report(s), %d conflict(s), %d study(ies) without report",
         len(result.by_study),

@@ -191,13 +191,11 @@ class ReportIndex:
         candidates = sorted(set(self._by_uid.get(study_uid, [])) | set(self._by_acc.get(report_key or "", [])))
         if not candidates:
             return None
-        linkage_log = logging.getLogger("medfusion.ingest.linkage")
-        level = linkage_log.level
-        linkage_log.setLevel(logging.WARNING)  # its per-call INFO summary would be one line per study
-        try:
-            link = link_reports({study_uid: report_key}, [self._reports[i] for i in candidates])
-        finally:
-            linkage_log.setLevel(level)
+        # No per-call summary line. (This once raised and restored the linkage logger's level around
+        # the call: every setLevel clears the cache of every logger of the process, 0.3 ms a call with
+        # torch and transformers loaded, twice a study on the job's one serial thread, and a level
+        # change other threads' linkage calls saw.)
+        link = link_reports({study_uid: report_key}, [self._reports[i] for i in candidates], summary=False)
         return link.by_study.get(study_uid)
 
     def text(self, ref: StudyRef) -> str:

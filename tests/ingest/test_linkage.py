@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import logging
+
 import pytest
 
 from medfusion.ingest.linkage import KEY_MISMATCH, NO_KEY, NO_STUDY, link_reports
 from medfusion.ingest.records import Report
 from medfusion.privacy import pseudonym
+from medfusion.scoring.sources import ReportIndex
 
 ACC1, ACC2, ACC3 = (pseudonym(a, kind="acc") for a in ("A1", "A2", "A3"))
 STUDIES = {"1.1": ACC1, "1.2": ACC2, "1.3": None, "1.4": ACC3}
@@ -91,3 +94,34 @@ def test_shared_accession_links_every_study() -> None:
 def test_no_reports() -> None:
     result = link_reports(STUDIES, [])
     assert result.by_study == {} and result.studies_without_report == list(STUDIES)
+
+
+def test_summary_line_is_logged_once_per_call_unless_turned_off(caplog: pytest.LogCaptureFixture) -> None:
+    with caplog.at_level(logging.INFO, logger="medfusion.ingest.linkage"):
+        link_reports(STUDIES, [rep("a", uid="1.1")])
+        assert [r.getMessage() for r in caplog.records if r.name == "medfusion.ingest.linkage"] == [
+            "linked 1 study(ies) to reports; 0 unmatched report(s), 0 conflict(s), 3 study(ies) without report"
+        ]
+        caplog.clear()
+        quiet = link_reports(STUDIES, [rep("a", uid="1.1")], summary=False)
+        assert not [r for r in caplog.records if r.name == "medfusion.ingest.linkage"]
+    assert quiet.by_study["1.1"].report_id == "a"
+
+
+def test_a_scoring_jobs_report_lookups_leave_the_logging_setup_alone(caplog: pytest.LogCaptureFixture) -> None:
+    """The per-study lookup neither logs a line per study nor touches logger levels.
+
+    Changing a level (as the lookup once did, twice a study, to hide the summary line) clears the
+    level cache of every logger of the process, and is seen meanwhile by other threads' calls.
+    """
+    index = ReportIndex([rep("a", uid="1.1"), rep("b", acc=ACC2), rep("c", uid="1.3")])
+    other = logging.getLogger("medfusion.test.level-cache")
+    linkage = logging.getLogger("medfusion.ingest.linkage")
+    with caplog.at_level(logging.INFO, logger="medfusion.ingest.linkage"):  # (sets a level: caches cleared)
+        other.isEnabledFor(logging.INFO)  # fills that logger's level cache
+        level = linkage.level
+        found = [index.lookup(uid, acc) for uid, acc in STUDIES.items()]
+        assert linkage.level == level
+        assert logging.INFO in other._cache  # not cleared: no level was set anywhere
+    assert [r.report_id if r else None for r in found] == ["a", "b", "c", None]
+    assert not [r for r in caplog.records if r.name == "medfusion.ingest.linkage"]
