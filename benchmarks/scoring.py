@@ -156,6 +156,7 @@ class TreeCPU:
     def __init__(self, interval: float = 0.25) -> None:
         self.interval = interval
         self.seconds: float | None = None
+        self.main_seconds: float | None = None  # this process alone (the rest: its descendants)
         self._last: dict[int, float] = {}
         self._stop = threading.Event()
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
@@ -201,6 +202,8 @@ class TreeCPU:
         self._thread.join()
         self._last.update(self._tree())
         self.seconds = sum(t - self._start.get(pid, 0.0) for pid, t in self._last.items())
+        me = os.getpid()
+        self.main_seconds = self._last.get(me, 0.0) - self._start.get(me, 0.0)
 
 
 def _read(path: str) -> int:
@@ -234,6 +237,42 @@ def decode_rate(study_paths: list[list[str]], workers: int) -> float:
     return len(study_paths) / elapsed
 
 
+def _prepare_share(
+    task: tuple[Path, Path | None, Path, int, int],
+) -> tuple[float, int]:
+    """CPU seconds and studies of :func:`prepare_study` over share ``i`` of ``n`` of the studies (one process)."""
+    import torch
+
+    from medfusion.inference import load_preprocessor
+    from medfusion.scoring.engine_local import prepare_study
+    from medfusion.scoring.sources import FolderSource, ReportIndex
+
+    dicom, reports, model_dir, i, n = task
+    torch.set_num_threads(1)
+    source = FolderSource(dicom, file_timeout_s=None)
+    refs = list(source.discover())
+    index = ReportIndex.from_path(reports)
+    preprocessor = load_preprocessor(model_dir)
+    prepare_study(source, preprocessor, refs[0], index.text(refs[0]))  # first-call imports
+    mine = refs[i::n]
+    cpu = time.process_time()
+    for ref in mine:
+        prepare_study(source, preprocessor, ref, index.text(ref))
+    return time.process_time() - cpu, len(mine)
+
+
+def contended_prepare_ms(dicom: Path, reports: Path | None, model_dir: Path, workers: int) -> float:
+    """CPU ms/study of the workers' stage work (:func:`prepare_study`) with ``workers`` processes doing it at
+    once, each its share of the studies: the stage profile's decode + preprocess as it costs when every
+    worker core is busy (shared caches and memory bandwidth), without the pipeline around it."""
+    from medfusion.processes import worker_context
+
+    with ProcessPoolExecutor(workers, mp_context=worker_context(), initializer=_warm) as pool:
+        list(pool.map(_noop, range(workers)))
+        done = list(pool.map(_prepare_share, [(dicom, reports, model_dir, i, workers) for i in range(workers)]))
+    return 1000 * sum(c for c, _ in done) / max(1, sum(k for _, k in done))
+
+
 def pipeline_rate(
     dicom: Path,
     reports: Path | None,
@@ -245,7 +284,8 @@ def pipeline_rate(
     device: str,
 ) -> dict[str, float]:
     """:func:`run_score` into a fresh folder: scoring-phase and end-to-end studies/s, studies scored, and the
-    CPU time of the scoring phase (all the job's processes) per study."""
+    CPU time of the scoring phase per study: all the job's processes, the main process (inference,
+    writing, the pool's bookkeeping) and the rest (the workers)."""
     from medfusion.scoring.job import EngineContext, ScoreOptions, run_score
 
     started = EngineContext.started
@@ -272,8 +312,12 @@ def pipeline_rate(
             )
         finally:
             EngineContext.started = started  # type: ignore[method-assign]
+    scored = max(1, summary.scored_this_run)
+    main_s = cpu.main_seconds or 0.0
     return {
-        "cpu_ms_per_study": 1000 * cpu.seconds / summary.scored_this_run if cpu.seconds else 0.0,
+        "cpu_ms_per_study": 1000 * cpu.seconds / scored if cpu.seconds else 0.0,
+        "main_cpu_ms_per_study": 1000 * main_s / scored if cpu.seconds else 0.0,
+        "workers_cpu_ms_per_study": 1000 * (cpu.seconds - main_s) / scored if cpu.seconds else 0.0,
         "scoring": summary.studies_per_s,
         "end_to_end": summary.scored_this_run / summary.elapsed_s if summary.elapsed_s else 0.0,
         "scored": float(summary.scored_this_run),
@@ -291,10 +335,20 @@ def naive_rate(studies: list[tuple[list[str], str]], model_dir: Path, device: st
     return len(studies) / (time.perf_counter() - start)
 
 
+def _median(values: list[float]) -> float:
+    ordered = sorted(values)
+    mid = len(ordered) // 2
+    return ordered[mid] if len(ordered) % 2 else (ordered[mid - 1] + ordered[mid]) / 2
+
+
 def table(figures: dict[str, Any]) -> str:
-    """The stage table and the ratios, as printed."""
+    """The stage table, each repeat's rates and ratios, and their medians, as printed."""
     stages = figures["profile"]["stages"]
-    lines = [f"{'stage':<12} {'CPU ms/study':>13} {'wall ms/study':>14}"]
+    repeats = figures["repeats"]
+    lines = [
+        f"stage profile, median of {len(repeats)} repeat(s)",
+        f"{'stage':<12} {'CPU ms/study':>13} {'wall ms/study':>14}",
+    ]
     lines += [f"{s:<12} {stages[s]['cpu_ms']:>13.2f} {stages[s]['wall_ms']:>14.2f}" for s in STAGES]
     total = sum(v["cpu_ms"] for v in stages.values())
     lines.append(f"{'sum':<12} {total:>13.2f}")
@@ -303,36 +357,67 @@ def table(figures: dict[str, Any]) -> str:
         f"(discovery with the job's per-file time bound, a child process: {first:.2f} ms/study wall, "
         f"{again:.2f} once the forkserver is up)"
     )
-    pipe_cpu = figures["pipeline_cpu_ms_per_study"]
-    scoring_cpu = total - stages["discovery"]["cpu_ms"]
-    lines.append(f"pipeline, scoring phase, all its processes: {pipe_cpu:.2f} CPU ms/study")
-    r = figures["rates"]
     lines += [
         "",
         f"cores {figures['cores']}, {figures['engine']} engine, {figures['workers']} workers, "
         f"batch {figures['batch_size']}, {figures['profile']['studies']} studies, "
-        f"load average {figures['load_average']:.1f} during the pipeline, "
         f"reduced JPEG 2000 decode {'on' if figures.get('reduced_decode', True) else 'off'}",
+        "",
+        "CPU ms/study, the pipeline's processes against the stages they run (per repeat):",
+        f"{'repeat':<7} {'load':>5} {'main':>7} {'infer+write':>12} {'workers':>8} {'decode+prep':>12} "
+        f"{'same, all workers at once':>26} {'stage/pipeline':>15}",
+    ]
+    for i, r in enumerate(repeats, 1):
+        lines.append(
+            f"{i:<7} {r['load_average']:>5.1f} {r['main_cpu_ms']:>7.2f} {r['main_stages_ms']:>12.2f} "
+            f"{r['workers_cpu_ms']:>8.2f} {r['worker_stages_ms']:>12.2f} {r['contended_ms']:>26.2f} "
+            f"{r['stage_over_pipeline_cpu']:>15.2f}"
+        )
+    lines += [
+        "",
+        "rates (studies/s) and ratios, per repeat:",
+        f"{'repeat':<7} {'bound':>7} {'pipeline':>9} {'naive':>7} {'pipe/bound':>11} {'pipe/naive':>11} "
+        f"{'end to end':>11}",
+    ]
+    for i, r in enumerate(repeats, 1):
+        lines.append(
+            f"{i:<7} {r['bound_scoring']:>7.1f} {r['pipeline']:>9.1f} {r['naive']:>7.1f} "
+            f"{r['pipeline_over_bound']:>11.2f} {r['pipeline_over_naive']:>11.2f} {r['pipeline_end_to_end']:>11.1f}"
+        )
+    r, q = figures["rates"], figures["ratios"]
+    lines += [
+        "",
+        f"medians of {len(repeats)} repeat(s)",
         f"{'rate (studies/s)':<34} {'':>8}",
         f"{'CPU-work bound, all stages':<34} {r['bound']:>8.1f}",
         f"{'CPU-work bound, scoring stages':<34} {r['bound_scoring']:>8.1f}",
         f"{'pipeline, scoring phase':<34} {r['pipeline']:>8.1f}",
         f"{'pipeline, end to end':<34} {r['pipeline_end_to_end']:>8.1f}",
-        f"{'full decode (' + str(figures['workers']) + ' processes)':<34} {r['decode']:>8.1f}",
+        f"{'full decode (' + str(figures['workers']) + ' processes, once)':<34} {r['decode']:>8.1f}",
         f"{'naive loop':<34} {r['naive']:>8.1f}",
         "",
-        f"pipeline / bound (scoring) = {r['pipeline'] / r['bound_scoring']:.2f}  (goal >= 0.9)",
-        f"end to end / bound (all)   = {r['pipeline_end_to_end'] / r['bound']:.2f}",
-        f"pipeline / naive           = {r['pipeline'] / r['naive']:.2f}  (goal >= 5)",
-        f"pipeline / full decode     = {r['pipeline'] / r['decode']:.2f}  (goal >= 3 on lossless JPEG 2000)",
-        f"stage CPU / pipeline CPU   = {scoring_cpu / pipe_cpu if pipe_cpu else float('nan'):.2f}  "
-        "(CPU-work efficiency, independent of other load)",
+        f"pipeline / bound (scoring) = {q['pipeline_over_bound']:.2f}  (goal >= 0.9)",
+        f"end to end / bound (all)   = {q['end_to_end_over_bound']:.2f}",
+        f"pipeline / naive           = {q['pipeline_over_naive']:.2f}  (goal >= 5)",
+        f"pipeline / full decode     = {q['pipeline_over_decode']:.2f}  (goal >= 3 on lossless JPEG 2000)",
+        f"stage CPU / pipeline CPU   = {q['stage_over_pipeline_cpu']:.2f}  (CPU-work efficiency)",
+        f"bound / naive              = {q['bound_over_naive']:.2f}  (the most a pipeline on these cores reaches)",
     ]
     return "\n".join(lines)
 
 
+def _loadavg() -> float:
+    return os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
+
+
 def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) -> dict[str, Any]:
-    """All measurements of one run (see the module docstring)."""
+    """All measurements of one run (see the module docstring).
+
+    The stage profile, the workers' stage work at once, the pipeline and the naive loop are repeated
+    ``args.repeat`` times, in that order each time, so that each pipeline run has its yardsticks
+    measured next to it under the same outside load; ratios are taken per repeat, then their median.
+    The full-resolution decode (slow on JPEG 2000) runs once.
+    """
     import torch
 
     from medfusion.ingest.dicom.reduced import enabled as reduced_enabled
@@ -343,29 +428,81 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
     torch.set_num_threads(1)
     dicom = args.cohort / "dicom" if (args.cohort / "dicom").is_dir() else args.cohort
     reports = args.reports or (args.cohort / "reports" if (args.cohort / "reports").is_dir() else None)
+    n = cores()
+    profiles: list[dict[str, Any]] = []
+    repeats: list[dict[str, float]] = []
     with tempfile.TemporaryDirectory(prefix="bench-model-") as cache:
         model_dir = resolve_model(args.model, tracking_uri=args.tracking_uri, cache_dir=cache).model_dir
-        step("stage profile")
-        profile = stage_profile(dicom, reports, model_dir, args.batch_size, args.part_size)
-        step("pipeline")
-        torch.set_num_threads(default_threads)  # the job's threads as the CLI leaves them (the engine decides)
-        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan")
-        pipe = pipeline_rate(
-            dicom, reports, model_dir, args.engine, args.workers, args.batch_size, args.part_size, args.device
-        )
-        load = max(load, os.getloadavg()[0] if hasattr(os, "getloadavg") else float("nan"))
-        torch.set_num_threads(1)
         refs = list(FolderSource(dicom, file_timeout_s=None).discover())
         index = ReportIndex.from_path(reports)
         studies = [(list(r.locator), index.text(r)) for r in refs]
+        for i in range(args.repeat):
+            tag = f" ({i + 1}/{args.repeat})"
+            step("stage profile" + tag)
+            profile = stage_profile(dicom, reports, model_dir, args.batch_size, args.part_size)
+            step("stage work on every worker at once" + tag)
+            contended = contended_prepare_ms(dicom, reports, model_dir, args.workers)
+            step("pipeline" + tag)
+            torch.set_num_threads(default_threads)  # the job's threads as the CLI leaves them (the engine decides)
+            load = _loadavg()
+            pipe = pipeline_rate(
+                dicom, reports, model_dir, args.engine, args.workers, args.batch_size, args.part_size, args.device
+            )
+            load = max(load, _loadavg())
+            torch.set_num_threads(1)
+            step("naive" + tag)
+            naive = naive_rate(studies, model_dir, args.device)
+            stages = profile["stages"]
+            total_ms = sum(v["cpu_ms"] for v in stages.values())
+            scoring_ms = total_ms - stages["discovery"]["cpu_ms"]
+            bound_scoring = 1000 * n / scoring_ms
+            profiles.append(profile)
+            repeats.append(
+                {
+                    "load_average": load,
+                    "bound": 1000 * n / total_ms,
+                    "bound_scoring": bound_scoring,
+                    "pipeline": pipe["scoring"],
+                    "pipeline_end_to_end": pipe["end_to_end"],
+                    "pipeline_scored": pipe["scored"],
+                    "naive": naive,
+                    "pipeline_cpu_ms": pipe["cpu_ms_per_study"],
+                    "main_cpu_ms": pipe["main_cpu_ms_per_study"],
+                    "workers_cpu_ms": pipe["workers_cpu_ms_per_study"],
+                    "main_stages_ms": stages["inference"]["cpu_ms"] + stages["writing"]["cpu_ms"],
+                    "worker_stages_ms": stages["decode"]["cpu_ms"] + stages["preprocess"]["cpu_ms"],
+                    "contended_ms": contended,
+                    "pipeline_over_bound": pipe["scoring"] / bound_scoring,
+                    "end_to_end_over_bound": pipe["end_to_end"] / (1000 * n / total_ms),
+                    "pipeline_over_naive": pipe["scoring"] / naive,
+                    "bound_over_naive": bound_scoring / naive,
+                    "stage_over_pipeline_cpu": scoring_ms / pipe["cpu_ms_per_study"]
+                    if pipe["cpu_ms_per_study"]
+                    else 0.0,
+                }
+            )
         step("decode")
         decode = decode_rate([paths for paths, _ in studies], args.workers)
-        step("naive")
-        naive = naive_rate(studies, model_dir, args.device)
-    n = cores()
-    stages = profile["stages"]
-    total_ms = sum(v["cpu_ms"] for v in stages.values())
-    scoring_ms = total_ms - stages["discovery"]["cpu_ms"]
+    median_profile = dict(profiles[0])
+    median_profile["stages"] = {
+        s: {k: _median([p["stages"][s][k] for p in profiles]) for k in ("cpu_ms", "wall_ms")} for s in STAGES
+    }
+    rates = {
+        k: _median([r[k] for r in repeats])
+        for k in ("bound", "bound_scoring", "pipeline", "pipeline_end_to_end", "pipeline_scored", "naive")
+    }
+    rates["decode"] = decode
+    ratios = {
+        k: _median([r[k] for r in repeats])
+        for k in (
+            "pipeline_over_bound",
+            "end_to_end_over_bound",
+            "pipeline_over_naive",
+            "bound_over_naive",
+            "stage_over_pipeline_cpu",
+        )
+    }
+    ratios["pipeline_over_decode"] = _median([r["pipeline"] / decode for r in repeats])
     return {
         "cores": n,
         "engine": args.engine,
@@ -373,18 +510,12 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
         "batch_size": args.batch_size,
         "device": args.device,
         "reduced_decode": reduced_enabled(),
-        "profile": profile,
-        "load_average": load,
-        "pipeline_cpu_ms_per_study": pipe["cpu_ms_per_study"],
-        "rates": {
-            "bound": 1000 * n / total_ms,
-            "bound_scoring": 1000 * n / scoring_ms,
-            "pipeline": pipe["scoring"],
-            "pipeline_end_to_end": pipe["end_to_end"],
-            "pipeline_scored": pipe["scored"],
-            "decode": decode,
-            "naive": naive,
-        },
+        "profile": median_profile,
+        "repeats": repeats,
+        "load_average": max(r["load_average"] for r in repeats),
+        "pipeline_cpu_ms_per_study": _median([r["pipeline_cpu_ms"] for r in repeats]),
+        "rates": rates,
+        "ratios": ratios,
     }
 
 
@@ -405,7 +536,12 @@ def main() -> None:
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (inference of the pipeline and the naive loop).")
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
+    parser.add_argument(
+        "--repeat", type=int, default=3, help="Repeats of stage profile, pipeline and naive loop (median reported)."
+    )
     args = parser.parse_args()
+    if args.repeat < 1:
+        parser.error("--repeat must be at least 1")
     if args.full_decode:
         os.environ["MEDFUSION_REDUCED_DECODE"] = "0"  # before any worker starts: they inherit it
     with tempfile.TemporaryDirectory(prefix="bench-archive-") as tmp:
