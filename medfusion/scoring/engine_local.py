@@ -57,7 +57,7 @@ from medfusion.ingest.dicom.read import read_dicom
 from medfusion.ingest.dicom.studies import resolve_copies
 from medfusion.ingest.dicom.watch import watch_files
 from medfusion.ingest.records import Rejection
-from medfusion.processes import worker_context
+from medfusion.processes import retain_freed_memory, worker_context
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
@@ -206,6 +206,7 @@ def _init_worker(
     install_log_redaction()  # identifiers this worker reads never reach a log line
     torch.set_num_threads(1)
     os.nice(WORKER_NICE)  # the serial stage (the main process's inference) goes first
+    retain_freed_memory()  # each file's buffers reuse the last one's pages (no page fault storm per file)
     _WORKER["work_root"] = work_root
     _WORKER["source"] = source
     _WORKER["preprocessor"] = load_preprocessor(model_dir)

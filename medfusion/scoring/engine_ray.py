@@ -195,9 +195,11 @@ def preprocess_batch(
     import torch
 
     from medfusion.inference import load_preprocessor
+    from medfusion.processes import retain_freed_memory
     from medfusion.scoring.engine_local import prepare_study
 
     torch.set_num_threads(1)
+    retain_freed_memory()  # once per worker process: see medfusion.processes
     if model_dir not in _PREPROCESSORS:
         _PREPROCESSORS[model_dir] = load_preprocessor(model_dir)
     preprocessor = _PREPROCESSORS[model_dir]
