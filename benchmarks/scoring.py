@@ -112,14 +112,15 @@ def stage_profile(
             for path in ref.locator:
                 with suppress(InputRejected):
                     read_dicom(path, max_pixels=spec.max_pixels, min_size=min_size)
-    # one study and one batch before timing: first-call imports and allocations are not per-study costs
-    warm = prepare_study(source, preprocessor, refs[0], index.text(refs[0]))
-    if warm.sample is not None:
-        predictor.score_samples([warm.sample] * batch_size)
-    prepared = []
-    with _timed(totals, "prepare"):
-        for ref in refs:
-            prepared.append(prepare_study(source, preprocessor, ref, index.text(ref)))
+    with tempfile.TemporaryDirectory(prefix="bench-work-") as work:  # as the job's work folder (removed)
+        # one study and one batch before timing: first-call imports and allocations are not per-study costs
+        warm = prepare_study(source, preprocessor, refs[0], index.text(refs[0]), work_root=work)
+        if warm.sample is not None:
+            predictor.score_samples([warm.sample] * batch_size)
+        prepared = []
+        with _timed(totals, "prepare"):
+            for ref in refs:
+                prepared.append(prepare_study(source, preprocessor, ref, index.text(ref), work_root=work))
     ok = [p for p in prepared if p.sample is not None]
     with _timed(totals, "inference"):
         predictions = predictor.score_samples([p.sample for p in ok if p.sample is not None])
@@ -253,12 +254,13 @@ def _prepare_share(
     refs = list(source.discover())
     index = ReportIndex.from_path(reports)
     preprocessor = load_preprocessor(model_dir)
-    prepare_study(source, preprocessor, refs[0], index.text(refs[0]))  # first-call imports
     mine = refs[i::n]
-    cpu = time.process_time()
-    for ref in mine:
-        prepare_study(source, preprocessor, ref, index.text(ref))
-    return time.process_time() - cpu, len(mine)
+    with tempfile.TemporaryDirectory(prefix="bench-work-") as work:  # as the job's work folder (removed)
+        prepare_study(source, preprocessor, refs[0], index.text(refs[0]), work_root=work)  # first-call imports
+        cpu = time.process_time()
+        for ref in mine:
+            prepare_study(source, preprocessor, ref, index.text(ref), work_root=work)
+        return time.process_time() - cpu, len(mine)
 
 
 def contended_prepare_ms(dicom: Path, reports: Path | None, model_dir: Path, workers: int) -> float:
