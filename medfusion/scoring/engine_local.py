@@ -7,6 +7,10 @@
                  |                            v
           PartWriter <-- rows -- main process: batches of ``batch_size`` -> model (GPU + AMP when present)
 
+Studies go to the workers in tasks of one or more (as many as make ~50 ms of worker CPU, from what
+the studies so far cost: :mod:`medfusion.scoring.tasks`), so the pool's per-task bookkeeping in the
+main process is paid once per task, not once per study.
+
 At most ``window = 2 * batch_size + 2 * workers`` studies are in flight or waiting for inference, so
 memory stays bounded whatever the archive size. The window is a double buffer: while the main
 process runs a forward pass on one batch, the next batch (and two studies per worker) is still
@@ -21,14 +25,16 @@ process, the bottleneck, then ran alone on one core.
 
 A study whose input is rejected (:class:`~medfusion.errors.InputRejected`) is dead-lettered with the
 file and the reason. When a worker process dies (segfault in a codec, out of memory, ``os._exit``)
-the pool is rebuilt and the studies that were in flight are retried one at a time; a study that
-kills its worker alone ``max_attempts`` times is dead-lettered (stage ``worker-crash``).
+the pool is rebuilt and the studies that were in flight (every study of an unfinished task) are
+retried one at a time; a study that kills its worker alone ``max_attempts`` times is dead-lettered
+(stage ``worker-crash``).
 
 Wall time is bounded per file: a worker reports each step it starts (materializing the study, then
 every file it reads, through :func:`medfusion.ingest.dicom.watch.watch_files`) to the main process, which
 stops a worker whose step has run longer than ``options.file_timeout_s``. That study is
 dead-lettered with the file and the reason (``decode exceeded 60 s ...``, stage ``decode`` or
-``materialize``), and the studies the stop interrupted on the other workers are submitted again.
+``materialize``), and the other studies the stop interrupted (on the other workers, and those of
+the stopped worker's task) are submitted again.
 
 Copies of one instance (same SOPInstanceUID in several files) are chosen in the worker by what
 decodes (:func:`medfusion.ingest.dicom.studies.resolve_copies`); each copy set aside is dead-lettered as a
@@ -61,6 +67,7 @@ from medfusion.processes import retain_freed_memory, worker_context
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Sample
 from medfusion.scoring.sources import StudyRef, StudySource
+from medfusion.scoring.tasks import TaskSize
 from medfusion.scoring.threads import InferenceThreads
 from medfusion.scoring.workdir import study_workdir
 
@@ -218,7 +225,12 @@ def _ready() -> bool:
     return "preprocessor" in _WORKER
 
 
-def _work(ref: StudyRef, report_text: str) -> Prepared:
+def _work(tasks: list[tuple[StudyRef, str]]) -> list[Prepared]:
+    """The studies of one pool task (:mod:`medfusion.scoring.tasks`), one after the other."""
+    return [_work_one(ref, report_text) for ref, report_text in tasks]
+
+
+def _work_one(ref: StudyRef, report_text: str) -> Prepared:
     """One study, reporting each step to the main process's :class:`_Watchdog` (see the module docstring)."""
     steps, pid = _WORKER["steps"], os.getpid()
 
@@ -321,6 +333,7 @@ def run_local(ctx: EngineContext) -> None:
         amp=True,
     )
     window = 2 * options.batch_size + 2 * options.workers
+    task_size = TaskSize.for_window(window, options.workers)
     threads = torch.get_num_threads()
     on_cpu = predictor.loaded.device.type == "cpu"  # CPU inference shares the cores with the workers
     sizing = InferenceThreads(_cores(), options.workers)
@@ -349,6 +362,7 @@ def run_local(ctx: EngineContext) -> None:
     def take(prepared: Prepared) -> None:
         nonlocal worker_cpu
         worker_cpu += prepared.cpu_s
+        task_size.record(prepared.cpu_s)
         record_set_aside(ctx, prepared)
         if prepared.sample is None:
             ctx.rejected(
@@ -374,19 +388,25 @@ def run_local(ctx: EngineContext) -> None:
             ctx.scored_prediction(study_uid, prediction, headers)
 
     refs = ctx.ledger.iter_pending()
-    inflight: dict[Future[Prepared], StudyRef] = {}
+    inflight: dict[Future[list[Prepared]], list[StudyRef]] = {}  # a pool task -> its studies
     requeue: deque[StudyRef] = deque()  # never started, or interrupted by the stop of another's worker
     suspects: deque[StudyRef] = deque()  # in flight when a worker died: retried one at a time
     solo: StudyRef | None = None  # the suspect running alone, if any
     exhausted = False
     pool = new_pool()
 
-    def submit(ref: StudyRef) -> bool:
+    def submit(task: list[StudyRef]) -> bool:
         try:
-            inflight[pool.submit(_work, ref, ctx.reports.text(ref))] = ref
+            inflight[pool.submit(_work, [(ref, ctx.reports.text(ref)) for ref in task])] = task
             return True
         except BrokenProcessPool:
             return False
+
+    def next_ref() -> StudyRef | None:
+        nonlocal exhausted
+        ref = requeue.popleft() if requeue else (None if exhausted else next(refs, None))
+        exhausted = exhausted or ref is None
+        return ref
 
     try:
         # Start every worker before timing starts (process start-up is not throughput).
@@ -402,33 +422,37 @@ def run_local(ctx: EngineContext) -> None:
             if suspects or solo is not None:
                 if not inflight:
                     solo = suspects.popleft()
-                    if not submit(solo):
+                    if not submit([solo]):
                         suspects.appendleft(solo)
                         solo, broken = None, True
             else:
-                while len(inflight) + len(ready) < window:
-                    ref = requeue.popleft() if requeue else (None if exhausted else next(refs, None))
-                    if ref is None:
-                        exhausted = True
+                size = task_size.studies
+                while sum(map(len, inflight.values())) + len(ready) + size <= window:
+                    task: list[StudyRef] = []
+                    while len(task) < size and (ref := next_ref()) is not None:
+                        task.append(ref)
+                    if not task:
                         break
-                    if not submit(ref):
-                        requeue.appendleft(ref)
+                    if not submit(task):
+                        requeue.extendleft(reversed(task))
                         broken = True
                         break
             stopped: dict[str, Overdue] = {}
             if inflight:
                 done, _ = wait(inflight, timeout=POLL_S, return_when=FIRST_COMPLETED)
                 for fut in done:
-                    ref = inflight.pop(fut)
+                    task = inflight.pop(fut)
                     if isinstance(fut.exception(), BrokenProcessPool):
                         broken = True
-                        _crashed(ctx, ref, alone=ref is solo, suspects=suspects)
+                        for ref in task:
+                            _crashed(ctx, ref, alone=ref is solo, suspects=suspects)
                     else:
-                        take(fut.result())
-                    if ref is solo:
+                        for prepared in fut.result():
+                            take(prepared)
+                    if any(ref is solo for ref in task):
                         solo = None
                 if watchdog is not None and not broken:
-                    running = {ref.study_uid for fut, ref in inflight.items() if not fut.done()}
+                    running = {ref.study_uid for fut, task in inflight.items() if not fut.done() for ref in task}
                     for late in watchdog.overdue(running):
                         _stop(late.pid)
                         stopped[late.study_uid] = late
@@ -436,17 +460,20 @@ def run_local(ctx: EngineContext) -> None:
             elif not broken:
                 break
             if broken:
-                for fut, ref in inflight.items():
-                    if fut.done() and fut.exception() is None:
-                        take(fut.result())
-                    elif ref.study_uid in stopped:
-                        _timed_out(ctx, ref, stopped[ref.study_uid], bound_s or 0.0)
-                    elif stopped:
-                        requeue.append(ref)  # interrupted by another study's stop: not a suspect
-                    else:
-                        suspects.append(ref)
-                    if ref is solo:
+                for fut, task in inflight.items():
+                    if any(ref is solo for ref in task):
                         solo = None
+                    if fut.done() and fut.exception() is None:
+                        for prepared in fut.result():
+                            take(prepared)
+                        continue
+                    for ref in task:  # the task's results are lost, those of studies done before the stop too
+                        if ref.study_uid in stopped:
+                            _timed_out(ctx, ref, stopped[ref.study_uid], bound_s or 0.0)
+                        elif stopped:
+                            requeue.append(ref)  # interrupted by another study's stop: not a suspect
+                        else:
+                            suspects.append(ref)
                 inflight.clear()
                 pool.shutdown(wait=True, cancel_futures=True)
                 if stopped:
