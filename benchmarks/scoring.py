@@ -346,6 +346,10 @@ def pipeline_rate(
         "cpu_ms_per_study": 1000 * cpu.seconds / scored if cpu.seconds else 0.0,
         "main_cpu_ms_per_study": 1000 * main_s / scored if cpu.seconds else 0.0,
         "workers_cpu_ms_per_study": 1000 * (cpu.seconds - main_s) / scored if cpu.seconds else 0.0,
+        "in_run_worker_ms_per_study": (1000 * in_run["worker_cpu_s"] / in_run["studies"] if in_run["studies"] else 0.0),
+        "in_run_inference_ms_per_study": (
+            1000 * in_run["inference_cpu_s"] / in_run["studies"] if in_run["studies"] else 0.0
+        ),
         "in_run_stage_cpu_ms_per_study": (
             1000 * (in_run["worker_cpu_s"] + in_run["inference_cpu_s"]) / in_run["studies"]
             if in_run["studies"]
@@ -397,14 +401,16 @@ def table(figures: dict[str, Any]) -> str:
         f"reduced JPEG 2000 decode {'on' if figures.get('reduced_decode', True) else 'off'}",
         "",
         "CPU ms/study, the pipeline's processes against the stages they run (per repeat):",
-        f"{'repeat':<7} {'load':>5} {'main':>7} {'infer+write':>12} {'workers':>8} {'decode+prep':>12} "
-        f"{'same, all workers at once':>26} {'in-run stages':>14} {'stage/pipeline':>15}",
+        f"{'repeat':<7} {'load':>5} {'main':>7} {'infer+write':>12} {'in-run forward':>15} {'workers':>8} "
+        f"{'decode+prep':>12} {'same, all workers at once':>26} {'in-run tasks':>13} {'in-run stages':>14} "
+        f"{'stage/pipeline':>15}",
     ]
     for i, r in enumerate(repeats, 1):
         lines.append(
             f"{i:<7} {r['load_average']:>5.1f} {r['main_cpu_ms']:>7.2f} {r['main_stages_ms']:>12.2f} "
-            f"{r['workers_cpu_ms']:>8.2f} {r['worker_stages_ms']:>12.2f} {r['contended_ms']:>26.2f} "
-            f"{r['in_run_stage_ms']:>14.2f} {r['stage_over_pipeline_cpu']:>15.2f}"
+            f"{r.get('in_run_inference_ms', 0.0):>15.2f} {r['workers_cpu_ms']:>8.2f} {r['worker_stages_ms']:>12.2f} "
+            f"{r['contended_ms']:>26.2f} {r.get('in_run_worker_ms', 0.0):>13.2f} {r['in_run_stage_ms']:>14.2f} "
+            f"{r['stage_over_pipeline_cpu']:>15.2f}"
         )
     lines += [
         "",
@@ -511,6 +517,8 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
                     "worker_stages_ms": stages["decode"]["cpu_ms"] + stages["preprocess"]["cpu_ms"],
                     "contended_ms": contended,
                     "in_run_stage_ms": pipe["in_run_stage_cpu_ms_per_study"],
+                    "in_run_inference_ms": pipe["in_run_inference_ms_per_study"],
+                    "in_run_worker_ms": pipe["in_run_worker_ms_per_study"],
                     "pipeline_over_in_run_bound": (
                         pipe["scoring"] * pipe["in_run_stage_cpu_ms_per_study"] / (1000 * n)
                         if pipe["in_run_stage_cpu_ms_per_study"]
