@@ -9,7 +9,8 @@ Readers of a job's output folder (e.g. the review app) use :func:`read_results` 
   job per output folder.
 * :mod:`.engine_local` (process pool) and :mod:`.engine_ray` (Ray Data): decode and preprocess with the
   model's :class:`~medfusion.processing.preprocessor.Preprocessor`, batched inference; both take an
-  :class:`~medfusion.scoring.job.EngineContext`.
+  :class:`~medfusion.scoring.job.EngineContext`; the local engine's pool tasks are sized by :mod:`.tasks`,
+  its inference threads by :mod:`.threads`, its work folders made by :mod:`.workdir`.
 * :mod:`.writer`: :class:`~medfusion.results.ResultRow` -> Parquet parts (and FHIR NDJSON through
   :mod:`medfusion.fhir.write`, DICOM SRs through :mod:`medfusion.dicom_sr`); :mod:`.stow`: the SRs sent to
   a PACS (STOW-RS) when their part commits; :mod:`.job`: the job end to end and its summary.
