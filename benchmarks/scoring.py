@@ -17,7 +17,10 @@ the pipeline, pure decoding and a naive loop.
    pipeline's scoring-phase rate does.
 2. **Pipeline**: :func:`medfusion.scoring.job.run_score` (``--engine``, ``--workers``) into a fresh
    output folder; ``studies_per_s`` of the scoring phase (discovery, model and worker start-up
-   excluded) and end to end (studies / whole job).
+   excluded) and end to end (studies / whole job); the CPU time of its processes per study, the
+   main process's split by thread (its main thread, the process pool's manager and feeder threads,
+   this benchmark's poll, other threads such as torch's), and the stage work the job measured in
+   the same run (the workers' study tasks, the main process's forward passes).
 3. **Decode**: ``read_dicom`` on every file at full resolution (pydicom's default decoders), ``--workers``
    processes.
 4. **Naive**: one process, one study at a time: ``Predictor.predict([study])``.
@@ -158,7 +161,11 @@ class TreeCPU:
         self.interval = interval
         self.seconds: float | None = None
         self.main_seconds: float | None = None  # this process alone (the rest: its descendants)
+        self.main_threads: dict[str, float] = {}  # this process's CPU seconds by thread role (see _role)
         self._last: dict[int, float] = {}
+        self._threads_start: dict[int, float] = {}
+        self._threads_last: dict[int, float] = {}
+        self._roles: dict[int, str] = {}
         self._stop = threading.Event()
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
@@ -179,14 +186,29 @@ class TreeCPU:
                 continue
         return times
 
+    def _threads(self) -> dict[int, float]:
+        """Thread id -> CPU seconds of each thread of this process (and the role of each Python thread)."""
+        for thread in threading.enumerate():
+            if thread.native_id is not None:
+                self._roles[thread.native_id] = _role(thread)
+        times: dict[int, float] = {}
+        for task in os.listdir("/proc/self/task"):
+            with suppress(OSError, ValueError), open(f"/proc/self/task/{task}/stat", encoding="ascii") as handle:
+                fields = handle.read().rsplit(")", 1)[1].split()
+                times[int(task)] = (int(fields[11]) + int(fields[12])) / self._tick
+        return times
+
     def mark(self) -> None:
         """Count from now on (e.g. once the workers are up)."""
         self._start = self._tree()
         self._last = dict(self._start)
+        self._threads_start = self._threads()
+        self._threads_last = dict(self._threads_start)
 
     def _poll(self) -> None:
         while not self._stop.wait(self.interval):
             self._last.update(self._tree())
+            self._threads_last.update(self._threads())
 
     def __enter__(self) -> TreeCPU:
         if not os.path.isdir("/proc"):
@@ -202,9 +224,34 @@ class TreeCPU:
         self._stop.set()
         self._thread.join()
         self._last.update(self._tree())
+        self._threads_last.update(self._threads())
         self.seconds = sum(t - self._start.get(pid, 0.0) for pid, t in self._last.items())
         me = os.getpid()
         self.main_seconds = self._last.get(me, 0.0) - self._start.get(me, 0.0)
+        self.main_threads = dict.fromkeys(THREAD_ROLES, 0.0)
+        for tid, t in self._threads_last.items():
+            role = self._roles.get(tid, "other")
+            self.main_threads[role] += t - self._threads_start.get(tid, 0.0)
+
+
+#: Roles of the main process's threads, as :class:`TreeCPU` splits its CPU time.
+THREAD_ROLES = ("main thread", "pool manager", "pool feeder", "this benchmark", "other")
+
+
+def _role(thread: threading.Thread) -> str:
+    """What a thread of the main process does: the job's main thread, the process pool's manager or
+    feeder thread, this benchmark's own poll, or other (threads Python does not know: torch's
+    intra-op threads, codecs)."""
+    if thread is threading.main_thread():
+        return "main thread"
+    if type(thread).__name__ == "_ExecutorManagerThread":
+        return "pool manager"
+    target = getattr(thread, "_target", None)
+    if getattr(target, "__name__", "") == "_feed":
+        return "pool feeder"
+    if getattr(target, "__self__", None).__class__ is TreeCPU:
+        return "this benchmark"
+    return "other"
 
 
 def _read(path: str) -> int:
@@ -345,6 +392,7 @@ def pipeline_rate(
     return {
         "cpu_ms_per_study": 1000 * cpu.seconds / scored if cpu.seconds else 0.0,
         "main_cpu_ms_per_study": 1000 * main_s / scored if cpu.seconds else 0.0,
+        "main_threads_ms_per_study": {k: 1000 * v / scored for k, v in cpu.main_threads.items()},
         "workers_cpu_ms_per_study": 1000 * (cpu.seconds - main_s) / scored if cpu.seconds else 0.0,
         "in_run_worker_ms_per_study": (1000 * in_run["worker_cpu_s"] / in_run["studies"] if in_run["studies"] else 0.0),
         "in_run_inference_ms_per_study": (
@@ -412,6 +460,10 @@ def table(figures: dict[str, Any]) -> str:
             f"{r['contended_ms']:>26.2f} {r.get('in_run_worker_ms', 0.0):>13.2f} {r['in_run_stage_ms']:>14.2f} "
             f"{r['stage_over_pipeline_cpu']:>15.2f}"
         )
+    lines += ["", "the main process's CPU ms/study by thread (per repeat):", "repeat  " + "  ".join(THREAD_ROLES)]
+    for i, r in enumerate(repeats, 1):
+        split = r.get("main_threads_ms", {})
+        lines.append(f"{i:<7} " + "  ".join(f"{split.get(k, 0.0):>{len(k)}.3f}" for k in THREAD_ROLES))
     lines += [
         "",
         "rates (studies/s) and ratios, per repeat:",
@@ -512,6 +564,7 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
                     "naive": naive,
                     "pipeline_cpu_ms": pipe["cpu_ms_per_study"],
                     "main_cpu_ms": pipe["main_cpu_ms_per_study"],
+                    "main_threads_ms": pipe["main_threads_ms_per_study"],
                     "workers_cpu_ms": pipe["workers_cpu_ms_per_study"],
                     "main_stages_ms": stages["inference"]["cpu_ms"] + stages["writing"]["cpu_ms"],
                     "worker_stages_ms": stages["decode"]["cpu_ms"] + stages["preprocess"]["cpu_ms"],
