@@ -169,6 +169,12 @@ class TreeCPU:
         self._stop = threading.Event()
         self._tick = os.sysconf("SC_CLK_TCK") if hasattr(os, "sysconf") else 100
 
+    def _cpu_s(self, stat: str) -> float:
+        """User + system CPU seconds from a ``/proc/.../stat`` file (raises OSError, ValueError)."""
+        with open(stat, encoding="ascii", errors="replace") as handle:
+            fields = handle.read().rsplit(")", 1)[1].split()
+        return (int(fields[11]) + int(fields[12])) / self._tick
+
     def _tree(self) -> dict[int, float]:
         """pid -> CPU seconds of this process and its descendants (``/proc/<pid>/task/*/children``)."""
         times: dict[int, float] = {}
@@ -176,9 +182,7 @@ class TreeCPU:
         while todo:
             pid = todo.pop()
             try:
-                with open(f"/proc/{pid}/stat", encoding="ascii", errors="replace") as handle:
-                    fields = handle.read().rsplit(")", 1)[1].split()
-                times[pid] = (int(fields[11]) + int(fields[12])) / self._tick
+                times[pid] = self._cpu_s(f"/proc/{pid}/stat")
                 for task in os.listdir(f"/proc/{pid}/task"):
                     with open(f"/proc/{pid}/task/{task}/children", encoding="ascii") as handle:
                         todo += [int(c) for c in handle.read().split()]
@@ -193,9 +197,8 @@ class TreeCPU:
                 self._roles[thread.native_id] = _role(thread)
         times: dict[int, float] = {}
         for task in os.listdir("/proc/self/task"):
-            with suppress(OSError, ValueError), open(f"/proc/self/task/{task}/stat", encoding="ascii") as handle:
-                fields = handle.read().rsplit(")", 1)[1].split()
-                times[int(task)] = (int(fields[11]) + int(fields[12])) / self._tick
+            with suppress(OSError, ValueError):
+                times[int(task)] = self._cpu_s(f"/proc/self/task/{task}/stat")
         return times
 
     def mark(self) -> None:
@@ -389,20 +392,15 @@ def pipeline_rate(
             Predictor.score_samples = score_samples  # type: ignore[method-assign]
     scored = max(1, summary.scored_this_run)
     main_s = cpu.main_seconds or 0.0
+    in_run_ms = 1000 / in_run["studies"] if in_run["studies"] else 0.0  # per study, of CPU seconds
     return {
         "cpu_ms_per_study": 1000 * cpu.seconds / scored if cpu.seconds else 0.0,
         "main_cpu_ms_per_study": 1000 * main_s / scored if cpu.seconds else 0.0,
         "main_threads_ms_per_study": {k: 1000 * v / scored for k, v in cpu.main_threads.items()},
         "workers_cpu_ms_per_study": 1000 * (cpu.seconds - main_s) / scored if cpu.seconds else 0.0,
-        "in_run_worker_ms_per_study": (1000 * in_run["worker_cpu_s"] / in_run["studies"] if in_run["studies"] else 0.0),
-        "in_run_inference_ms_per_study": (
-            1000 * in_run["inference_cpu_s"] / in_run["studies"] if in_run["studies"] else 0.0
-        ),
-        "in_run_stage_cpu_ms_per_study": (
-            1000 * (in_run["worker_cpu_s"] + in_run["inference_cpu_s"]) / in_run["studies"]
-            if in_run["studies"]
-            else 0.0
-        ),
+        "in_run_worker_ms_per_study": in_run_ms * in_run["worker_cpu_s"],
+        "in_run_inference_ms_per_study": in_run_ms * in_run["inference_cpu_s"],
+        "in_run_stage_cpu_ms_per_study": in_run_ms * (in_run["worker_cpu_s"] + in_run["inference_cpu_s"]),
         "scoring": summary.studies_per_s,
         "end_to_end": summary.scored_this_run / summary.elapsed_s if summary.elapsed_s else 0.0,
         "scored": float(summary.scored_this_run),
