@@ -34,7 +34,8 @@ re-encoded in the transfer syntaxes archives hold (:mod:`realistic_archive`; ``-
 decode off (``MEDFUSION_REDUCED_DECODE=0`` for this process and its workers): the "before" figures.
 
     python benchmarks/scoring.py --cohort runs/demo/demo_cohort --model models:/medfusion@champion \\
-        --tracking-uri sqlite:///runs/demo/mlflow.db --workers 2 [--engine ray] [--device cuda] [--json out.json]
+        --tracking-uri sqlite:///runs/demo/mlflow.db --workers 2 [--engine ray] [--device cuda] [--amp bf16] \\
+        [--json out.json]
     python benchmarks/scoring.py --archive realistic --studies 48 --syntax j2kr --model ... [--full-decode]
 """
 
@@ -334,6 +335,7 @@ def pipeline_rate(
     batch_size: int,
     part_size: int,
     device: str,
+    amp: str,
 ) -> dict[str, float]:
     """:func:`run_score` into a fresh folder: scoring-phase and end-to-end studies/s, studies scored, and the
     CPU time of the scoring phase per study: all the job's processes, the main process (inference,
@@ -384,6 +386,7 @@ def pipeline_rate(
                     batch_size=batch_size,
                     part_size=part_size,
                     device=device,
+                    amp=amp,
                 )
             )
         finally:
@@ -407,11 +410,11 @@ def pipeline_rate(
     }
 
 
-def naive_rate(studies: list[tuple[list[str], str]], model_dir: Path, device: str) -> float:
+def naive_rate(studies: list[tuple[list[str], str]], model_dir: Path, device: str, amp: str) -> float:
     """Studies/s of one-at-a-time read + preprocess + predict in this process."""
     from medfusion.inference import Predictor, StudyInput
 
-    predictor = Predictor.from_dir(model_dir, device=device, batch_size=1)
+    predictor = Predictor.from_dir(model_dir, device=device, batch_size=1, amp=amp)
     start = time.perf_counter()
     for paths, text in studies:
         predictor.predict([StudyInput(image_paths=paths, report_text=text)])
@@ -540,12 +543,20 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
             torch.set_num_threads(default_threads)  # the job's threads as the CLI leaves them (the engine decides)
             load = _loadavg()
             pipe = pipeline_rate(
-                dicom, reports, model_dir, args.engine, args.workers, args.batch_size, args.part_size, args.device
+                dicom,
+                reports,
+                model_dir,
+                args.engine,
+                args.workers,
+                args.batch_size,
+                args.part_size,
+                args.device,
+                args.amp,
             )
             load = max(load, _loadavg())
             torch.set_num_threads(1)
             step("naive" + tag)
-            naive = naive_rate(studies, model_dir, args.device)
+            naive = naive_rate(studies, model_dir, args.device, args.amp)
             stages = profile["stages"]
             total_ms = sum(v["cpu_ms"] for v in stages.values())
             scoring_ms = total_ms - stages["discovery"]["cpu_ms"]
@@ -613,6 +624,7 @@ def run(args: argparse.Namespace, step: Callable[[str], None] = lambda _: None) 
         "workers": args.workers,
         "batch_size": args.batch_size,
         "device": args.device,
+        "amp": args.amp,
         "reduced_decode": reduced_enabled(),
         "profile": median_profile,
         "repeats": repeats,
@@ -639,6 +651,11 @@ def main() -> None:
     parser.add_argument("--batch-size", type=int, default=32)
     parser.add_argument("--part-size", type=int, default=256)
     parser.add_argument("--device", default="cpu", help="cpu or cuda (inference of the pipeline and the naive loop).")
+    parser.add_argument(
+        "--amp",
+        default="auto",
+        help="Mixed precision of that inference: auto (bf16 on a GPU with it), bf16, fp16, off.",
+    )
     parser.add_argument("--json", type=Path, default=None, help="Also write the figures here.")
     parser.add_argument(
         "--repeat", type=int, default=3, help="Repeats of stage profile, pipeline and naive loop (median reported)."

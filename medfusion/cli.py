@@ -411,6 +411,10 @@ def score(
         typer.Option(help="Send each SR to this DICOMweb root (STOW-RS) when its part commits; needs --sr."),
     ] = None,
     device: Annotated[str, typer.Option(help="Inference device: auto, cpu, cuda.")] = "auto",
+    amp: Annotated[
+        str,
+        typer.Option(help="Inference precision: auto (bf16 on a GPU with it, else fp16; off on CPU), bf16, fp16, off."),
+    ] = "auto",
     max_attempts: Annotated[int, typer.Option(help="Worker crashes on one study before it is dead-lettered.")] = 2,
     file_timeout: Annotated[
         float, typer.Option(help="Longest time spent on one file (header read, decode step), seconds; 0: no bound.")
@@ -445,6 +449,7 @@ def score(
             sr_codes=sr_codes,
             stow=stow,
             device=device,
+            amp=amp,
             max_attempts=max_attempts,
             file_timeout_s=file_timeout or None,
             tracking_uri=tracking_uri(cfg),

@@ -34,6 +34,7 @@ from medfusion.errors import InputRejected
 from medfusion.models.card import TEXT_DIR, ModelCard
 from medfusion.models.model import LoadedModel, load_model_dir
 from medfusion.models.text_encoder import load_tokenizer
+from medfusion.precision import resolve_amp
 from medfusion.processing.preprocessor import Preprocessor
 from medfusion.processing.sample import Collator, Sample, StudyInput
 from medfusion.results import STATUS, decide
@@ -103,12 +104,16 @@ class Predictor:
     Args:
         loaded: The model folder, loaded (see :func:`medfusion.models.model.load_model_dir`).
         batch_size: Studies per forward pass.
+        amp: Mixed precision of the forward passes (:mod:`medfusion.precision`); ``off``: float32.
+
+    Raises:
+        ConfigError: ``amp`` is unknown, or ``fp16`` on a CPU model.
     """
 
-    def __init__(self, loaded: LoadedModel, batch_size: int = 16, *, amp: bool = False) -> None:
+    def __init__(self, loaded: LoadedModel, batch_size: int = 16, *, amp: str = "off") -> None:
         self.loaded = loaded
         self.batch_size = batch_size
-        self.amp = amp and loaded.device.type == "cuda"
+        self.amp_dtype, _ = resolve_amp(amp, loaded.device)  # None: float32 forward passes
         self.preprocessor = _preprocessor(loaded.card, loaded.tokenizer)
         self.collate = Collator.for_tokenizer(loaded.tokenizer, loaded.preprocessing.image_shape)
         self.provenance = {
@@ -124,11 +129,12 @@ class Predictor:
         device: str = "auto",
         batch_size: int = 16,
         *,
-        amp: bool = False,
+        amp: str = "off",
     ) -> Predictor:
         """Load a model folder written by :func:`medfusion.models.model.save_model_dir`.
 
-        ``amp``: run forward passes under CUDA autocast (float16) when the model is on a GPU.
+        ``amp``: the forward passes' mixed precision (:mod:`medfusion.precision`; ``auto``: bfloat16 on a
+        GPU that supports it, else float16; float32 on CPU).
         """
         return cls(load_model_dir(model_dir, device), batch_size=batch_size, amp=amp)
 
@@ -193,7 +199,9 @@ class Predictor:
     def _score(self, samples: list[Sample]) -> list[Prediction]:
         loaded = self.loaded
         batch = {k: v.to(loaded.device, non_blocking=True) for k, v in self.collate(samples).items()}
-        with torch.autocast(device_type="cuda", dtype=torch.float16, enabled=self.amp):
+        with torch.autocast(
+            loaded.device.type, dtype=self.amp_dtype or torch.float32, enabled=self.amp_dtype is not None
+        ):
             out = loaded.model(batch)
         probs = loaded.calibration.probabilities(out.logits.float().cpu())  # (B, L)
         modality = {m: v.float().cpu().numpy() for m, v in out.modality_logits.items()}

@@ -330,7 +330,7 @@ def run_local(ctx: EngineContext) -> None:
         ctx.model.model_dir,
         device=options.device,
         batch_size=options.batch_size,
-        amp=True,
+        amp=options.amp,
     )
     window = 2 * options.batch_size + 2 * options.workers
     task_size = TaskSize.for_window(window, options.workers)

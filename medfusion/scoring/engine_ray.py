@@ -287,16 +287,17 @@ class ScorerActor:
         model_dir: The model folder.
         batch_size: Studies per forward pass.
         device: Inference device (``auto``: the actor's GPU when Ray gave it one).
+        amp: Mixed precision of the forward passes (:mod:`medfusion.precision`).
     """
 
-    def __init__(self, model_dir: str, batch_size: int, device: str = "auto") -> None:
+    def __init__(self, model_dir: str, batch_size: int, device: str = "auto", amp: str = "auto") -> None:
         import torch
 
         from medfusion.inference import Predictor
 
         if not torch.cuda.is_available():
             torch.set_num_threads(1)
-        self.predictor = Predictor.from_dir(model_dir, device=device, batch_size=batch_size, amp=True)
+        self.predictor = Predictor.from_dir(model_dir, device=device, batch_size=batch_size, amp=amp)
 
     def __call__(self, batch: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         samples = samples_from_columns(batch)
@@ -393,6 +394,7 @@ def _dataset(ctx: EngineContext, feed: Any, windows: int, scorers: int, gpus: in
             "model_dir": str(ctx.model.model_dir),
             "batch_size": options.batch_size,
             "device": options.device if gpus == 0 else "auto",
+            "amp": options.amp,
         },
         batch_format="numpy",
         batch_size=options.batch_size,

@@ -29,6 +29,7 @@ from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.ingest.records import join_locator, split_locator
 from medfusion.models.card import ModelCard
+from medfusion.precision import AMP_MODES
 from medfusion.privacy import redact
 from medfusion.results import ResultRow
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
@@ -80,6 +81,8 @@ class ScoreOptions:
             (needs ``sr``; credentials from the environment as for reading; see :mod:`.stow`).
         stow_attempts: Tries per SR sent (then it is recorded as failed and re-sent by the next run).
         device: ``auto``, ``cpu`` or ``cuda[:n]`` for inference.
+        amp: Mixed precision of inference (:mod:`medfusion.precision`; ``auto``: bfloat16 on a GPU that
+            supports it, else float16; float32 on CPU).
         max_attempts: Worker crashes on one study before it is dead-lettered.
         file_timeout_s: Longest time spent on one file, seconds: a header read at discovery (the file is
             rejected) or a step of a worker (the study is dead-lettered; local engine). None: no bound.
@@ -103,6 +106,7 @@ class ScoreOptions:
     stow: str | None = None
     stow_attempts: int = 4
     device: str = "auto"
+    amp: str = "auto"
     max_attempts: int = 2
     file_timeout_s: float | None = 60.0
     tracking_uri: str | None = None
@@ -290,6 +294,8 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
         raise MedfusionError(f"unknown engine {options.engine!r} (use {', '.join(ENGINES)})")
     if options.workers < 1 or options.batch_size < 1 or options.part_size < 1:
         raise MedfusionError("--workers, --batch-size and --part-size must be at least 1")
+    if options.amp not in AMP_MODES:
+        raise MedfusionError(f"unknown --amp {options.amp!r} (use {', '.join(AMP_MODES)})")
     if options.sr and options.engine != "local":
         raise MedfusionError("--sr is written by the local engine only (use --engine local)")
     sr_codes = CodeMap.from_file(options.sr_codes) if options.sr else None

@@ -6,8 +6,8 @@
 2. prepares the text encoder (:mod:`medfusion.training.text_setup`) and builds the model;
 3. trains with ``BCEWithLogitsLoss`` (unknown labels masked out, ``pos_weight`` = neg/pos per label
    from the train split when ``training.pos_weight: auto``), AdamW, linear warmup then cosine decay,
-   gradient accumulation, AMP (``auto``: bf16 on CUDA when supported, else fp16 with a GradScaler;
-   off on CPU), modality dropout, and each modality head's own loss weighted by
+   gradient accumulation, AMP (:mod:`medfusion.precision`; ``auto``: bf16 on CUDA when supported, else
+   fp16 with a GradScaler; off on CPU), modality dropout, and each modality head's own loss weighted by
    ``fusion.aux_loss_weight`` (fusions with two modalities);
 4. keeps the epoch with the best validation macro AUROC (``checkpoints/best.safetensors``) and
    stops after ``early_stopping_patience`` epochs without improvement; every epoch is committed to
@@ -49,7 +49,7 @@ from torch.nn.parallel import DistributedDataParallel
 from torch.utils.data import DataLoader
 
 from medfusion.config import Config
-from medfusion.errors import ConfigError, MedfusionError
+from medfusion.errors import MedfusionError
 from medfusion.ingest.records import Rejection
 from medfusion.metrics import bootstrap_ci, evaluate, tune_thresholds
 from medfusion.models.calibration import Calibration, fit_calibration
@@ -57,6 +57,7 @@ from medfusion.models.card import ModelCard, Stacking
 from medfusion.models.fusion import IMAGE, TEXT
 from medfusion.models.model import MedFusionModel, build_model, load_pretrained, resolve_device, save_model_dir
 from medfusion.models.stacking import CANDIDATES, fit_stacking
+from medfusion.precision import resolve_amp
 from medfusion.processing.preprocessor import Preprocessor, report_text
 from medfusion.processing.sample import Collator
 from medfusion.training import distributed
@@ -159,24 +160,6 @@ def seed_everything(seed: int) -> None:
     torch.manual_seed(seed)
     torch.backends.cudnn.deterministic = True
     torch.backends.cudnn.benchmark = False
-
-
-def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
-    """``(autocast dtype or None, use a GradScaler)`` for ``training.amp`` on ``device``.
-
-    Raises:
-        ConfigError: ``fp16`` without CUDA.
-    """
-    cuda = device.type == "cuda"
-    if amp == "off" or (amp == "auto" and not cuda):
-        return None, False
-    if amp == "auto":
-        return (torch.bfloat16, False) if torch.cuda.is_bf16_supported() else (torch.float16, True)
-    if amp == "bf16":
-        return torch.bfloat16, False
-    if not cuda:
-        raise ConfigError(f"training.amp: fp16 needs a CUDA device, got {device} (use bf16, auto or off)")
-    return torch.float16, True
 
 
 def pos_weights(records: Sequence[dict[str, Any]], labels: Sequence[str]) -> torch.Tensor:

@@ -10,7 +10,7 @@ import numpy as np
 import pytest
 import torch
 
-from medfusion.errors import ConfigError, MedfusionError
+from medfusion.errors import MedfusionError
 from medfusion.models.model import load_model_dir
 from medfusion.training.engine import (
     TrainResult,
@@ -18,7 +18,6 @@ from medfusion.training.engine import (
     masked_bce,
     modality_dropout,
     pos_weights,
-    resolve_amp,
     train,
     warmup_cosine,
 )
@@ -158,12 +157,3 @@ def test_warmup_then_cosine() -> None:
     f = warmup_cosine(100, 0.1)
     assert f(0) == pytest.approx(0.1) and f(9) == pytest.approx(1.0)
     assert f(55) == pytest.approx(0.5, abs=0.02) and f(99) < 0.01
-
-
-def test_amp_resolution_on_cpu() -> None:
-    cpu = torch.device("cpu")
-    assert resolve_amp("auto", cpu) == (None, False)
-    assert resolve_amp("off", cpu) == (None, False)
-    assert resolve_amp("bf16", cpu) == (torch.bfloat16, False)
-    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
-        resolve_amp("fp16", cpu)
