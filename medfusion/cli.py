@@ -429,10 +429,14 @@ def score(
 ) -> None:
     """Batch-score an archive (folder tree or DICOMweb) with a registered model; resumable (re-run to resume)."""
     from medfusion.processes import retain_freed_memory
+    from medfusion.scoring.inputs import check_job_inputs
+
+    check_job_inputs(source, reports, out)  # a mistyped path is answered before torch, MONAI and MLflow load
+    cfg = _load(config, overrides, project_dir)
+
     from medfusion.scoring.job import ScoreOptions, run_score
     from medfusion.tracking.store import tracking_uri
 
-    cfg = _load(config, overrides, project_dir)
     retain_freed_memory()  # this process runs the batches' forward passes: as the workers (medfusion.processes)
     summary = run_score(
         ScoreOptions(

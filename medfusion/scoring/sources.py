@@ -16,17 +16,17 @@ report; a report whose study UID and accession number disagree is refused).
 from __future__ import annotations
 
 import logging
-import os
 from collections.abc import Iterator
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Protocol, runtime_checkable
 
-from medfusion.errors import DicomReadError, InputRejected, ReportParseError
+from medfusion.errors import ReportParseError
 from medfusion.ingest.dicom.studies import scan_dicom_folder
 from medfusion.ingest.linkage import link_reports
 from medfusion.ingest.records import Rejection, Report
 from medfusion.ingest.reports.read import read_reports
+from medfusion.scoring.inputs import check_readable, source_folder
 
 log = logging.getLogger(__name__)
 
@@ -110,40 +110,12 @@ def open_source(spec: str, *, file_timeout_s: float | None = 60.0) -> StudySourc
     Raises:
         DicomReadError: ``spec`` is neither a URL nor a readable folder.
     """
-    if spec.startswith(("http://", "https://")):
+    path = source_folder(spec)
+    if path is None:
         from medfusion.scoring.dicomweb import DicomwebSource
 
         return DicomwebSource(spec)
-    path = Path(spec)
-    check_readable(path, DicomReadError)
-    if not path.is_dir():
-        raise DicomReadError(path, "not a folder (and not an http(s):// DICOMweb URL)")
     return FolderSource(path, file_timeout_s=file_timeout_s)
-
-
-def check_readable(path: Path, error: type[InputRejected] = InputRejected) -> None:
-    """Fail fast, naming the path and the reason, when a file or folder the user gave cannot be read.
-
-    A folder must be listable, a file openable for reading (one byte is read).
-
-    Args:
-        path: The file or folder.
-        error: The typed error to raise.
-
-    Raises:
-        InputRejected: ``error(path, reason)``: missing, not readable, a path component not a folder...
-    """
-    try:
-        if path.is_dir():
-            with os.scandir(path) as entries:
-                next(entries, None)
-        else:
-            with open(path, "rb") as handle:
-                handle.read(1)
-    except FileNotFoundError:
-        raise error(path, "no such file or folder") from None
-    except OSError as exc:
-        raise error(path, f"cannot read: {exc.strerror or type(exc).__name__}") from None
 
 
 class ReportIndex:

@@ -1,18 +1,21 @@
 """``medfusion score`` with paths that cannot be used, as a real process: one line naming the path and
-the reason, exit status 1, and the inputs are checked before the model is touched."""
+the reason, exit status 1, and the inputs are checked before the model is touched, and before torch,
+MONAI and MLflow are even imported (about 12 s of CPU a process here)."""
 
 from __future__ import annotations
 
+import subprocess
+import sys
 from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
 import pytest
 
-from .cli_process import error_lines, run_cli
+from .cli_process import cli_env, error_lines, run_cli
 
-#: 17 CLI processes: torch, MONAI and MLflow imports take about 20 s of CPU each (6 minutes in all).
-pytestmark = pytest.mark.slow
+#: The imports a mistyped path must not wait for.
+HEAVY_MODULES = ("torch", "monai", "mlflow", "transformers")
 
 
 @dataclass(frozen=True)
@@ -105,6 +108,35 @@ def test_inputs_fail_before_the_model_store_is_contacted(paths: Paths, broken: s
     assert not paths.out.exists() and not (paths.read_only / "out").exists()
 
 
+@pytest.mark.parametrize(
+    ("broken", "bad_path"),
+    [("src", lambda p: p.src / "nowhere"), ("reports", lambda p: p.a_file / "r.ndjson"), ("out", lambda p: p.a_file)],
+    ids=["source", "reports", "out"],
+)
+def test_a_bad_path_is_answered_before_the_heavy_imports(
+    paths: Paths, broken: str, bad_path: Callable[[Paths], Path]
+) -> None:
+    """The CLI in a fresh interpreter: after the one-line error, none of torch, MONAI, MLflow and
+    transformers is loaded."""
+    bad = bad_path(paths)
+    args = [str(a) for a in _args(paths, broken, bad)]
+    probe = (
+        "import sys\n"
+        "from medfusion.cli import app\n"
+        "try:\n"
+        "    app(sys.argv[1:], prog_name='medfusion')\n"
+        "except SystemExit as exit:\n"
+        f"    print('exit', exit.code, 'loaded', [m for m in {HEAVY_MODULES!r} if m in sys.modules])\n"
+    )
+    result = subprocess.run(
+        [sys.executable, "-c", probe, *args], capture_output=True, text=True, env=cli_env(), timeout=120, check=False
+    )
+    lines = error_lines(result)
+    assert len(lines) == 1 and lines[0].startswith(f"error: {bad}"), result.stderr[-3000:]
+    assert result.stdout.strip() == "exit 1 loaded []", result.stdout
+
+
+@pytest.mark.slow  # a whole CLI process with the configuration loaded (MONAI's import: ~7 s of CPU)
 def test_os_errors_of_other_commands_are_one_line_too(paths: Paths) -> None:
     """The mapping sits in the CLI, not in ``score``: ``demo-data`` into a path under a file."""
     bad = paths.a_file / "cohort"
