@@ -149,3 +149,20 @@ def test_readme_sections_named_in_configs_exist() -> None:
     for config in sorted((CONFIGS).glob("*.yaml")):
         for name in re.findall(r'README(?: section)? "([^"]+)"', config.read_text()):
             assert name in headings, f"{config.name} points at README section {name!r}, which does not exist"
+
+
+def test_checking_a_configuration_does_not_import_monai() -> None:
+    """Every command checks its configuration first (encoder and fusion names against the registry):
+    in a fresh interpreter that check leaves MONAI (~6 s of imports) and transformers unloaded, so a
+    bad setting or path is answered in seconds."""
+    import subprocess
+    import sys
+
+    probe = (
+        "import sys\n"
+        "from medfusion.config import load_config\n"
+        f"load_config({str(CONFIGS / 'chest_xray.yaml')!r})\n"
+        "print([m for m in ('monai', 'transformers', 'mlflow') if m in sys.modules])\n"
+    )
+    done = subprocess.run([sys.executable, "-c", probe], capture_output=True, text=True, timeout=120, check=True)
+    assert done.stdout.strip() == "[]", done.stdout + done.stderr[-2000:]

@@ -22,10 +22,9 @@ import logging
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import torch
-from monai.networks.blocks import PatchEmbeddingBlock
-from monai.networks.nets import DenseNet121, ResNet, resnet18, resnet34, resnet50
 from torch import nn
 
 from medfusion.config import ImageEncoderConfig
@@ -33,6 +32,13 @@ from medfusion.errors import MedfusionError, UnsafeModelFile
 from medfusion.models.convert import Layout, check_trunk_keys, to_monai
 from medfusion.models.registry import register_image_encoder
 from medfusion.models.weights import load_state_dict
+
+if TYPE_CHECKING:
+    from monai.networks.nets import DenseNet121, ResNet
+
+# MONAI is imported where a network is built, not with this module: importing ``monai`` loads all of its
+# subpackages (about 6 s of CPU here), and registering the encoders' names (which every configuration
+# check needs, :mod:`medfusion.models.registry`) should not cost that.
 
 log = logging.getLogger(__name__)
 
@@ -127,6 +133,8 @@ class ViTTrunk(nn.Module):
     """
 
     def __init__(self, cfg: ImageEncoderConfig, image_size: tuple[int, ...]) -> None:
+        from monai.networks.blocks import PatchEmbeddingBlock
+
         super().__init__()
         self.patch_embedding = PatchEmbeddingBlock(
             in_channels=cfg.in_channels,
@@ -225,6 +233,8 @@ def _in_channels(encoder: ImageEncoder) -> int:
 @register_image_encoder("densenet121")
 def densenet121(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
     """MONAI DenseNet121; tokens from its last (1024-channel, stride-32) feature map."""
+    from monai.networks.nets import DenseNet121
+
     net = DenseNet121(spatial_dims=cfg.spatial_dims, in_channels=cfg.in_channels, out_channels=1)
     trunk = DenseNetTrunk(net)
     return ImageEncoder(trunk, trunk.channels, cfg.embed_dim)
@@ -240,18 +250,24 @@ def _resnet(factory: Callable[..., ResNet], cfg: ImageEncoderConfig) -> ImageEnc
 @register_image_encoder("resnet18")
 def resnet18_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
     """MONAI ResNet-18 (512-channel stride-32 feature map)."""
+    from monai.networks.nets import resnet18
+
     return _resnet(resnet18, cfg)
 
 
 @register_image_encoder("resnet34")
 def resnet34_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
     """MONAI ResNet-34 (512-channel stride-32 feature map)."""
+    from monai.networks.nets import resnet34
+
     return _resnet(resnet34, cfg)
 
 
 @register_image_encoder("resnet50")
 def resnet50_encoder(cfg: ImageEncoderConfig, image_size: Sequence[int]) -> ImageEncoder:
     """MONAI ResNet-50 (2048-channel stride-32 feature map)."""
+    from monai.networks.nets import resnet50
+
     return _resnet(resnet50, cfg)
 
 
