@@ -29,7 +29,8 @@ from medfusion.errors import MedfusionError
 from medfusion.inference import Prediction
 from medfusion.ingest.records import join_locator, split_locator
 from medfusion.models.card import ModelCard
-from medfusion.precision import AMP_MODES
+from medfusion.models.model import resolve_device
+from medfusion.precision import AMP_MODES, resolve_amp
 from medfusion.privacy import redact
 from medfusion.results import ResultRow
 from medfusion.scoring.ledger import DONE, FAILED, PENDING, Ledger
@@ -296,6 +297,8 @@ def run_score(options: ScoreOptions) -> ScoreSummary:
         raise MedfusionError("--workers, --batch-size and --part-size must be at least 1")
     if options.amp not in AMP_MODES:
         raise MedfusionError(f"unknown --amp {options.amp!r} (use {', '.join(AMP_MODES)})")
+    if options.engine == "local":  # this process runs inference: a device or precision it lacks, now
+        resolve_amp(options.amp, resolve_device(options.device))
     if options.sr and options.engine != "local":
         raise MedfusionError("--sr is written by the local engine only (use --engine local)")
     sr_codes = CodeMap.from_file(options.sr_codes) if options.sr else None

@@ -47,6 +47,15 @@ def test_score_job_rejects_an_unknown_amp_before_reading_anything(tmp_path: Path
     assert not (tmp_path / "out").exists()
 
 
+def test_score_job_refuses_fp16_without_cuda_before_reading_anything(tmp_path: Path) -> None:
+    options = ScoreOptions(
+        source=str(tmp_path / "missing"), out_dir=tmp_path / "out", model="nowhere", device="cpu", amp="fp16"
+    )
+    with pytest.raises(ConfigError, match="fp16 needs a CUDA device"):
+        run_score(options)
+    assert not (tmp_path / "out").exists()
+
+
 def _studies(records: dict) -> list[StudyInput]:
     return [StudyInput(image_paths=r["image"], report_text=r["report"]) for r in records["test"][:12]]
 
