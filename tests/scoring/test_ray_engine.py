@@ -24,8 +24,8 @@ CONSTRUCTIONS_ENV = "MEDFUSION_TEST_SCORER_CONSTRUCTIONS"
 class CountedScorer(engine_ray.ScorerActor):
     """The scorer actor, leaving a file in ``$MEDFUSION_TEST_SCORER_CONSTRUCTIONS`` per construction."""
 
-    def __init__(self, model_dir: str, batch_size: int, device: str = "auto") -> None:
-        super().__init__(model_dir, batch_size, device)
+    def __init__(self, model_dir: str, batch_size: int, device: str = "auto", amp: str = "auto") -> None:
+        super().__init__(model_dir, batch_size, device, amp)
         (Path(os.environ[CONSTRUCTIONS_ENV]) / f"{os.getpid()}-{uuid.uuid4().hex}").touch()
 
 
