@@ -33,6 +33,9 @@ from pydantic import (
 from medfusion.errors import ConfigError
 from medfusion.ingest.dicom.selection import SeriesRuleSet
 
+#: Mixed-precision settings (what each gives: :mod:`medfusion.precision`).
+AmpMode = Literal["auto", "bf16", "fp16", "off"]
+
 #: The shipped configs' package (``medfusion/configs/<name>.yaml``).
 SHIPPED_PACKAGE = "medfusion"
 SHIPPED_FOLDER = "configs"
@@ -332,7 +335,7 @@ class TrainingConfig(_Strict):
     text_lr: float | None = Field(None, gt=0, description="Learning rate of a pretrained text encoder.")
     weight_decay: float = Field(0.01, ge=0)
     warmup_fraction: float = Field(0.1, ge=0, lt=1)
-    amp: Annotated[Literal["auto", "bf16", "fp16", "off"], YamlOn("auto")] = Field(
+    amp: Annotated[AmpMode, YamlOn("auto")] = Field(
         "auto", description="Mixed precision; YAML on/off (booleans) mean auto/off."
     )
     device: str = "auto"

@@ -14,15 +14,15 @@ scored in the other; float16 (range ±65,504) is the fallback for GPUs without b
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import get_args
 
 import torch
 
+from medfusion.config import AmpMode
 from medfusion.errors import ConfigError
 
-AmpMode = Literal["auto", "bf16", "fp16", "off"]
-#: Every ``amp`` setting.
-AMP_MODES: tuple[AmpMode, ...] = ("auto", "bf16", "fp16", "off")
+#: Every ``amp`` setting (``training.amp``, ``medfusion score --amp``).
+AMP_MODES: tuple[AmpMode, ...] = get_args(AmpMode)
 
 
 def resolve_amp(amp: str, device: torch.device) -> tuple[torch.dtype | None, bool]:
