@@ -106,6 +106,19 @@ class DecisionRecord(Decision):
     decided_at: str = field(default="")
 
 
+@dataclass(frozen=True)
+class AuditPage:
+    """One page of the audit trail (:meth:`ReviewStore.search`).
+
+    Attributes:
+        total: Decisions matching the filters.
+        newest_first: The latest of them, newest first (at most the limit asked for).
+    """
+
+    total: int
+    newest_first: list[DecisionRecord]
+
+
 MeasurementKind = Literal["ctr"]
 
 
@@ -291,14 +304,56 @@ class ReviewStore:
             for r in self._select("measurements", study_uid)
         ]
 
-    def current_frame(self) -> pd.DataFrame:
-        """Current decisions as a table: one row per ``(study_uid, label)`` with ``reviewed_value``."""
-        records = self.current()
-        columns = ["study_uid", "label", "decision", "reviewed_value", "reviewer", "decided_at"]
-        return pd.DataFrame(
-            [[r.study_uid, r.label, r.decision, r.reviewed_value, r.reviewer, r.decided_at] for r in records],
-            columns=columns,
-        )
+    def reviewed_counts(self, labels: Sequence[str]) -> pd.Series:
+        """How many of ``labels`` each study has a current decision on (the worklist's review state).
+
+        Counted by the database over its ``(study_uid, label, id)`` index, one row per study out: the
+        app asks on every click, so no decision row is read into Python.
+
+        Returns:
+            Counts (int) indexed by ``study_uid``; studies without a decision on ``labels`` are absent.
+        """
+        rows: list[Mapping[str, Any]] = []
+        if labels:
+            marks = ", ".join("?" for _ in labels)
+            with self._backend.session(write=False) as db:
+                rows = db.execute(
+                    "SELECT study_uid, COUNT(DISTINCT label) AS n FROM decisions"
+                    f" WHERE label IN ({marks}) GROUP BY study_uid",  # one '?' per label, values bound
+                    tuple(labels),
+                )
+        counts = pd.Series({r["study_uid"]: int(r["n"]) for r in rows}, dtype="int64")
+        counts.index.name = "study_uid"
+        return counts
+
+    def search(self, reviewers: Sequence[str] = (), study_contains: str = "", newest: int = 500) -> AuditPage:
+        """Decisions of any of ``reviewers`` (all when empty) on studies whose UID contains
+        ``study_contains``: how many, and the ``newest`` latest of them.
+
+        The filters and the limit run in the database, so the audit page costs the same whatever the
+        store's size.
+        """
+        where: list[str] = ["1 = 1"]
+        args: list[object] = []
+        if reviewers:
+            where.append(f"reviewer IN ({', '.join('?' for _ in reviewers)})")
+            args.extend(reviewers)
+        if study_contains:
+            escaped = study_contains.replace("\\", "\\\\").replace("%", "\\%").replace("_", "\\_")
+            where.append("study_uid LIKE ? ESCAPE '\\'")
+            args.append(f"%{escaped}%")
+        condition = " AND ".join(where)
+        with self._backend.session(write=False) as db:
+            (count,) = db.execute(f"SELECT COUNT(*) AS n FROM decisions WHERE {condition}", tuple(args))
+            rows = db.execute(
+                f"SELECT * FROM decisions WHERE {condition} ORDER BY id DESC LIMIT ?", (*args, max(newest, 0))
+            )
+        return AuditPage(total=int(count["n"]), newest_first=[_record(row) for row in rows])
+
+    def reviewers(self) -> list[str]:
+        """Everyone who has saved a decision, sorted."""
+        with self._backend.session(write=False) as db:
+            return sorted(r["reviewer"] for r in db.execute("SELECT DISTINCT reviewer FROM decisions"))
 
     def _select(self, table: str, study_uid: str | None) -> list[Mapping[str, Any]]:
         query = f"SELECT * FROM {table}"  # table is one of three constants

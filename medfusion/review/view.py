@@ -12,7 +12,6 @@ from dataclasses import dataclass
 import numpy as np
 
 from medfusion.processing.spec import FramePolicy
-from medfusion.processing.transforms import LoadDicomd
 
 
 @dataclass(frozen=True)
@@ -47,6 +46,8 @@ def load_display_image(paths: Sequence[str], frame_policy: FramePolicy = "middle
         InputRejected: The image cannot be read (``DicomReadError``, raised as is: no MONAI
             ``Compose`` wraps it here).
     """
+    from medfusion.processing.transforms import LoadDicomd  # torch and MONAI: not for the worklist
+
     loaded = LoadDicomd("image", frame_policy=frame_policy, dicom_meta_key="meta")({"image": list(paths)})
     meta = loaded["meta"]
     window = meta.get("window")

@@ -54,14 +54,13 @@ class WorklistQuery:
     sort: str = "priority"
 
 
-def build_worklist(
-    results: pd.DataFrame, current: pd.DataFrame, query: WorklistQuery = WorklistQuery()
-) -> pd.DataFrame:
+def build_worklist(results: pd.DataFrame, reviewed: pd.Series, query: WorklistQuery = WorklistQuery()) -> pd.DataFrame:
     """Join scores with review state, filter and sort.
 
     Args:
         results: The scoring output (one row per study; ``prob_*``/``threshold_*`` columns).
-        current: Current decisions (:meth:`medfusion.review.store.ReviewStore.current_frame`).
+        reviewed: Per study, how many of the output's labels have a current decision (indexed by
+            ``study_uid``; :meth:`medfusion.review.store.ReviewStore.reviewed_counts`).
         query: Filters and sort order.
 
     Returns:
@@ -96,10 +95,7 @@ def build_worklist(
     focus_positive = positive[rows, focus] if query.label is not None else positive.any(axis=1)  # (S,)
     table["_positive"] = np.asarray(focus_positive, dtype=bool)
 
-    n_done = current[current["label"].isin(labels)].groupby("study_uid")["label"].nunique() if len(current) else None
-    done = (
-        table["study_uid"].map(n_done).fillna(0).astype(int) if n_done is not None else pd.Series(0, index=table.index)
-    )
+    done = table["study_uid"].map(reviewed).fillna(0).astype(int)
     table["reviewed"] = [f"{d}/{len(labels)}" for d in done]
     table["state"] = np.where(done == 0, "unreviewed", np.where(done >= len(labels), "reviewed", "partial"))
 

@@ -28,10 +28,12 @@ import sqlite3
 from collections import Counter
 from collections.abc import Iterable, Iterator
 from pathlib import Path
-from typing import Self
+from typing import TYPE_CHECKING, Self
 
 from medfusion.errors import MedfusionError
-from medfusion.scoring.sources import StudyRef
+
+if TYPE_CHECKING:  # sources brings the DICOM readers (torch): not for readers of the results
+    from medfusion.scoring.sources import StudyRef
 
 LEDGER_FILE = "ledger.sqlite"
 PENDING, DONE, FAILED = "pending", "done", "failed"
@@ -168,6 +170,8 @@ class Ledger:
 
     def iter_pending(self, chunk: int = 512) -> Iterator[StudyRef]:
         """Stream pending studies in insertion order (keyset pages: safe while rows are updated)."""
+        from medfusion.scoring.sources import StudyRef
+
         last = 0
         while True:
             rows = self.db.execute(
@@ -183,6 +187,8 @@ class Ledger:
 
     def get(self, study_uid: str) -> tuple[StudyRef, str, int, str | None] | None:
         """``(ref, status, attempts, part)`` of one study, or None."""
+        from medfusion.scoring.sources import StudyRef
+
         row = self.db.execute(
             "SELECT study_uid, locator, report_key, status, attempts, part FROM studies WHERE study_uid = ?",
             (study_uid,),

@@ -3,16 +3,23 @@ the hospital login button (the admin page, a URL path AppTest cannot open, is in
 
 from __future__ import annotations
 
+import ast
+import dataclasses
+import os
+import subprocess
+import sys
+
 import pydicom
 import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from medfusion.review import identifiers
 from medfusion.review.auth import add_user
 from medfusion.review.data import study_input
 from medfusion.review.launch import APP_PATH
 from medfusion.review.settings import ENV_OIDC_ROLES
-from medfusion.review.store import ReviewStore
+from medfusion.review.store import DecisionRecord, ReviewStore
 from medfusion.scoring import read_results
 from tests.review.conftest import PASSWORD
 
@@ -104,7 +111,7 @@ def test_next_keeps_unsaved_drafts_warns_and_saves_them_later(app_env, review_pr
     assert not any("● unsaved" in m.value for m in at.markdown)
 
 
-def test_identifiers_only_for_permitted_users(app_env, review_project) -> None:
+def test_identifiers_only_for_permitted_users(app_env, review_project, monkeypatch) -> None:
     at = _login(AppTest.from_file(str(APP_PATH), default_timeout=120).run(), "dr.alice")
     plain = at.dataframe[0].value
     assert not {"accession", "study_date", "age", "sex"} & set(plain.columns)
@@ -118,8 +125,22 @@ def test_identifiers_only_for_permitted_users(app_env, review_project) -> None:
     date = str(header.get("StudyDate", ""))
     assert row["study_date"] == (f"{date[:4]}-{date[4:6]}-{date[6:]}" if date else "")
     assert row["sex"] == str(header.get("PatientSex", ""))[:1]
-    # never in the audit trail: the store has no column for them
-    assert "accession" not in ReviewStore(app_env.store_path).current_frame().columns
+    # a header read per row and per click: only the first rows of a long worklist
+    monkeypatch.setattr(identifiers, "WORKLIST_ROWS", 3)
+    at = at.run()
+    table = at.dataframe[0].value
+    assert len(table) > 3
+    columns = list(identifiers.COLUMNS)
+    read = [
+        identifiers.read_identifiers(study_input(review_project.results_dir, u).image_paths).as_row()
+        for u in table["study_uid"].iloc[:3]
+    ]
+    assert table[columns].iloc[:3].to_dict("records") == read
+    assert all(any(row.values()) for row in read)  # there was something to show
+    assert set(table[columns].iloc[3:].to_numpy().ravel()) == {""}
+    assert any("first 3 rows" in c.value for c in at.caption)
+    # never in the audit trail: a stored decision has no field for them
+    assert not {"accession", "study_date", "age", "sex"} & {f.name for f in dataclasses.fields(DecisionRecord)}
 
 
 def test_hospital_login_button_calls_st_login_when_configured(app_env, monkeypatch) -> None:
@@ -158,3 +179,43 @@ def test_a_hospital_identity_gets_the_role_its_claim_maps_to(app_env, monkeypatc
     at = at.run()
     assert "user" not in at.session_state
     assert any("has no medfusion role (claim 'groups')" in e.value for e in at.error)
+
+
+#: What the model and its explanations import; the login, worklist and audit pages need none of it.
+MODEL_STACK = ("torch", "monai", "transformers", "mlflow", "sklearn", "captum", "highdicom")
+
+_PAGES_THEN_A_STUDY = f"""
+import sys
+from streamlit.testing.v1 import AppTest
+
+def loaded():
+    return sorted(m for m in {MODEL_STACK!r} if m in sys.modules)
+
+at = AppTest.from_file({str(APP_PATH)!r}, default_timeout=240).run()
+print("login", loaded())
+at.text_input(key="login_name").input("dr.alice")
+at.text_input(key="login_password").input({PASSWORD!r})
+at = next(b for b in at.button if b.label == "Sign in").click().run()
+assert not at.exception and at.dataframe, at.exception
+print("worklist", loaded())
+at.selectbox(key="open_uid").select(at.dataframe[0].value["study_uid"].iloc[0])
+at = at.button(key="open_study").click().run()
+assert not at.exception, at.exception
+print("study", loaded())
+"""
+
+
+def test_login_and_worklist_come_before_the_model_stack_is_imported(app_env) -> None:
+    """A restarted server answers its first visitor without first importing torch, MONAI and the rest
+    (about 15 s here): they are imported when a study is opened, with the model."""
+    out = subprocess.run(
+        [sys.executable, "-c", _PAGES_THEN_A_STUDY], capture_output=True, text=True, timeout=600, env=os.environ
+    )
+    assert out.returncode == 0, out.stderr[-3000:]
+    steps = {}
+    for line in out.stdout.splitlines():
+        step, _, modules = line.partition(" ")
+        if step in {"login", "worklist", "study"}:
+            steps[step] = ast.literal_eval(modules)
+    assert steps["login"] == [] and steps["worklist"] == [], steps
+    assert {"torch", "monai", "transformers"} <= set(steps["study"]), steps  # the check can see them

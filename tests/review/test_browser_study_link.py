@@ -1,17 +1,21 @@
 """A reviewer in a real Chromium: opens a study by its URL, signs in (the link survives), decides with the
-keyboard, goes next, and the audit rows are in the store; then the audit and admin pages."""
+keyboard, goes next, and the audit rows are in the store; then the audit and admin pages, and the
+sidebar's two exports downloaded (built when clicked)."""
 
 from __future__ import annotations
 
+import json
 import os
 import shutil
 import time
 from pathlib import Path
 
 import pytest
+from fhir.resources import get_fhir_model_class
 
 from medfusion.results import labels_of
 from medfusion.review.auth import add_user
+from medfusion.review.export import fhir_ndjson, labels_frame
 from medfusion.review.store import ReviewStore
 from medfusion.review.worklist import WorklistQuery, build_worklist
 from medfusion.scoring import read_results
@@ -37,6 +41,18 @@ def _checked(page, n: int) -> None:
     """Wait until ``n`` decision radios are checked (a key press has gone through a rerun)."""
     page.wait_for(f"document.querySelectorAll('input[type=radio]:checked').length === {n}", 120)
     page.wait_idle(120)
+
+
+def _downloaded(folder: Path, suffix: str, timeout: float = 120.0) -> str:
+    """The text of the one file ending in ``suffix`` that Chromium has finished saving into ``folder``."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        done = [p for p in folder.iterdir() if p.name.endswith(suffix)]
+        if done and not any(p.name.endswith(".crdownload") for p in folder.iterdir()):
+            assert len(done) == 1, done
+            return done[0].read_text()
+        time.sleep(0.2)
+    raise AssertionError(f"no {suffix} download in {timeout:.0f} s: {sorted(p.name for p in folder.iterdir())}")
 
 
 def _nav(page, title: str) -> None:
@@ -69,7 +85,9 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
     labels = labels_of(results)
     queue = list(
         build_worklist(
-            results, ReviewStore(settings.store_path).current_frame(), WorklistQuery(states=("unreviewed", "partial"))
+            results,
+            ReviewStore(settings.store_path).reviewed_counts(labels),
+            WorklistQuery(states=("unreviewed", "partial")),
         ).study_uid
     )
     uid, after = queue[1], queue[2]  # a study in the middle of the queue
@@ -137,6 +155,26 @@ def test_study_link_login_shortcuts_next_and_audit_rows(review_project, tmp_path
         page.wait_idle(120)
         # the table itself is a canvas (its PACS link column is checked in test_app_pages.py)
         page.screenshot(tmp_path / "worklist.png")
+        # the sidebar's exports, built on click: the store's two decisions, as the export functions write them
+        downloads = tmp_path / "downloads"
+        downloads.mkdir()
+        page.send("Browser.setDownloadBehavior", behavior="allow", downloadPath=str(downloads))
+        page.click_button("FHIR R5 (NDJSON)")
+        ndjson = _downloaded(downloads, ".ndjson")
+        page.click_button("Labels (CSV)")
+        csv = _downloaded(downloads, ".csv")
+        _assert_no_error(page, "exports downloaded")
+
+    store = ReviewStore(settings.store_path)
+    assert ndjson == fhir_ndjson(store)
+    resources = [json.loads(line) for line in ndjson.splitlines()]
+    for resource in resources:  # valid R5, each
+        get_fhir_model_class(resource["resourceType"]).model_validate(resource)
+    kinds = sorted(r["resourceType"] for r in resources)
+    assert kinds == ["DiagnosticReport", "Observation", "Observation"]  # the study's report, its two labels
+    assert csv == labels_frame(store, labels).to_csv(index=False)
+    saved = {r.label: int(r.reviewed_value) for r in store.current(uid)}
+    assert csv.splitlines()[1].startswith(f"{uid},{saved[labels[0]]},{saved[labels[1]]},")
 
     rows = ReviewStore(settings.store_path).audit()
     assert [(r.study_uid, r.label, r.decision, r.reviewer) for r in rows] == [

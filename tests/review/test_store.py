@@ -117,12 +117,19 @@ def test_inconsistent_decisions_are_rejected_and_nothing_is_written(backend, kw,
     assert store.audit() == []
 
 
-def test_current_frame_feeds_the_worklist(backend) -> None:
+def test_reviewed_counts_feed_the_worklist(backend) -> None:
     store = ReviewStore(backend.location)
+    assert store.reviewed_counts(["nodule", "effusion"]).empty
     store.record_many([_decision(), _decision(label="effusion", kind="disagree")])
-    frame = store.current_frame()
-    assert sorted(frame["label"]) == ["effusion", "nodule"]
-    assert dict(zip(frame["label"], frame["reviewed_value"], strict=True)) == {"nodule": True, "effusion": False}
+    store.record(_decision(kind="disagree"))  # decided again: still one label
+    store.record(_decision(label="fracture"))  # not one of the labels asked about
+    store.record(_decision(study_uid="1.2.3.5", label="effusion"))
+    store.record(_decision(study_uid="1.2.3.6", label="fracture"))  # no decision on the labels asked about
+    counts = store.reviewed_counts(["nodule", "effusion"])
+    assert counts.to_dict() == {"1.2.3.4": 2, "1.2.3.5": 1}
+    assert counts.dtype == "int64"
+    assert store.reviewed_counts(["fracture"]).to_dict() == {"1.2.3.4": 1, "1.2.3.6": 1}
+    assert store.reviewed_counts([]).empty
 
 
 def test_a_measurement_is_saved_with_the_decisions_and_is_append_only(backend) -> None:
@@ -206,3 +213,24 @@ def test_concurrent_saves_on_one_study_keep_every_row_and_the_last_save_wins(bac
     measured = stores[0].measurements("1.2.3.4")
     assert sorted(m.reviewer for m in measured) == sorted(saved)
     assert {m.reviewer: m.decided_at for m in measured} == {r.reviewer: r.decided_at for r in audit}
+
+
+def test_the_audit_search_filters_counts_and_limits_in_the_database(backend) -> None:
+    store = ReviewStore(backend.location)
+    for i in range(12):
+        store.record(_decision(study_uid=f"1.2.{i}", reviewer=("alice", "bob", "carol")[i % 3]))
+    everything = store.search()
+    assert everything.total == 12
+    assert [r.study_uid for r in everything.newest_first] == [f"1.2.{i}" for i in reversed(range(12))]
+    page = store.search(["alice", "carol"], newest=3)
+    assert page.total == 8  # i % 3 in (0, 2)
+    assert [r.study_uid for r in page.newest_first] == ["1.2.11", "1.2.9", "1.2.8"]
+    assert store.search(study_contains="1.2.1").total == 3  # 1.2.1, 1.2.10, 1.2.11
+    assert store.search(["bob"], "1.2.1").total == 2  # 1.2.1, 1.2.10
+    # LIKE's wildcards are literal characters here: no UID contains them
+    assert store.search(study_contains="_").total == 0
+    assert store.search(study_contains="%").total == 0
+    assert store.search(study_contains="1_2").total == 0
+    counted = store.search(newest=0)
+    assert (counted.total, counted.newest_first) == (12, [])
+    assert store.reviewers() == ["alice", "bob", "carol"]

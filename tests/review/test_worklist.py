@@ -33,8 +33,9 @@ def scoring_output() -> pd.DataFrame:
     return pd.DataFrame(rows)
 
 
-def _empty() -> pd.DataFrame:
-    return pd.DataFrame(columns=["study_uid", "label", "decision", "reviewed_value", "reviewer", "decided_at"])
+def _empty() -> pd.Series:
+    """No study reviewed (:meth:`ReviewStore.reviewed_counts` of an empty store)."""
+    return pd.Series(dtype="int64")
 
 
 def test_priority_puts_the_most_suspicious_first() -> None:
@@ -72,7 +73,7 @@ def test_review_state_comes_from_the_store(tmp_path) -> None:
 
     store.record_many([decide("1.1", "nodule"), decide("1.1", "effusion"), decide("1.3", "effusion")])
     store.record(decide("1.3", "effusion"))  # re-decided: still one label reviewed
-    wl = build_worklist(scoring_output(), store.current_frame())
+    wl = build_worklist(scoring_output(), store.reviewed_counts(["nodule", "effusion"]))
     state = dict(zip(wl["study_uid"], zip(wl["state"], wl["reviewed"], strict=True), strict=True))
     assert state == {
         "1.1": ("reviewed", "2/2"),
@@ -80,5 +81,7 @@ def test_review_state_comes_from_the_store(tmp_path) -> None:
         "1.2": ("unreviewed", "0/2"),
         "1.4": ("unreviewed", "0/2"),
     }
-    todo = build_worklist(scoring_output(), store.current_frame(), WorklistQuery(states=("unreviewed", "partial")))
+    todo = build_worklist(
+        scoring_output(), store.reviewed_counts(["nodule", "effusion"]), WorklistQuery(states=("unreviewed", "partial"))
+    )
     assert list(todo["study_uid"]) == ["1.3", "1.2", "1.4"]

@@ -25,6 +25,7 @@ from medfusion.errors import InputRejected, MedfusionError
 from medfusion.privacy import install_log_redaction
 from medfusion.processing.spec import FramePolicy
 from medfusion.results import ResultRow, labels_of
+from medfusion.review import identifiers
 from medfusion.review.auth import Authenticator, LoginRefused, LoginThrottle, User, add_user, read_users
 from medfusion.review.comment_guard import comment_findings
 from medfusion.review.comment_guard import describe as describe_findings
@@ -35,10 +36,6 @@ from medfusion.review.data import (
     read_scores,
     study_input,
 )
-from medfusion.review.explanations import ExplanationCache, explain_lazily
-from medfusion.review.export import fhir_ndjson, labels_frame
-from medfusion.review.identifiers import COLUMNS as IDENTIFIER_COLUMNS
-from medfusion.review.identifiers import read_identifiers
 from medfusion.review.navigation import BINARY_DECISIONS, STUDY_PARAM, neighbour, unsaved_labels
 from medfusion.review.oidc import RoleMap, auth_problems, user_from_claims
 from medfusion.review.panels import (
@@ -50,13 +47,11 @@ from medfusion.review.panels import (
 )
 from medfusion.review.settings import ReviewSettings
 from medfusion.review.store import Decision, DecisionKind, ReviewStore, Shown
-from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
 from medfusion.review.view import (
     DisplayImage,
     load_display_image,
 )
 from medfusion.review.viewer import pending_measurement
-from medfusion.review.viewer.panel import last_ctr_text
 from medfusion.review.worklist import (
     SORTS,
     STATES,
@@ -71,6 +66,7 @@ if TYPE_CHECKING:
     import pandas as pd
 
     from medfusion.explain.explanation import StudyExplanation
+    from medfusion.review.explanations import ExplanationCache
 
 install_log_redaction()  # Streamlit runs the app in its own process: redact identifiers in its logs too
 st.set_page_config(page_title="medfusion review", page_icon=":material/radiology:", layout="wide")
@@ -80,6 +76,8 @@ st.markdown(
     unsafe_allow_html=True,
 )
 
+#: Audit-trail rows listed at most (the newest matching the filters; the count covers them all).
+AUDIT_ROWS = 500
 HEATMAP_NAMES = {"saliency": "Saliency (SmoothGrad)", "gradcam": "Grad-CAM", "cross_attention": "Cross-attention"}
 TOKEN_NAMES = {"occlusion": "Word deletion", "gradient": "Integrated gradients", "attention": "Attention rollout"}
 SORT_NAMES = {
@@ -150,6 +148,8 @@ def _scores(results_dir: str) -> pd.DataFrame:
 
 @st.cache_resource
 def _explanations() -> ExplanationCache:
+    from medfusion.review.explanations import ExplanationCache
+
     return ExplanationCache()  # shared by every session, bounded
 
 
@@ -175,6 +175,8 @@ def _explanation(
             text = "Waiting for another explanation..." if step == "waiting" else f"Computing explanations: {step}"
             bar.progress(min(max(done, 0.0), 1.0), text=text)  # appears only once something is computed
             shown.update(at=time.monotonic(), state=state)
+
+    from medfusion.review.explanations import explain_lazily
 
     try:
         labels = [label] if label is not None else None
@@ -301,9 +303,21 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
             st.divider()
             st.subheader("Export reviewed labels")
             stamp = datetime.now(UTC).strftime("%Y%m%dT%H%M%SZ")
+
+            def labels_csv() -> str:
+                from medfusion.review.export import labels_frame
+
+                return labels_frame(store, labels).to_csv(index=False)
+
+            def labels_fhir() -> str:
+                from medfusion.review.export import fhir_ndjson
+
+                return fhir_ndjson(store)
+
+            # Built when clicked (on a thread of their own), not on every rerun: the store only grows.
             st.download_button(
                 "Labels (CSV)",
-                labels_frame(store, labels).to_csv(index=False),
+                labels_csv,
                 f"reviewed_labels_{stamp}.csv",
                 "text/csv",
                 key="export_csv",
@@ -311,7 +325,7 @@ def _sidebar(user: User, settings: ReviewSettings, labels: list[str], store: Rev
             )
             st.download_button(
                 "FHIR R5 (NDJSON)",
-                fhir_ndjson(store),
+                labels_fhir,
                 f"reviewed_labels_{stamp}.ndjson",
                 "application/fhir+ndjson",
                 key="export_fhir",
@@ -355,8 +369,8 @@ def _identifier_rows(results_dir: str, uids: list[str]) -> pd.DataFrame:
             paths = study_input(results_dir, uid).image_paths
         except MedfusionError:
             paths = []
-        rows.append(read_identifiers(paths).as_row())
-    return pd.DataFrame(rows, columns=list(IDENTIFIER_COLUMNS))
+        rows.append(identifiers.read_identifiers(paths).as_row())
+    return pd.DataFrame(rows, columns=list(identifiers.COLUMNS))
 
 
 def _open(uid: str, queue: list[str]) -> None:
@@ -367,17 +381,22 @@ def _open(uid: str, queue: list[str]) -> None:
 
 
 def _worklist_page(
-    worklist: pd.DataFrame, labels: list[str], total: int, store: ReviewStore, user: User, settings: ReviewSettings
+    worklist: pd.DataFrame,
+    labels: list[str],
+    total: int,
+    reviewed: pd.Series,
+    store: ReviewStore,
+    user: User,
+    settings: ReviewSettings,
 ) -> None:
+    """The worklist; ``reviewed``: labels with a current decision per scored study (those with any)."""
     st.title("Worklist")
     _keyboard(store)  # no study keys here; the warning before a reload drops unsaved drafts
-    current = store.current_frame()
-    reviewed = current["study_uid"].nunique() if len(current) else 0
     c1, c2, c3, c4 = st.columns(4)
     c1.metric("Scored studies", total)
     c2.metric("Shown", len(worklist))
-    c3.metric("Studies with decisions", reviewed)
-    c4.metric("Label decisions", len(current))
+    c3.metric("Studies with decisions", len(reviewed))
+    c4.metric("Label decisions", int(reviewed.sum()))
     if worklist.empty:
         st.info("No study matches the filters.")
         return
@@ -395,9 +414,12 @@ def _worklist_page(
         "state": st.column_config.TextColumn("State"),
     }
     if user.may_see_identifiers:  # display only: read now, never logged, cached, exported or audited
-        ids = _identifier_rows(str(settings.results_dir), uids)
-        for i, column in enumerate(IDENTIFIER_COLUMNS):
-            table.insert(2 + i, column, list(ids[column]))
+        shown = identifiers.WORKLIST_ROWS
+        ids = _identifier_rows(str(settings.results_dir), uids[:shown])  # a header read per row
+        for i, column in enumerate(identifiers.COLUMNS):
+            table.insert(2 + i, column, [*ids[column], *([""] * (len(uids) - len(ids)))])
+        if len(uids) > shown:
+            st.caption(f"Identifiers are read for the first {shown} rows; filter or sort to see others.")
         columns |= {
             "accession": st.column_config.TextColumn("Accession"),
             "study_date": st.column_config.TextColumn("Study date"),
@@ -529,6 +551,8 @@ def _decision_form(
     Not an ``st.form``: every choice reaches the session at once, so leaving the study keeps it as a
     draft (marked unsaved) instead of dropping it silently.
     """
+    from medfusion.review.viewer.panel import last_ctr_text  # reads DICOM (torch): study pages only
+
     current = {r.label: r for r in store.current(uid)}
     if last_ctr := last_ctr_text(store.measurements(uid)):
         st.caption(last_ctr)
@@ -638,6 +662,8 @@ def _decision_form(
 
 def _verified_sr_panel(user: User, result: ResultRow, store: ReviewStore, uid: str, settings: ReviewSettings) -> None:
     """Issue a VERIFIED DICOM SR from the saved decisions, when batch scoring wrote the study's SR."""
+    from medfusion.review.verified_sr import issue_verified_sr, send_verified_sr, unverified_sr
+
     results_dir = settings.results_dir
     if not user.can_decide or unverified_sr(results_dir, result) is None:
         return
@@ -676,7 +702,7 @@ def _leave(uid: str, target: str, store: ReviewStore) -> None:
 def _default_queue(results: pd.DataFrame, store: ReviewStore, query: WorklistQuery) -> list[str]:
     """The worklist order under the sidebar's filters (a study opened by link has no queue yet); never empty."""
     try:
-        return list(build_worklist(results, store.current_frame(), query)["study_uid"])
+        return list(build_worklist(results, store.reviewed_counts(labels_of(results)), query)["study_uid"])
     except ValueError:
         return []
 
@@ -753,7 +779,7 @@ def _study_page(
     )
     header = f"Study **{pos + 1} / {len(queue)}** &nbsp; `{uid}`"
     if user.may_see_identifiers:  # display only: read now, never logged, cached, exported or audited
-        ids = read_identifiers(study_input(settings.results_dir, uid).image_paths)
+        ids = identifiers.read_identifiers(study_input(settings.results_dir, uid).image_paths)
         header += (
             f" &nbsp; Acc. **{ids.accession or '-'}** · {ids.study_date or '-'} · {ids.age or '-'} · {ids.sex or '-'}"
         )
@@ -832,15 +858,16 @@ def _audit_rows(history: list[Any], with_study: bool = False) -> list[dict[str, 
 def _audit_page(store: ReviewStore) -> None:
     st.title("Audit trail")
     st.caption("Every saved decision, newest first. Append-only: nothing here can be edited or deleted.")
-    history = store.audit()
     c1, c2 = st.columns(2)
-    reviewers = sorted({r.reviewer for r in history})
-    who = c1.multiselect("Reviewer", reviewers, key="audit_reviewers")
+    who = c1.multiselect("Reviewer", store.reviewers(), key="audit_reviewers")
     study = c2.text_input("Study UID contains", key="audit_study").strip()
-    shown = [r for r in history if (not who or r.reviewer in who) and (not study or study in r.study_uid)]
-    st.metric("Entries", len(shown))
-    if shown:
-        st.dataframe(_audit_rows(shown, with_study=True), hide_index=True, width="stretch", key="audit_table")
+    found = store.search(who, study, newest=AUDIT_ROWS)
+    st.metric("Entries", found.total)
+    if found.newest_first:
+        if found.total > len(found.newest_first):
+            st.caption(f"The newest {len(found.newest_first)} are listed; narrow the filters for older ones.")
+        rows = _audit_rows(list(reversed(found.newest_first)), with_study=True)
+        st.dataframe(rows, hide_index=True, width="stretch", key="audit_table")
     measured = store.measurements()
     if measured:
         st.subheader("Measurements")
@@ -870,7 +897,7 @@ def _admin_page(settings: ReviewSettings, results: pd.DataFrame, store: ReviewSt
     roles, problems = _oidc(settings)
     h1, h2, h3 = st.columns(3)
     h1.metric("Scored studies", len(results))
-    h2.metric("Saved decisions", len(store.audit()))
+    h2.metric("Saved decisions", store.search(newest=0).total)
     h3.metric("Explanations cached", len(_explanations()))
     st.markdown(
         f"- Hospital sign-in (OIDC): **{'on' if roles else 'off'}**"
@@ -979,8 +1006,10 @@ def main() -> None:
     def worklist() -> None:
         if STUDY_PARAM in st.query_params:  # an old-style link to the app's root: /?study=<uid>
             st.switch_page(_PAGES["study"], query_params={STUDY_PARAM: st.query_params[STUDY_PARAM]})
-        listed = build_worklist(results, store.current_frame(), query)
-        _worklist_page(listed, labels, len(results), store, user, settings)
+        reviewed = store.reviewed_counts(labels)
+        listed = build_worklist(results, reviewed, query)
+        scored = reviewed[reviewed.index.isin(results["study_uid"])]
+        _worklist_page(listed, labels, len(results), scored, store, user, settings)
 
     bodies.update(
         worklist=worklist,
