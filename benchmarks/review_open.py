@@ -3,18 +3,31 @@
     python benchmarks/review_open.py --model-dir runs/demo/training/<run>/model --config medfusion/configs/demo.yaml
 
 Scores the demo test split with the model (once, into ``--out``), starts the page, signs in, and
-times: the worklist after login (the model not loaded yet), then opening the first two studies of
-the worklist (the first pays the model load; every study pays only its forward pass and the map and
-word evidence shown by default, for the focused label), then reopening the first (cached).
+times: the login page (a fresh process: what the first visitor after a restart waits for), the worklist
+after login (the model not loaded yet), a worklist rerun (a filter changed: what every click
+costs), then opening the first two studies of the worklist (the first pays the model load; every
+study pays only its forward pass and the map and word evidence shown by default, for the focused
+label), then reopening the first (cached).
+
+``--reviewed N`` first fills the review store with N reviewed studies (5 labels each, UIDs outside
+this scoring output, as a department's store holds after months of review), so the figures show
+what a click costs once the store has grown::
+
+    python benchmarks/review_open.py --model-dir ... --reviewed 4000
 """
 
 from __future__ import annotations
 
 import argparse
 import os
+import subprocess
 import sys
 import time
 from pathlib import Path
+from typing import TYPE_CHECKING
+
+if TYPE_CHECKING:
+    from medfusion.review.store import ReviewStore
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -25,6 +38,7 @@ def main(argv: list[str] | None = None) -> int:
     )
     parser.add_argument("--out", type=Path, default=Path("runs/review_open"))
     parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--reviewed", type=int, default=0, help="reviewed studies already in the store")
     args = parser.parse_args(argv)
     import torch
     from streamlit.testing.v1 import AppTest
@@ -32,6 +46,7 @@ def main(argv: list[str] | None = None) -> int:
     from medfusion.review.auth import add_user
     from medfusion.review.launch import APP_PATH, score_demo_test_split
     from medfusion.review.settings import ReviewSettings
+    from medfusion.review.store import ReviewStore
     from medfusion.training.run import resolve_config
 
     torch.set_num_threads(args.threads)
@@ -41,15 +56,24 @@ def main(argv: list[str] | None = None) -> int:
     users = args.out / "users.yaml"
     if not users.exists():
         add_user(users, "timer", "timer-password-1", role="reviewer")
-    settings = ReviewSettings.create(results, users_path=users, store_path=args.out / "review.sqlite", login_delay_s=0)
+    store_path = args.out / f"review_{args.reviewed}.sqlite"
+    store_path.unlink(missing_ok=True)
+    _fill(ReviewStore(store_path), args.reviewed)
+    settings = ReviewSettings.create(results, users_path=users, store_path=store_path, login_delay_s=0)
     os.environ.update(settings.to_env())
 
+    print(f"store: {args.reviewed} reviewed studies")
+    print(f"login page, fresh process: {_fresh_login_page(APP_PATH):.2f} s")
     at = AppTest.from_file(str(APP_PATH), default_timeout=600).run()
     at.text_input(key="login_name").input("timer")
     at.text_input(key="login_password").input("timer-password-1")
     t0 = time.perf_counter()
     at = next(b for b in at.button if b.label == "Sign in").click().run()
     print(f"worklist after login: {time.perf_counter() - t0:.2f} s")
+    t0 = time.perf_counter()
+    at = at.checkbox(key="f_positive").check().run()
+    print(f"worklist rerun (a filter changed): {time.perf_counter() - t0:.2f} s")
+    at = at.checkbox(key="f_positive").uncheck().run()
     uids = list(at.dataframe[0].value["study_uid"])
     for n, uid in enumerate([uids[0], uids[1], uids[0]]):
         at.selectbox(key="open_uid").select(uid)
@@ -60,8 +84,35 @@ def main(argv: list[str] | None = None) -> int:
             return 1
         what = ("first study (loads the model)", "second study", "first study again (cached)")[n]
         print(f"{what}: {time.perf_counter() - t0:.2f} s ({len(at.image)} image(s) shown)")
+        if n == 2:
+            t0 = time.perf_counter()
+            at = at.run()
+            print(f"study rerun: {time.perf_counter() - t0:.2f} s")
         at = at.button(key="back").click().run()
     return 0
+
+
+def _fresh_login_page(app: Path) -> float:
+    """Seconds of the page's first run (the login form) in a new interpreter, Streamlit imported."""
+    code = (
+        "import time; from streamlit.testing.v1 import AppTest; t = time.perf_counter(); "
+        f"AppTest.from_file({str(app)!r}, default_timeout=600).run(); print(time.perf_counter() - t)"
+    )
+    out = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, check=True).stdout
+    return float(out.split()[-1])
+
+
+def _fill(store: ReviewStore, studies: int) -> None:
+    """``studies`` reviewed studies (5 labels each, one save per study) in ``store``."""
+    from medfusion.review.store import Decision, Shown
+
+    for i in range(studies):
+        store.record_many(
+            [
+                Decision(f"2.25.{i}", label, "agree", "timer", "medfusion", "1", Shown(0.7, 0.5))
+                for label in ("atelectasis", "cardiomegaly", "consolidation", "edema", "effusion")
+            ]
+        )
 
 
 if __name__ == "__main__":

@@ -288,8 +288,9 @@ class ReviewStore:
         """The latest decision per ``(study_uid, label)``, optionally of one study."""
         return [_record(row) for row in self._select("current_decisions", study_uid)]
 
-    def measurements(self, study_uid: str | None = None) -> list[MeasurementRecord]:
-        """Every stored measurement (oldest first), optionally of one study."""
+    def measurements(self, study_uid: str | None = None, newest: int | None = None) -> list[MeasurementRecord]:
+        """Every stored measurement (oldest first), optionally of one study; only the ``newest`` latest
+        when given (the limit runs in the database)."""
         return [
             MeasurementRecord(
                 study_uid=r["study_uid"],
@@ -301,7 +302,7 @@ class ReviewStore:
                 id=r["id"],
                 decided_at=r["decided_at"],
             )
-            for r in self._select("measurements", study_uid)
+            for r in self._select("measurements", study_uid, newest)
         ]
 
     def reviewed_counts(self, labels: Sequence[str]) -> pd.Series:
@@ -355,14 +356,17 @@ class ReviewStore:
         with self._backend.session(write=False) as db:
             return sorted(r["reviewer"] for r in db.execute("SELECT DISTINCT reviewer FROM decisions"))
 
-    def _select(self, table: str, study_uid: str | None) -> list[Mapping[str, Any]]:
-        query = f"SELECT * FROM {table}"  # table is one of three constants
-        args: tuple[str, ...] = ()
+    def _select(self, table: str, study_uid: str | None, newest: int | None = None) -> list[Mapping[str, Any]]:
+        """Rows of ``table`` (one of three constants), oldest first; the ``newest`` latest when given."""
+        query = f"SELECT * FROM {table}"
+        args: list[object] = []
         if study_uid is not None:
             query += " WHERE study_uid = ?"
-            args = (study_uid,)
+            args.append(study_uid)
         with self._backend.session(write=False) as db:
-            return db.execute(query + " ORDER BY id", args)
+            if newest is None:
+                return db.execute(query + " ORDER BY id", tuple(args))
+            return db.execute(query + " ORDER BY id DESC LIMIT ?", (*args, max(newest, 0)))[::-1]
 
 
 def _stored(d: Decision, row_id: int, decided_at: str) -> DecisionRecord:

@@ -234,3 +234,14 @@ def test_the_audit_search_filters_counts_and_limits_in_the_database(backend) -> 
     counted = store.search(newest=0)
     assert (counted.total, counted.newest_first) == (12, [])
     assert store.reviewers() == ["alice", "bob", "carol"]
+
+
+def test_the_newest_measurements_come_from_the_database_oldest_first(backend) -> None:
+    store = ReviewStore(backend.location)
+    for i in range(5):
+        ctr = Measurement(f"1.2.{i}", f"1.2.{i}.1", cardiac_width=100.0 + i, thoracic_width=260.0, reviewer="alice")
+        store.record_many([_decision(study_uid=f"1.2.{i}")], [ctr])
+    assert [m.study_uid for m in store.measurements(newest=2)] == ["1.2.3", "1.2.4"]
+    assert [m.study_uid for m in store.measurements()] == [f"1.2.{i}" for i in range(5)]
+    assert [m.study_uid for m in store.measurements("1.2.1", newest=10)] == ["1.2.1"]
+    assert store.measurements(newest=0) == []

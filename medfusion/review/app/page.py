@@ -868,7 +868,7 @@ def _audit_page(store: ReviewStore) -> None:
             st.caption(f"The newest {len(found.newest_first)} are listed; narrow the filters for older ones.")
         rows = _audit_rows(list(reversed(found.newest_first)), with_study=True)
         st.dataframe(rows, hide_index=True, width="stretch", key="audit_table")
-    measured = store.measurements()
+    measured = store.measurements(newest=AUDIT_ROWS)
     if measured:
         st.subheader("Measurements")
         st.dataframe(
