@@ -17,9 +17,6 @@ from pydicom.errors import InvalidDicomError
 #: The header keywords read (nothing else is parsed; pixel data is never read).
 TAGS = ("AccessionNumber", "StudyDate", "PatientAge", "PatientBirthDate", "PatientSex")
 COLUMNS = ("accession", "study_date", "age", "sex")
-#: Worklist rows whose identifiers are read from their headers on each page run (a read per row,
-#: about a millisecond; the rest of the rows show none), so a click costs the same on any worklist.
-WORKLIST_ROWS = 200
 
 
 @dataclass(frozen=True)

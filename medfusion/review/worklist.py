@@ -80,7 +80,7 @@ def build_worklist(results: pd.DataFrame, reviewed: pd.Series, query: WorklistQu
     for i, label in enumerate(labels):
         table[f"prob_{label}"] = probs[:, i]
         table[f"threshold_{label}"] = thresholds[:, i]
-    table["positives"] = [", ".join(lab for lab, p in zip(labels, row, strict=True) if p) for row in positive]
+    table["positives"] = _positive_names(positive, labels)
     table["n_positive"] = positive.sum(1)
     if query.label is None:
         focus = np.nanargmax(np.where(np.isnan(excess), -np.inf, excess), axis=1) if len(labels) else np.zeros(0, int)
@@ -89,14 +89,16 @@ def build_worklist(results: pd.DataFrame, reviewed: pd.Series, query: WorklistQu
         focus = np.full(len(table), labels.index(query.label))
         table["margin"] = np.abs(excess[np.arange(len(table)), focus])
     rows = np.arange(len(table))
-    table["top_label"] = [labels[i] for i in focus]
+    table["top_label"] = np.asarray(labels, dtype=object)[focus] if len(labels) else []
     table["top_prob"] = probs[rows, focus]
     table["_excess"] = excess[rows, focus]
     focus_positive = positive[rows, focus] if query.label is not None else positive.any(axis=1)  # (S,)
     table["_positive"] = np.asarray(focus_positive, dtype=bool)
 
     done = table["study_uid"].map(reviewed).fillna(0).astype(int)
-    table["reviewed"] = [f"{d}/{len(labels)}" for d in done]
+    table["reviewed"] = np.asarray([f"{d}/{len(labels)}" for d in range(len(labels) + 1)], dtype=object)[
+        np.clip(done.to_numpy(), 0, len(labels))
+    ]
     table["state"] = np.where(done == 0, "unreviewed", np.where(done >= len(labels), "reviewed", "partial"))
 
     keep = (table["top_prob"] >= query.prob_min) & (table["top_prob"] <= query.prob_max)
@@ -115,3 +117,54 @@ def build_worklist(results: pd.DataFrame, reviewed: pd.Series, query: WorklistQu
     else:
         table = table.sort_values("study_uid")
     return table.drop(columns=["_excess", "_positive"]).reset_index(drop=True)
+
+
+def _positive_names(positive: np.ndarray, labels: list[str]) -> np.ndarray:
+    """Per study, its positive labels joined by ``", "``, in label order.
+
+    Args:
+        positive: (S, L) bool.
+        labels: L names.
+
+    Returns:
+        (S,) strings. Built once per distinct pattern of positives (few), not once per study, so a
+        worklist of tens of thousands of studies stays cheap to rebuild on every click.
+    """
+    if positive.size == 0:
+        return np.full(len(positive), "", dtype=object)
+    packed = np.ascontiguousarray(np.packbits(positive.astype(bool), axis=1))  # (S, ceil(L / 8)) bytes
+    keys = packed.view(np.dtype((np.void, packed.shape[1]))).ravel()  # one comparable key per study
+    _, first, inverse = np.unique(keys, return_index=True, return_inverse=True)
+    names = np.asarray(
+        [", ".join(lab for lab, p in zip(labels, positive[i], strict=True) if p) for i in first], dtype=object
+    )
+    return names[np.ravel(inverse)]
+
+
+#: Worklist rows on one page: what every click sends to the browser (and, for users who may see
+#: identifiers, the headers read), whatever the size of the scoring output.
+PAGE_ROWS = 100
+
+
+@dataclass(frozen=True)
+class WorklistPage:
+    """One page of a worklist.
+
+    Attributes:
+        rows: The page's rows (index reset).
+        number: The page shown, 1-based (the one asked for, clamped to ``1..pages``).
+        pages: How many pages the worklist has (at least 1).
+    """
+
+    rows: pd.DataFrame
+    number: int
+    pages: int
+
+
+def worklist_page(worklist: pd.DataFrame, number: int, rows: int | None = None) -> WorklistPage:
+    """Page ``number`` (1-based, clamped) of ``worklist``, ``rows`` (default :data:`PAGE_ROWS`) a page."""
+    size = max(int(rows if rows is not None else PAGE_ROWS), 1)
+    pages = max(-(-len(worklist) // size), 1)
+    number = min(max(int(number), 1), pages)
+    start = (number - 1) * size
+    return WorklistPage(worklist.iloc[start : start + size].reset_index(drop=True), number, pages)

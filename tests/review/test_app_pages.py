@@ -14,7 +14,7 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
-from medfusion.review import identifiers
+from medfusion.review import identifiers, worklist
 from medfusion.review.auth import add_user
 from medfusion.review.data import study_input
 from medfusion.review.launch import APP_PATH
@@ -125,20 +125,22 @@ def test_identifiers_only_for_permitted_users(app_env, review_project, monkeypat
     date = str(header.get("StudyDate", ""))
     assert row["study_date"] == (f"{date[:4]}-{date[4:6]}-{date[6:]}" if date else "")
     assert row["sex"] == str(header.get("PatientSex", ""))[:1]
-    # a header read per row and per click: only the first rows of a long worklist
-    monkeypatch.setattr(identifiers, "WORKLIST_ROWS", 3)
+    # a page at a time (a header read per row and per click): page 2 holds the next rows, read too
+    order = list(table["study_uid"])
+    monkeypatch.setattr(worklist, "PAGE_ROWS", 3)
     at = at.run()
-    table = at.dataframe[0].value
-    assert len(table) > 3
+    assert list(at.dataframe[0].value["study_uid"]) == order[:3]
+    at = at.number_input(key="wl_page").set_value(2).run()
+    page = at.dataframe[0].value
+    assert list(page["study_uid"]) == order[3:6]
     columns = list(identifiers.COLUMNS)
     read = [
         identifiers.read_identifiers(study_input(review_project.results_dir, u).image_paths).as_row()
-        for u in table["study_uid"].iloc[:3]
+        for u in order[3:6]
     ]
-    assert table[columns].iloc[:3].to_dict("records") == read
-    assert all(any(row.values()) for row in read)  # there was something to show
-    assert set(table[columns].iloc[3:].to_numpy().ravel()) == {""}
-    assert any("first 3 rows" in c.value for c in at.caption)
+    assert page[columns].to_dict("records") == read and all(any(row.values()) for row in read)
+    at = at.checkbox(key="f_positive").check().run()  # another list: from its first page
+    assert at.number_input(key="wl_page").value == 1
     # never in the audit trail: a stored decision has no field for them
     assert not {"accession", "study_date", "age", "sex"} & {f.name for f in dataclasses.fields(DecisionRecord)}
 

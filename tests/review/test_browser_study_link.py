@@ -44,14 +44,22 @@ def _checked(page, n: int) -> None:
 
 
 def _downloaded(folder: Path, suffix: str, timeout: float = 120.0) -> str:
-    """The text of the one file ending in ``suffix`` that Chromium has finished saving into ``folder``."""
-    deadline = time.monotonic() + timeout
+    """The text of the one file ending in ``suffix`` that Chromium has finished saving into ``folder``.
+
+    Finished: no ``.crdownload`` left, and the file non-empty and the same size twice, 0.5 s apart
+    (Chromium may reserve the final name with an empty file before it writes the download).
+    """
+    deadline, last = time.monotonic() + timeout, -1
     while time.monotonic() < deadline:
         done = [p for p in folder.iterdir() if p.name.endswith(suffix)]
-        if done and not any(p.name.endswith(".crdownload") for p in folder.iterdir()):
-            assert len(done) == 1, done
-            return done[0].read_text()
-        time.sleep(0.2)
+        writing = any(p.name.endswith(".crdownload") for p in folder.iterdir())
+        if len(done) == 1 and not writing:
+            size = done[0].stat().st_size
+            if size > 0 and size == last:
+                return done[0].read_text()
+            last = size
+        assert len(done) <= 1, done
+        time.sleep(0.5)
     raise AssertionError(f"no {suffix} download in {timeout:.0f} s: {sorted(p.name for p in folder.iterdir())}")
 
 

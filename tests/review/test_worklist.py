@@ -2,12 +2,13 @@
 
 from __future__ import annotations
 
+import numpy as np
 import pandas as pd
 import pytest
 
 from medfusion.results import labels_of
 from medfusion.review.store import Decision, ReviewStore, Shown
-from medfusion.review.worklist import WorklistQuery, build_worklist
+from medfusion.review.worklist import WorklistQuery, build_worklist, worklist_page
 
 
 def scoring_output() -> pd.DataFrame:
@@ -85,3 +86,45 @@ def test_review_state_comes_from_the_store(tmp_path) -> None:
         scoring_output(), store.reviewed_counts(["nodule", "effusion"]), WorklistQuery(states=("unreviewed", "partial"))
     )
     assert list(todo["study_uid"]) == ["1.3", "1.2", "1.4"]
+
+
+def test_positive_calls_and_review_state_on_a_wide_output() -> None:
+    """Nine labels (positives keyed across a byte boundary) and 400 studies: every row's positive
+    calls, focus label and review state as spelled out one study at a time."""
+    rng = np.random.default_rng(7)
+    labels = [f"finding{i}" for i in range(9)]
+    uids = [f"2.25.{i}" for i in range(400)]
+    probs = rng.random((400, 9))
+    results = pd.DataFrame({"study_uid": uids})
+    for i, label in enumerate(labels):
+        results[f"prob_{label}"] = probs[:, i]
+        results[f"threshold_{label}"] = 0.5
+    reviewed = pd.Series(rng.integers(0, 10, 400), index=uids)
+    wl = build_worklist(results, reviewed[reviewed > 0]).set_index("study_uid").loc[uids]
+    expected = [", ".join(lab for lab, p in zip(labels, row, strict=True) if p >= 0.5) for row in probs]
+    assert list(wl["positives"]) == expected
+    assert list(wl["top_label"]) == [labels[i] for i in np.argmax(probs - 0.5, axis=1)]
+    assert list(wl["reviewed"]) == [f"{n}/9" for n in reviewed]
+    assert list(wl["state"]) == ["unreviewed" if n == 0 else "reviewed" if n == 9 else "partial" for n in reviewed]
+
+
+@pytest.mark.parametrize(
+    ("studies", "asked", "rows", "number", "pages", "first"),
+    [
+        (250, 1, 100, 1, 3, 0),
+        (250, 3, 100, 3, 3, 200),  # the last page holds the remaining 50
+        (250, 9, 100, 3, 3, 200),  # past the end: the last page
+        (250, 0, 100, 1, 3, 0),  # before the start: the first
+        (100, 2, 100, 1, 1, 0),  # exactly one page
+        (0, 1, 100, 1, 1, None),  # an empty worklist: one empty page
+    ],
+)
+def test_a_worklist_page(studies, asked, rows, number, pages, first) -> None:
+    worklist = pd.DataFrame({"study_uid": [f"1.{i}" for i in range(studies)]})
+    page = worklist_page(worklist, asked, rows)
+    assert (page.number, page.pages) == (number, pages)
+    if first is None:
+        assert page.rows.empty
+    else:
+        assert list(page.rows["study_uid"]) == [f"1.{i}" for i in range(first, min(first + rows, studies))]
+        assert list(page.rows.index) == list(range(len(page.rows)))

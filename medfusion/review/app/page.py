@@ -57,6 +57,7 @@ from medfusion.review.worklist import (
     STATES,
     WorklistQuery,
     build_worklist,
+    worklist_page,
 )
 
 if TYPE_CHECKING:
@@ -385,11 +386,13 @@ def _worklist_page(
     labels: list[str],
     total: int,
     reviewed: pd.Series,
+    query: WorklistQuery,
     store: ReviewStore,
     user: User,
     settings: ReviewSettings,
 ) -> None:
-    """The worklist; ``reviewed``: labels with a current decision per scored study (those with any)."""
+    """The worklist (``query``'s filters and order, a page at a time); ``reviewed``: labels with a
+    current decision per scored study (those with any)."""
     st.title("Worklist")
     _keyboard(store)  # no study keys here; the warning before a reload drops unsaved drafts
     c1, c2, c3, c4 = st.columns(4)
@@ -400,8 +403,18 @@ def _worklist_page(
     if worklist.empty:
         st.info("No study matches the filters.")
         return
-    uids = list(worklist["study_uid"])
-    table = worklist[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]].copy()
+    if st.session_state.get("wl_query") != query:  # other filters or order: a new list, from its top
+        st.session_state["wl_query"] = query
+        st.session_state["wl_page"] = 1
+    pages = worklist_page(worklist, 1).pages
+    number = 1
+    if pages > 1:
+        left, right = st.columns([1, 5], vertical_alignment="center")
+        number = int(left.number_input("Page", min_value=1, max_value=pages, step=1, key="wl_page"))
+        right.caption(f"of {pages} pages, {len(worklist)} studies in the worklist's order")
+    page = worklist_page(worklist, number)
+    uids = list(page.rows["study_uid"])
+    table = page.rows[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]].copy()
     table.insert(0, "unsaved", ["● unsaved" if _unsaved(uid, store) else "" for uid in uids])
     columns: dict[str, Any] = {
         "unsaved": st.column_config.TextColumn("Drafts", width="small"),
@@ -413,13 +426,10 @@ def _worklist_page(
         "reviewed": st.column_config.TextColumn("Reviewed"),
         "state": st.column_config.TextColumn("State"),
     }
-    if user.may_see_identifiers:  # display only: read now, never logged, cached, exported or audited
-        shown = identifiers.WORKLIST_ROWS
-        ids = _identifier_rows(str(settings.results_dir), uids[:shown])  # a header read per row
+    if user.may_see_identifiers:  # display only: read now (a header per row of the page), never logged,
+        ids = _identifier_rows(str(settings.results_dir), uids)  # cached, exported or audited
         for i, column in enumerate(identifiers.COLUMNS):
-            table.insert(2 + i, column, [*ids[column], *([""] * (len(uids) - len(ids)))])
-        if len(uids) > shown:
-            st.caption(f"Identifiers are read for the first {shown} rows; filter or sort to see others.")
+            table.insert(2 + i, column, list(ids[column]))
         columns |= {
             "accession": st.column_config.TextColumn("Accession"),
             "study_date": st.column_config.TextColumn("Study date"),
@@ -444,7 +454,7 @@ def _worklist_page(
     left, right = st.columns([3, 1], vertical_alignment="bottom")
     chosen = left.selectbox("Study", uids, index=default, key="open_uid")
     if right.button("Open study", type="primary", key="open_study", width="stretch") or rows:
-        _open(chosen if not rows else uids[rows[0]], uids)
+        _open(chosen if not rows else uids[rows[0]], list(worklist["study_uid"]))  # next/previous go on past the page
 
 
 # ------------------------------------------------------------------------------------- study
@@ -1009,7 +1019,7 @@ def main() -> None:
         reviewed = store.reviewed_counts(labels)
         listed = build_worklist(results, reviewed, query)
         scored = reviewed[reviewed.index.isin(results["study_uid"])]
-        _worklist_page(listed, labels, len(results), scored, store, user, settings)
+        _worklist_page(listed, labels, len(results), scored, query, store, user, settings)
 
     bodies.update(
         worklist=worklist,
