@@ -14,12 +14,13 @@ import pytest
 import torch
 from streamlit.testing.v1 import AppTest
 
+from medfusion.results import labels_of
 from medfusion.review import identifiers, worklist
 from medfusion.review.auth import add_user
 from medfusion.review.data import study_input
 from medfusion.review.launch import APP_PATH
 from medfusion.review.settings import ENV_OIDC_ROLES
-from medfusion.review.store import DecisionRecord, ReviewStore
+from medfusion.review.store import Decision, DecisionRecord, ReviewStore, Shown
 from medfusion.scoring import read_results
 from tests.review.conftest import PASSWORD
 
@@ -221,3 +222,24 @@ def test_login_and_worklist_come_before_the_model_stack_is_imported(app_env) -> 
             steps[step] = ast.literal_eval(modules)
     assert steps["login"] == [] and steps["worklist"] == [], steps
     assert {"torch", "monai", "transformers"} <= set(steps["study"]), steps  # the check can see them
+
+
+def test_the_worklist_page_stays_in_range_as_reviewed_studies_leave_the_list(app_env, monkeypatch) -> None:
+    monkeypatch.setattr(worklist, "PAGE_ROWS", 3)
+    at = _login(AppTest.from_file(str(APP_PATH), default_timeout=120).run(), "dr.alice")
+    pages = at.number_input(key="wl_page").max
+    at = at.number_input(key="wl_page").set_value(pages).run()
+    shown = list(at.dataframe[0].value["study_uid"])
+    assert not at.exception and shown
+    results = read_results(app_env.results_dir)
+    labels = labels_of(results)
+    # another reviewer finishes all but four studies: the default filter (unreviewed, partial) drops them
+    keep = set(shown[:1]) | set(results["study_uid"].iloc[:3])
+    done = [uid for uid in results["study_uid"] if uid not in keep]
+    ReviewStore(app_env.store_path).record_many(
+        [Decision(uid, lab, "agree", "dr.bob", "medfusion", "1", Shown(0.5, 0.5)) for uid in done for lab in labels]
+    )
+    at = at.run()
+    assert not at.exception, at.exception
+    assert at.number_input(key="wl_page").value == at.number_input(key="wl_page").max == -(-len(keep) // 3)
+    assert set(at.dataframe[0].value["study_uid"]) <= keep

@@ -406,6 +406,8 @@ def _worklist_page(
     if st.session_state.get("wl_query") != query:  # other filters or order: a new list, from its top
         st.session_state["wl_query"] = query
         st.session_state["wl_page"] = 1
+    elif "wl_page" in st.session_state:  # studies reviewed meanwhile may have left fewer pages
+        st.session_state["wl_page"] = worklist_page(worklist, st.session_state["wl_page"]).number
     pages = worklist_page(worklist, 1).pages
     number = 1
     if pages > 1:
