@@ -406,15 +406,12 @@ def _worklist_page(
     if st.session_state.get("wl_query") != query:  # other filters or order: a new list, from its top
         st.session_state["wl_query"] = query
         st.session_state["wl_page"] = 1
-    elif "wl_page" in st.session_state:  # studies reviewed meanwhile may have left fewer pages
-        st.session_state["wl_page"] = worklist_page(worklist, st.session_state["wl_page"]).number
-    pages = worklist_page(worklist, 1).pages
-    number = 1
-    if pages > 1:
+    page = worklist_page(worklist, st.session_state.get("wl_page", 1))  # clamped: studies may have left
+    if page.pages > 1:
+        st.session_state["wl_page"] = page.number  # the control shows the page served
         left, right = st.columns([1, 5], vertical_alignment="center")
-        number = int(left.number_input("Page", min_value=1, max_value=pages, step=1, key="wl_page"))
-        right.caption(f"of {pages} pages, {len(worklist)} studies in the worklist's order")
-    page = worklist_page(worklist, number)
+        left.number_input("Page", min_value=1, max_value=page.pages, step=1, key="wl_page")
+        right.caption(f"of {page.pages} pages, {len(worklist)} studies in the worklist's order")
     uids = list(page.rows["study_uid"])
     table = page.rows[["study_uid", "positives", "top_label", "top_prob", "margin", "reviewed", "state"]].copy()
     table.insert(0, "unsaved", ["● unsaved" if _unsaved(uid, store) else "" for uid in uids])
